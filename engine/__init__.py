@@ -1,0 +1,1 @@
+"""The `qe` command line, the demo, and (later) the event-driven engine."""

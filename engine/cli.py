@@ -1,0 +1,235 @@
+"""The ``qe`` command line: one verb per command, one error handler.
+
+Expected errors (:class:`warehouse.errors.QEError`, bad options) print ``Error: <one line>`` and exit 1;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from warehouse.errors import QEError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="quant-engine: futures bars, SQL features, backtests.")
+rolls_app = typer.Typer(no_args_is_help=True, help="Roll tables and continuous series.")
+app.add_typer(rolls_app, name="rolls")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _State:
+    warehouse: Optional[str] = None
+    debug: bool = False
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    warehouse: Annotated[Optional[str], typer.Option("--warehouse", "-w", help="Warehouse directory (default $QE_WAREHOUSE or ./qe_data).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    state.warehouse = warehouse
+    state.debug = debug
+
+
+def _warehouse():  # noqa: ANN202
+    from warehouse import Warehouse
+
+    return Warehouse(state.warehouse)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (DBN, LEAN zip, CSV, Parquet).")],
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="1s|1m|1h|1d; overrides what the file implies.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="dbn|lean|csv|parquet; overrides detection.")] = None,
+) -> None:
+    """Load bar files into the warehouse: validate, quarantine bad rows, write partitions atomically."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from loaders.detect import expand_paths
+    from loaders.ingest import ingest as run_ingest
+
+    wh = _warehouse()
+    files = expand_paths(list(paths))
+    with Progress(
+        TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+        console=err_console, transient=True, disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("", total=len(files))
+        reports = run_ingest(wh, files, timeframe=timeframe, fmt=fmt,
+                             on_file=lambda r: progress.update(task, advance=1, description=Path(r.path).name))
+    _print_ingest_summary(reports)
+    failed = [r for r in reports if r.error]
+    if failed:
+        raise QEError(f"{len(failed)} of {len(reports)} file(s) could not be read; see above")
+
+
+def _print_ingest_summary(reports) -> None:  # noqa: ANN001
+    table = Table(title="Ingest summary", show_lines=False)
+    for col in ("file", "format", "read", "loaded", "unchanged", "quarantined (by rule)"):
+        table.add_column(col, justify="right" if col in ("read", "loaded", "unchanged") else "left")
+    for r in reports:
+        name = _short(r.path)
+        if r.error:
+            table.add_row(name, r.format or "?", "-", "-", "-", f"[red]not read: {r.error.split(': ', 1)[-1]}[/red]")
+            continue
+        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.quarantined.items())) or "0"
+        table.add_row(name, r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", rules)
+    console.print(table)
+    total_q = sum(r.rows_quarantined for r in reports)
+    console.print(
+        f"{sum(r.rows_loaded for r in reports):,} rows loaded, {sum(r.rows_unchanged for r in reports):,} unchanged, "
+        f"{total_q:,} quarantined" + ("  (see: qe sql \"SELECT * FROM quarantine\")" if total_q else "")
+    )
+
+
+def _short(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A SQL query over the warehouse views.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table|csv|json|parquet")] = "table",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown in table format.")] = 50,
+) -> None:
+    """Run ad-hoc SQL against every warehouse view."""
+    import duckdb
+
+    from engine.output import write_result
+
+    wh = _warehouse()
+    try:
+        result = wh.sql(query)
+    except duckdb.Error as exc:
+        raise QEError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+    write_result(result, fmt, out, console, limit)
+
+
+@app.command()
+def contracts() -> None:
+    """List contract specifications (tick, multiplier, hours, margins and fees in effect today)."""
+    from engine.output import print_table
+
+    wh = _warehouse()
+    print_table(
+        wh.sql(
+            """
+            SELECT c.root, c.ib_exchange AS exchange, c.databento_venue AS venue, c.currency, c.tick_size,
+                   c.tick_value, c.multiplier, c.rth_open_et || '-' || c.rth_close_et AS rth_et,
+                   c.correlation_group AS "group", c.contract_months AS months, c.expiry_rule,
+                   m.initial_margin, m.maintenance_margin, f.total_per_side AS fees_per_side
+            FROM contracts c
+            LEFT JOIN (SELECT root, arg_max(initial_margin, effective_date) AS initial_margin,
+                              arg_max(maintenance_margin, effective_date) AS maintenance_margin
+                       FROM margins WHERE effective_date <= current_date GROUP BY root) m USING (root)
+            LEFT JOIN (SELECT root, arg_max(total_per_side, effective_date) AS total_per_side
+                       FROM fees WHERE effective_date <= current_date GROUP BY root) f USING (root)
+            ORDER BY c.correlation_group, c.root
+            """
+        ),
+        console,
+        title="Contracts (margins and fees in effect today)",
+    )
+
+
+@rolls_app.command("build")
+def rolls_build(
+    rule: Annotated[Optional[str], typer.Option("--rule", help="volume | open_interest | expiry:N | databento")] = None,
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Roots to rebuild (default all).")] = None,
+) -> None:
+    """Recompute the roll table and continuous series with a rule."""
+    from engine.output import print_table
+    from warehouse.rolls import build_rolls
+
+    wh = _warehouse()
+    table = build_rolls(wh, symbols=symbols, rule=rule)
+    print_table(table, console, title=f"Rolls ({table.num_rows})")
+
+
+@rolls_app.command("show")
+def rolls_show(symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s")] = None) -> None:
+    """Show the roll table."""
+    from engine.output import print_table
+
+    wh = _warehouse()
+    rows = wh.sql("SELECT * FROM rolls ORDER BY symbol, roll_ts")
+    if symbols:
+        import pyarrow.compute as pc
+
+        rows = rows.filter(pc.is_in(rows["symbol"], value_set=__import__("pyarrow").array(symbols)))
+    print_table(rows, console, title="Rolls")
+
+
+@app.command()
+def download(
+    roots: Annotated[list[str], typer.Argument(help="Roots, e.g. ES NQ CL.")],
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Day after the last, YYYY-MM-DD.")],
+    schema: Annotated[list[str], typer.Option("--schema", help="ohlcv-1m|ohlcv-1h|ohlcv-1d|definition (repeatable)")] = ["ohlcv-1m"],  # noqa: B006
+    rank: Annotated[int, typer.Option(help="Continuous rank (0 = front).")] = 0,
+    roll_rule: Annotated[str, typer.Option("--roll-rule", help="Databento continuous rule: v (volume), n (open interest), c (calendar).")] = "v",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending money.")] = False,
+) -> None:
+    """Download GLBX.MDP3 continuous bars from Databento (shows the cost first), then ingest them."""
+    from loaders.download import DatabentoClient, DownloadPlan, run_download
+
+    wh = _warehouse()
+    plan = DownloadPlan.create(roots=roots, start=start, end=end, schemas=schema, rank=rank, roll_rule=roll_rule)
+    run_download(wh, DatabentoClient.from_environment(), plan, confirm=None if yes else _confirm, console=console)
+
+
+def _confirm(message: str) -> bool:
+    if not sys.stdin.isatty():
+        raise QEError("download needs confirmation; run it in a terminal or pass --yes")
+    return typer.confirm(message)
+
+
+@app.command()
+def demo() -> None:
+    """Ingest the shipped sample data, build rolls and continuous series, and show what is there."""
+    from engine.demo import run_demo
+
+    run_demo(_warehouse(), console)
+
+
+def main() -> None:
+    """Entry point of ``qe`` with the single error handler.
+
+    Usage errors are click's own (message and exit 2). Everything else that escapes a command is one
+    ``Error:`` line and exit 1, or the traceback with ``--debug``.
+    """
+    debug = "--debug" in sys.argv
+    try:
+        app()
+    except QEError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(
+            f"[red]Error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Ingest: read -> validate -> quarantine bad rows -> merge good rows into partitions atomically.
+
+Idempotent by construction: a partition is the union of what it held and the new rows, keyed by
+(contract, ts) with the new row winning; a partition whose content would not change is not rewritten,
+and a file's quarantine rows replace that file's previous ones. Ingesting the same file twice therefore
+leaves every table as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loaders.detect import expand_paths, read_file
+from loaders.raw import RawFile
+from warehouse import layout, schemas
+from warehouse.errors import LoadError, QEError
+from warehouse.store import write_parquet_atomic
+from warehouse.templates import render
+from warehouse.warehouse import Warehouse
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file."""
+
+    path: str
+    format: str = ""
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_unchanged: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+    partitions_written: int = 0
+    symbols: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rows_quarantined(self) -> int:
+        """Rows rejected, over all rules."""
+        return sum(self.quarantined.values())
+
+
+def ingest(
+    warehouse: Warehouse,
+    paths: Iterable[str | Path],
+    timeframe: str | None = None,
+    fmt: str | None = None,
+    on_file: Callable[[FileReport], None] | None = None,
+    build_rolls: bool = True,
+) -> list[FileReport]:
+    """Ingest files (or every bar file under directories) into ``warehouse``.
+
+    Parameters
+    ----------
+    warehouse : Warehouse
+        Destination.
+    paths : iterable of path
+        Files or directories.
+    timeframe : {"1s", "1m", "1h", "1d"}, optional
+        Overrides the timeframe the file or its folder implies.
+    fmt : {"dbn", "lean", "csv", "parquet"}, optional
+        Overrides format detection.
+    on_file : callable, optional
+        Called with each :class:`FileReport` as soon as its file is done (progress display).
+    build_rolls : bool
+        Rebuild the roll table and front segments of every futures symbol the files touched.
+
+    Returns
+    -------
+    list of FileReport
+        One per file; a file that could not be read has ``error`` set and wrote nothing.
+    """
+    if timeframe is not None and timeframe not in layout.TIMEFRAMES:
+        raise QEError(f"unknown timeframe {timeframe!r}; choose one of {', '.join(layout.TIMEFRAMES)}")
+    files = expand_paths(list(paths))
+    if not files:
+        raise QEError("no input files found")
+    # Definitions first, so that continuous DBN bars can name their contracts.
+    files.sort(key=lambda p: (0 if "definition" in p.name else 1, str(p)))
+    reports: list[FileReport] = []
+    touched: set[str] = set()
+    for path in files:
+        report = FileReport(path=str(path))
+        try:
+            raw = read_file(path, fmt, timeframe)
+            report.format = raw.format
+            report.notes.extend(raw.notes)
+            _ingest_raw(warehouse, path, raw, report)
+        except LoadError as exc:
+            report.error = str(exc)
+        reports.append(report)
+        touched |= report.symbols
+        warehouse.refresh()
+        if on_file is not None:
+            on_file(report)
+    if build_rolls and touched:
+        from warehouse.rolls import build_rolls as rebuild
+
+        rebuild(warehouse, symbols=sorted(touched))
+        warehouse.refresh()
+    return reports
+
+
+def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileReport) -> None:
+    report.rows_read = raw.rows_read
+    key = _source_key(path)
+    con = _validation_connection()
+    rejected: list[pa.Table] = []
+    staged: list[tuple[Path, pa.Table]] = []
+    known = _known_contracts(warehouse, raw)
+    for tf, table in raw.bars.items():
+        table = _normalize_symbols(table, known)
+        con.register("raw", table)
+        checked = con.sql(render("validate_bars.sql", tf_us=layout.TIMEFRAMES[tf] * 1_000_000, timeframe=tf)).to_arrow_table()
+        con.unregister("raw")
+        good = checked.filter(pc.is_null(checked["rule"]))
+        bad = checked.filter(pc.is_valid(checked["rule"]))
+        rejected.append(_quarantine_rows(bad, "bars", tf))
+        staged.extend(_bar_partitions(warehouse.root, tf, good))
+    if raw.open_interest is not None:
+        good_oi, bad_oi = _validate_open_interest(con, raw.open_interest)
+        rejected.append(bad_oi)
+        staged.extend(_oi_partitions(warehouse.root, good_oi))
+    # Everything is validated before anything is written: a reader error above leaves no trace.
+    for target, rows in staged:
+        loaded, unchanged = _merge_partition(target, rows)
+        report.rows_loaded += loaded
+        report.rows_unchanged += unchanged
+        report.partitions_written += int(loaded > 0)
+        report.symbols.add(_symbol_of(target))
+    quarantine = pa.concat_tables(rejected) if rejected else schemas.QUARANTINE.empty_table()
+    report.quarantined.update(quarantine.column("rule").to_pylist())
+    _replace_source_file(warehouse.root / "quarantine", key, quarantine)
+    if raw.definitions is not None:
+        _replace_source_file(warehouse.root / "definitions", key, raw.definitions.cast(schemas.DEFINITIONS))
+    if raw.instrument_changes is not None:
+        _replace_source_file(warehouse.root / "dbn_rolls", key, raw.instrument_changes.cast(schemas.INSTRUMENT_CHANGES))
+    _log(warehouse.root, key, path, raw, report)
+
+
+def _validation_connection() -> duckdb.DuckDBPyConnection:
+    from warehouse.contracts import specs_table
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("tick_sizes", specs_table().select(["root", "tick_size"]))
+    return con
+
+
+def _known_contracts(warehouse: Warehouse, raw: RawFile) -> dict[int, str]:
+    """instrument_id -> raw symbol from stored definitions and the file's own."""
+    rows = warehouse.sql("SELECT instrument_id, raw_symbol FROM definitions").to_pylist()
+    known = {r["instrument_id"]: r["raw_symbol"] for r in rows}
+    if raw.definitions is not None:
+        known.update(zip(raw.definitions["instrument_id"].to_pylist(), raw.definitions["raw_symbol"].to_pylist()))
+    return known
+
+
+def _normalize_symbols(table: pa.Table, known: dict[int, str]) -> pa.Table:
+    """Futures rows get ``symbol`` = root and ``contract`` = the exchange symbol (``ES`` / ``ESZ3``).
+
+    A generic file may name contracts in ``symbol`` (``ESZ3``); a continuous DBN file names only the
+    instrument id, which the definitions resolve (or ``<root>#<instrument_id>`` when none is known).
+    """
+    from warehouse.contracts import root_of
+
+    symbols = table.column("symbol").to_pylist()
+    contracts = table.column("contract").to_pylist()
+    ids = table.column("instrument_id").to_pylist()
+    roots: dict[str, str | None] = {}
+    new_symbol, new_contract = [], []
+    for sym, con_, iid in zip(symbols, contracts, ids):
+        sym = None if sym is None else str(sym).strip()
+        if sym is not None and sym not in roots:
+            roots[sym] = root_of(sym)
+        root = roots.get(sym) if sym is not None else None
+        if con_ is None and root is not None and sym != root:
+            if "." in sym:  # continuous name such as ES.v.0: the instrument id says which contract
+                con_ = known.get(int(iid)) if iid is not None else None
+                if con_ is None and iid is not None:
+                    con_ = f"{root}#{int(iid)}"
+            else:
+                con_ = sym
+            sym = root
+        elif con_ is not None and sym is not None and sym == con_ and root is not None:
+            sym = root
+        new_symbol.append(sym)
+        new_contract.append(con_)
+    table = table.set_column(0, "symbol", pa.array(new_symbol, pa.string()))
+    return table.set_column(1, "contract", pa.array(new_contract, pa.string()))
+
+
+def _quarantine_rows(bad: pa.Table, table_name: str, tf: str | None) -> pa.Table:
+    n = bad.num_rows
+    return pa.table(
+        {
+            "file": bad["_file"],
+            "row": bad["_row"],
+            "table_name": pa.array([table_name] * n, pa.string()),
+            "timeframe": pa.array([tf] * n, pa.string()),
+            "rule": bad["rule"],
+            "detail": bad["detail"],
+            "symbol": bad["symbol"],
+            "contract": bad["contract"],
+            "ts": bad["ts"].cast(schemas.TS),
+        },
+        schema=schemas.QUARANTINE,
+    )
+
+
+def _bar_partitions(root: Path, tf: str, good: pa.Table) -> list[tuple[Path, pa.Table]]:
+    if good.num_rows == 0:
+        return []
+    rows = pa.table(
+        {
+            "symbol": good["symbol"],
+            "year": pc.year(good["ts"]),
+            "contract": good["contract"],
+            "instrument_id": good["instrument_id"],
+            "ts": good["ts"].cast(schemas.TS),
+            "open": good["open"],
+            "high": good["high"],
+            "low": good["low"],
+            "close": good["close"],
+            "volume": good["volume"],
+            "open_interest": good["open_interest"],
+            "source": pc.cast(good["_file"], pa.string()),
+        }
+    )
+    out = []
+    for part in rows.group_by(["symbol", "year"]).aggregate([]).to_pylist():
+        mask = pc.and_(pc.equal(rows["symbol"], part["symbol"]), pc.equal(rows["year"], part["year"]))
+        subset = rows.filter(mask).drop_columns(["symbol", "year"]).cast(schemas.BARS)
+        out.append((layout.bar_partition(root, tf, part["symbol"], part["year"]), subset))
+    return out
+
+
+def _validate_open_interest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    con.register("raw_oi", rows)
+    checked = con.sql(
+        """
+        SELECT _file, _row, symbol, contract, TRY_CAST(ts AS TIMESTAMPTZ) AS ts,
+               TRY_CAST(open_interest AS DOUBLE) AS oi,
+               CASE
+                   WHEN TRY_CAST(ts AS TIMESTAMPTZ) IS NULL THEN 'unparseable_timestamp'
+                   WHEN TRY_CAST(open_interest AS DOUBLE) IS NULL THEN 'unparseable_value'
+                   WHEN TRY_CAST(open_interest AS DOUBLE) < 0
+                        OR TRY_CAST(open_interest AS DOUBLE) <> floor(TRY_CAST(open_interest AS DOUBLE))
+                       THEN 'volume_not_nonneg_integer'
+               END AS rule,
+               'open_interest=' || coalesce(CAST(open_interest AS VARCHAR), 'NULL') AS detail
+        FROM raw_oi
+        """
+    ).to_arrow_table()
+    con.unregister("raw_oi")
+    good = checked.filter(pc.is_null(checked["rule"]))
+    good = pa.table(
+        {
+            "symbol": good["symbol"],
+            "contract": good["contract"],
+            "ts": good["ts"].cast(schemas.TS),
+            "open_interest": pc.cast(good["oi"], pa.int64()),
+            "source": good["_file"],
+        }
+    )
+    return good, _quarantine_rows(checked.filter(pc.is_valid(checked["rule"])), "open_interest", None)
+
+
+def _oi_partitions(root: Path, rows: pa.Table) -> list[tuple[Path, pa.Table]]:
+    out = []
+    for symbol in pc.unique(rows["symbol"]).to_pylist():
+        subset = rows.filter(pc.equal(rows["symbol"], symbol)).drop_columns(["symbol"]).cast(schemas.OPEN_INTEREST)
+        out.append((root / "open_interest" / f"symbol={symbol}" / "data.parquet", subset))
+    return out
+
+
+def _merge_partition(target: Path, new: pa.Table) -> tuple[int, int]:
+    """Merge ``new`` into the partition file; return (rows written as new or changed, rows unchanged).
+
+    Keyed by (contract, ts); a new row replaces a stored one with the same key. Rows are kept sorted by
+    (contract, ts). The partition is rewritten atomically, and not at all when nothing changes.
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("new_rows", new)
+    value_columns = [f.name for f in new.schema if f.name not in ("contract", "ts", "source")]
+    if target.exists():
+        con.execute(f"CREATE VIEW old_rows AS SELECT * FROM read_parquet('{str(target).replace(chr(39), chr(39) * 2)}', hive_partitioning = false)")
+    else:
+        con.register("old_rows", new.schema.empty_table())
+    same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM n.{c}" for c in value_columns)
+    unchanged = con.sql(
+        f"""SELECT count(*) FROM new_rows n JOIN old_rows o
+            ON o.contract IS NOT DISTINCT FROM n.contract AND o.ts = n.ts WHERE {same}"""
+    ).fetchone()[0]
+    loaded = new.num_rows - unchanged
+    if loaded > 0:
+        merged = con.sql(
+            """
+            SELECT * FROM new_rows
+            UNION ALL
+            SELECT o.* FROM old_rows o ANTI JOIN new_rows n
+                ON o.contract IS NOT DISTINCT FROM n.contract AND o.ts = n.ts
+            ORDER BY contract, ts
+            """
+        ).to_arrow_table()
+        write_parquet_atomic(merged.cast(new.schema), target)
+    con.close()
+    return loaded, unchanged
+
+
+def _replace_source_file(directory: Path, key: str, table: pa.Table) -> None:
+    target = directory / f"source={key}.parquet"
+    if table.num_rows == 0 and not target.exists():
+        return
+    write_parquet_atomic(table, target)
+
+
+def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> None:
+    entry = pa.table(
+        {
+            "file": [str(path)],
+            "format": [raw.format],
+            "sha256": [_sha256(path)],
+            "rows_read": [report.rows_read],
+            "rows_loaded": [report.rows_loaded],
+            "rows_unchanged": [report.rows_unchanged],
+            "rows_quarantined": [report.rows_quarantined],
+            "ingested_at": [datetime.now(timezone.utc)],
+        },
+        schema=schemas.INGEST_LOG,
+    )
+    write_parquet_atomic(entry, root / "ingest_log" / f"source={key}.parquet")
+
+
+def _source_key(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _symbol_of(partition: Path) -> str:
+    for part in partition.parts:
+        if part.startswith("symbol="):
+            return part.removeprefix("symbol=")
+    return ""

@@ -1,0 +1,1 @@
+"""Jinja-templated SELECT statements (package data only; Python owns DDL and rendering)."""

@@ -1,0 +1,92 @@
+{#-
+  Validate raw bar rows. Input relations: `raw` (loaders.raw.RAW_COLUMNS, values possibly text) and
+  `tick_sizes` (root, tick_size). Output: every row, typed, with `rule` = the first rule it breaks (NULL when
+  the row is good) and `detail` = the offending values. Rules, in the order they are checked:
+    missing_symbol, unparseable_timestamp, unparseable_value, price_not_positive_finite,
+    volume_not_nonneg_integer, ohlc_inconsistent, ts_not_aligned, price_off_tick_grid, duplicate_key.
+  A duplicate (symbol, contract, ts) keeps its first good occurrence in file order; later ones are rejected.
+  Parameter: tf_us = the timeframe in microseconds (a bar's ts must be a multiple of it since the epoch).
+-#}
+WITH typed AS (
+    SELECT
+        _file,
+        _row,
+        NULLIF(trim(CAST(symbol AS VARCHAR)), '') AS symbol,
+        NULLIF(trim(CAST(contract AS VARCHAR)), '') AS contract,
+        TRY_CAST(instrument_id AS BIGINT) AS instrument_id,
+        TRY_CAST(ts AS TIMESTAMPTZ) AS ts,
+        TRY_CAST(open AS DOUBLE) AS open,
+        TRY_CAST(high AS DOUBLE) AS high,
+        TRY_CAST(low AS DOUBLE) AS low,
+        TRY_CAST(close AS DOUBLE) AS close,
+        TRY_CAST(volume AS DOUBLE) AS volume,
+        TRY_CAST(open_interest AS DOUBLE) AS open_interest,
+        CAST(ts AS VARCHAR) AS ts_text,
+        concat_ws(' ', 'open=' || CAST(open AS VARCHAR), 'high=' || CAST(high AS VARCHAR), 'low=' || CAST(low AS VARCHAR),
+                  'close=' || CAST(close AS VARCHAR), 'volume=' || CAST(volume AS VARCHAR)) AS values_text
+    FROM raw
+),
+ruled AS (
+    SELECT
+        t.*,
+        k.tick_size,
+        CASE
+            WHEN t.symbol IS NULL THEN 'missing_symbol'
+            WHEN t.ts IS NULL THEN 'unparseable_timestamp'
+            WHEN t.open IS NULL OR t.high IS NULL OR t.low IS NULL OR t.close IS NULL OR t.volume IS NULL
+                THEN 'unparseable_value'
+            WHEN NOT (isfinite(t.open) AND isfinite(t.high) AND isfinite(t.low) AND isfinite(t.close))
+                 OR least(t.open, t.high, t.low, t.close) <= 0
+                THEN 'price_not_positive_finite'
+            WHEN t.volume < 0 OR t.volume <> floor(t.volume) OR NOT isfinite(t.volume)
+                 OR (t.open_interest IS NOT NULL AND (t.open_interest < 0 OR t.open_interest <> floor(t.open_interest)))
+                THEN 'volume_not_nonneg_integer'
+            WHEN t.high < greatest(t.open, t.close) OR t.low > least(t.open, t.close)
+                THEN 'ohlc_inconsistent'
+            WHEN epoch_us(t.ts) % {{ tf_us }} <> 0 THEN 'ts_not_aligned'
+            WHEN k.tick_size IS NOT NULL AND greatest(
+                     abs(t.open / k.tick_size - round(t.open / k.tick_size)),
+                     abs(t.high / k.tick_size - round(t.high / k.tick_size)),
+                     abs(t.low / k.tick_size - round(t.low / k.tick_size)),
+                     abs(t.close / k.tick_size - round(t.close / k.tick_size))) > 1e-6
+                THEN 'price_off_tick_grid'
+        END AS first_rule
+    FROM typed AS t
+    LEFT JOIN tick_sizes AS k ON k.root = t.symbol
+),
+ranked AS (
+    SELECT
+        *,
+        CASE WHEN first_rule IS NULL THEN
+            row_number() OVER (PARTITION BY first_rule IS NULL, symbol, coalesce(contract, ''), ts ORDER BY _file, _row)
+        END AS occurrence
+    FROM ruled
+)
+SELECT
+    _file,
+    _row,
+    symbol,
+    contract,
+    instrument_id,
+    ts,
+    open,
+    high,
+    low,
+    close,
+    CAST(volume AS BIGINT) AS volume,
+    CAST(open_interest AS BIGINT) AS open_interest,
+    coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END) AS rule,
+    CASE coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END)
+        WHEN 'missing_symbol' THEN 'symbol is empty'
+        WHEN 'unparseable_timestamp' THEN 'ts=' || coalesce(ts_text, 'NULL') || ' is not a timestamp'
+        WHEN 'unparseable_value' THEN values_text || ' (a value is missing or not a number)'
+        WHEN 'price_not_positive_finite' THEN values_text || ' (prices must be finite and > 0)'
+        WHEN 'volume_not_nonneg_integer' THEN 'volume=' || CAST(volume AS VARCHAR)
+            || coalesce(' open_interest=' || CAST(open_interest AS VARCHAR), '') || ' (must be integers >= 0)'
+        WHEN 'ohlc_inconsistent' THEN values_text || ' (need high >= max(open, close) and low <= min(open, close))'
+        WHEN 'ts_not_aligned' THEN 'ts=' || strftime(ts, '%Y-%m-%d %H:%M:%S.%f') || ' UTC is not on the ' || '{{ timeframe }}' || ' grid'
+        WHEN 'price_off_tick_grid' THEN values_text || ' (not multiples of the ' || symbol || ' tick ' || CAST(tick_size AS VARCHAR) || ')'
+        WHEN 'duplicate_key' THEN 'another row has the same (symbol, contract, ts) = (' || symbol || ', '
+            || coalesce(contract, 'NULL') || ', ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ')'
+    END AS detail
+FROM ranked

@@ -1,0 +1,36 @@
+"""Errors that users are meant to read.
+
+Every expected failure derives from :class:`QEError`; the CLI prints ``Error: <message>`` in one line and
+exits 1, and ``--debug`` shows the traceback. Messages name the file, row and rule where there is one.
+"""
+
+from __future__ import annotations
+
+
+class QEError(Exception):
+    """Base class of every error the CLI reports as one clear line."""
+
+
+class LoadError(QEError):
+    """A file could not be read at all; nothing from it was written.
+
+    Parameters
+    ----------
+    path : str
+        The file that failed.
+    reason : str
+        What is wrong with it, in words a user can act on.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason} (nothing from this file was written)")
+
+
+class WarehouseError(QEError):
+    """The warehouse directory or one of its tables is unusable."""
+
+
+class ConfigError(QEError):
+    """A configuration value or command-line option is invalid."""

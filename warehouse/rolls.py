@@ -1,0 +1,349 @@
+"""Roll tables and front-contract segments, computed from per-contract bars.
+
+Rules
+-----
+``volume``
+    The front contract rolls to a later-expiring contract on the first trading date whose volume exceeds
+    the front's (a crossover). The roll takes effect at the open of the **next** trading session, because a
+    day's volume is known only once the day is over: no look-ahead.
+``open_interest``
+    The same with the day's last open interest.
+``expiry:N``
+    Roll N business days (of the product's exchange calendar) before the front's last trading day; the
+    roll takes effect at the open of that day's session.
+``databento``
+    Take the front-contract changes recorded in continuous DBN files (a change of ``instrument_id``);
+    the roll takes effect at the first bar of the new instrument.
+
+Whatever the rule, a front that has expired is replaced by the next contract that has data, and the
+front never moves back to an earlier expiry. ``from_price`` / ``to_price`` are both contracts' closes on
+their latest common bar that had closed by the roll (see ``sql/roll_prices.sql``); when the contracts
+share no bar (e.g. a data gap) the old contract's last close and the new contract's first open are used
+and ``basis_timeframe`` says ``adjacent``.
+
+Back adjustment of segment k (rolls k+1..K follow it): ratio factor = prod(to_j / from_j) and difference
+offset = sum(to_j - from_j) over those later rolls, so the newest contract keeps its raw prices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+
+from warehouse import layout, schemas
+from warehouse.errors import ConfigError
+from warehouse.store import write_parquet_atomic
+from warehouse.templates import render
+from warehouse.warehouse import Warehouse
+
+ET = ZoneInfo("America/New_York")
+RULES = ("volume", "open_interest", "expiry", "databento")
+
+
+@dataclass(frozen=True)
+class Roll:
+    """One roll from ``from_contract`` to ``to_contract``, effective at ``roll_ts``."""
+
+    symbol: str
+    roll_ts: datetime
+    signal_date: date
+    from_contract: str
+    to_contract: str
+    rule: str
+
+
+def parse_rule(rule: str) -> tuple[str, int]:
+    """Split ``expiry:5`` into ("expiry", 5); other rules carry no number."""
+    name, _, number = rule.partition(":")
+    if name not in RULES:
+        raise ConfigError(f"unknown roll rule {rule!r}; choose volume, open_interest, expiry:N or databento")
+    if name == "expiry":
+        if not number.isdigit():
+            raise ConfigError(f"roll rule {rule!r}: write expiry:N with N business days before expiry, e.g. expiry:5")
+        return name, int(number)
+    return name, 0
+
+
+def session_open_utc(trading_day: date) -> datetime:
+    """Open of the CME Globex session of ``trading_day``: 18:00 ET on the previous calendar day, in UTC."""
+    local = datetime.combine(trading_day - timedelta(days=1), time(18, 0), tzinfo=ET)
+    return local.astimezone(timezone.utc)
+
+
+def build_rolls(warehouse: Warehouse, symbols: list[str] | None = None, rule: str | None = None) -> pa.Table:
+    """Recompute rolls and front segments for ``symbols`` (all futures symbols by default).
+
+    Parameters
+    ----------
+    warehouse : Warehouse
+        The warehouse to read bars from and write ``rolls`` / ``front_segments`` to.
+    symbols : list of str, optional
+        Roots to rebuild; plain (contract-less) symbols are skipped.
+    rule : str, optional
+        ``volume``, ``open_interest``, ``expiry:N`` or ``databento``. Defaults to the rule the symbol was
+        last built with, else ``databento`` when continuous DBN changes exist for it, else ``volume``.
+
+    Returns
+    -------
+    pyarrow.Table
+        The roll rows written, over all symbols.
+    """
+    if rule is not None:
+        parse_rule(rule)
+    available = [r[0] for r in warehouse.connect().sql(_symbols_with_contracts_sql()).fetchall()]
+    chosen = available if symbols is None else [s for s in symbols if s in available]
+    written: list[pa.Table] = []
+    for symbol in chosen:
+        symbol_rule = rule or _previous_rule(warehouse, symbol) or _default_rule(warehouse, symbol)
+        rolls_table, front = _build_symbol(warehouse, symbol, symbol_rule)
+        write_parquet_atomic(rolls_table, warehouse.root / "rolls" / f"{_safe(symbol)}.parquet")
+        write_parquet_atomic(front, warehouse.root / "front_segments" / f"{_safe(symbol)}.parquet")
+        written.append(rolls_table)
+    warehouse.refresh()
+    return pa.concat_tables(written) if written else schemas.ROLLS.empty_table()
+
+
+def _symbols_with_contracts_sql() -> str:
+    parts = [f"SELECT DISTINCT symbol FROM contract_bars_{tf} WHERE contract IS NOT NULL" for tf in layout.TIMEFRAMES]
+    return " UNION ".join(parts) + " ORDER BY 1"
+
+
+def _previous_rule(warehouse: Warehouse, symbol: str) -> str | None:
+    row = warehouse.connect().sql("SELECT any_value(rule) FROM front_segments WHERE symbol = ?", params=[symbol]).fetchone()
+    return row[0] if row else None
+
+
+def _default_rule(warehouse: Warehouse, symbol: str) -> str:
+    row = warehouse.connect().sql("SELECT count(*) FROM instrument_changes WHERE symbol = ?", params=[symbol]).fetchone()
+    return "databento" if row and row[0] > 0 else "volume"
+
+
+def _basis_timeframe(warehouse: Warehouse, symbol: str) -> str:
+    """Timeframe whose bars cover the most trading dates of ``symbol`` (coarser wins ties)."""
+    best, best_days = "1d", -1
+    for tf in ("1d", "1h", "1m", "1s"):
+        days = warehouse.connect().sql(
+            f"SELECT count(DISTINCT CAST(timezone('America/New_York', ts) + INTERVAL 6 HOUR AS DATE)) "
+            f"FROM contract_bars_{tf} WHERE symbol = ? AND contract IS NOT NULL",
+            params=[symbol],
+        ).fetchone()[0]
+        if days > best_days:
+            best, best_days = tf, days
+    return best
+
+
+def _build_symbol(warehouse: Warehouse, symbol: str, rule: str) -> tuple[pa.Table, pa.Table]:
+    name, days_before = parse_rule(rule)
+    con = warehouse.connect()
+    basis = _basis_timeframe(warehouse, symbol)
+    activity = con.sql(render("daily_activity.sql", timeframe=basis), params={"symbol": symbol}).fetchall()
+    first_seen: dict[str, date] = {}
+    for contract, day, *_ in activity:
+        first_seen.setdefault(contract, day)
+    expiries = _expiries(warehouse, first_seen)
+    if name == "databento":
+        rolls = _databento_rolls(warehouse, symbol)
+        first = _first_contract(activity, expiries)
+    else:
+        first, rolls = _decide(symbol, rule, name, days_before, activity, expiries)
+    return _tables(warehouse, symbol, rule, basis, first, rolls)
+
+
+def _expiries(warehouse: Warehouse, first_seen: dict[str, date]) -> dict[str, date]:
+    """Last trading day of each contract: from definitions where known, else from the product's rule.
+
+    A single-digit year (ESZ3) is read as the first such year not before the contract's first bar.
+    """
+    from warehouse.contracts import expiry_date, parse_contract
+
+    known = {
+        r[0]: r[1]
+        for r in warehouse.connect().sql(
+            "SELECT raw_symbol, CAST(timezone('America/New_York', max(expiration)) AS DATE) FROM definitions GROUP BY 1"
+        ).fetchall()
+    }
+    out: dict[str, date] = {}
+    for contract, seen in first_seen.items():
+        if contract in known and known[contract] is not None:
+            out[contract] = known[contract]
+            continue
+        parsed = parse_contract(contract, seen) if "#" not in contract else None
+        if parsed is not None:
+            try:
+                out[contract] = expiry_date(parsed.root, parsed.year, parsed.month)
+            except (KeyError, ValueError):
+                pass
+    return out
+
+
+def _first_contract(activity: list[tuple], expiries: dict[str, date]) -> str | None:
+    if not activity:
+        return None
+    first_day = activity[0][1]
+    today = [r for r in activity if r[1] == first_day]
+    return max(today, key=lambda r: (r[2], -_expiry_key(r[0], expiries)))[0]
+
+
+def _expiry_key(contract: str, expiries: dict[str, date]) -> float:
+    exp = expiries.get(contract)
+    return exp.toordinal() if exp else math.inf
+
+
+def _decide(
+    symbol: str, rule: str, name: str, days_before: int, activity: list[tuple], expiries: dict[str, date]
+) -> tuple[str | None, list[Roll]]:
+    """Walk the trading dates in order and roll per ``rule`` (see the module docstring)."""
+    from warehouse.sessions import business_days
+
+    by_day: dict[date, dict[str, tuple[int, int | None]]] = {}
+    for contract, day, volume, oi in activity:
+        by_day.setdefault(day, {})[contract] = (volume or 0, oi)
+    days = sorted(by_day)
+    if not days:
+        return None, []
+    front = _first_contract(activity, expiries)
+    rolls: list[Roll] = []
+    pending_from: date | None = None  # a roll decided on a day takes effect at the next session
+    for day in days:
+        if pending_from is not None and day <= pending_from:
+            continue
+        today = by_day[day]
+        front_exp = expiries.get(front)
+        later = [c for c in today if c != front and _expiry_key(c, expiries) > _expiry_key(front, expiries)]
+        target = None
+        effective: date | None = None
+        if front_exp is not None and day > front_exp and later:
+            target = min(later, key=lambda c: _expiry_key(c, expiries)) if name == "expiry" else max(later, key=lambda c: today[c][0])
+            effective = day
+        elif name in ("volume", "open_interest") and later:
+            measure = 0 if name == "volume" else 1
+            # A day without the front's own figure (a data gap) decides nothing.
+            front_value = today[front][measure] if front in today else None
+            rivals = [c for c in later if front_value is not None and (today[c][measure] or 0) > front_value]
+            if rivals:
+                target = max(rivals, key=lambda c: today[c][measure] or 0)
+                effective = _next_business_day(symbol, day, business_days)
+        elif name == "expiry" and later and front_exp is not None:
+            roll_day = _business_days_before(symbol, front_exp, days_before, business_days)
+            if day >= roll_day:
+                target = min(later, key=lambda c: _expiry_key(c, expiries))
+                effective = max(roll_day, day)
+        if target is None or effective is None:
+            continue
+        signal = day if name != "expiry" else effective
+        rolls.append(Roll(symbol, session_open_utc(effective), signal, front, target, rule))
+        front = target
+        pending_from = effective - timedelta(days=1)
+    return _first_contract(activity, expiries), rolls
+
+
+def _next_business_day(symbol: str, day: date, business_days) -> date:  # noqa: ANN001
+    following = [d for d in business_days(symbol, day + timedelta(days=1), day + timedelta(days=10)) if d > day]
+    return following[0] if following else day + timedelta(days=1)
+
+
+def _business_days_before(symbol: str, day: date, n: int, business_days) -> date:  # noqa: ANN001
+    window = [d for d in business_days(symbol, day - timedelta(days=n * 2 + 14), day) if d <= day]
+    return window[-1 - n] if len(window) > n else day - timedelta(days=n)
+
+
+def _databento_rolls(warehouse: Warehouse, symbol: str) -> list[Roll]:
+    rows = warehouse.connect().sql(
+        """
+        SELECT c.ts, f.contract AS from_contract, t.contract AS to_contract
+        FROM instrument_changes c
+        LEFT JOIN (SELECT DISTINCT instrument_id, contract FROM contract_bars_1m WHERE symbol = $symbol
+                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1h WHERE symbol = $symbol
+                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1d WHERE symbol = $symbol
+                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1s WHERE symbol = $symbol) f
+               ON f.instrument_id = c.from_instrument_id
+        LEFT JOIN (SELECT DISTINCT instrument_id, contract FROM contract_bars_1m WHERE symbol = $symbol
+                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1h WHERE symbol = $symbol
+                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1d WHERE symbol = $symbol
+                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1s WHERE symbol = $symbol) t
+               ON t.instrument_id = c.to_instrument_id
+        WHERE c.symbol = $symbol
+        ORDER BY c.ts
+        """,
+        params={"symbol": symbol},
+    ).fetchall()
+    out: list[Roll] = []
+    for ts, from_contract, to_contract in rows:
+        if from_contract is None or to_contract is None or from_contract == to_contract:
+            continue
+        day = (ts.astimezone(ET) + timedelta(hours=6)).date()
+        out.append(Roll(symbol, ts, day, from_contract, to_contract, "databento"))
+    return out
+
+
+def _tables(
+    warehouse: Warehouse, symbol: str, rule: str, basis: str, first: str | None, rolls: list[Roll]
+) -> tuple[pa.Table, pa.Table]:
+    con = warehouse.connect()
+    price_sql = render("roll_prices.sql", timeframes=layout.TIMEFRAMES)
+    rows = []
+    for roll in rolls:
+        params = {"symbol": symbol, "from_contract": roll.from_contract, "to_contract": roll.to_contract, "roll_ts": roll.roll_ts}
+        hit = con.sql(price_sql, params=params).fetchone()
+        if hit is not None:
+            timeframe, price_ts, from_price, to_price = hit
+        else:
+            timeframe, price_ts = "adjacent", None
+            from_price = _one(con, "SELECT arg_max(close, ts) FROM ({}) WHERE contract = $c AND ts < $t", symbol, roll.from_contract, roll.roll_ts)
+            to_price = _one(con, "SELECT arg_min(open, ts) FROM ({}) WHERE contract = $c AND ts >= $t", symbol, roll.to_contract, roll.roll_ts)
+        rows.append(
+            {
+                "symbol": symbol,
+                "roll_ts": roll.roll_ts,
+                "roll_date": (roll.roll_ts.astimezone(ET) + timedelta(hours=6)).date(),
+                "signal_date": roll.signal_date,
+                "from_contract": roll.from_contract,
+                "to_contract": roll.to_contract,
+                "from_price": from_price,
+                "to_price": to_price,
+                "price_ts": price_ts,
+                "rule": rule,
+                "basis_timeframe": timeframe if rule != "databento" else timeframe,
+            }
+        )
+    rolls_table = pa.Table.from_pylist(rows, schema=schemas.ROLLS)
+    segments = []
+    contracts = [first] + [r.to_contract for r in rolls] if first is not None else []
+    bounds = [None] + [r.roll_ts for r in rolls] + [None]
+    for k, contract in enumerate(contracts):
+        later = rows[k:]
+        ratio = math.prod((r["to_price"] / r["from_price"]) for r in later if _usable(r))
+        offset = sum((r["to_price"] - r["from_price"]) for r in later if _usable(r))
+        segments.append(
+            {
+                "symbol": symbol,
+                "contract": contract,
+                "valid_from": bounds[k],
+                "valid_to": bounds[k + 1],
+                "ratio_factor": ratio,
+                "diff_offset": offset,
+                "rule": rule,
+            }
+        )
+    _ = basis
+    return rolls_table, pa.Table.from_pylist(segments, schema=schemas.FRONT)
+
+
+def _usable(row: dict) -> bool:
+    return row["from_price"] is not None and row["to_price"] is not None and row["from_price"] > 0
+
+
+def _one(con, template: str, symbol: str, contract: str, ts: datetime):  # noqa: ANN001, ANN202
+    union = " UNION ALL ".join(
+        f"SELECT contract, ts, open, close FROM contract_bars_{tf} WHERE symbol = $s" for tf in layout.TIMEFRAMES
+    )
+    row = con.sql(template.format(union), params={"s": symbol, "c": contract, "t": ts}).fetchone()
+    return row[0] if row else None
+
+
+def _safe(symbol: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in symbol)

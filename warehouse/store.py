@@ -1,0 +1,64 @@
+"""Atomic Parquet writes.
+
+A partition is replaced by writing a temporary file in the same directory, flushing it to disk and
+renaming it over the old file (``os.replace`` is atomic on POSIX). A crash at any point leaves either the
+old file or the new one, never half of one. Temporary files end in ``.tmp`` so the ``*.parquet`` globs
+behind the views never read them; :func:`remove_stale_temporaries` sweeps what a crash left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_SUFFIX = ".tmp"
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that readers see the old file or the complete new one.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Rows to write; an empty table removes the file instead.
+    path : Path
+        Destination ``.parquet`` file; parent directories are created.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if table.num_rows == 0:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as sink:
+            pq.write_table(table, sink, compression="zstd")
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete temporary files a crashed writer left under ``root``; return how many."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for tmp in root.rglob(f"*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,53 @@
+"""Render the SQL templates shipped in the ``sql`` package.
+
+Templates are Jinja with ``StrictUndefined`` (a missing parameter is an error, never an empty string) and
+must render to exactly one ``SELECT`` (or ``WITH ... SELECT``): Python owns every DDL statement. sqlglot
+checks that on every render, so a template that drifts into DDL fails loudly at the first use.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+import sqlglot
+from sqlglot import exp
+
+from warehouse.errors import QEError
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_load_template),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _load_template(name: str) -> str:
+    path = resources.files("sql").joinpath(name)
+    if not path.is_file():
+        raise QEError(f"SQL template not found: sql/{name}")
+    return path.read_text(encoding="utf-8")
+
+
+def render(name: str, **params: Any) -> str:
+    """Render ``sql/<name>`` with ``params`` and check that it is a single SELECT.
+
+    Raises
+    ------
+    QEError
+        If the template is missing, a parameter is undefined, or the result is not one SELECT.
+    """
+    try:
+        sql = _environment().get_template(name).render(**params)
+    except jinja2.UndefinedError as exc:
+        raise QEError(f"sql/{name}: {exc}") from exc
+    statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise QEError(f"sql/{name}: a template must render to exactly one SELECT")
+    return sql

@@ -1,0 +1,157 @@
+"""The warehouse: a directory of Parquet tables, seen through DuckDB views.
+
+Every connection is an in-memory DuckDB with ``TimeZone = 'UTC'`` whose views read the Parquet files
+directly, so nothing is copied and a new file is visible as soon as its atomic rename lands.
+
+Views
+-----
+``contract_bars_<tf>``         per-contract raw bars (tf in 1s, 1m, 1h, 1d), as ingested
+``bars_<tf>``                  continuous front-contract series at raw prices, with ``contract`` per bar;
+                               plain series (no contract) pass through unchanged
+``bars_<tf>_adj_ratio``        the same, back-adjusted by ratio (features run on this)
+``bars_<tf>_adj_diff``         the same, back-adjusted by difference
+``bars_5m``, ``bars_15m``, ``bars_1h_from_1m``   resampled from ``bars_1m``
+``session_bars_1d``            CME session bars (trading date, not UTC day) from ``bars_1m``
+``contracts``, ``margins``, ``fees``   contract specifications and date-effective margins and fees
+``definitions``                Databento instrument definitions (expirations, tick sizes, multipliers)
+``rolls``, ``front_segments``  roll table and front-contract segments with adjustment factors
+``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``, ``instrument_changes``
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from warehouse import layout, schemas
+from warehouse.store import remove_stale_temporaries
+from warehouse.templates import render
+
+#: Non-bar tables: view name -> (directory under the root, schema, hive partition key or None).
+TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
+    "open_interest": ("open_interest", schemas.OPEN_INTEREST, "symbol"),
+    "quarantine": ("quarantine", schemas.QUARANTINE, None),
+    "ingest_log": ("ingest_log", schemas.INGEST_LOG, None),
+    "definitions": ("definitions", schemas.DEFINITIONS, None),
+    "instrument_changes": ("dbn_rolls", schemas.INSTRUMENT_CHANGES, None),
+    "rolls": ("rolls", schemas.ROLLS, None),
+    "front_segments": ("front_segments", schemas.FRONT, None),
+    "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
+}
+
+RESAMPLED = {"bars_5m": 5, "bars_15m": 15}
+
+
+class Warehouse:
+    """A warehouse directory and the DuckDB views over it.
+
+    Parameters
+    ----------
+    root : str or PathLike, optional
+        The directory; defaults to ``$QE_WAREHOUSE`` or ``./qe_data``. Created if missing.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root: Path = layout.resolve_root(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.root)
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    # -- connections -------------------------------------------------------------------------------
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """The shared connection, with every view registered against the files present now."""
+        if self._con is None:
+            self._con = self.new_connection()
+        return self._con
+
+    def refresh(self) -> None:
+        """Re-register the views (call after files were added or removed)."""
+        if self._con is not None:
+            self._con.close()
+        self._con = None
+
+    def new_connection(self) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory connection with all views (e.g. one per thread)."""
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        self._register_reference(con)
+        for tf in layout.TIMEFRAMES:
+            self._register_bars(con, tf)
+        for name, (directory, schema, hive_key) in TABLES.items():
+            self._register_table(con, name, self.root / directory, schema, hive_key)
+        for tf in layout.TIMEFRAMES:
+            for adjust in (None, "ratio", "diff"):
+                name = f"bars_{tf}" + (f"_adj_{adjust}" if adjust else "")
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("continuous.sql", timeframe=tf, adjust=adjust))
+        for name, minutes in RESAMPLED.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
+        con.execute("CREATE OR REPLACE VIEW bars_1h_from_1m AS " + render("resample_intraday.sql", source="bars_1m", minutes=60))
+        con.execute("CREATE OR REPLACE VIEW session_bars_1d AS " + render("resample_session_daily.sql", source="bars_1m"))
+        return con
+
+    def _register_reference(self, con: duckdb.DuckDBPyConnection) -> None:
+        from warehouse.contracts import fees_table, margins_table, specs_table
+
+        for name, table in (("contracts", specs_table()), ("margins", margins_table()), ("fees", fees_table())):
+            con.register(f"_{name}_arrow", table)
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _{name}_arrow")
+
+    def _register_bars(self, con: duckdb.DuckDBPyConnection, tf: str) -> None:
+        directory = self.root / "bars" / f"timeframe={tf}"
+        columns = ", ".join(f.name for f in schemas.BARS)
+        if any(directory.glob("*/*/*.parquet")):
+            glob = layout.bars_glob(self.root, tf)
+            con.execute(
+                f"CREATE OR REPLACE VIEW contract_bars_{tf} AS SELECT symbol, {columns} FROM read_parquet("
+                f"'{_quote(glob)}', hive_partitioning = true, hive_types = {{'symbol': VARCHAR, 'year': INTEGER}})"
+            )
+        else:
+            empty = pa.schema([("symbol", pa.string()), *schemas.BARS]).empty_table()
+            con.register(f"_empty_contract_bars_{tf}", empty)
+            con.execute(f"CREATE OR REPLACE VIEW contract_bars_{tf} AS SELECT * FROM _empty_contract_bars_{tf}")
+
+    def _register_table(
+        self, con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: pa.Schema, hive_key: str | None
+    ) -> None:
+        files = _parquet_files(path)
+        if files:
+            hive = f", hive_partitioning = true, hive_types = {{'{hive_key}': VARCHAR}}" if hive_key else ""
+            pattern = f"{path}/*/*.parquet" if hive_key else f"{path}/*.parquet"
+            columns = ", ".join(([hive_key] if hive_key else []) + [f.name for f in schema])
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet('{_quote(pattern)}'{hive})")
+        else:
+            full = pa.schema([(hive_key, pa.string()), *schema]) if hive_key else schema
+            con.register(f"_empty_{name}", full.empty_table())
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
+
+    # -- queries -----------------------------------------------------------------------------------
+    def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
+        """Run ``query`` against the views and return an Arrow table."""
+        return self.connect().sql(query, params=params).to_arrow_table()
+
+    def polars(self, query: str):  # noqa: ANN201 - polars is imported lazily
+        """Run ``query`` and return a polars DataFrame."""
+        import polars as pl
+
+        return pl.from_arrow(self.sql(query))
+
+    def pandas(self, query: str):  # noqa: ANN201
+        """Run ``query`` and return a pandas DataFrame (UTC-aware timestamps)."""
+        return self.sql(query).to_pandas()
+
+    def close(self) -> None:
+        """Close the shared connection."""
+        self.refresh()
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return sorted(path.rglob("*.parquet"))
+
+
+def _quote(text: str) -> str:
+    return str(text).replace("'", "''")
