@@ -201,5 +201,5 @@ def _definitions(store, path: Path) -> pa.Table:  # noqa: ANN001
     out["source"] = str(path)
     table = pa.Table.from_pandas(out, preserve_index=False)
     for name in ("expiration", "activation", "ts_recv"):
-        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.timestamp("us", tz="UTC")))
+        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.timestamp("us", tz="UTC"), safe=False))
     return table

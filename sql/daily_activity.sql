@@ -26,7 +26,7 @@ oi_by_day AS (
 SELECT
     coalesce(v.contract, o.contract) AS contract,
     coalesce(v.trading_date, o.trading_date) AS trading_date,
-    coalesce(v.volume, 0) AS volume,
+    v.volume,  -- NULL when the contract has no bar that day (only an open-interest sample)
     o.open_interest
 FROM volume_by_day AS v
 FULL OUTER JOIN oi_by_day AS o USING (contract, trading_date)

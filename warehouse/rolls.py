@@ -185,7 +185,7 @@ def _first_contract(activity: list[tuple], expiries: dict[str, date]) -> str | N
         return None
     first_day = activity[0][1]
     today = [r for r in activity if r[1] == first_day]
-    return max(today, key=lambda r: (r[2], -_expiry_key(r[0], expiries)))[0]
+    return max(today, key=lambda r: (r[2] or 0, -_expiry_key(r[0], expiries)))[0]
 
 
 def _expiry_key(contract: str, expiries: dict[str, date]) -> float:
@@ -201,7 +201,7 @@ def _decide(
 
     by_day: dict[date, dict[str, tuple[int, int | None]]] = {}
     for contract, day, volume, oi in activity:
-        by_day.setdefault(day, {})[contract] = (volume or 0, oi)
+        by_day.setdefault(day, {})[contract] = (volume, oi)
     days = sorted(by_day)
     if not days:
         return None, []
@@ -217,7 +217,7 @@ def _decide(
         target = None
         effective: date | None = None
         if front_exp is not None and day > front_exp and later:
-            target = min(later, key=lambda c: _expiry_key(c, expiries)) if name == "expiry" else max(later, key=lambda c: today[c][0])
+            target = min(later, key=lambda c: _expiry_key(c, expiries)) if name == "expiry" else max(later, key=lambda c: today[c][0] or 0)
             effective = day
         elif name in ("volume", "open_interest") and later:
             measure = 0 if name == "volume" else 1
@@ -292,9 +292,7 @@ def _tables(
         if hit is not None:
             timeframe, price_ts, from_price, to_price = hit
         else:
-            timeframe, price_ts = "adjacent", None
-            from_price = _one(con, "SELECT arg_max(close, ts) FROM ({}) WHERE contract = $c AND ts < $t", symbol, roll.from_contract, roll.roll_ts)
-            to_price = _one(con, "SELECT arg_min(open, ts) FROM ({}) WHERE contract = $c AND ts >= $t", symbol, roll.to_contract, roll.roll_ts)
+            timeframe, price_ts, from_price, to_price = _adjacent_prices(con, symbol, roll)
         rows.append(
             {
                 "symbol": symbol,
@@ -307,7 +305,7 @@ def _tables(
                 "to_price": to_price,
                 "price_ts": price_ts,
                 "rule": rule,
-                "basis_timeframe": timeframe if rule != "databento" else timeframe,
+                "basis_timeframe": timeframe,
             }
         )
     rolls_table = pa.Table.from_pylist(rows, schema=schemas.ROLLS)
@@ -337,12 +335,30 @@ def _usable(row: dict) -> bool:
     return row["from_price"] is not None and row["to_price"] is not None and row["from_price"] > 0
 
 
-def _one(con, template: str, symbol: str, contract: str, ts: datetime):  # noqa: ANN001, ANN202
+#: Longest gap between the old contract's last bar and the new one's first bar for which their prices
+#: still measure the roll spread; across a longer gap they would also hold the market's move in between.
+MAX_ADJACENT_GAP = timedelta(days=4)
+
+
+def _adjacent_prices(con, symbol: str, roll: Roll) -> tuple[str, None, float | None, float | None]:  # noqa: ANN001
+    """Fallback prices when the two contracts share no bar: last close before, first open after the roll.
+
+    Returns basis ``adjacent``, or ``gap`` with no prices (so no adjustment) when the bars are too far apart.
+    """
     union = " UNION ALL ".join(
         f"SELECT contract, ts, open, close FROM contract_bars_{tf} WHERE symbol = $s" for tf in layout.TIMEFRAMES
     )
-    row = con.sql(template.format(union), params={"s": symbol, "c": contract, "t": ts}).fetchone()
-    return row[0] if row else None
+    before = con.sql(
+        f"SELECT arg_max(close, ts), max(ts) FROM ({union}) WHERE contract = $c AND ts < $t",
+        params={"s": symbol, "c": roll.from_contract, "t": roll.roll_ts},
+    ).fetchone()
+    after = con.sql(
+        f"SELECT arg_min(open, ts), min(ts) FROM ({union}) WHERE contract = $c AND ts >= $t",
+        params={"s": symbol, "c": roll.to_contract, "t": roll.roll_ts},
+    ).fetchone()
+    if before[1] is None or after[1] is None or after[1] - before[1] > MAX_ADJACENT_GAP:
+        return "gap", None, None, None
+    return "adjacent", None, before[0], after[0]
 
 
 def _safe(symbol: str) -> str:

@@ -178,7 +178,7 @@ def trading_sessions(root: str, start: date | str, end: date | str) -> pd.DataFr
     if mismatched.any():
         row = sessions[mismatched].iloc[0]
         raise ValueError(
-            f"{calendar.name} session {row['trading_date'].date()} opens at {row['open_utc']}, "
+            f"calendar {load_specs()[root].calendar!r}: session {row['trading_date'].date()} opens at {row['open_utc']}, "
             "which is not on that trading date under the 18:00 ET convention"
         )
     return sessions
@@ -186,17 +186,8 @@ def trading_sessions(root: str, start: date | str, end: date | str) -> pd.DataFr
 
 def is_trading_day(root: str, day: date | str) -> bool:
     """True when the product's calendar has a Globex session (possibly abbreviated) with trading date ``day``."""
-    return not calendar_for(root).valid_days(start_date=pd.Timestamp(day), end_date=pd.Timestamp(day)).empty
-
-
-@functools.lru_cache(maxsize=4096)
-def _business_days(root: str, start: date, end: date) -> tuple[date, ...]:
-    sessions = calendar_for(root).valid_days(start_date=pd.Timestamp(start), end_date=pd.Timestamp(end))
-    no_trade_date = _calendar(_TRADE_DATE_CALENDAR).regular_holidays.holidays(
-        pd.Timestamp(start), pd.Timestamp(end)
-    )
-    excluded = {d.date() for d in no_trade_date}
-    return tuple(d for d in (ts.date() for ts in sessions) if d not in excluded)
+    when = _as_date(day)
+    return when in _sessions_in_year(load_specs()[root].calendar if root in load_specs() else _unknown(root), when.year)
 
 
 def business_days(root: str, start: date | str, end: date | str) -> list[date]:
@@ -208,6 +199,35 @@ def business_days(root: str, start: date | str, end: date | str) -> list[date]:
     Thanksgiving, Christmas). Its ad-hoc days of mourning are not removed: CME cleared them as (shortened)
     trade dates. Used by :func:`warehouse.contracts.expiry_date`.
     """
-    first = start if isinstance(start, date) else date.fromisoformat(start)
-    last = end if isinstance(end, date) else date.fromisoformat(end)
-    return list(_business_days(root, first, last))
+    first, last = _as_date(start), _as_date(end)
+    specs = load_specs()
+    name = specs[root].calendar if root in specs else _unknown(root)
+    days: list[date] = []
+    for year in range(first.year, last.year + 1):
+        days.extend(d for d in _business_days_in_year(name, year) if first <= d <= last)
+    return days
+
+
+def _unknown(root: str) -> str:
+    raise KeyError(f"unknown root {root!r}; known roots: {', '.join(load_specs())}")
+
+
+def _as_date(day: date | str) -> date:
+    if isinstance(day, datetime):
+        raise TypeError("pass a trading date (datetime.date), not a datetime")
+    return day if isinstance(day, date) else date.fromisoformat(day)
+
+
+# Whole calendar years are computed once per calendar and cached: the library rebuilds its holiday rules on
+# every call (milliseconds each), which would dominate expiry and roll computations.
+@functools.cache
+def _sessions_in_year(calendar_name: str, year: int) -> frozenset[date]:
+    days = _calendar(calendar_name).valid_days(start_date=f"{year}-01-01", end_date=f"{year}-12-31")
+    return frozenset(ts.date() for ts in days)
+
+
+@functools.cache
+def _business_days_in_year(calendar_name: str, year: int) -> tuple[date, ...]:
+    no_trade_date = _calendar(_TRADE_DATE_CALENDAR).regular_holidays.holidays(f"{year}-01-01", f"{year}-12-31")
+    excluded = {ts.date() for ts in no_trade_date}
+    return tuple(sorted(d for d in _sessions_in_year(calendar_name, year) if d not in excluded))
