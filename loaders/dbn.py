@@ -23,7 +23,7 @@ from warehouse.errors import LoadError
 
 OHLCV_SCHEMAS = {"ohlcv-1s": "1s", "ohlcv-1m": "1m", "ohlcv-1h": "1h", "ohlcv-1d": "1d"}
 SUPPORTED = (*OHLCV_SCHEMAS, "definition")
-PRICE_SCALE = 1e-9
+PRICE_UNITS = 1_000_000_000  # fixed-point units per price unit (1 unit = 1e-9)
 _UNDEF_PRICE = np.iinfo(np.int64).max
 
 
@@ -124,7 +124,9 @@ def _bars(path: Path, records: np.ndarray, metadata, continuous: bool) -> tuple[
     }
     for field in ("open", "high", "low", "close"):
         fixed = records[field].astype(np.int64)
-        columns[field] = pa.array(fixed * PRICE_SCALE, pa.float64(), mask=fixed == _UNDEF_PRICE)
+        # Divide (not multiply by 1e-9): the quotient of two exact numbers is correctly rounded, so
+        # 3702750000000 becomes exactly 3702.75 instead of 3702.7500000000005.
+        columns[field] = pa.array(fixed / PRICE_UNITS, pa.float64(), mask=fixed == _UNDEF_PRICE)
     changes = _instrument_changes(symbol, input_symbol, iid, columns["ts"]) if continuous else None
     return raw_bars_table(columns), changes
 

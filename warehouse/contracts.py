@@ -199,19 +199,24 @@ class ContractSpec(BaseModel):
         return tuple(MONTH_CODES.index(c) + 1 for c in self.contract_months)
 
 
-class MarginRow(BaseModel):
-    """One date-effective margin level (currency per contract), in force from ``effective_date`` on."""
+class _DatedRow(BaseModel):
+    """Columns shared by the date-effective files: a row is in force from ``effective_date`` on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     root: str = Field(min_length=1)
     effective_date: date
-    initial_margin: float = Field(ge=0, allow_inf_nan=False)
-    maintenance_margin: float = Field(ge=0, allow_inf_nan=False)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    source: str = Field(min_length=1)
 
     _check_date = field_validator("effective_date", mode="before")(_iso_date)
+
+
+class MarginRow(_DatedRow):
+    """One date-effective margin level, currency per contract (outright, speculator)."""
+
+    initial_margin: float = Field(ge=0, allow_inf_nan=False)
+    maintenance_margin: float = Field(ge=0, allow_inf_nan=False)
+    source: str = Field(min_length=1)
 
     @model_validator(mode="after")
     def _initial_covers_maintenance(self) -> MarginRow:
@@ -222,19 +227,12 @@ class MarginRow(BaseModel):
         return self
 
 
-class FeeRow(BaseModel):
-    """One date-effective fee schedule, currency per contract per side, in force from ``effective_date`` on."""
+class FeeRow(_DatedRow):
+    """One date-effective fee schedule, currency per contract **per side**."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    root: str = Field(min_length=1)
-    effective_date: date
     ib_commission: float = Field(ge=0, allow_inf_nan=False)
     exchange_fee: float = Field(ge=0, allow_inf_nan=False)
     regulatory_fee: float = Field(ge=0, allow_inf_nan=False)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-
-    _check_date = field_validator("effective_date", mode="before")(_iso_date)
 
     @property
     def total_per_side(self) -> float:
@@ -345,24 +343,27 @@ def _spec(root: str) -> ContractSpec:
     raise KeyError(f"unknown root {root!r}; known roots: {', '.join(s.root for s in _specs())}")
 
 
-def _dated(filename: str, model: type[_Row]) -> dict[str, tuple[list[date], list[_Row]]]:
+_D = TypeVar("_D", bound=_DatedRow)
+
+
+def _dated(filename: str, model: type[_D]) -> dict[str, tuple[list[date], list[_D]]]:
     """Rows of a date-effective file grouped by root and sorted by ``effective_date``."""
     specs = {s.root: s for s in _specs()}
-    grouped: dict[str, list[tuple[date, int, _Row]]] = {}
+    grouped: dict[str, list[tuple[date, _D]]] = {}
     for line, row in _read_rows(filename, model):
-        root, day = row.root, row.effective_date  # type: ignore[attr-defined]
-        where = f"warehouse/data/{filename}, line {line} (root {root!r})"
-        if root not in specs:
+        where = f"warehouse/data/{filename}, line {line} (root {row.root!r})"
+        if row.root not in specs:
             raise ValueError(f"{where}, column 'root': not in contracts.csv")
-        if row.currency != specs[root].currency:  # type: ignore[attr-defined]
-            raise ValueError(f"{where}, column 'currency': {row.currency} != contract currency {specs[root].currency}")  # type: ignore[attr-defined]
-        if any(d == day for d, _, _ in grouped.get(root, [])):
-            raise ValueError(f"{where}, column 'effective_date': {day} repeated for this root")
-        grouped.setdefault(root, []).append((day, line, row))
+        expected = specs[row.root].currency
+        if row.currency != expected:
+            raise ValueError(f"{where}, column 'currency': {row.currency} != contract currency {expected}")
+        if any(day == row.effective_date for day, _ in grouped.get(row.root, [])):
+            raise ValueError(f"{where}, column 'effective_date': {row.effective_date} repeated for this root")
+        grouped.setdefault(row.root, []).append((row.effective_date, row))
     result = {}
     for root, items in grouped.items():
         items.sort(key=lambda item: item[0])
-        result[root] = ([d for d, _, _ in items], [r for _, _, r in items])
+        result[root] = ([day for day, _ in items], [row for _, row in items])
     return result
 
 

@@ -139,10 +139,7 @@ def calendar_for(root: str) -> MarketCalendar:
     KeyError
         Unknown root.
     """
-    specs = load_specs()
-    if root not in specs:
-        raise KeyError(f"unknown root {root!r}; known roots: {', '.join(specs)}")
-    return _calendar(specs[root].calendar)
+    return _calendar(_calendar_name(root))
 
 
 def trading_sessions(root: str, start: date | str, end: date | str) -> pd.DataFrame:
@@ -178,7 +175,7 @@ def trading_sessions(root: str, start: date | str, end: date | str) -> pd.DataFr
     if mismatched.any():
         row = sessions[mismatched].iloc[0]
         raise ValueError(
-            f"calendar {load_specs()[root].calendar!r}: session {row['trading_date'].date()} opens at {row['open_utc']}, "
+            f"calendar {_calendar_name(root)!r}: session {row['trading_date'].date()} opens at {row['open_utc']}, "
             "which is not on that trading date under the 18:00 ET convention"
         )
     return sessions
@@ -187,7 +184,7 @@ def trading_sessions(root: str, start: date | str, end: date | str) -> pd.DataFr
 def is_trading_day(root: str, day: date | str) -> bool:
     """True when the product's calendar has a Globex session (possibly abbreviated) with trading date ``day``."""
     when = _as_date(day)
-    return when in _sessions_in_year(load_specs()[root].calendar if root in load_specs() else _unknown(root), when.year)
+    return when in _sessions_in_year(_calendar_name(root), when.year)
 
 
 def business_days(root: str, start: date | str, end: date | str) -> list[date]:
@@ -200,16 +197,18 @@ def business_days(root: str, start: date | str, end: date | str) -> list[date]:
     trade dates. Used by :func:`warehouse.contracts.expiry_date`.
     """
     first, last = _as_date(start), _as_date(end)
-    specs = load_specs()
-    name = specs[root].calendar if root in specs else _unknown(root)
+    name = _calendar_name(root)
     days: list[date] = []
     for year in range(first.year, last.year + 1):
         days.extend(d for d in _business_days_in_year(name, year) if first <= d <= last)
     return days
 
 
-def _unknown(root: str) -> str:
-    raise KeyError(f"unknown root {root!r}; known roots: {', '.join(load_specs())}")
+def _calendar_name(root: str) -> str:
+    specs = load_specs()
+    if root not in specs:
+        raise KeyError(f"unknown root {root!r}; known roots: {', '.join(specs)}")
+    return specs[root].calendar
 
 
 def _as_date(day: date | str) -> date:

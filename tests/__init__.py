@@ -1,0 +1,1 @@
+"""Test suite (real DuckDB, real files, independent oracles)."""
