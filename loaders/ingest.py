@@ -23,7 +23,7 @@ from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
 from warehouse import layout, schemas
 from warehouse.errors import LoadError, QEError
-from warehouse.store import write_parquet_atomic
+from warehouse.store import write_parquet_atomic, write_parquet_if_changed
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
 
@@ -319,10 +319,7 @@ def _merge_partition(target: Path, new: pa.Table) -> tuple[int, int]:
 
 
 def _replace_source_file(directory: Path, key: str, table: pa.Table) -> None:
-    target = directory / f"source={key}.parquet"
-    if table.num_rows == 0 and not target.exists():
-        return
-    write_parquet_atomic(table, target)
+    write_parquet_if_changed(table, directory / f"source={key}.parquet")
 
 
 def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> None:

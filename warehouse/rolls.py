@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from warehouse import layout, schemas
 from warehouse.errors import ConfigError
-from warehouse.store import write_parquet_atomic
+from warehouse.store import write_parquet_if_changed
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
 
@@ -100,8 +100,8 @@ def build_rolls(warehouse: Warehouse, symbols: list[str] | None = None, rule: st
     for symbol in chosen:
         symbol_rule = rule or _previous_rule(warehouse, symbol) or _default_rule(warehouse, symbol)
         rolls_table, front = _build_symbol(warehouse, symbol, symbol_rule)
-        write_parquet_atomic(rolls_table, warehouse.root / "rolls" / f"{_safe(symbol)}.parquet")
-        write_parquet_atomic(front, warehouse.root / "front_segments" / f"{_safe(symbol)}.parquet")
+        write_parquet_if_changed(rolls_table, warehouse.root / "rolls" / f"{_safe(symbol)}.parquet")
+        write_parquet_if_changed(front, warehouse.root / "front_segments" / f"{_safe(symbol)}.parquet")
         written.append(rolls_table)
     warehouse.refresh()
     return pa.concat_tables(written) if written else schemas.ROLLS.empty_table()

@@ -62,3 +62,21 @@ def remove_stale_temporaries(root: Path) -> int:
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def write_parquet_if_changed(table: pa.Table, path: Path) -> bool:
+    """Like :func:`write_parquet_atomic`, but leave ``path`` untouched when it already holds ``table``.
+
+    Returns True when the file was written (or removed). Re-running a build that produces the same rows
+    therefore changes nothing on disk, not even modification times.
+    """
+    if path.exists():
+        try:
+            if pq.read_table(path).equals(table):
+                return False
+        except (pa.ArrowInvalid, OSError):
+            pass  # unreadable: replace it
+    elif table.num_rows == 0:
+        return False
+    write_parquet_atomic(table, path)
+    return True
