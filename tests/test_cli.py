@@ -1,0 +1,91 @@
+"""The `qe` command line as a user runs it: a real subprocess, a real warehouse directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DATABENTO, LEAN, REPO
+
+
+def qe(*args: str, warehouse: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    prefix = ["--warehouse", str(warehouse)] if warehouse else []
+    return subprocess.run([sys.executable, "-m", "engine.cli", *prefix, *args], cwd=REPO, capture_output=True, text=True, env=full_env)
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "qe_data"
+    result = qe("ingest", str(LEAN / "daily"), str(DATABENTO / "glbx-mdp3" / "test_data.ohlcv-1m.dbn.zst"), warehouse=root)
+    assert result.returncode == 0, result.stderr
+    assert "Ingest summary" in result.stdout and "rows loaded" in result.stdout
+    return root
+
+
+def test_sql_table_csv_json_parquet(loaded, tmp_path):
+    query = "SELECT contract, count(*) AS n FROM contract_bars_1d WHERE contract IN ('ESZ3', 'ESH4') GROUP BY 1 ORDER BY 1"
+    table = qe("sql", query, warehouse=loaded)
+    assert table.returncode == 0 and "ESH4" in table.stdout and "(2 rows)" in table.stdout
+    as_csv = qe("sql", query, "--format", "csv", warehouse=loaded)
+    lines = as_csv.stdout.strip().splitlines()
+    assert lines[0] == '"contract","n"' and lines[1].startswith('"ESH4",')
+    as_json = json.loads(qe("sql", query, "--format", "json", warehouse=loaded).stdout)
+    assert [r["contract"] for r in as_json] == ["ESH4", "ESZ3"]
+    out = tmp_path / "x.parquet"
+    assert qe("sql", query, "--format", "parquet", "--out", str(out), warehouse=loaded).returncode == 0
+    assert pq.read_table(out).num_rows == 2
+
+
+def test_warehouse_from_environment(loaded):
+    result = qe("sql", "SELECT count(*) AS n FROM contract_bars_1m", env={"QE_WAREHOUSE": str(loaded)})
+    assert result.returncode == 0 and "4" in result.stdout
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(loaded):
+    bad = qe("sql", "SELECT * FROM no_such_view", warehouse=loaded)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("Error: SQL error:") and len(bad.stderr.strip().splitlines()) == 1
+    debug = qe("--debug", "sql", "SELECT * FROM no_such_view", warehouse=loaded)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_unreadable_file_exits_1_with_its_name(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = qe("ingest", str(empty), warehouse=tmp_path / "w")
+    assert result.returncode == 1
+    assert "empty.csv" in result.stdout and result.stderr.strip().startswith("Error: 1 of 1 file(s) could not be read")
+
+
+def test_contracts_lists_the_fifteen_roots(tmp_path):
+    result = qe("sql", "SELECT root, tick_size * multiplier - tick_value AS err FROM contracts", "--format", "json", warehouse=tmp_path / "w")
+    rows = json.loads(result.stdout)
+    assert sorted(r["root"] for r in rows) == sorted("ES NQ RTY YM MES MNQ CL NG GC SI ZB ZN ZF 6E 6J".split())
+    assert all(abs(r["err"]) < 1e-9 for r in rows)
+    listing = qe("contracts", warehouse=tmp_path / "w")
+    assert listing.returncode == 0 and "(15 rows)" in listing.stdout
+
+
+def test_rolls_build_and_show(loaded):
+    built = qe("rolls", "build", "--rule", "volume", "--symbols", "ES", warehouse=loaded)
+    assert built.returncode == 0 and "ESZ3" in built.stdout and "ESH4" in built.stdout
+    bad = qe("rolls", "build", "--rule", "sometimes", warehouse=loaded)
+    assert bad.returncode == 1 and "unknown roll rule" in bad.stderr
+
+
+def test_python_api_returns_arrow_polars_pandas(loaded):
+    from warehouse import Warehouse
+
+    wh = Warehouse(loaded)
+    query = "SELECT ts, close FROM bars_1d WHERE symbol = 'ES' ORDER BY ts LIMIT 3"
+    arrow, frame, df = wh.sql(query), wh.polars(query), wh.pandas(query)
+    assert arrow.num_rows == frame.height == len(df) == 3
+    assert arrow.column("close").to_pylist() == frame["close"].to_list() == df["close"].tolist()
+    assert str(df["ts"].dt.tz) == "UTC"
