@@ -183,14 +183,13 @@ def _normalize_symbols(table: pa.Table, known: dict[int, str]) -> pa.Table:
         if sym is not None and sym not in roots:
             roots[sym] = root_of(sym)
         root = roots.get(sym) if sym is not None else None
-        if con_ is None and root is not None and sym != root:
-            if "." in sym:  # continuous name such as ES.v.0: the instrument id says which contract
-                con_ = known.get(int(iid)) if iid is not None else None
-                if con_ is None and iid is not None:
-                    con_ = f"{root}#{int(iid)}"
-            else:
-                con_ = sym
+        if con_ is None and root is not None and iid is not None and (sym == root or "." in sym):
+            # Continuous data (ES.v.0, or rows already mapped to the root): the instrument id says
+            # which contract each bar belongs to.
+            con_ = known.get(int(iid)) or f"{root}#{int(iid)}"
             sym = root
+        elif con_ is None and root is not None and sym != root and "." not in sym:
+            con_, sym = sym, root
         elif con_ is not None and sym is not None and sym == con_ and root is not None:
             sym = root
         new_symbol.append(sym)
