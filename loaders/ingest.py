@@ -118,10 +118,11 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
     staged: list[tuple[Path, pa.Table]] = []
     known = _known_contracts(warehouse, raw)
     for tf, table in raw.bars.items():
-        table = _normalize_symbols(table, known)
         con.register("raw", table)
+        con.register("symbol_map", _symbol_map(table, known))
         checked = con.sql(render("validate_bars.sql", tf_us=layout.TIMEFRAMES[tf] * 1_000_000, timeframe=tf)).to_arrow_table()
         con.unregister("raw")
+        con.unregister("symbol_map")
         good = checked.filter(pc.is_null(checked["rule"]))
         bad = checked.filter(pc.is_valid(checked["rule"]))
         rejected.append(_quarantine_rows(bad, "bars", tf))
@@ -165,37 +166,33 @@ def _known_contracts(warehouse: Warehouse, raw: RawFile) -> dict[int, str]:
     return known
 
 
-def _normalize_symbols(table: pa.Table, known: dict[int, str]) -> pa.Table:
-    """Futures rows get ``symbol`` = root and ``contract`` = the exchange symbol (``ES`` / ``ESZ3``).
+def _symbol_map(table: pa.Table, known: dict[int, str]) -> pa.Table:
+    """For each distinct (symbol, contract, instrument_id): the stored symbol and contract.
 
-    A generic file may name contracts in ``symbol`` (``ESZ3``); a continuous DBN file names only the
-    instrument id, which the definitions resolve (or ``<root>#<instrument_id>`` when none is known).
+    Futures rows get ``symbol`` = root and ``contract`` = the exchange code (``ES`` / ``ESZ3``). A generic file
+    may name contracts in ``symbol`` (``ESZ3``); continuous data (``ES.v.0``, or DBN rows already mapped to
+    their root) names only an instrument id, which the definitions resolve, else ``<root>#<instrument_id>``.
+    Worked out once per distinct key, not per row; validation joins the result.
     """
     from warehouse.contracts import root_of
 
-    symbols = table.column("symbol").to_pylist()
-    contracts = table.column("contract").to_pylist()
-    ids = table.column("instrument_id").to_pylist()
-    roots: dict[str, str | None] = {}
+    keys = table.select(["symbol", "contract", "instrument_id"]).group_by(["symbol", "contract", "instrument_id"]).aggregate([])
     new_symbol, new_contract = [], []
-    for sym, con_, iid in zip(symbols, contracts, ids):
+    for sym, con_, iid in zip(*(keys.column(c).to_pylist() for c in ("symbol", "contract", "instrument_id"))):
         sym = None if sym is None else str(sym).strip()
-        if sym is not None and sym not in roots:
-            roots[sym] = root_of(sym)
-        root = roots.get(sym) if sym is not None else None
+        root = root_of(sym) if sym else None
+        iid = int(iid) if iid not in (None, "") and str(iid).strip().lstrip("-").isdigit() else None
         if con_ is None and root is not None and iid is not None and (sym == root or "." in sym):
-            # Continuous data (ES.v.0, or rows already mapped to the root): the instrument id says
-            # which contract each bar belongs to.
-            con_ = known.get(int(iid)) or f"{root}#{int(iid)}"
-            sym = root
+            con_, sym = known.get(iid) or f"{root}#{iid}", root
         elif con_ is None and root is not None and sym != root and "." not in sym:
             con_, sym = sym, root
         elif con_ is not None and sym is not None and sym == con_ and root is not None:
             sym = root
         new_symbol.append(sym)
         new_contract.append(con_)
-    table = table.set_column(0, "symbol", pa.array(new_symbol, pa.string()))
-    return table.set_column(1, "contract", pa.array(new_contract, pa.string()))
+    return keys.append_column("new_symbol", pa.array(new_symbol, pa.string())).append_column(
+        "new_contract", pa.array(new_contract, pa.string())
+    )
 
 
 def _quarantine_rows(bad: pa.Table, table_name: str, tf: str | None) -> pa.Table:
@@ -288,14 +285,14 @@ def _merge_partition(target: Path, new: pa.Table) -> tuple[int, int]:
     Keyed by (contract, ts); a new row replaces a stored one with the same key. Rows are kept sorted by
     (contract, ts). The partition is rewritten atomically, and not at all when nothing changes.
     """
+    if not target.exists():
+        write_parquet_atomic(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
+        return new.num_rows, 0
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("new_rows", new)
     value_columns = [f.name for f in new.schema if f.name not in ("contract", "ts", "source")]
-    if target.exists():
-        con.execute(f"CREATE VIEW old_rows AS SELECT * FROM read_parquet('{str(target).replace(chr(39), chr(39) * 2)}', hive_partitioning = false)")
-    else:
-        con.register("old_rows", new.schema.empty_table())
+    con.execute(f"CREATE VIEW old_rows AS SELECT * FROM read_parquet('{str(target).replace(chr(39), chr(39) * 2)}', hive_partitioning = false)")
     same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM n.{c}" for c in value_columns)
     unchanged = con.sql(
         f"""SELECT count(*) FROM new_rows n JOIN old_rows o

@@ -1,19 +1,25 @@
 {#-
-  Validate raw bar rows. Input relations: `raw` (loaders.raw.RAW_COLUMNS, values possibly text) and
-  `tick_sizes` (root, tick_size). Output: every row, typed, with `rule` = the first rule it breaks (NULL when
+  Validate raw bar rows. Input relations: `raw` (loaders.raw.RAW_COLUMNS, values possibly text),
+  `symbol_map` (symbol, contract, instrument_id -> new_symbol, new_contract: futures rows get symbol = root and
+  contract = the exchange code) and `tick_sizes` (root, tick_size). Output: every row, typed, with `rule` = the first rule it breaks (NULL when
   the row is good) and `detail` = the offending values. Rules, in the order they are checked:
     missing_symbol, unparseable_timestamp, unparseable_value, price_not_positive_finite,
     volume_not_nonneg_integer, ohlc_inconsistent, ts_not_aligned, price_off_tick_grid, duplicate_key.
   A duplicate (symbol, contract, ts) keeps its first good occurrence in file order; later ones are rejected.
   Parameter: tf_us = the timeframe in microseconds (a bar's ts must be a multiple of it since the epoch).
 -#}
+{%- set values_text -%}
+concat_ws(' ', 'open=' || coalesce(CAST(raw_open AS VARCHAR), 'NULL'), 'high=' || coalesce(CAST(raw_high AS VARCHAR), 'NULL'),
+          'low=' || coalesce(CAST(raw_low AS VARCHAR), 'NULL'), 'close=' || coalesce(CAST(raw_close AS VARCHAR), 'NULL'),
+          'volume=' || coalesce(CAST(raw_volume AS VARCHAR), 'NULL'))
+{%- endset %}
 WITH typed AS (
     SELECT
         _file,
         _row,
-        NULLIF(trim(CAST(symbol AS VARCHAR)), '') AS symbol,
-        NULLIF(trim(CAST(contract AS VARCHAR)), '') AS contract,
-        TRY_CAST(instrument_id AS BIGINT) AS instrument_id,
+        NULLIF(trim(CAST(m.new_symbol AS VARCHAR)), '') AS symbol,
+        NULLIF(trim(CAST(m.new_contract AS VARCHAR)), '') AS contract,
+        TRY_CAST(r.instrument_id AS BIGINT) AS instrument_id,
         TRY_CAST(ts AS TIMESTAMPTZ) AS ts,
         TRY_CAST(open AS DOUBLE) AS open,
         TRY_CAST(high AS DOUBLE) AS high,
@@ -21,10 +27,18 @@ WITH typed AS (
         TRY_CAST(close AS DOUBLE) AS close,
         TRY_CAST(volume AS DOUBLE) AS volume,
         TRY_CAST(open_interest AS DOUBLE) AS open_interest,
-        CAST(ts AS VARCHAR) AS ts_text,
-        concat_ws(' ', 'open=' || CAST(open AS VARCHAR), 'high=' || CAST(high AS VARCHAR), 'low=' || CAST(low AS VARCHAR),
-                  'close=' || CAST(close AS VARCHAR), 'volume=' || CAST(volume AS VARCHAR)) AS values_text
-    FROM raw
+        -- The values as read, turned into text only for the rows that fail (see `detail`).
+        r.ts AS raw_ts,
+        r.open AS raw_open,
+        r.high AS raw_high,
+        r.low AS raw_low,
+        r.close AS raw_close,
+        r.volume AS raw_volume
+    FROM raw AS r
+    JOIN symbol_map AS m
+      ON m.symbol IS NOT DISTINCT FROM r.symbol
+     AND m.contract IS NOT DISTINCT FROM r.contract
+     AND m.instrument_id IS NOT DISTINCT FROM r.instrument_id
 ),
 ruled AS (
     SELECT
@@ -78,14 +92,14 @@ SELECT
     coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END) AS rule,
     CASE coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END)
         WHEN 'missing_symbol' THEN 'symbol is empty'
-        WHEN 'unparseable_timestamp' THEN 'ts=' || coalesce(ts_text, 'NULL') || ' is not a timestamp'
-        WHEN 'unparseable_value' THEN values_text || ' (a value is missing or not a number)'
-        WHEN 'price_not_positive_finite' THEN values_text || ' (prices must be finite and > 0)'
+        WHEN 'unparseable_timestamp' THEN 'ts=' || coalesce(CAST(raw_ts AS VARCHAR), 'NULL') || ' is not a timestamp'
+        WHEN 'unparseable_value' THEN {{ values_text }} || ' (a value is missing or not a number)'
+        WHEN 'price_not_positive_finite' THEN {{ values_text }} || ' (prices must be finite and > 0)'
         WHEN 'volume_not_nonneg_integer' THEN 'volume=' || CAST(volume AS VARCHAR)
             || coalesce(' open_interest=' || CAST(open_interest AS VARCHAR), '') || ' (must be integers >= 0)'
-        WHEN 'ohlc_inconsistent' THEN values_text || ' (need high >= max(open, close) and low <= min(open, close))'
+        WHEN 'ohlc_inconsistent' THEN {{ values_text }} || ' (need high >= max(open, close) and low <= min(open, close))'
         WHEN 'ts_not_aligned' THEN 'ts=' || strftime(ts, '%Y-%m-%d %H:%M:%S.%f') || ' UTC is not on the ' || '{{ timeframe }}' || ' grid'
-        WHEN 'price_off_tick_grid' THEN values_text || ' (not multiples of the ' || symbol || ' tick ' || CAST(tick_size AS VARCHAR) || ')'
+        WHEN 'price_off_tick_grid' THEN {{ values_text }} || ' (not multiples of the ' || symbol || ' tick ' || CAST(tick_size AS VARCHAR) || ')'
         WHEN 'duplicate_key' THEN 'another row has the same (symbol, contract, ts) = (' || symbol || ', '
             || coalesce(contract, 'NULL') || ', ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ')'
     END AS detail
