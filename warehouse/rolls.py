@@ -19,7 +19,7 @@ Whatever the rule, a front that has expired is replaced by the next contract tha
 front never moves back to an earlier expiry. ``from_price`` / ``to_price`` are both contracts' closes on
 their latest common bar that had closed by the roll (see ``sql/roll_prices.sql``); when the contracts
 share no bar (e.g. a data gap) the old contract's last close and the new contract's first open are used
-and ``basis_timeframe`` says ``adjacent``.
+and ``basis_timeframe`` says ``adjacent``; across a gap of more than four days no adjustment is made (``gap``).
 
 Back adjustment of segment k (rolls k+1..K follow it): ratio factor = prod(to_j / from_j) and difference
 offset = sum(to_j - from_j) over those later rolls, so the newest contract keeps its raw prices.
@@ -150,7 +150,7 @@ def _build_symbol(warehouse: Warehouse, symbol: str, rule: str) -> tuple[pa.Tabl
         first = _first_contract(activity, expiries)
     else:
         first, rolls = _decide(symbol, rule, name, days_before, activity, expiries)
-    return _tables(warehouse, symbol, rule, basis, first, rolls)
+    return _tables(warehouse, symbol, rule, first, rolls)
 
 
 def _expiries(warehouse: Warehouse, first_seen: dict[str, date]) -> dict[str, date]:
@@ -252,20 +252,17 @@ def _business_days_before(symbol: str, day: date, n: int, business_days) -> date
 
 
 def _databento_rolls(warehouse: Warehouse, symbol: str) -> list[Roll]:
+    """Rolls from the instrument changes of continuous DBN files, named by the contracts of the bars."""
+    bars = " UNION ".join(
+        f"SELECT DISTINCT instrument_id, contract FROM contract_bars_{tf} WHERE symbol = $symbol" for tf in layout.TIMEFRAMES
+    )
     rows = warehouse.connect().sql(
-        """
+        f"""
+        WITH named AS ({bars})
         SELECT c.ts, f.contract AS from_contract, t.contract AS to_contract
-        FROM instrument_changes c
-        LEFT JOIN (SELECT DISTINCT instrument_id, contract FROM contract_bars_1m WHERE symbol = $symbol
-                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1h WHERE symbol = $symbol
-                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1d WHERE symbol = $symbol
-                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1s WHERE symbol = $symbol) f
-               ON f.instrument_id = c.from_instrument_id
-        LEFT JOIN (SELECT DISTINCT instrument_id, contract FROM contract_bars_1m WHERE symbol = $symbol
-                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1h WHERE symbol = $symbol
-                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1d WHERE symbol = $symbol
-                   UNION SELECT DISTINCT instrument_id, contract FROM contract_bars_1s WHERE symbol = $symbol) t
-               ON t.instrument_id = c.to_instrument_id
+        FROM instrument_changes AS c
+        LEFT JOIN named AS f ON f.instrument_id = c.from_instrument_id
+        LEFT JOIN named AS t ON t.instrument_id = c.to_instrument_id
         WHERE c.symbol = $symbol
         ORDER BY c.ts
         """,
@@ -280,9 +277,8 @@ def _databento_rolls(warehouse: Warehouse, symbol: str) -> list[Roll]:
     return out
 
 
-def _tables(
-    warehouse: Warehouse, symbol: str, rule: str, basis: str, first: str | None, rolls: list[Roll]
-) -> tuple[pa.Table, pa.Table]:
+def _tables(warehouse: Warehouse, symbol: str, rule: str, first: str | None, rolls: list[Roll]) -> tuple[pa.Table, pa.Table]:
+    """The roll rows (with prices) and the front segments with their back-adjustment factors."""
     con = warehouse.connect()
     price_sql = render("roll_prices.sql", timeframes=layout.TIMEFRAMES)
     rows = []
@@ -327,7 +323,6 @@ def _tables(
                 "rule": rule,
             }
         )
-    _ = basis
     return rolls_table, pa.Table.from_pylist(segments, schema=schemas.FRONT)
 
 
