@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
@@ -99,14 +100,13 @@ def ingest(
             report.error = str(exc)
         reports.append(report)
         touched |= report.symbols
-        warehouse.refresh()
         if on_file is not None:
             on_file(report)
+    warehouse.refresh()  # the views pick up the new files
     if build_rolls and touched:
         from warehouse.rolls import build_rolls as rebuild
 
         rebuild(warehouse, symbols=sorted(touched))
-        warehouse.refresh()
     return reports
 
 
@@ -158,9 +158,16 @@ def _validation_connection() -> duckdb.DuckDBPyConnection:
 
 
 def _known_contracts(warehouse: Warehouse, raw: RawFile) -> dict[int, str]:
-    """instrument_id -> raw symbol from stored definitions and the file's own."""
-    rows = warehouse.sql("SELECT instrument_id, raw_symbol FROM definitions").to_pylist()
-    known = {r["instrument_id"]: r["raw_symbol"] for r in rows}
+    """instrument_id -> raw symbol from stored definitions and the file's own.
+
+    Reads the definition files directly rather than through the views, so that ingesting many files does
+    not rebuild every view once per file.
+    """
+    known: dict[int, str] = {}
+    stored = sorted((warehouse.root / "definitions").glob("*.parquet"))
+    if stored:
+        table = pa.concat_tables(pq.read_table(p, columns=["instrument_id", "raw_symbol"]) for p in stored)
+        known.update(zip(table["instrument_id"].to_pylist(), table["raw_symbol"].to_pylist()))
     if raw.definitions is not None:
         known.update(zip(raw.definitions["instrument_id"].to_pylist(), raw.definitions["raw_symbol"].to_pylist()))
     return known
