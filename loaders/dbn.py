@@ -75,10 +75,10 @@ def read_dbn(path: Path, timeframe: str | None = None) -> RawFile:
     if len(records) == 0:
         raise LoadError(str(path), f"the file holds no {schema} records (header only)")
     continuous = str(metadata.stype_in) == "continuous"
-    raw.bars[tf], changes = _bars(path, records, metadata, continuous)
+    raw.bars[tf], runs = _bars(path, records, metadata, continuous)
     if continuous:
-        raw.instrument_changes = changes
-        raw.notes.append(f"continuous symbology: {changes.num_rows} front-contract change(s)")
+        raw.instrument_runs = runs
+        raw.notes.append(f"continuous symbology: {runs.num_rows} front-contract run(s)")
     return raw
 
 
@@ -127,8 +127,8 @@ def _bars(path: Path, records: np.ndarray, metadata, continuous: bool) -> tuple[
         # Divide (not multiply by 1e-9): the quotient of two exact numbers is correctly rounded, so
         # 3702750000000 becomes exactly 3702.75 instead of 3702.7500000000005.
         columns[field] = pa.array(fixed / PRICE_UNITS, pa.float64(), mask=fixed == _UNDEF_PRICE)
-    changes = _instrument_changes(symbol, input_symbol, iid, columns["ts"]) if continuous else None
-    return raw_bars_table(columns), changes
+    runs = _instrument_runs(symbol, input_symbol, iid, ts_ns) if continuous else None
+    return raw_bars_table(columns), runs
 
 
 def _input_symbols(iid: np.ndarray, ts_ns: np.ndarray, mappings: dict) -> np.ndarray:
@@ -150,34 +150,26 @@ def _as_date(value) -> date:  # noqa: ANN001
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def _instrument_changes(symbol: np.ndarray, input_symbol: np.ndarray, iid: np.ndarray, ts: pa.Array) -> pa.Table:
-    order = np.lexsort((ts.cast(pa.int64()).to_numpy(), input_symbol.astype(str)))
-    rows = {"symbol": [], "continuous_symbol": [], "ts": [], "from_instrument_id": [], "to_instrument_id": []}
-    previous: dict[str, int] = {}
-    ts_list = ts.to_pylist()
+def _instrument_runs(symbol: np.ndarray, input_symbol: np.ndarray, iid: np.ndarray, ts_ns: np.ndarray) -> pa.Table:
+    """Maximal runs of one instrument id per continuous symbol, in time order."""
+    order = np.lexsort((ts_ns, input_symbol.astype(str)))
+    rows: list[dict] = []
     for i in order:
         key = input_symbol[i]
         if key is None:
             continue
-        if key in previous and previous[key] != iid[i]:
-            rows["symbol"].append(symbol[i])
-            rows["continuous_symbol"].append(key)
-            rows["ts"].append(ts_list[i])
-            rows["from_instrument_id"].append(int(previous[key]))
-            rows["to_instrument_id"].append(int(iid[i]))
-        previous[key] = iid[i]
-    return pa.table(
-        rows,
-        schema=pa.schema(
-            [
-                ("symbol", pa.string()),
-                ("continuous_symbol", pa.string()),
-                ("ts", pa.timestamp("us", tz="UTC")),
-                ("from_instrument_id", pa.int64()),
-                ("to_instrument_id", pa.int64()),
-            ]
-        ),
-    )
+        current = rows[-1] if rows and rows[-1]["continuous_symbol"] == key else None
+        if current is not None and current["instrument_id"] == int(iid[i]):
+            current["last_ts"] = int(ts_ns[i]) // 1000
+        else:
+            rows.append({"symbol": symbol[i], "continuous_symbol": key, "instrument_id": int(iid[i]),
+                         "first_ts": int(ts_ns[i]) // 1000, "last_ts": int(ts_ns[i]) // 1000})
+    table = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("symbol", pa.string()), ("continuous_symbol", pa.string()), ("instrument_id", pa.int64()),
+        ("first_ts", pa.int64()), ("last_ts", pa.int64())]))
+    for name in ("first_ts", "last_ts"):
+        table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(pa.timestamp("us", tz="UTC")))
+    return table
 
 
 def _definitions(store, path: Path) -> pa.Table:  # noqa: ANN001

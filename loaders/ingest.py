@@ -143,8 +143,8 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
     _replace_source_file(warehouse.root / "quarantine", key, quarantine)
     if raw.definitions is not None:
         _replace_source_file(warehouse.root / "definitions", key, raw.definitions.cast(schemas.DEFINITIONS))
-    if raw.instrument_changes is not None:
-        _replace_source_file(warehouse.root / "dbn_rolls", key, raw.instrument_changes.cast(schemas.INSTRUMENT_CHANGES))
+    if raw.instrument_runs is not None:
+        _replace_source_file(warehouse.root / "instrument_runs", key, raw.instrument_runs.cast(schemas.INSTRUMENT_RUNS))
     _log(warehouse.root, key, path, raw, report)
 
 

@@ -45,8 +45,9 @@ class RawFile:
         Open-interest samples (symbol, contract, ts, open_interest, _file, _row), when the file has them.
     definitions : pyarrow.Table | None
         Instrument definitions (Databento ``definition`` schema).
-    instrument_changes : pyarrow.Table | None
-        Front-contract changes of a continuous DBN file (symbol, continuous_symbol, ts, from/to instrument id).
+    instrument_runs : pyarrow.Table | None
+        Runs of one instrument id in a continuous DBN file (symbol, continuous_symbol, instrument_id,
+        first_ts, last_ts); front changes are derived from them across files.
     notes : list[str]
         Facts worth printing in the ingest summary (e.g. "continuous symbology ES.v.0").
     """
@@ -56,7 +57,7 @@ class RawFile:
     bars: dict[str, pa.Table] = field(default_factory=dict)
     open_interest: pa.Table | None = None
     definitions: pa.Table | None = None
-    instrument_changes: pa.Table | None = None
+    instrument_runs: pa.Table | None = None
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -1,48 +1,27 @@
-"""A Databento continuous file (ES.v.0): rolls appear as instrument_id changes."""
+"""Databento continuous files (ES.v.0): rolls appear as instrument_id changes, within and across files."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
-from types import SimpleNamespace
-
-import databento_dbn as dbn
-import numpy as np
+from datetime import datetime, timezone
 
 from loaders.ingest import ingest
+from tests.conftest import DATABENTO
+from tests.dbn_fixtures import continuous_definitions, continuous_ohlcv_1m, ns
 
-RECORD = np.dtype([("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"), ("ts_event", "<u8"),
-                   ("open", "<i8"), ("high", "<i8"), ("low", "<i8"), ("close", "<i8"), ("volume", "<u8")])
 
-
-def continuous_file(bars: list[tuple[int, datetime, float, int]], intervals: list[tuple[date, date, int]]) -> bytes:
-    """DBN v3 ohlcv-1m bytes for ES.v.0 with (instrument_id, ts, price, volume) bars; OHLC all = price."""
-    ts = [int(b[1].timestamp()) * 1_000_000_000 for b in bars]
-    meta = dbn.Metadata(
-        dataset="GLBX.MDP3", start=ts[0], end=ts[-1] + 60_000_000_000, stype_in=dbn.SType.CONTINUOUS,
-        stype_out=dbn.SType.INSTRUMENT_ID, schema=dbn.Schema.OHLCV_1M, symbols=["ES.v.0"], partial=[], not_found=[],
-        mappings=[SimpleNamespace(raw_symbol="ES.v.0", intervals=[
-            SimpleNamespace(start_date=s, end_date=e, symbol=str(iid)) for s, e, iid in intervals])],
-    )
-    records = np.zeros(len(bars), RECORD)
-    records["length"], records["rtype"], records["publisher_id"] = 14, 33, 1
-    records["instrument_id"] = [b[0] for b in bars]
-    records["ts_event"] = ts
-    for col in ("open", "high", "low", "close"):
-        records[col] = [int(round(b[2] * 1e9)) for b in bars]
-    records["volume"] = [b[3] for b in bars]
-    return bytes(meta.encode()) + records.tobytes()
+def _flat(iid: int, when: str, price: float, volume: int) -> tuple:
+    return (iid, ns(when), price, price, price, price, volume)
 
 
 def test_instrument_change_becomes_a_databento_roll(wh, tmp_path):
     bars = [
-        (1001, datetime(2024, 3, 13, 14, 30, tzinfo=timezone.utc), 5200.00, 900),
-        (1001, datetime(2024, 3, 14, 14, 30, tzinfo=timezone.utc), 5210.25, 800),
-        (1002, datetime(2024, 3, 15, 14, 30, tzinfo=timezone.utc), 5250.50, 950),
-        (1002, datetime(2024, 3, 15, 14, 31, tzinfo=timezone.utc), 5251.00, 700),
+        _flat(1001, "2024-03-13T14:30", 5200.00, 900),
+        _flat(1001, "2024-03-14T14:30", 5210.25, 800),
+        _flat(1002, "2024-03-15T14:30", 5250.50, 950),
+        _flat(1002, "2024-03-15T14:31", 5251.00, 700),
     ]
-    intervals = [(date(2024, 3, 13), date(2024, 3, 15), 1001), (date(2024, 3, 15), date(2024, 3, 16), 1002)]
     path = tmp_path / "es-v0.ohlcv-1m.dbn"
-    path.write_bytes(continuous_file(bars, intervals))
+    path.write_bytes(continuous_ohlcv_1m(bars))
     [report] = ingest(wh, [path])
     assert report.error is None and report.rows_loaded == 4
     changes = wh.sql("SELECT * FROM instrument_changes").to_pylist()
@@ -61,13 +40,34 @@ def test_instrument_change_becomes_a_databento_roll(wh, tmp_path):
     assert series[1]["close"] == 5210.25 + (5250.5 - 5210.25)
 
 
-def test_definitions_name_the_contracts_of_a_continuous_file(wh, tmp_path):
-    from tests.conftest import DATABENTO
+def test_a_roll_between_two_monthly_files_is_found(wh, tmp_path):
+    february = tmp_path / "2024-02.ohlcv-1m.dbn"
+    march = tmp_path / "2024-03.ohlcv-1m.dbn"
+    february.write_bytes(continuous_ohlcv_1m([_flat(1001, "2024-02-28T15:00", 5000.0, 10), _flat(1001, "2024-02-29T15:00", 5001.0, 10)]))
+    march.write_bytes(continuous_ohlcv_1m([_flat(1002, "2024-03-01T15:00", 5030.0, 10)]))
+    ingest(wh, [february, march])
+    [roll] = wh.sql("SELECT from_contract, to_contract, roll_ts FROM rolls").to_pylist()
+    assert (roll["from_contract"], roll["to_contract"]) == ("ES#1001", "ES#1002")
+    assert roll["roll_ts"] == datetime(2024, 3, 1, 15, 0, tzinfo=timezone.utc)
 
-    bars = [(5482, datetime(2020, 12, 28, 14, 30, tzinfo=timezone.utc), 3720.25, 10)]
+
+def test_definitions_name_the_contracts_of_a_continuous_file(wh, tmp_path):
+    bars = [_flat(5482, "2020-12-28T14:30", 3720.25, 10)]
     path = tmp_path / "es-v0.ohlcv-1m.dbn"
-    path.write_bytes(continuous_file(bars, [(date(2020, 12, 28), date(2020, 12, 29), 5482)]))
+    path.write_bytes(continuous_ohlcv_1m(bars))
     # The definition file is ingested first even when named after the bars.
     [defs, report] = ingest(wh, [path, DATABENTO / "glbx-mdp3" / "test_data.definition.dbn.zst"])
     assert defs.error is None and report.error is None
     assert wh.sql("SELECT symbol, contract FROM contract_bars_1m").to_pylist() == [{"symbol": "ES", "contract": "ESH1"}]
+
+
+def test_continuous_definitions_resolve_both_contracts_and_expiries(wh, tmp_path):
+    defs = tmp_path / "defs.definition.dbn"
+    defs.write_bytes(continuous_definitions([(5002, "ESH4", "2024-03-15T13:30"), (5003, "ESM4", "2024-06-21T13:30")]))
+    bars = tmp_path / "bars.ohlcv-1m.dbn"
+    bars.write_bytes(continuous_ohlcv_1m([_flat(5002, "2024-03-13T15:00", 5100.0, 5), _flat(5003, "2024-03-14T15:00", 5160.0, 5)]))
+    ingest(wh, [bars, defs])
+    [roll] = wh.sql("SELECT from_contract, to_contract FROM rolls").to_pylist()
+    assert (roll["from_contract"], roll["to_contract"]) == ("ESH4", "ESM4")
+    expiries = wh.sql("SELECT raw_symbol, expiration FROM definitions ORDER BY 1").to_pylist()
+    assert expiries[0] == {"raw_symbol": "ESH4", "expiration": datetime(2024, 3, 15, 13, 30, tzinfo=timezone.utc)}

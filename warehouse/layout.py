@@ -5,7 +5,7 @@
     <root>/bars/timeframe=1m/symbol=ES/year=2013/data.parquet   per-contract raw bars
     <root>/open_interest/symbol=ES/data.parquet                  open interest samples
     <root>/definitions/source=<hash>.parquet                     Databento instrument definitions
-    <root>/dbn_rolls/source=<hash>.parquet                       instrument changes in continuous DBN files
+    <root>/instrument_runs/source=<hash>.parquet                 front-contract runs in continuous DBN files
     <root>/quarantine/source=<hash>.parquet                      rejected rows, with file, row and rule
     <root>/ingest_log/source=<hash>.parquet                      one row per ingested file
     <root>/data_quality/*.parquet                                dataset-condition flags (download)

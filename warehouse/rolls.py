@@ -263,7 +263,7 @@ def _databento_rolls(warehouse: Warehouse, symbol: str) -> list[Roll]:
         FROM instrument_changes AS c
         LEFT JOIN named AS f ON f.instrument_id = c.from_instrument_id
         LEFT JOIN named AS t ON t.instrument_id = c.to_instrument_id
-        WHERE c.symbol = $symbol
+        WHERE c.symbol = $symbol AND c.continuous_symbol LIKE '%.0'  -- rank 0 is the front
         ORDER BY c.ts
         """,
         params={"symbol": symbol},

@@ -72,13 +72,16 @@ DEFINITIONS = pa.schema(
     ]
 )
 
-INSTRUMENT_CHANGES = pa.schema(
+#: Runs of one instrument id inside a continuous DBN file (ES.v.0): the front contract between first_ts and
+#: last_ts. Front changes are derived across files from these runs (view ``instrument_changes``), so a roll
+#: that falls between two files (e.g. monthly download chunks) is not lost.
+INSTRUMENT_RUNS = pa.schema(
     [
         ("symbol", pa.string()),
         ("continuous_symbol", pa.string()),
-        ("ts", TS),
-        ("from_instrument_id", pa.int64()),
-        ("to_instrument_id", pa.int64()),
+        ("instrument_id", pa.int64()),
+        ("first_ts", TS),
+        ("last_ts", TS),
     ]
 )
 

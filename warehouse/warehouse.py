@@ -15,7 +15,8 @@ Views
 ``contracts``, ``margins``, ``fees``   contract specifications and date-effective margins and fees
 ``definitions``                Databento instrument definitions (expirations, tick sizes, multipliers)
 ``rolls``, ``front_segments``  roll table and front-contract segments with adjustment factors
-``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``, ``instrument_changes``
+``instrument_runs``, ``instrument_changes``   front-contract runs in continuous DBN files; changes between them
+``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "quarantine": ("quarantine", schemas.QUARANTINE, None),
     "ingest_log": ("ingest_log", schemas.INGEST_LOG, None),
     "definitions": ("definitions", schemas.DEFINITIONS, None),
-    "instrument_changes": ("dbn_rolls", schemas.INSTRUMENT_CHANGES, None),
+    "instrument_runs": ("instrument_runs", schemas.INSTRUMENT_RUNS, None),
     "rolls": ("rolls", schemas.ROLLS, None),
     "front_segments": ("front_segments", schemas.FRONT, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
@@ -88,6 +89,7 @@ class Warehouse:
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("continuous.sql", timeframe=tf, adjust=adjust))
         for name, minutes in RESAMPLED.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
+        con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
         con.execute("CREATE OR REPLACE VIEW bars_1h_from_1m AS " + render("resample_intraday.sql", source="bars_1m", minutes=60))
         con.execute("CREATE OR REPLACE VIEW session_bars_1d AS " + render("resample_session_daily.sql", source="bars_1m"))
         return con
