@@ -39,7 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
-from warehouse.store import TMP_SUFFIX, write_parquet_atomic
+from warehouse.store import TMP_SUFFIX, fsync_dir, sha256_file, write_parquet_atomic
 from warehouse.warehouse import Warehouse
 
 DATASET = "GLBX.MDP3"
@@ -644,18 +644,10 @@ def _download_chunk(source: HistoricalSource, plan: DownloadPlan, chunk: Chunk, 
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is the commit point of a chunk; make it durable before calling the chunk done.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _not_ingested(warehouse: Warehouse, files: list[tuple[Chunk, Path]]) -> list[tuple[Chunk, Path]]:
@@ -665,15 +657,8 @@ def _not_ingested(warehouse: Warehouse, files: list[tuple[Chunk, Path]]) -> list
     prefix = str(warehouse.root / "downloads")
     logged = warehouse.sql("SELECT file, sha256 FROM ingest_log WHERE starts_with(file, $prefix)", {"prefix": prefix})
     seen = set(zip(logged["file"].to_pylist(), logged["sha256"].to_pylist()))
-    return [(c, p) for c, p in files if (str(p), _sha256(p)) not in seen]
+    return [(c, p) for c, p in files if (str(p), sha256_file(p)) not in seen]
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ingest_chunks(

@@ -24,7 +24,7 @@ from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
 from warehouse import layout, schemas
 from warehouse.errors import LoadError, QEError
-from warehouse.store import write_parquet_atomic, write_parquet_if_changed
+from warehouse.store import sha256_file, write_parquet_atomic, write_parquet_if_changed
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
 
@@ -330,7 +330,7 @@ def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> 
         {
             "file": [str(path)],
             "format": [raw.format],
-            "sha256": [_sha256(path)],
+            "sha256": [sha256_file(path)],
             "rows_read": [report.rows_read],
             "rows_loaded": [report.rows_loaded],
             "rows_unchanged": [report.rows_unchanged],
@@ -345,13 +345,6 @@ def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> 
 def _source_key(path: Path) -> str:
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _symbol_of(partition: Path) -> str:

@@ -8,6 +8,7 @@ behind the views never read them; :func:`remove_stale_temporaries` sweeps what a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -41,11 +42,11 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry to disk: a rename is durable only once its directory is."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -80,3 +81,12 @@ def write_parquet_if_changed(table: pa.Table, path: Path) -> bool:
         return False
     write_parquet_atomic(table, path)
     return True
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
