@@ -89,3 +89,22 @@ def test_python_api_returns_arrow_polars_pandas(loaded):
     assert arrow.num_rows == frame.height == len(df) == 3
     assert arrow.column("close").to_pylist() == frame["close"].to_list() == df["close"].tolist()
     assert str(df["ts"].dt.tz) == "UTC"
+
+
+def test_download_without_a_key_says_how_to_set_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABENTO_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--warehouse", str(tmp_path / "w"), "download", "ES",
+         "--start", "2024-01-01", "--end", "2024-02-01", "--yes"],
+        cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error:") and "DATABENTO_API_KEY" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_download_rejects_an_unknown_root(tmp_path):
+    result = qe("download", "XX", "--start", "2024-01-01", "--end", "2024-02-01", "--yes", warehouse=tmp_path / "w",
+                env={"DATABENTO_API_KEY": "db-test-not-a-real-key"})
+    assert result.returncode == 1 and "XX" in result.stderr
+    assert "db-test-not-a-real-key" not in result.stderr + result.stdout
