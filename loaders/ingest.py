@@ -120,7 +120,13 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
     for tf, table in raw.bars.items():
         con.register("raw", table)
         con.register("symbol_map", _symbol_map(table, known))
-        checked = con.sql(render("validate_bars.sql", tf_us=layout.TIMEFRAMES[tf] * 1_000_000, timeframe=tf)).to_arrow_table()
+        sql = render(
+            "validate_bars.sql",
+            tf_us=layout.TIMEFRAMES[tf] * 1_000_000,
+            timeframe=tf,
+            ts_is_text=pa.types.is_string(table.schema.field("ts").type) or pa.types.is_large_string(table.schema.field("ts").type),
+        )
+        checked = con.sql(sql).to_arrow_table()
         con.unregister("raw")
         con.unregister("symbol_map")
         good = checked.filter(pc.is_null(checked["rule"]))
@@ -186,7 +192,8 @@ def _symbol_map(table: pa.Table, known: dict[int, str]) -> pa.Table:
     keys = table.select(["symbol", "contract", "instrument_id"]).group_by(["symbol", "contract", "instrument_id"]).aggregate([])
     new_symbol, new_contract = [], []
     for sym, con_, iid in zip(*(keys.column(c).to_pylist() for c in ("symbol", "contract", "instrument_id"))):
-        sym = None if sym is None else str(sym).strip()
+        sym = None if sym is None else str(sym).strip().upper()  # exchange symbols are upper case: esz3 is ESZ3
+        con_ = None if con_ is None else str(con_).strip().upper() or None
         root = root_of(sym) if sym else None
         iid = int(iid) if iid not in (None, "") and str(iid).strip().lstrip("-").isdigit() else None
         if con_ is None and root is not None and iid is not None and (sym == root or "." in sym):

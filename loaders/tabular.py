@@ -2,7 +2,7 @@
 
 Optional columns: ``contract``, ``instrument_id``, ``open_interest``. Column names are matched without
 regard to case, and ``timestamp``/``datetime``/``time``/``date`` are accepted for ``ts``. Timestamps may be
-naive (read as UTC), zoned (converted to UTC) or integer epochs (unit chosen by magnitude). Values are
+naive (read as UTC), zoned (converted to UTC) or integer epochs (10/13/16/19 digits: s/ms/us/ns, chosen per row). Values are
 kept as read; validation decides which rows load.
 """
 
@@ -122,11 +122,8 @@ def _normalize_ts(column: pa.Array) -> pa.Array:
     if pa.types.is_date(kind):
         return pc.cast(pc.cast(column, pa.timestamp("us")), pa.timestamp("us", tz="UTC"))
     if pa.types.is_integer(kind):
-        # Epoch integers: the unit follows from the magnitude of a modern date.
-        sample = pc.max(pc.abs(column)).as_py() or 0
-        unit = "ns" if sample > 1e17 else "us" if sample > 1e14 else "ms" if sample > 1e11 else "s"
-        as_ts = pc.cast(pc.cast(column, pa.int64()), pa.timestamp(unit, tz="UTC"))
-        return pc.cast(as_ts, pa.timestamp("us", tz="UTC"), safe=False)
+        # Epoch integers: as text, the unit is chosen per row from the digit count (see sql/macros.sql).
+        return pc.cast(column, pa.string())
     return pc.cast(column, pa.string())
 
 

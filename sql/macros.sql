@@ -10,3 +10,21 @@ CAST(timezone('America/New_York', {{ ts }}) + INTERVAL 6 HOUR AS DATE)
 {% macro session_open(trading_date) -%}
 timezone('America/New_York', CAST({{ trading_date }} AS TIMESTAMP) - INTERVAL 6 HOUR)
 {%- endmacro %}
+
+{#- Text timestamp to TIMESTAMPTZ (UTC), row by row:
+    - 10/13/16/19 digits: epoch seconds / milliseconds / microseconds / nanoseconds;
+    - a time followed by Z, an offset (+hh:mm) or a zone name (America/New_York, UTC): that zone;
+    - anything else is naive and read as UTC. Naive text is parsed as TIMESTAMP and then placed in UTC
+      explicitly: DuckDB's text-to-TIMESTAMPTZ cast can carry a zone name from an earlier row over to
+      later naive rows of the same column, which would shift them by hours. -#}
+{% macro parse_ts(col) -%}
+CASE
+    WHEN regexp_full_match({{ col }}, '\s*\d{10}\s*') THEN to_timestamp(CAST(trim({{ col }}) AS BIGINT))
+    WHEN regexp_full_match({{ col }}, '\s*\d{13}\s*') THEN epoch_ms(CAST(trim({{ col }}) AS BIGINT))
+    WHEN regexp_full_match({{ col }}, '\s*\d{16}\s*') THEN make_timestamptz(CAST(trim({{ col }}) AS BIGINT))
+    WHEN regexp_full_match({{ col }}, '\s*\d{19}\s*') THEN make_timestamptz(CAST(trim({{ col }}) AS BIGINT) // 1000)
+    WHEN regexp_matches({{ col }}, '(\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?|UTC|GMT)|[A-Za-z_]+/[A-Za-z_]+)\s*$')
+        THEN TRY_CAST({{ col }} AS TIMESTAMPTZ)
+    ELSE timezone('UTC', TRY_CAST({{ col }} AS TIMESTAMP))
+END
+{%- endmacro %}

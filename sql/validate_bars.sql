@@ -3,16 +3,18 @@
   `symbol_map` (symbol, contract, instrument_id -> new_symbol, new_contract: futures rows get symbol = root and
   contract = the exchange code) and `tick_sizes` (root, tick_size). Output: every row, typed, with `rule` = the first rule it breaks (NULL when
   the row is good) and `detail` = the offending values. Rules, in the order they are checked:
-    missing_symbol, unparseable_timestamp, unparseable_value, price_not_positive_finite,
+    missing_symbol, bad_symbol, unparseable_timestamp, unparseable_value, price_not_positive_finite,
     volume_not_nonneg_integer, ohlc_inconsistent, ts_not_aligned, price_off_tick_grid, duplicate_key.
   A duplicate (symbol, contract, ts) keeps its first good occurrence in file order; later ones are rejected.
-  Parameter: tf_us = the timeframe in microseconds (a bar's ts must be a multiple of it since the epoch).
+  Parameters: tf_us = the timeframe in microseconds (a bar's ts must be a multiple of it since the epoch);
+  timeframe (its name, for messages); ts_is_text (parse `ts` from text with macros.parse_ts).
 -#}
 {%- set values_text -%}
 concat_ws(' ', 'open=' || coalesce(CAST(raw_open AS VARCHAR), 'NULL'), 'high=' || coalesce(CAST(raw_high AS VARCHAR), 'NULL'),
           'low=' || coalesce(CAST(raw_low AS VARCHAR), 'NULL'), 'close=' || coalesce(CAST(raw_close AS VARCHAR), 'NULL'),
           'volume=' || coalesce(CAST(raw_volume AS VARCHAR), 'NULL'))
 {%- endset %}
+{% import 'macros.sql' as m_ %}
 WITH typed AS (
     SELECT
         _file,
@@ -20,7 +22,11 @@ WITH typed AS (
         NULLIF(trim(CAST(m.new_symbol AS VARCHAR)), '') AS symbol,
         NULLIF(trim(CAST(m.new_contract AS VARCHAR)), '') AS contract,
         TRY_CAST(r.instrument_id AS BIGINT) AS instrument_id,
-        TRY_CAST(ts AS TIMESTAMPTZ) AS ts,
+{%- if ts_is_text %}
+        {{ m_.parse_ts('r.ts') }} AS ts,
+{%- else %}
+        TRY_CAST(r.ts AS TIMESTAMPTZ) AS ts,
+{%- endif %}
         TRY_CAST(open AS DOUBLE) AS open,
         TRY_CAST(high AS DOUBLE) AS high,
         TRY_CAST(low AS DOUBLE) AS low,
@@ -46,14 +52,17 @@ ruled AS (
         k.tick_size,
         CASE
             WHEN t.symbol IS NULL THEN 'missing_symbol'
+            -- Symbols name directories (hive partitions): letters, digits, '.', '_' and '-' only.
+            WHEN NOT regexp_full_match(t.symbol, '[A-Z0-9][A-Z0-9._-]{0,31}') THEN 'bad_symbol'
             WHEN t.ts IS NULL THEN 'unparseable_timestamp'
             WHEN t.open IS NULL OR t.high IS NULL OR t.low IS NULL OR t.close IS NULL OR t.volume IS NULL
                 THEN 'unparseable_value'
             WHEN NOT (isfinite(t.open) AND isfinite(t.high) AND isfinite(t.low) AND isfinite(t.close))
                  OR least(t.open, t.high, t.low, t.close) <= 0
                 THEN 'price_not_positive_finite'
-            WHEN t.volume < 0 OR t.volume <> floor(t.volume) OR NOT isfinite(t.volume)
-                 OR (t.open_interest IS NOT NULL AND (t.open_interest < 0 OR t.open_interest <> floor(t.open_interest)))
+            WHEN t.volume < 0 OR t.volume <> floor(t.volume) OR NOT isfinite(t.volume) OR t.volume >= 9.2e18
+                 OR (t.open_interest IS NOT NULL AND (t.open_interest < 0 OR t.open_interest <> floor(t.open_interest)
+                                                      OR t.open_interest >= 9.2e18))
                 THEN 'volume_not_nonneg_integer'
             WHEN t.high < greatest(t.open, t.close) OR t.low > least(t.open, t.close)
                 THEN 'ohlc_inconsistent'
@@ -87,11 +96,12 @@ SELECT
     high,
     low,
     close,
-    CAST(volume AS BIGINT) AS volume,
-    CAST(open_interest AS BIGINT) AS open_interest,
+    TRY_CAST(volume AS BIGINT) AS volume,
+    TRY_CAST(open_interest AS BIGINT) AS open_interest,
     coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END) AS rule,
     CASE coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END)
         WHEN 'missing_symbol' THEN 'symbol is empty'
+        WHEN 'bad_symbol' THEN 'symbol=' || symbol || ' (letters, digits, ".", "_" and "-" only, at most 32)'
         WHEN 'unparseable_timestamp' THEN 'ts=' || coalesce(CAST(raw_ts AS VARCHAR), 'NULL') || ' is not a timestamp'
         WHEN 'unparseable_value' THEN {{ values_text }} || ' (a value is missing or not a number)'
         WHEN 'price_not_positive_finite' THEN {{ values_text }} || ' (prices must be finite and > 0)'

@@ -92,3 +92,27 @@ def test_integer_epochs_in_parquet(wh, tmp_path, epoch, unit):
     [report] = ingest(wh, [tmp_path / f"{unit}.parquet"], timeframe="1h")
     assert report.error is None
     assert wh.sql("SELECT ts FROM contract_bars_1h").to_pylist()[0]["ts"] == datetime(2024, 1, 2, 10, 0, tzinfo=timezone.utc)
+
+
+def test_mixed_zones_in_one_file_never_shift_naive_rows(wh, tmp_path):
+    # DuckDB's text-to-TIMESTAMPTZ cast can carry a zone name over to later naive rows; ours must not.
+    path = write_csv(
+        tmp_path / "mixed.csv",
+        HEADER,
+        ["ESZ3,2013-10-07 09:30:00 America/New_York,1680,1681,1679,1680.5,1",
+         "ESZ3,2013-10-07 13:31:00,1680,1681,1679,1680.5,2",
+         "ESZ3,2013-10-07 13:32:00Z,1680,1681,1679,1680.5,3",
+         "ESZ3,2013-10-07T09:33:00-04:00,1680,1681,1679,1680.5,4",
+         "ESZ3,1381152840,1680,1681,1679,1680.5,5",
+         "ESZ3,1381152900000,1680,1681,1679,1680.5,6"],
+    )
+    [report] = ingest(wh, [path], timeframe="1m")
+    assert report.rows_loaded == 6, report.quarantined
+    rows = wh.sql("SELECT ts, volume FROM contract_bars_1m ORDER BY volume").to_pylist()
+    assert [r["ts"].strftime("%H:%M") for r in rows] == ["13:30", "13:31", "13:32", "13:33", "13:34", "13:35"]
+
+
+def test_lower_case_symbols_are_exchange_symbols(wh, tmp_path):
+    path = write_csv(tmp_path / "lower.csv", HEADER, ["esz3,2013-10-07 13:30,1680,1681,1679,1680.5,1"])
+    ingest(wh, [path], timeframe="1m")
+    assert wh.sql("SELECT symbol, contract FROM contract_bars_1m").to_pylist() == [{"symbol": "ES", "contract": "ESZ3"}]
