@@ -60,10 +60,16 @@ def read_dbn(path: Path, timeframe: str | None = None) -> RawFile:
     raw = RawFile(path=str(path), format="dbn")
     raw.notes.append(f"DBN v{metadata.version} {metadata.dataset} {schema} stype_in={metadata.stype_in}")
     raw.notes.extend(issues)
-    try:
-        records = store.to_ndarray()
-    except Exception as exc:  # the Rust decoder raises plain ValueError/RuntimeError on bad bytes
-        raise LoadError(str(path), f"cannot decode DBN records ({exc})") from exc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            records = store.to_ndarray()
+        except Exception as exc:  # the Rust decoder raises plain ValueError/RuntimeError on bad bytes
+            raise LoadError(str(path), f"cannot decode DBN records ({exc})") from exc
+    # Decoding is where a cut-off last record shows up; a file missing data is refused, not half-loaded.
+    for warning in caught:
+        if "truncated" in str(warning.message) or "incomplete" in str(warning.message):
+            raise LoadError(str(path), f"DBN file is truncated ({warning.message})")
     if schema == "definition":
         raw.definitions = _definitions(store, path) if len(records) else None
         if raw.definitions is None:

@@ -98,6 +98,8 @@ def ingest(
             _ingest_raw(warehouse, path, raw, report)
         except LoadError as exc:
             report.error = str(exc)
+        except Exception as exc:  # an unexpected failure still names its file and spares the others
+            report.error = f"{path}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         reports.append(report)
         touched |= report.symbols
         if on_file is not None:

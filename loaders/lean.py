@@ -40,7 +40,7 @@ def is_lean_zip(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
+        names = [n for n in archive.namelist() if not _is_junk(n)]
     return bool(names) and all(_MEMBER.match(Path(n).name) for n in names)
 
 
@@ -52,21 +52,19 @@ def read_lean_zip(path: Path, timeframe: str | None) -> RawFile:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise LoadError(str(path), f"not a readable zip ({exc})") from exc
-    tf = timeframe or _resolution_from_folders(path)
     bars: list[pa.Table] = []
     interest: list[pa.Table] = []
     with archive:
-        members = archive.namelist()
+        members = [n for n in archive.namelist() if not _is_junk(n)]
         if not members:
             raise LoadError(str(path), "the zip is empty")
+        tf = timeframe or _resolution_from_members(members) or _resolution_from_folders(path)
         for name in members:
             match = _MEMBER.match(Path(name).name)
             if match is None:
                 raise LoadError(str(path), f"member {name!r} is not named like a LEAN futures CSV")
             if match["kind"] == "quote":
                 raise LoadError(str(path), "LEAN quote (bid/ask) bars are not supported; ingest the *_trade.zip files")
-            if match["res"] and _RESOLUTIONS[match["res"]] != tf and timeframe is None:
-                tf = _RESOLUTIONS[match["res"]]
             root = match["root"].upper()
             month = match["month"]
             contract = contract_symbol(root, int(month[:4]), int(month[4:]))
@@ -118,6 +116,18 @@ def read_lean_zip(path: Path, timeframe: str | None) -> RawFile:
     if not bars and not interest:
         raise LoadError(str(path), "the zip holds no rows")
     return raw
+
+
+def _is_junk(name: str) -> bool:
+    """Directory entries and archiver metadata (macOS ``__MACOSX/``, ``._*`` resource forks)."""
+    base = Path(name).name
+    return name.endswith("/") or name.startswith("__MACOSX/") or base.startswith("._") or base == ".DS_Store"
+
+
+def _resolution_from_members(members: list[str]) -> str | None:
+    """Minute and second CSV names say their resolution (``..._minute_trade_...``)."""
+    found = {m["res"] for n in members if (m := _MEMBER.match(Path(n).name)) and m["res"]}
+    return _RESOLUTIONS[found.pop()] if len(found) == 1 else None
 
 
 def _resolution_from_folders(path: Path) -> str:

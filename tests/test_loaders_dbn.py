@@ -101,3 +101,16 @@ def test_real_es_and_nq_bars_map_to_their_roots(wh):
         ("NQ", "NQU4", 4358, 30),
     ]
     assert rows[0]["first"] == datetime(2024, 7, 1, 23, 40, tzinfo=timezone.utc)
+
+
+def test_truncated_plain_dbn_is_refused_not_half_loaded(wh, tmp_path):
+    import databento as db
+
+    source = NAUTILUS / "historical_bars_catalog__futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst"
+    plain = tmp_path / "plain.ohlcv-1m.dbn"
+    db.DBNStore.from_file(source).to_file(plain)  # decompress
+    data = plain.read_bytes()
+    plain.write_bytes(data[:-30])  # cut into the last record
+    [report] = ingest(wh, [plain])
+    assert report.error is not None and "truncated" in report.error
+    assert wh.sql("SELECT count(*) AS n FROM contract_bars_1m").to_pylist()[0]["n"] == 0

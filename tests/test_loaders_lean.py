@@ -78,3 +78,18 @@ def test_open_interest_is_stored(wh):
         "SELECT open_interest FROM open_interest WHERE contract = 'ESZ3' AND ts = '2013-10-06 00:00:00+00'"
     ).to_pylist()
     assert row == [{"open_interest": 2_691_941}]
+
+
+def test_archiver_junk_is_ignored_and_minute_names_give_the_resolution(wh, tmp_path):
+    original = LEAN / "minute" / "20131220_trade.zip"
+    copy = tmp_path / "anywhere" / "20131220_trade.zip"
+    copy.parent.mkdir()
+    with zipfile.ZipFile(original) as src, zipfile.ZipFile(copy, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+        dst.writestr("__MACOSX/._20131220_es_minute_trade_201312.csv", b"\x00\x05junk")
+    [report] = ingest(wh, [copy])
+    assert report.error is None
+    with zipfile.ZipFile(original) as src:
+        expected = sum(len(src.read(n).decode().split()) for n in src.namelist())
+    assert wh.sql("SELECT count(*) AS n FROM contract_bars_1m").to_pylist()[0]["n"] == expected

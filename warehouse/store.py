@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -54,14 +55,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(root: Path) -> int:
-    """Delete temporary files a crashed writer left under ``root``; return how many."""
+def remove_stale_temporaries(root: Path, min_age_s: float = 3600.0) -> int:
+    """Delete temporary files a crashed writer left under ``root``; return how many.
+
+    Only files older than ``min_age_s`` go: a younger one may belong to a writer that is still running in
+    another process (an ingest or a download while the user runs ``qe sql``).
+    """
     removed = 0
     if not root.exists():
         return 0
+    cutoff = time.time() - min_age_s
     for tmp in root.rglob(f"*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # its writer finished (renamed or removed it) meanwhile
     return removed
 
 
