@@ -132,3 +132,34 @@ def test_unknown_rule_is_a_clear_error(daily):
 
     with pytest.raises(ConfigError, match="unknown roll rule"):
         build_rolls(daily, rule="magic")
+
+
+def _daily_csv(tmp_path, rows):
+    from tests.conftest import write_csv
+
+    return write_csv(tmp_path / "daily.csv", "symbol,ts,open,high,low,close,volume",
+                     [f"{c},{d},1800,1801,1799,1800,{v}" for c, d, v in rows])
+
+
+def test_utc_day_bars_roll_only_after_the_signal_bar_is_complete(wh, tmp_path):
+    # Crossover in the UTC-day bar of Wednesday 12-11. That bar is complete at 12-12 00:00 UTC, after
+    # Thursday's session opened (12-11 18:00 ET = 23:00 UTC), so the roll waits for Friday's session.
+    rows = [("ESZ3", "2013-12-10", 900), ("ESH4", "2013-12-10", 100),
+            ("ESZ3", "2013-12-11", 400), ("ESH4", "2013-12-11", 600),
+            ("ESZ3", "2013-12-12", 300), ("ESH4", "2013-12-12", 700)]
+    ingest(wh, [_daily_csv(tmp_path, rows)], timeframe="1d")
+    [roll] = wh.sql("SELECT * FROM rolls").to_pylist()
+    assert roll["signal_date"] == date(2013, 12, 11)
+    assert roll["roll_ts"] == datetime(2013, 12, 12, 23, 0, tzinfo=timezone.utc)
+    # Every bar used for the decision had closed before the roll took effect.
+    assert datetime(2013, 12, 12, 0, 0, tzinfo=timezone.utc) <= roll["roll_ts"]
+
+
+def test_an_expired_front_rolls_to_the_next_expiry_not_to_todays_volume_spike(wh, tmp_path):
+    # ESZ3 expired 2013-12-20. On the next day ESM4 has a one-day spike; the front must become ESH4.
+    rows = [("ESZ3", "2013-12-19", 900), ("ESH4", "2013-12-19", 100),
+            ("ESH4", "2013-12-23", 500), ("ESM4", "2013-12-23", 800),
+            ("ESH4", "2013-12-24", 900), ("ESM4", "2013-12-24", 10)]
+    ingest(wh, [_daily_csv(tmp_path, rows)], timeframe="1d")
+    rolls = wh.sql("SELECT from_contract, to_contract FROM rolls ORDER BY roll_ts").to_pylist()
+    assert rolls[0] == {"from_contract": "ESZ3", "to_contract": "ESH4"}

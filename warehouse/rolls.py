@@ -140,7 +140,8 @@ def _build_symbol(warehouse: Warehouse, symbol: str, rule: str) -> tuple[pa.Tabl
     name, days_before = parse_rule(rule)
     con = warehouse.connect()
     basis = _basis_timeframe(warehouse, symbol)
-    activity = con.sql(render("daily_activity.sql", timeframe=basis), params={"symbol": symbol}).fetchall()
+    sql = render("daily_activity.sql", timeframe=basis, seconds=layout.TIMEFRAMES[basis])
+    activity = con.sql(sql, params={"symbol": symbol}).fetchall()
     first_seen: dict[str, date] = {}
     for contract, day, *_ in activity:
         first_seen.setdefault(contract, day)
@@ -200,8 +201,11 @@ def _decide(
     from warehouse.sessions import business_days
 
     by_day: dict[date, dict[str, tuple[int, int | None]]] = {}
-    for contract, day, volume, oi in activity:
+    known_at: dict[date, datetime] = {}
+    for contract, day, volume, oi, seen in activity:
         by_day.setdefault(day, {})[contract] = (volume, oi)
+        if seen is not None:
+            known_at[day] = max(known_at.get(day, seen), seen)
     days = sorted(by_day)
     if not days:
         return None, []
@@ -217,7 +221,9 @@ def _decide(
         target = None
         effective: date | None = None
         if front_exp is not None and day > front_exp and later:
-            target = min(later, key=lambda c: _expiry_key(c, expiries)) if name == "expiry" else max(later, key=lambda c: today[c][0] or 0)
+            # The front has expired: take the next expiry that trades. Choosing by today's volume would
+            # use figures not known at today's open (and could skip a contract for good).
+            target = min(later, key=lambda c: _expiry_key(c, expiries))
             effective = day
         elif name in ("volume", "open_interest") and later:
             measure = 0 if name == "volume" else 1
@@ -226,7 +232,7 @@ def _decide(
             rivals = [c for c in later if front_value is not None and (today[c][measure] or 0) > front_value]
             if rivals:
                 target = max(rivals, key=lambda c: today[c][measure] or 0)
-                effective = _next_business_day(symbol, day, business_days)
+                effective = _first_session_after(symbol, day, known_at.get(day), business_days)
         elif name == "expiry" and later and front_exp is not None:
             roll_day = _business_days_before(symbol, front_exp, days_before, business_days)
             if day >= roll_day:
@@ -241,9 +247,18 @@ def _decide(
     return _first_contract(activity, expiries), rolls
 
 
-def _next_business_day(symbol: str, day: date, business_days) -> date:  # noqa: ANN001
-    following = [d for d in business_days(symbol, day + timedelta(days=1), day + timedelta(days=10)) if d > day]
-    return following[0] if following else day + timedelta(days=1)
+def _first_session_after(symbol: str, day: date, known_at: datetime | None, business_days) -> date:  # noqa: ANN001
+    """First business day after ``day`` whose session opens once the day's figures are known.
+
+    For session bars the day is known at 17:00 ET and the next session opens at 18:00 ET. A vendor's
+    UTC-day bar of ``day`` is complete only at 00:00 UTC (19:00/20:00 ET), after that open, so the roll
+    waits one more session: no look-ahead.
+    """
+    following = [d for d in business_days(symbol, day + timedelta(days=1), day + timedelta(days=14)) if d > day]
+    for candidate in following:
+        if known_at is None or session_open_utc(candidate) >= known_at:
+            return candidate
+    return day + timedelta(days=1)
 
 
 def _business_days_before(symbol: str, day: date, n: int, business_days) -> date:  # noqa: ANN001
