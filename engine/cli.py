@@ -87,6 +87,10 @@ def _print_ingest_summary(reports) -> None:  # noqa: ANN001
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.quarantined.items())) or "0"
         table.add_row(name, r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", rules)
     console.print(table)
+    for r in reports:
+        for note in r.notes:
+            if not note.startswith("DBN v"):  # the decoder's header line is detail, not news
+                console.print(f"  {_short(r.path)}: {note}", highlight=False)
     total_q = sum(r.rows_quarantined for r in reports)
     console.print(
         f"{sum(r.rows_loaded for r in reports):,} rows loaded, {sum(r.rows_unchanged for r in reports):,} unchanged, "

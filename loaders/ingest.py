@@ -140,12 +140,19 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         rejected.append(bad_oi)
         staged.extend(_oi_partitions(warehouse.root, good_oi))
     # Everything is validated before anything is written: a reader error above leaves no trace.
+    replaced_other = stale = 0
     for target, rows in staged:
-        loaded, unchanged = _merge_partition(target, rows)
-        report.rows_loaded += loaded
-        report.rows_unchanged += unchanged
-        report.partitions_written += int(loaded > 0)
+        merged = _merge_partition(target, rows, str(path))
+        report.rows_loaded += merged.loaded
+        report.rows_unchanged += merged.unchanged
+        report.partitions_written += int(merged.loaded > 0 or merged.stale_removed > 0)
         report.symbols.add(_symbol_of(target))
+        replaced_other += merged.replaced_other
+        stale += merged.stale_removed
+    if replaced_other:
+        report.notes.append(f"{replaced_other} row(s) replaced different values loaded earlier from another file")
+    if stale:
+        report.notes.append(f"{stale} row(s) this file loaded before and no longer holds were removed")
     quarantine = pa.concat_tables(rejected) if rejected else schemas.QUARANTINE.empty_table()
     report.quarantined.update(quarantine.column("rule").to_pylist())
     _replace_source_file(warehouse.root / "quarantine", key, quarantine)
@@ -295,39 +302,41 @@ def _oi_partitions(root: Path, rows: pa.Table) -> list[tuple[Path, pa.Table]]:
     return out
 
 
-def _merge_partition(target: Path, new: pa.Table) -> tuple[int, int]:
-    """Merge ``new`` into the partition file; return (rows written as new or changed, rows unchanged).
+@dataclass
+class MergeResult:
+    """Row counts of one partition merge."""
 
-    Keyed by (contract, ts); a new row replaces a stored one with the same key. Rows are kept sorted by
-    (contract, ts). The partition is rewritten atomically, and not at all when nothing changes.
+    loaded: int
+    unchanged: int
+    replaced_other: int = 0
+    stale_removed: int = 0
+
+
+def _merge_partition(target: Path, new: pa.Table, source: str) -> MergeResult:
+    """Merge ``new`` (rows of the file ``source``) into the partition file (see ``sql/merge_partition.sql``).
+
+    Keyed by (contract, ts); a new row replaces a stored one with the same key, and rows this file loaded
+    before but no longer holds are dropped. The partition is rewritten atomically, and not at all when
+    nothing changes.
     """
     if not target.exists():
         write_parquet_atomic(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
-        return new.num_rows, 0
+        return MergeResult(new.num_rows, 0)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("new_rows", new)
+    con.register("old_rows", pq.read_table(target))
     value_columns = [f.name for f in new.schema if f.name not in ("contract", "ts", "source")]
-    con.execute(f"CREATE VIEW old_rows AS SELECT * FROM read_parquet('{str(target).replace(chr(39), chr(39) * 2)}', hive_partitioning = false)")
-    same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM n.{c}" for c in value_columns)
-    unchanged = con.sql(
-        f"""SELECT count(*) FROM new_rows n JOIN old_rows o
-            ON o.contract IS NOT DISTINCT FROM n.contract AND o.ts = n.ts WHERE {same}"""
-    ).fetchone()[0]
-    loaded = new.num_rows - unchanged
-    if loaded > 0:
-        merged = con.sql(
-            """
-            SELECT * FROM new_rows
-            UNION ALL
-            SELECT o.* FROM old_rows o ANTI JOIN new_rows n
-                ON o.contract IS NOT DISTINCT FROM n.contract AND o.ts = n.ts
-            ORDER BY contract, ts
-            """
-        ).to_arrow_table()
-        write_parquet_atomic(merged.cast(new.schema), target)
+    params = {"source": source}
+    unchanged, replaced_other, stale = con.sql(
+        render("merge_partition.sql", mode="stats", value_columns=value_columns), params=params
+    ).fetchone()
+    result = MergeResult(new.num_rows - unchanged, unchanged, replaced_other, stale)
+    if result.loaded > 0 or stale > 0:
+        merged = con.sql(render("merge_partition.sql", mode="rows", value_columns=value_columns), params=params)
+        write_parquet_atomic(merged.to_arrow_table().cast(new.schema), target)
     con.close()
-    return loaded, unchanged
+    return result
 
 
 def _replace_source_file(directory: Path, key: str, table: pa.Table) -> None:

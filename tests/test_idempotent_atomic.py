@@ -88,3 +88,27 @@ def test_a_new_row_replaces_the_stored_one_with_the_same_key(wh, tmp_path):
     [report] = ingest(wh, [path], timeframe="1m")
     assert (report.rows_loaded, report.rows_unchanged) == (1, 0)
     assert wh.sql("SELECT close, volume FROM contract_bars_1m").to_pylist() == [{"close": 4700.75, "volume": 11}]
+
+
+def test_a_corrected_file_replaces_what_it_loaded_before(wh, tmp_path):
+    header = "symbol,ts,open,high,low,close,volume"
+    path = write_csv(tmp_path / "a.csv", header, ["ESH4,2024-01-02 15:00,4700,4701,4699,4700.5,10",
+                                                  "ESH4,2024-01-02 15:01,4700,4701,4699,4700.5,10"])
+    ingest(wh, [path], timeframe="1m")
+    # The corrected file drops 15:01 and now has a bad 15:00 row: neither old row may survive.
+    write_csv(path, header, ["ESH4,2024-01-02 15:00,4700,4701,4699,4700.5,-100", "ESH4,2024-01-02 15:02,4700,4701,4699,4700.5,3"])
+    [report] = ingest(wh, [path], timeframe="1m")
+    assert report.quarantined == {"volume_not_nonneg_integer": 1}
+    assert any("no longer holds were removed" in note for note in report.notes)
+    rows = wh.sql("SELECT strftime(ts, '%H:%M') AS t, volume FROM contract_bars_1m ORDER BY ts").to_pylist()
+    assert rows == [{"t": "15:02", "volume": 3}]
+
+
+def test_a_conflicting_row_from_another_file_is_reported(wh, tmp_path):
+    header = "symbol,ts,open,high,low,close,volume"
+    first = write_csv(tmp_path / "a.csv", header, ["ESH4,2024-01-02 15:00,4700,4701,4699,4700.5,10"])
+    second = write_csv(tmp_path / "b.csv", header, ["ESH4,2024-01-02 15:00,4700,4701,4699,4700.75,12"])
+    ingest(wh, [first], timeframe="1m")
+    [report] = ingest(wh, [second], timeframe="1m")
+    assert any("replaced different values loaded earlier from another file" in n for n in report.notes)
+    assert wh.sql("SELECT close, source FROM contract_bars_1m").to_pylist() == [{"close": 4700.75, "source": str(second)}]
