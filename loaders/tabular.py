@@ -38,8 +38,10 @@ def read_csv(path: Path) -> tuple[pa.Table, int]:
         raise LoadError(str(path), "the file is empty")
     names = next(csv.reader([header_line]))
     try:
+        # Blank lines are kept as all-null rows so that row numbers stay line numbers; read_tabular drops them.
         table = pacsv.read_csv(
             path,
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True),
         )
     except pa.ArrowInvalid as exc:
@@ -82,6 +84,11 @@ def read_tabular(path: Path, fmt: str, timeframe: str | None) -> RawFile:
         data[name] = column
     data["_file"] = pa.array([str(path)] * n, pa.string())
     data["_row"] = pa.array(range(first_row, first_row + n), pa.int64())
+    blank = _all_null(table)
+    if blank is not None:
+        data = {k: v.filter(pc.invert(blank)) for k, v in data.items()}
+        if len(data["_row"]) == 0:
+            raise LoadError(str(path), "the file has no rows")
     raw = RawFile(path=str(path), format=fmt)
     ignored = sorted(set(table.column_names) - set(columns.values()))
     if ignored:
@@ -90,6 +97,15 @@ def read_tabular(path: Path, fmt: str, timeframe: str | None) -> RawFile:
     tf = timeframe or _infer_timeframe(path, bars)
     raw.bars[tf] = bars
     return raw
+
+
+def _all_null(table: pa.Table) -> pa.Array | None:
+    """Mask of rows where every column is null (blank CSV lines), or None when there are none."""
+    mask = None
+    for column in table.columns:
+        nulls = pc.is_null(column.combine_chunks())
+        mask = nulls if mask is None else pc.and_(mask, nulls)
+    return mask if mask is not None and pc.any(mask).as_py() else None
 
 
 def _match_columns(path: Path, names: list[str]) -> dict[str, str]:

@@ -58,3 +58,11 @@ def test_quarantine_is_replaced_when_the_fixed_file_is_ingested_again(wh, tmp_pa
     [report] = ingest(wh, [path], timeframe="1m")
     assert report.rows_loaded == 1 and report.rows_unchanged == 1
     assert wh.sql("SELECT count(*) AS n FROM quarantine").to_pylist()[0]["n"] == 0
+
+
+def test_row_numbers_are_line_numbers_even_after_blank_lines(wh, tmp_path):
+    path = tmp_path / "gappy.csv"
+    path.write_text(HEADER + "\n" + GOOD + "\n\n\n" + CASES[0][1] + "\n\n")
+    [report] = ingest(wh, [path], timeframe="1m")
+    assert report.rows_loaded == 1 and report.quarantined == {"missing_symbol": 1}
+    assert wh.sql("SELECT row FROM quarantine").to_pylist() == [{"row": 5}]
