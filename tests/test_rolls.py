@@ -163,3 +163,13 @@ def test_an_expired_front_rolls_to_the_next_expiry_not_to_todays_volume_spike(wh
     ingest(wh, [_daily_csv(tmp_path, rows)], timeframe="1d")
     rolls = wh.sql("SELECT from_contract, to_contract FROM rolls ORDER BY roll_ts").to_pylist()
     assert rolls[0] == {"from_contract": "ESZ3", "to_contract": "ESH4"}
+
+
+def test_instruments_take_expiry_and_specs_from_definitions_else_the_rule(wh):
+    from tests.conftest import DATABENTO
+
+    ingest(wh, [LEAN / "daily" / "es_trade.zip", DATABENTO / "glbx-mdp3"], timeframe=None)
+    rows = {r["contract"]: r for r in wh.sql("SELECT * FROM instruments").to_pylist()}
+    assert (rows["ESZ3"]["expiry"], rows["ESZ3"]["expiry_source"]) == (date(2013, 12, 20), "rule")
+    assert (rows["ESH1"]["expiry"], rows["ESH1"]["expiry_source"], rows["ESH1"]["spec_source"]) == (date(2021, 3, 19), "definition", "definition")
+    assert all(r["multiplier"] == 50 and r["tick_size"] == 0.25 for r in rows.values())

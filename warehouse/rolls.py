@@ -99,12 +99,43 @@ def build_rolls(warehouse: Warehouse, symbols: list[str] | None = None, rule: st
     written: list[pa.Table] = []
     for symbol in chosen:
         symbol_rule = rule or _previous_rule(warehouse, symbol) or _default_rule(warehouse, symbol)
-        rolls_table, front = _build_symbol(warehouse, symbol, symbol_rule)
+        instruments = _instruments(warehouse, symbol)
+        expiries = {r["contract"]: r["expiry"] for r in instruments.to_pylist() if r["expiry"] is not None}
+        rolls_table, front = _build_symbol(warehouse, symbol, symbol_rule, expiries)
+        write_parquet_if_changed(instruments, warehouse.root / "instruments" / f"{_safe(symbol)}.parquet")
         write_parquet_if_changed(rolls_table, warehouse.root / "rolls" / f"{_safe(symbol)}.parquet")
         write_parquet_if_changed(front, warehouse.root / "front_segments" / f"{_safe(symbol)}.parquet")
         written.append(rolls_table)
     warehouse.refresh()
     return pa.concat_tables(written) if written else schemas.ROLLS.empty_table()
+
+
+def _instruments(warehouse: Warehouse, symbol: str) -> pa.Table:
+    """The ``instruments`` rows of ``symbol`` (see ``sql/instruments.sql``)."""
+    from warehouse.contracts import expiry_date, parse_contract
+
+    con = warehouse.connect()
+    seen = con.sql(
+        " UNION ".join(
+            f"SELECT contract, min(ts) AS first_ts FROM contract_bars_{tf} WHERE symbol = $s AND contract IS NOT NULL GROUP BY 1"
+            for tf in layout.TIMEFRAMES
+        ),
+        params={"s": symbol},
+    ).fetchall()
+    rule: dict[str, date] = {}
+    for contract, first_ts in seen:
+        parsed = parse_contract(contract, first_ts.date()) if "#" not in contract else None
+        if parsed is not None and contract not in rule:
+            try:
+                rule[contract] = expiry_date(parsed.root, parsed.year, parsed.month)
+            except (KeyError, ValueError):
+                pass
+    con.register("rule_expiries", pa.table({"contract": list(rule), "expiry": pa.array(list(rule.values()), pa.date32())}))
+    try:
+        rows = con.sql(render("instruments.sql", timeframes=list(layout.TIMEFRAMES)), params={"symbol": symbol}).to_arrow_table()
+    finally:
+        con.unregister("rule_expiries")
+    return rows.cast(schemas.INSTRUMENTS)
 
 
 def _symbols_with_contracts_sql() -> str:
@@ -136,49 +167,18 @@ def _basis_timeframe(warehouse: Warehouse, symbol: str) -> str:
     return best
 
 
-def _build_symbol(warehouse: Warehouse, symbol: str, rule: str) -> tuple[pa.Table, pa.Table]:
+def _build_symbol(warehouse: Warehouse, symbol: str, rule: str, expiries: dict[str, date]) -> tuple[pa.Table, pa.Table]:
     name, days_before = parse_rule(rule)
     con = warehouse.connect()
     basis = _basis_timeframe(warehouse, symbol)
     sql = render("daily_activity.sql", timeframe=basis, seconds=layout.TIMEFRAMES[basis])
     activity = con.sql(sql, params={"symbol": symbol}).fetchall()
-    first_seen: dict[str, date] = {}
-    for contract, day, *_ in activity:
-        first_seen.setdefault(contract, day)
-    expiries = _expiries(warehouse, first_seen)
     if name == "databento":
         rolls = _databento_rolls(warehouse, symbol)
         first = _first_contract(activity, expiries)
     else:
         first, rolls = _decide(symbol, rule, name, days_before, activity, expiries)
     return _tables(warehouse, symbol, rule, first, rolls)
-
-
-def _expiries(warehouse: Warehouse, first_seen: dict[str, date]) -> dict[str, date]:
-    """Last trading day of each contract: from definitions where known, else from the product's rule.
-
-    A single-digit year (ESZ3) is read as the first such year not before the contract's first bar.
-    """
-    from warehouse.contracts import expiry_date, parse_contract
-
-    known = {
-        r[0]: r[1]
-        for r in warehouse.connect().sql(
-            "SELECT raw_symbol, CAST(timezone('America/New_York', max(expiration)) AS DATE) FROM definitions GROUP BY 1"
-        ).fetchall()
-    }
-    out: dict[str, date] = {}
-    for contract, seen in first_seen.items():
-        if contract in known and known[contract] is not None:
-            out[contract] = known[contract]
-            continue
-        parsed = parse_contract(contract, seen) if "#" not in contract else None
-        if parsed is not None:
-            try:
-                out[contract] = expiry_date(parsed.root, parsed.year, parsed.month)
-            except (KeyError, ValueError):
-                pass
-    return out
 
 
 def _first_contract(activity: list[tuple], expiries: dict[str, date]) -> str | None:

@@ -114,6 +114,23 @@ FRONT = pa.schema(
     ]
 )
 
+#: Every contract seen, with expiry and specs (definitions where available, else rule and contracts table).
+INSTRUMENTS = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("contract", pa.string()),
+        ("instrument_id", pa.int64()),
+        ("first_ts", TS),
+        ("last_ts", TS),
+        ("bars", pa.int64()),
+        ("expiry", pa.date32()),
+        ("expiry_source", pa.string()),
+        ("tick_size", pa.float64()),
+        ("multiplier", pa.float64()),
+        ("spec_source", pa.string()),
+    ]
+)
+
 DATA_QUALITY = pa.schema(
     [
         ("dataset", pa.string()),

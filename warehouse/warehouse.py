@@ -14,6 +14,7 @@ Views
 ``session_bars_1d``            CME session bars (trading date, not UTC day) from ``bars_1m``
 ``contracts``, ``margins``, ``fees``   contract specifications and date-effective margins and fees
 ``definitions``                Databento instrument definitions (expirations, tick sizes, multipliers)
+``instruments``                every contract seen: bars, expiry and specs (definition, else rule/contracts)
 ``rolls``, ``front_segments``  roll table and front-contract segments with adjustment factors
 ``instrument_runs``, ``instrument_changes``   front-contract runs in continuous DBN files; changes between them
 ``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``
@@ -40,6 +41,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "instrument_runs": ("instrument_runs", schemas.INSTRUMENT_RUNS, None),
     "rolls": ("rolls", schemas.ROLLS, None),
     "front_segments": ("front_segments", schemas.FRONT, None),
+    "instruments": ("instruments", schemas.INSTRUMENTS, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
 }
 
