@@ -7,6 +7,7 @@ checks that on every render, so a template that drifts into DDL fails loudly at 
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -20,12 +21,17 @@ from warehouse.errors import QEError
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_load_template),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # Constants of the recursive filters (block length, decay) are computed at render time.
+    env.globals.update(ln=math.log, exp=math.exp, sqrt=math.sqrt, pi=math.pi)
+    # A bare 0.154... literal is a DECIMAL in DuckDB (and overflows in products); render floats as DOUBLE.
+    env.filters["double"] = lambda value: f"CAST({float(value)!r} AS DOUBLE)"
+    return env
 
 
 def _load_template(name: str) -> str:
@@ -33,6 +39,11 @@ def _load_template(name: str) -> str:
     if not path.is_file():
         raise QEError(f"SQL template not found: sql/{name}")
     return path.read_text(encoding="utf-8")
+
+
+def render_string(text: str, **params: Any) -> str:
+    """Render template text that imports the shipped macros (composed queries, tests); same SELECT check."""
+    return _checked("<string>", _environment().from_string(text), params)
 
 
 def render(name: str, **params: Any) -> str:
@@ -43,11 +54,15 @@ def render(name: str, **params: Any) -> str:
     QEError
         If the template is missing, a parameter is undefined, or the result is not one SELECT.
     """
+    return _checked(f"sql/{name}", _environment().get_template(name), params)
+
+
+def _checked(label: str, template: jinja2.Template, params: dict[str, Any]) -> str:
     try:
-        sql = _environment().get_template(name).render(**params)
+        sql = template.render(**params)
     except jinja2.UndefinedError as exc:
-        raise QEError(f"sql/{name}: {exc}") from exc
+        raise QEError(f"{label}: {exc}") from exc
     statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise QEError(f"sql/{name}: a template must render to exactly one SELECT")
+        raise QEError(f"{label}: a template must render to exactly one SELECT")
     return sql
