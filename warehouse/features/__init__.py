@@ -1,0 +1,1 @@
+"""The feature catalog as templated SQL: headers, registry, lineage and the look-ahead lint."""
