@@ -34,3 +34,11 @@ def test_look_ahead_constructs_are_refused_with_the_file_and_construct(sql, reas
     with pytest.raises(QEError, match=reason) as info:
         lint_lookahead("sql/features/bad.sql", sqlglot.parse_one(sql, read="duckdb"))
     assert str(info.value).startswith("sql/features/bad.sql: look-ahead:")
+
+
+def test_named_windows_are_resolved():
+    ok = "SELECT sum(x) OVER w FROM base WINDOW w AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 4 PRECEDING AND CURRENT ROW)"
+    lint_lookahead("t.sql", sqlglot.parse_one(ok, read="duckdb"))
+    bad = "SELECT sum(x) OVER w FROM base WINDOW w AS (PARTITION BY symbol)"
+    with pytest.raises(QEError, match="whole partition"):
+        lint_lookahead("t.sql", sqlglot.parse_one(bad, read="duckdb"))

@@ -19,9 +19,18 @@ def lint_lookahead(label: str, tree: exp.Expression) -> None:
     """Raise :class:`QEError` naming ``label`` and the construct when ``tree`` can see the future."""
     for lead in tree.find_all(exp.Lead):
         raise QEError(f"{label}: look-ahead: {lead.sql('duckdb')} reads a later row (LEAD is refused)")
+    named = {
+        w.this.name: w
+        for select in tree.find_all(exp.Select)
+        for w in (select.args.get("windows") or [])
+        if isinstance(w.this, exp.Identifier)
+    }
     for window in tree.find_all(exp.Window):
         func = window.this
-        if isinstance(func, exp.AggFunc) and window.args.get("order") is None:
+        if not isinstance(func, exp.AggFunc) or isinstance(func, (exp.Lag, exp.Lead)):
+            continue
+        definition = named.get(window.args["alias"].name) if window.args.get("alias") is not None and window.args.get("order") is None else window
+        if definition is not None and definition.args.get("order") is None:
             raise QEError(f"{label}: look-ahead: '{window.sql('duckdb')}' aggregates the whole partition (no ORDER BY)")
     for spec in tree.find_all(exp.WindowSpec):
         if (spec.args.get("end_side") or "").lower() == "following" or (spec.args.get("start_side") or "").lower() == "following":

@@ -1,0 +1,118 @@
+"""The feature registry, generated from the family templates under ``sql/features/``.
+
+For every family template ``sql/features/NN_<family>.sql``: the header declares the outputs
+(:mod:`warehouse.features.headers`), the template is rendered and parsed by sqlglot, the query's projections
+must be ``symbol, ts`` and then exactly the declared outputs in order (an error names the file, the position
+and both names), the look-ahead lint runs (:mod:`warehouse.features.lint`), a name declared by two families
+is refused, and the column lineage of each feature (which of open/high/low/close/volume/ts it reads) is
+derived through the shared ``base`` query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+
+import sqlglot
+from sqlglot.lineage import lineage
+
+from warehouse.errors import QEError
+from warehouse.features.headers import FeatureSpec, parse_header
+from warehouse.features.lint import lint_lookahead
+from warehouse.templates import render, render_string
+
+BASE_COLUMNS = ("open", "high", "low", "close", "volume", "ts")
+BARS_SCHEMA = {
+    "bars": {"symbol": "varchar", "ts": "timestamptz", "open": "double", "high": "double", "low": "double",
+             "close": "double", "volume": "bigint"}
+}
+
+
+@dataclass
+class Family:
+    """One family template: its declared features and its rendered, checked SQL."""
+
+    template: str
+    specs: list[FeatureSpec]
+    sql: str
+
+
+@dataclass
+class Registry:
+    """Every feature in catalog order, with the family that computes it."""
+
+    families: list[Family]
+    base_sql: str
+    features: list[FeatureSpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.features = [spec for family in self.families for spec in family.specs]
+
+    @cached_property
+    def by_name(self) -> dict[str, FeatureSpec]:
+        return {spec.name: spec for spec in self.features}
+
+    def family_of(self, name: str) -> Family:
+        spec = self.spec(name)
+        return next(f for f in self.families if f.template == spec.template)
+
+    def spec(self, name: str) -> FeatureSpec:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise QEError(f"unknown feature {name!r} (see qe features list)") from None
+
+    def lineage(self, name: str) -> list[str]:
+        """Base bar columns (of open, high, low, close, volume, ts) whose values feature ``name`` reads.
+
+        Ordering rows by ts inside a (named) window is not counted as reading ts; templates use named windows.
+        """
+        family = self.family_of(name)
+        node = lineage(name, family.sql, schema=BARS_SCHEMA, sources={"base": self.base_sql}, dialect="duckdb")
+        leaves = {n.name.split(".")[-1] for n in node.walk() if not n.downstream}
+        return [c for c in BASE_COLUMNS if c in leaves]
+
+
+def family_templates() -> list[tuple[str, str]]:
+    """(name, text) of every shipped family template, in file order (``NN_family.sql``)."""
+    folder = resources.files("sql").joinpath("features")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql") and p.name[:2].isdigit())
+    return [(f"features/{n}", folder.joinpath(n).read_text(encoding="utf-8")) for n in names]
+
+
+def check_family(template: str, text: str, params: dict) -> Family:
+    """Parse the header, render, and check projections and look-ahead of one family template."""
+    specs = parse_header(template, text)
+    sql = render_string(text, **params)
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    projected = [p.alias_or_name for p in tree.selects]
+    declared = ["symbol", "ts", *(s.name for s in specs)]
+    for position, (got, want) in enumerate(zip(projected, declared), start=1):
+        if got != want:
+            raise QEError(
+                f"sql/{template}: output column {position} is {got!r} in the query but {want!r} in the header"
+            )
+    if len(projected) != len(declared):
+        more = projected[len(declared):] or declared[len(projected):]
+        side = "query" if len(projected) > len(declared) else "header"
+        raise QEError(f"sql/{template}: the {side} has extra output column(s) {', '.join(more)}")
+    lint_lookahead(f"sql/{template}", tree)
+    return Family(template, specs, sql)
+
+
+def build_registry(templates: list[tuple[str, str]] | None = None, **params) -> Registry:
+    """Build and check the registry from ``templates`` (default: the shipped family templates)."""
+    params = {"source": "base", **params}
+    families = [check_family(name, text, params) for name, text in (templates or family_templates())]
+    seen: dict[str, str] = {}
+    for family in families:
+        for spec in family.specs:
+            if spec.name in seen:
+                raise QEError(f"feature {spec.name!r} is declared by both sql/{seen[spec.name]} and sql/{family.template}")
+            seen[spec.name] = family.template
+    base_sql = render("features/base.sql", source="bars", **{k: v for k, v in params.items() if k != "source"})
+    lint_lookahead("sql/features/base.sql", sqlglot.parse_one(base_sql, read="duckdb"))
+    return Registry(families, base_sql)
+
+
