@@ -3,17 +3,36 @@
 A download is a :class:`DownloadPlan` (roots, date range, schemas, continuous rank and roll rule), split
 into chunks of one root × schema × calendar month. :func:`run_download` then
 
-1. prices the chunks not yet on disk with ``metadata.get_cost`` (free) and asks before spending money;
-2. stores every day the dataset reports as not ``available`` (degraded / pending / missing) in the
-   ``data_quality`` table, per root and schema;
-3. downloads each missing chunk to ``<warehouse>/downloads/<ROOT>/<schema>/<YYYY-MM>.dbn.zst`` through a
-   temporary file and a rename, turning Databento warnings into ``data_quality`` flags;
-4. ingests every chunk file of the plan that the ingest log does not already hold (definitions first);
-5. shows progress with rich and returns a :class:`DownloadSummary`.
+1. asks ``metadata.get_dataset_condition`` for the condition (available / degraded / pending / missing)
+   and ``last_modified_date`` of every day of the plan;
+2. prices the chunks to fetch with ``metadata.get_cost`` (free) and asks before spending money;
+3. stores in the ``data_quality`` table, per root and schema, every day whose *stored* bars are not
+   ``available`` (see below);
+4. downloads each chunk to fetch to ``<warehouse>/downloads/<ROOT>/<schema>/<YYYY-MM>.dbn.zst`` through a
+   temporary file and a rename, with a sidecar ``<YYYY-MM>.dbn.zst.json`` that records the file's SHA-256
+   and the condition and ``last_modified_date`` of each of its days in this run; Databento warnings
+   become ``data_quality`` flags;
+5. ingests every chunk file of the plan that the ingest log does not already hold (definitions first);
+   a chunk fetched again keeps its path, so the ingest replaces what the old file loaded;
+6. shows progress with rich and returns a :class:`DownloadSummary`.
 
-Resume rule: a chunk whose final file exists (and whose DBN header covers the chunk's symbol and dates) is
-done. A crash mid-chunk leaves only a ``*.tmp`` file, which is never mistaken for a chunk and which the
-warehouse sweeps when it is next opened; the next run downloads that chunk again.
+Resume rule: a chunk is done when its final file exists, its DBN header covers the chunk's symbol and
+dates, and no day of the chunk now has a condition or ``last_modified_date`` other than the ones its
+sidecar recorded at download time (Databento revises degraded days and bumps ``last_modified_date``; a
+month downloaded before its end gains days). A changed chunk is fetched again, priced and confirmed like
+any other. The sidecar is written before the chunk's rename, so the chunk file stays the commit point;
+a sidecar whose SHA-256 is not the file's (a crash between the two) does not count. A file without a
+valid record of its conditions (downloaded while the condition check failed, or a crash) counts as done
+unless a day of it was modified on or after the day the file was written; it then adopts the current
+conditions. If the condition check itself fails, chunk files count as done (the plain file rule) and
+the run says so. A crash mid-chunk leaves only ``*.tmp`` files, which are never mistaken for a chunk
+and which the warehouse sweeps when it is next opened; the next run downloads that chunk again.
+
+Data quality: the flags of a day describe the bars actually stored. A chunk on disk with a valid record
+is flagged from what its sidecar recorded, so a degraded day stays flagged until its chunk has been
+fetched again while the day is ``available``; then the row is gone (only days that are not available
+have rows). Days of chunks not (validly) on disk get the current condition, and keep earlier flags that
+the current condition does not replace. Warnings of a chunk are replaced when it is fetched again.
 
 Everything that talks to the network sits behind :class:`HistoricalSource`, so tests (and other
 vendors) can stand in for :class:`DatabentoClient`. The API key is never printed, logged or put into an
@@ -23,6 +42,7 @@ exception message.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 import warnings
@@ -419,7 +439,10 @@ class DownloadSummary:
     chunks_downloaded : int
         Chunks fetched in this run.
     chunks_skipped : int
-        Chunks already on disk (resume).
+        Chunks already on disk and still current (resume).
+    chunks_refetched : int
+        Chunks on disk that this run chose to fetch again because the dataset condition or
+        ``last_modified_date`` of one of their days changed since they were downloaded.
     cost_usd : float
         Estimated price of the chunks fetched in this run.
     files_ingested : int
@@ -428,6 +451,8 @@ class DownloadSummary:
         Bar rows new or changed in the warehouse.
     flags_recorded : int
         ``data_quality`` rows written by this run (dataset conditions, warnings, ingest errors).
+    conditions_checked : bool
+        False when ``get_dataset_condition`` failed and the plain file rule decided what to fetch.
     ingest_errors : list of str
         Chunk files that could not be ingested, with the reason.
     """
@@ -435,11 +460,17 @@ class DownloadSummary:
     chunks_total: int = 0
     chunks_downloaded: int = 0
     chunks_skipped: int = 0
+    chunks_refetched: int = 0
     cost_usd: float = 0.0
     files_ingested: int = 0
     rows_loaded: int = 0
     flags_recorded: int = 0
+    conditions_checked: bool = True
     ingest_errors: list[str] = field(default_factory=list)
+
+
+#: Condition of one day, as recorded: ``{"condition": ..., "last_modified_date": "YYYY-MM-DD" or None}``.
+DayCondition = dict[str, Any]
 
 
 def run_download(
@@ -449,7 +480,7 @@ def run_download(
     confirm: Callable[[str], bool] | None = None,
     console: Console | None = None,
 ) -> DownloadSummary:
-    """Price, check, download and ingest ``plan``; resume where a previous run stopped.
+    """Check, price, download and ingest ``plan``; resume where a previous run stopped.
 
     Parameters
     ----------
@@ -471,8 +502,10 @@ def run_download(
     Raises
     ------
     QEError
-        If the confirmation is refused (``"download cancelled"``), or Databento answers with an HTTP
-        error (status and message in one line; 422 says which symbol and period could not be resolved).
+        If the confirmation is refused (``"download cancelled"``), or Databento answers a cost or
+        download request with an HTTP error (status and message in one line; 422 says which symbol and
+        period could not be resolved). A failed condition check is not an error: the run falls back
+        to the plain file rule and says so.
     """
     console = console or Console(stderr=True)
     root = warehouse.root
@@ -480,9 +513,24 @@ def run_download(
     summary = DownloadSummary(chunks_total=len(chunks))
     console.print(f"Plan: {plan.describe()}: {len(chunks)} chunk(s)", highlight=False)
 
-    # 1. Price only what is missing, so that resuming a large download asks about the rest only.
-    todo = [c for c in chunks if not _chunk_done(c, root)]
+    # 1. Conditions first: whether a chunk on disk is still current depends on them.
+    current = _dataset_conditions(source, plan, console)
+    summary.conditions_checked = current is not None
+    hashes: dict[tuple[str, int, int, int], str] = {}
+    states = [_assess(c, root, current, hashes) for c in chunks]
+    todo = [s.chunk for s in states if not s.done]
+    stale = [s for s in states if s.present and s.changes]
     summary.chunks_skipped = len(chunks) - len(todo)
+    summary.chunks_refetched = len(stale)
+
+    # 2. Price only what is to fetch, so that resuming a large download asks about the rest only.
+    if stale:
+        first = stale[0]
+        console.print(
+            f"{len(stale)} chunk(s) on disk changed at Databento since their download; fetching them again "
+            f"(e.g. {first.chunk.describe()}: {'; '.join(first.changes[:3])}{'; ...' if len(first.changes) > 3 else ''})",
+            highlight=False,
+        )
     if todo:
         cost = sum(
             _call(lambda c=c: source.get_cost(plan.dataset, [c.symbol], c.schema, str(c.start), str(c.end), STYPE_IN), "cost estimate", c)
@@ -496,12 +544,13 @@ def run_download(
     else:
         console.print(f"All {len(chunks)} chunk(s) already downloaded; nothing to pay for", highlight=False)
 
-    # 2. Dataset conditions first and stored at once: a crash later must not lose them.
-    quality = _QualityLog(root, plan)
-    quality.set_conditions(_dataset_conditions(source, plan))
+    # 3. Flags of what is stored now, written at once: a crash later must not lose them.
+    quality = _QualityLog(root, plan, current)
+    for state in states:
+        quality.set_chunk(state.chunk, state.stored if state.present else None)
     quality.write()
-    if quality.conditions:
-        console.print(f"{len(quality.conditions)} data-quality flag(s) from the dataset condition (see the data_quality table)", highlight=False)
+    if quality.condition_rows:
+        console.print(f"{quality.condition_rows} data-quality flag(s) from the dataset condition (see the data_quality table)", highlight=False)
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -512,27 +561,31 @@ def run_download(
         disable=not console.is_terminal,
     )
     with progress:
-        # 3. Download; warnings recorded so far are written even when a chunk fails.
+        # 4. Download; flags and warnings recorded so far are written even when a chunk fails.
         task = progress.add_task("download", total=len(todo))
         try:
             for chunk in todo:
                 progress.update(task, description=f"download {chunk.describe()}")
-                _download_chunk(source, plan, chunk, root, quality)
+                stored = _download_chunk(source, plan, chunk, root, quality, current, hashes)
+                quality.set_chunk(chunk, stored)
                 summary.chunks_downloaded += 1
                 progress.advance(task)
         finally:
             quality.write()
 
-        # 4. Ingest every chunk file of the plan not yet in the ingest log (also those of a crashed run).
-        pending = _not_ingested(warehouse, [(c, c.path(root)) for c in chunks if c.path(root).is_file()])
+        # 5. Ingest every chunk file of the plan not yet in the ingest log (also those of a crashed run, and
+        #    chunks fetched again: same path, new bytes, so the ingest replaces what the old file loaded).
+        files = [(c, c.path(root)) for c in chunks if c.path(root).is_file()]
+        pending = _not_ingested(warehouse, files, hashes)
         if pending:
             ingest_task = progress.add_task("ingest", total=len(pending))
             _ingest_chunks(warehouse, pending, quality, summary, lambda: progress.advance(ingest_task))
         quality.write()
 
     summary.flags_recorded = quality.recorded_this_run
+    refetched = f" ({summary.chunks_refetched} again)" if summary.chunks_refetched else ""
     console.print(
-        f"Downloaded {summary.chunks_downloaded} chunk(s), skipped {summary.chunks_skipped} already present; "
+        f"Downloaded {summary.chunks_downloaded} chunk(s){refetched}, skipped {summary.chunks_skipped} already present; "
         f"ingested {summary.files_ingested} file(s), {summary.rows_loaded:,} row(s) loaded; "
         f"{summary.flags_recorded} data-quality flag(s) recorded",
         highlight=False,
@@ -542,8 +595,64 @@ def run_download(
     return summary
 
 
-def _chunk_done(chunk: Chunk, root: Path) -> bool:
-    """The resume rule: the final file exists and its header is this chunk's request.
+# -- the resume rule -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ChunkState:
+    """Where a chunk stands before the downloads of a run.
+
+    Attributes
+    ----------
+    present : bool
+        The final file exists and its header is this chunk's request.
+    stored : dict or None
+        Conditions (by ISO day) the stored file was downloaded under; None when unknown.
+    changes : list of str
+        Why a present chunk is fetched again (empty: it is not).
+    """
+
+    chunk: Chunk
+    present: bool
+    stored: dict[str, DayCondition] | None = None
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.present and not self.changes
+
+
+def _assess(
+    chunk: Chunk, root: Path, current: dict[str, DayCondition] | None, hashes: dict[tuple[str, int, int, int], str]
+) -> _ChunkState:
+    """Apply the resume rule to ``chunk`` given this run's conditions (None: the check failed)."""
+    if not _file_is_chunk(chunk, root):
+        return _ChunkState(chunk, present=False)
+    path = chunk.path(root)
+    sha = _sha256(path, hashes)
+    record = _read_record(path, sha)
+    recorded = record.get("conditions") if record is not None else None
+    if current is None:  # the condition check failed: the plain file rule
+        return _ChunkState(chunk, present=True, stored=recorded)
+    days = _days_of(chunk, current)
+    if recorded is not None:
+        changes = [f"{day} {_describe(recorded.get(day))} -> {_describe(now)}" for day, now in days.items() if recorded.get(day) != now]
+        return _ChunkState(chunk, present=True, stored=recorded, changes=changes)
+    # No valid record of the conditions (the check failed when the file was fetched, or a crash came between
+    # sidecar and rename): the file still holds the current data if no day was modified since it was written.
+    written = _record_time(record) or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    changes = [
+        f"{day} modified {now['last_modified_date']}, on or after the download on {written.date()}"
+        for day, now in days.items()
+        if now["last_modified_date"] and now["last_modified_date"] >= written.date().isoformat()
+    ]
+    if changes:
+        return _ChunkState(chunk, present=True, changes=changes)
+    _write_record(path, sha, days, written)  # adopt the current conditions: unchanged since the download
+    fsync_dir(path.parent)
+    return _ChunkState(chunk, present=True, stored=days)
+
+
+def _file_is_chunk(chunk: Chunk, root: Path) -> bool:
+    """The final file exists and its header is this chunk's request.
 
     The header check matters because the path names neither rank nor roll rule nor exact dates: a file
     from ``ES.c.0``, or from a plan that covered only half the month, must not pass for this chunk.
@@ -565,6 +674,77 @@ def _chunk_done(chunk: Chunk, root: Path) -> bool:
     )
 
 
+def _days_of(chunk: Chunk, conditions: dict[str, DayCondition]) -> dict[str, DayCondition]:
+    low, high = chunk.start.isoformat(), chunk.end.isoformat()
+    return {day: value for day, value in sorted(conditions.items()) if low <= day < high}
+
+
+def _describe(condition: DayCondition | None) -> str:
+    if condition is None:
+        return "not reported"
+    modified = condition.get("last_modified_date")
+    return f"{condition['condition']} (modified {modified})" if modified else str(condition["condition"])
+
+
+# -- the sidecar: conditions a chunk file was downloaded under ---------------------------------------------
+def _record_path(chunk_file: Path) -> Path:
+    return chunk_file.with_name(f"{chunk_file.name}.json")
+
+
+def _write_record(chunk_file: Path, sha256: str, conditions: dict[str, DayCondition] | None, downloaded_at: datetime) -> None:
+    """Write ``<chunk file>.json`` atomically (temporary file, fsync, rename); the caller fsyncs the directory."""
+    record = {
+        "version": 1,
+        "file": chunk_file.name,
+        "sha256": sha256,
+        "downloaded_at": downloaded_at.astimezone(timezone.utc).isoformat(),
+        "conditions": conditions,
+    }
+    target = _record_path(chunk_file)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_record(chunk_file: Path, sha256: str) -> dict[str, Any] | None:
+    """The sidecar of ``chunk_file`` if it is readable and describes these very bytes, else None."""
+    try:
+        record = json.loads(_record_path(chunk_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("sha256") != sha256:
+        return None
+    conditions = record.get("conditions")
+    if conditions is not None and not (
+        isinstance(conditions, dict) and all(isinstance(v, dict) and "condition" in v for v in conditions.values())
+    ):
+        return None
+    return record
+
+
+def _record_time(record: dict[str, Any] | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(record["downloaded_at"]) if record else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _sha256(path: Path, cache: dict[tuple[str, int, int, int], str]) -> str:
+    """SHA-256 of ``path``, computed once per run for the same file state."""
+    info = path.stat()
+    key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in cache:
+        cache[key] = sha256_file(path)
+    return cache[key]
+
+
+# -- source calls --------------------------------------------------------------------------------------------
 def _read_header(path: Path) -> Any | None:
     """DBN metadata of ``path``, or None when it is not a readable DBN file."""
     import databento as db
@@ -599,23 +779,52 @@ def _one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip()) or "<no message>"
 
 
-def _dataset_conditions(source: HistoricalSource, plan: DownloadPlan) -> list[dict[str, Any]]:
+def _dataset_conditions(source: HistoricalSource, plan: DownloadPlan, console: Console) -> dict[str, DayCondition] | None:
+    """This run's condition of every day of the plan up to today, by ISO day; None (and one line) on failure."""
     # end_date is inclusive; a date past today is refused by the API, and has no condition anyway.
     last = min(plan.end - timedelta(days=1), datetime.now(timezone.utc).date())
     if last < plan.start:
-        return []
-    rows = _call(lambda: source.get_dataset_condition(plan.dataset, str(plan.start), str(last)), "dataset condition check")
-    return [dict(r) for r in rows or []]
+        return {}
+    try:
+        rows = _call(lambda: source.get_dataset_condition(plan.dataset, str(plan.start), str(last)), "dataset condition check")
+    except (QEError, OSError) as exc:  # OSError covers connection errors (requests' included)
+        console.print(
+            f"[yellow]could not check the dataset condition[/yellow] ({type(exc).__name__}: {_one_line(str(exc))}); "
+            "falling back to the file rule: chunk files on disk count as done, and no condition is recorded this run",
+            highlight=False,
+        )
+        return None
+    out: dict[str, DayCondition] = {}
+    for row in rows or []:
+        day = _parse_date("condition date", row["date"]).isoformat()
+        modified = row.get("last_modified_date")
+        out[day] = {
+            "condition": str(row.get("condition") or "unknown").lower(),
+            "last_modified_date": str(modified)[:10] if modified else None,
+        }
+    return out
 
 
-def _download_chunk(source: HistoricalSource, plan: DownloadPlan, chunk: Chunk, root: Path, quality: _QualityLog) -> None:
-    """Fetch one chunk into a temporary file, check it is DBN, and rename it into place."""
+def _download_chunk(
+    source: HistoricalSource,
+    plan: DownloadPlan,
+    chunk: Chunk,
+    root: Path,
+    quality: _QualityLog,
+    current: dict[str, DayCondition] | None,
+    hashes: dict[tuple[str, int, int, int], str],
+) -> dict[str, DayCondition] | None:
+    """Fetch one chunk into a temporary file, check it is DBN, record its conditions, rename it into place.
+
+    Returns the conditions recorded for the chunk's days (None when this run could not check them).
+    """
     from databento.common.error import BentoWarning
 
     target = chunk.path(root)
     target.parent.mkdir(parents=True, exist_ok=True)
     # A *.tmp name: never taken for a chunk, and swept by Warehouse() after a crash.
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    messages: list[str] = []
     failure: BaseException | None = None
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -632,7 +841,7 @@ def _download_chunk(source: HistoricalSource, plan: DownloadPlan, chunk: Chunk, 
                 failure = exc
         for warning in caught:
             if issubclass(warning.category, BentoWarning):
-                quality.add_warning(chunk, str(warning.message))
+                messages.append(str(warning.message))
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         if failure is not None:
@@ -643,22 +852,36 @@ def _download_chunk(source: HistoricalSource, plan: DownloadPlan, chunk: Chunk, 
             raise QEError(f"the download of {chunk.describe()} is not a readable DBN file")
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        stored = _days_of(chunk, current) if current is not None else None
+        # The sidecar goes first: the rename of the chunk file commits both. A crash in between leaves the
+        # old file (or none) beside a record whose SHA-256 is not its own, which does not count.
+        sha = _sha256(tmp, hashes)
+        _write_record(target, sha, stored, datetime.now(timezone.utc))
         os.replace(tmp, target)
         fsync_dir(target.parent)
+        info = target.stat()
+        hashes[(str(target), info.st_size, info.st_mtime_ns, info.st_ino)] = sha  # the ingest check needs it
+    except BaseException:
+        for message in messages:
+            quality.add_warning(chunk, message)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+    quality.replace_warnings(chunk, messages)  # the bars they were about are gone
+    return stored
 
 
-
-def _not_ingested(warehouse: Warehouse, files: list[tuple[Chunk, Path]]) -> list[tuple[Chunk, Path]]:
+def _not_ingested(
+    warehouse: Warehouse, files: list[tuple[Chunk, Path]], hashes: dict[tuple[str, int, int, int], str] | None = None
+) -> list[tuple[Chunk, Path]]:
     """Chunk files whose current bytes the ingest log does not hold (re-reading them would change nothing)."""
     if not files:
         return []
+    hashes = {} if hashes is None else hashes
     prefix = str(warehouse.root / "downloads")
     logged = warehouse.sql("SELECT file, sha256 FROM ingest_log WHERE starts_with(file, $prefix)", {"prefix": prefix})
     seen = set(zip(logged["file"].to_pylist(), logged["sha256"].to_pylist()))
-    return [(c, p) for c, p in files if (str(p), sha256_file(p)) not in seen]
-
+    return [(c, p) for c, p in files if (str(p), _sha256(p, hashes)) not in seen]
 
 
 def _ingest_chunks(
@@ -692,28 +915,47 @@ def _ingest_chunks(
         ingest(warehouse, bars, on_file=on_file)
 
 
+# -- data quality ------------------------------------------------------------------------------------------
 class _QualityLog:
     """The plan's rows of ``data_quality``: one Parquet file per plan, rewritten atomically.
 
-    Dataset conditions are replaced on every run (a pending day may since have become available).
-    Warnings accumulate across runs, since a chunk is downloaded, and so warned about, only once.
-    Ingest errors are those of the latest run.
+    Condition rows are rebuilt on every run, chunk by chunk, to describe the bars stored:
+
+    * a chunk on disk with a valid sidecar: the days its sidecar recorded as not ``available`` (so a
+      degraded day stays flagged until the chunk is fetched again while the day is available, and then
+      has no row);
+    * any other chunk: the days the current condition reports as not available, plus the earlier rows
+      of its days that the current condition does not replace (nothing shows those bars were replaced;
+      when the check failed, every earlier row of such a chunk stays).
+
+    Warnings accumulate across runs, except that fetching a chunk again replaces its warnings. Ingest
+    errors are those of the latest run.
     """
 
-    def __init__(self, root: Path, plan: DownloadPlan) -> None:
+    _EVENTS = ("warning", "ingest_error")
+
+    def __init__(self, root: Path, plan: DownloadPlan, current: dict[str, DayCondition] | None) -> None:
         self.path = root / "data_quality" / f"download-{plan.key}.parquet"
         self.plan = plan
-        self.conditions: list[dict[str, Any]] = []
+        self.current = current
+        previous = pq.read_table(self.path).to_pylist() if self.path.is_file() else []
+        self.previous = {
+            (r["symbol"], r["schema_name"], r["date"]): r for r in previous if r["condition"] not in self._EVENTS
+        }
+        self.warnings: list[dict[str, Any]] = [r for r in previous if r["condition"] == "warning"]
+        self.by_chunk: dict[Chunk, list[dict[str, Any]]] = {}
         self.ingest_errors: list[dict[str, Any]] = []
-        self.warnings: list[dict[str, Any]] = self._previous_warnings()
-        self.recorded_this_run = 0
+        self._events_this_run = 0
         self._recorded_at = datetime.now(timezone.utc)
 
-    def _previous_warnings(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        table = pq.read_table(self.path)
-        return [r for r in table.to_pylist() if r["condition"] == "warning"]
+    @property
+    def condition_rows(self) -> int:
+        return sum(len(rows) for rows in self.by_chunk.values())
+
+    @property
+    def recorded_this_run(self) -> int:
+        """Condition rows written, plus warnings and ingest errors new in this run."""
+        return self.condition_rows + self._events_this_run
 
     def _row(self, root: str, schema: str, day: date, condition: str, detail: str) -> dict[str, Any]:
         return {
@@ -726,39 +968,58 @@ class _QualityLog:
             "recorded_at": self._recorded_at,
         }
 
-    def set_conditions(self, days: list[dict[str, Any]]) -> None:
-        """One row per root × schema × day whose condition is not ``available``."""
-        self.conditions = []
-        for day in days:
-            condition = str(day.get("condition") or "unknown").lower()
-            if condition == AVAILABLE:
-                continue
-            when = _parse_date("condition date", day["date"])
-            modified = day.get("last_modified_date")
-            for root in self.plan.roots:
-                for schema in self.plan.schemas:
-                    detail = f"{self.plan.symbol(root)}: {self.plan.dataset} reports {condition}"
-                    if modified:
-                        detail += f" (last modified {modified})"
-                    self.conditions.append(self._row(root, schema, when, condition, detail))
-        self.recorded_this_run += len(self.conditions)
+    def set_chunk(self, chunk: Chunk, stored: dict[str, DayCondition] | None) -> None:
+        """Condition rows of ``chunk``'s days: from ``stored`` (its file's record) or, if None, as the class says."""
+        rows: list[dict[str, Any]] = []
+        symbol, dataset = self.plan.symbol(chunk.root), self.plan.dataset
+        day = chunk.start
+        while day < chunk.end:
+            key = day.isoformat()
+            if stored is not None:
+                entry = stored.get(key)
+                if entry is not None and entry["condition"] != AVAILABLE:
+                    detail = f"{symbol}: {dataset} reported {_describe(entry)} when the stored bars were downloaded"
+                    rows.append(self._row(chunk.root, chunk.schema, day, entry["condition"], _last_modified(detail, entry)))
+            else:
+                now = self.current.get(key) if self.current is not None else None
+                earlier = self.previous.get((chunk.root, chunk.schema, day))
+                if now is not None and now["condition"] != AVAILABLE:
+                    detail = f"{symbol}: {dataset} reports {now['condition']}"
+                    rows.append(self._row(chunk.root, chunk.schema, day, now["condition"], _last_modified(detail, now)))
+                elif earlier is not None:
+                    rows.append(earlier)
+            day += timedelta(days=1)
+        self.by_chunk[chunk] = rows
 
     def add_warning(self, chunk: Chunk, message: str) -> None:
         """A Databento warning raised while downloading ``chunk``, dated by the chunk's first day."""
         row = self._row(chunk.root, chunk.schema, chunk.start, "warning", f"{chunk.describe()}: {message}")
         if not any(_same(row, other) for other in self.warnings):
             self.warnings.append(row)
-            self.recorded_this_run += 1
+            self._events_this_run += 1
+
+    def replace_warnings(self, chunk: Chunk, messages: list[str]) -> None:
+        """``chunk`` was fetched (again): its earlier warnings go, ``messages`` take their place."""
+        self.warnings = [
+            w for w in self.warnings if (w["symbol"], w["schema_name"], w["date"]) != (chunk.root, chunk.schema, chunk.start)
+        ]
+        for message in messages:
+            self.add_warning(chunk, message)
 
     def add_ingest_error(self, chunk: Chunk, message: str) -> None:
         """A chunk file the ingest could not read."""
         self.ingest_errors.append(self._row(chunk.root, chunk.schema, chunk.start, "ingest_error", message))
-        self.recorded_this_run += 1
+        self._events_this_run += 1
 
     def write(self) -> None:
         """Replace the plan's file (or remove it when there is nothing to say)."""
-        rows = self.conditions + self.warnings + self.ingest_errors
+        rows = [r for chunk_rows in self.by_chunk.values() for r in chunk_rows] + self.warnings + self.ingest_errors
         write_parquet_atomic(pa.Table.from_pylist(rows, schema=schemas.DATA_QUALITY), self.path)
+
+
+def _last_modified(detail: str, condition: DayCondition) -> str:
+    modified = condition.get("last_modified_date")
+    return f"{detail} (last modified {modified})" if modified and "last modified" not in detail else detail
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -7,10 +7,11 @@ the chunks go through the real decoder, the real ingest and a real DuckDB wareho
 from __future__ import annotations
 
 import io
+import json
 import logging
 import traceback
 import warnings
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,8 +50,10 @@ DEFINITIONS = [(ES_H4, "ESH4", "2024-03-15T13:30"), (ES_M4, "ESM4", "2024-06-21T
 class FakeSource:
     """A :class:`HistoricalSource` that answers from :data:`BARS_1M` and records every call."""
 
-    def __init__(self, conditions=None, fail_on_call=None, warn=None, error=None):  # noqa: ANN001
+    def __init__(self, conditions=None, fail_on_call=None, warn=None, error=None, bars=None, condition_error=None):  # noqa: ANN001
         self.conditions = conditions or []
+        self.bars = BARS_1M if bars is None else bars  # what the "exchange" serves now
+        self.condition_error = condition_error  # exception raised by get_dataset_condition
         self.fail_on_call = fail_on_call  # 1-based get_range call that crashes (once)
         self.warn = warn  # message of a BentoWarning emitted by every get_range
         self.error = error  # exception raised by every get_range
@@ -62,6 +65,8 @@ class FakeSource:
         return COST_PER_CHUNK
 
     def get_dataset_condition(self, dataset, start_date, end_date):  # noqa: ANN001, ANN201
+        if self.condition_error is not None:
+            raise self.condition_error
         return [c for c in self.conditions if start_date <= c["date"] <= end_date]
 
     def get_range(self, dataset, symbols, schema, start, end, stype_in, stype_out, path):  # noqa: ANN001, ANN201
@@ -81,7 +86,7 @@ class FakeSource:
             days = [(date.fromisoformat(start), date.fromisoformat(end), ES_H4)]
             data = continuous_definitions(DEFINITIONS, symbol=symbol, mappings=days, start=lo, end=hi)
         else:
-            bars = [b for b in BARS_1M if lo <= b[1] < hi]
+            bars = [b for b in self.bars if lo <= b[1] < hi]
             data = continuous_ohlcv(bars, symbol=symbol, schema=schema, start=lo, end=hi)
         Path(path).write_bytes(zstandard.ZstdCompressor().compress(data))
 
@@ -164,11 +169,12 @@ def test_confirm_none_downloads_and_ingests_bars_rolls_and_contracts(wh: Warehou
     # Definitions are fetched (and ingested) before bars so that bars are named by their contract.
     assert [c[2] for c in source.range_calls] == ["definition", "definition", "ohlcv-1m", "ohlcv-1m"]
     assert all(c[5:] == ("continuous", "instrument_id") for c in source.range_calls)
+    # Each chunk file has its sidecar: the conditions it was downloaded under.
     assert sorted(p.relative_to(wh.root).as_posix() for p in (wh.root / "downloads").rglob("*") if p.is_file()) == [
-        "downloads/ES/definition/2024-02.dbn.zst",
-        "downloads/ES/definition/2024-03.dbn.zst",
-        "downloads/ES/ohlcv-1m/2024-02.dbn.zst",
-        "downloads/ES/ohlcv-1m/2024-03.dbn.zst",
+        f"downloads/ES/{schema}/{month}.dbn.zst{sidecar}"
+        for schema in ("definition", "ohlcv-1m")
+        for month in ("2024-02", "2024-03")
+        for sidecar in ("", ".json")
     ]
 
     bars = wh.sql(
@@ -196,7 +202,7 @@ def test_resume_after_a_crash_downloads_only_missing_chunks(wh: Warehouse) -> No
     with pytest.raises(ConnectionResetError):
         run_download(wh, source, _plan(), confirm=None, console=_console())
     done = wh.root / "downloads/ES/ohlcv-1m"
-    assert [p.name for p in done.iterdir()] == ["2024-02.dbn.zst"], "a crash mid-chunk leaves no file behind"
+    assert sorted(p.name for p in done.iterdir()) == ["2024-02.dbn.zst", "2024-02.dbn.zst.json"], "a crash mid-chunk leaves no file behind"
 
     asked: list[str] = []
     summary = run_download(wh, source, _plan(), confirm=lambda m: asked.append(m) or True, console=_console())
@@ -263,6 +269,95 @@ def test_bento_warning_during_download_becomes_a_flag_not_a_crash(wh: Warehouse)
     # Warnings survive later runs of the same plan (the chunks are not fetched, so not warned about, again).
     run_download(wh, FakeSource(), _plan(), confirm=None, console=_console())
     assert wh.sql("SELECT count(*) AS n FROM data_quality WHERE condition = 'warning'").to_pylist() == [{"n": 2}]
+
+
+def _flags(wh: Warehouse) -> list[tuple[str, str, str]]:
+    rows = wh.sql("SELECT symbol, CAST(date AS VARCHAR) AS day, condition FROM data_quality ORDER BY day, symbol").to_pylist()
+    return [(r["symbol"], r["day"], r["condition"]) for r in rows]
+
+
+def _shifted(bars: list, since: str, by: float) -> list:
+    """The same bars with prices moved by ``by`` from ``since`` on (a revised download)."""
+    return [(i, t, o + by, h + by, lo + by, c + by, v) if t >= ns(since) else (i, t, o, h, lo, c, v) for i, t, o, h, lo, c, v in bars]
+
+
+def test_a_revised_day_is_fetched_again_and_its_flag_follows_the_stored_bars(wh: Warehouse) -> None:
+    degraded = [{"date": "2024-03-13", "condition": "degraded", "last_modified_date": "2024-03-14"}]
+    run_download(wh, FakeSource(conditions=degraded), _plan(), confirm=None, console=_console())
+    assert _flags(wh) == [("ES", "2024-03-13", "degraded")]
+
+    # Databento repairs the day (available, modified later) and now serves other prices for March.
+    repaired = [{"date": "2024-03-13", "condition": "available", "last_modified_date": "2024-04-02"}]
+    revised = _shifted(BARS_1M, "2024-03-01", 100.0)
+
+    # Until the chunk is actually fetched again, the flag stays: the stored bars are still the degraded ones.
+    with pytest.raises(QEError, match="HTTP 503"):
+        run_download(wh, FakeSource(conditions=repaired, error=BentoServerError(503, message="busy")), _plan(), console=_console())
+    assert _flags(wh) == [("ES", "2024-03-13", "degraded")]
+
+    source, console, asked = FakeSource(conditions=repaired, bars=revised), _console(), []
+    summary = run_download(wh, source, _plan(), confirm=lambda m: asked.append(m) or True, console=console)
+    assert asked == ["Download 1 chunks for $1.25?"], "a re-download is priced and confirmed like any other"
+    assert [c[3:5] for c in source.range_calls] == [("2024-03-01", "2024-04-01")]
+    assert (summary.chunks_downloaded, summary.chunks_refetched, summary.chunks_skipped, summary.files_ingested) == (1, 1, 1, 1)
+    said = " ".join(_output(console).split())  # rich wraps long lines
+    assert "2024-03-13 degraded (modified 2024-03-14) -> available (modified 2024-04-02)" in said
+    # The new file has the old path, so the ingest replaced what the old one loaded: new prices, old ones gone.
+    opens = [r["open"] for r in wh.sql("SELECT open FROM contract_bars_1m ORDER BY ts").to_pylist()]
+    assert opens == [5000.0, 5000.25, 5000.5, 5200.0, 5200.25, 5250.0, 5250.75]
+    # The flag row is gone (only days whose stored bars are not available have rows), and the sidecar says why.
+    assert _flags(wh) == []
+    record = json.loads((wh.root / "downloads/ES/ohlcv-1m/2024-03.dbn.zst.json").read_text())
+    assert record["conditions"]["2024-03-13"] == {"condition": "available", "last_modified_date": "2024-04-02"}
+
+    # Nothing changed: nothing is fetched, asked about or ingested.
+    third = FakeSource(conditions=repaired, bars=revised)
+    again = run_download(wh, third, _plan(), confirm=lambda m: pytest.fail("asked again"), console=_console())
+    assert third.range_calls == [] and (again.chunks_skipped, again.files_ingested, again.cost_usd) == (2, 0, 0.0)
+    assert _flags(wh) == []
+
+
+def test_a_sidecar_that_is_not_the_files_own_does_not_count(wh: Warehouse) -> None:
+    degraded = [{"date": "2024-03-13", "condition": "degraded", "last_modified_date": "2024-03-14"}]
+    run_download(wh, FakeSource(conditions=degraded), _plan(), confirm=None, console=_console())
+    # A crash between the sidecar of a re-download and the rename: new record, old (degraded) file.
+    sidecar = wh.root / "downloads/ES/ohlcv-1m/2024-03.dbn.zst.json"
+    record = json.loads(sidecar.read_text())
+    today = datetime.now(timezone.utc).date().isoformat()
+    record.update(sha256="0" * 64, conditions={"2024-03-13": {"condition": "available", "last_modified_date": today}})
+    sidecar.write_text(json.dumps(record))
+
+    source = FakeSource(conditions=[{"date": "2024-03-13", "condition": "available", "last_modified_date": today}])
+    summary = run_download(wh, source, _plan(), confirm=None, console=_console())
+    assert [c[3] for c in source.range_calls] == ["2024-03-01"] and summary.chunks_refetched == 1
+    assert _flags(wh) == []
+
+
+def test_a_failed_condition_check_falls_back_to_the_file_rule(wh: Warehouse) -> None:
+    console = _console()
+    blind = FakeSource(condition_error=ConnectionError("Max retries exceeded\nwith url /v0/metadata.get_dataset_condition"))
+    summary = run_download(wh, blind, _plan(), confirm=None, console=console)
+    said = [line for line in _output(console).splitlines() if "could not check the dataset condition" in line]
+    assert len(said) == 1 and "ConnectionError: Max retries exceeded; with url" in said[0] and "file rule" in said[0]
+    assert summary.chunks_downloaded == 2 and not summary.conditions_checked
+
+    # Checked again: February was not modified since its download, so it is kept and adopts today's
+    # conditions (its degraded day is flagged); a March day modified today may postdate the file: fetched again.
+    today = datetime.now(timezone.utc).date().isoformat()
+    conditions = [
+        {"date": "2024-02-16", "condition": "degraded", "last_modified_date": "2024-02-20"},
+        {"date": "2024-03-13", "condition": "available", "last_modified_date": today},
+    ]
+    checked = FakeSource(conditions=conditions)
+    summary = run_download(wh, checked, _plan(), confirm=None, console=_console())
+    assert [c[3] for c in checked.range_calls] == ["2024-03-01"] and summary.conditions_checked
+    assert _flags(wh) == [("ES", "2024-02-16", "degraded")]
+
+    # Blind again: files on disk count as done, and the flags of the stored bars stay.
+    third = FakeSource(condition_error=QEError("cannot reach Databento (ConnectTimeout: timed out)"))
+    again = run_download(wh, third, _plan(), confirm=lambda m: pytest.fail("asked"), console=_console())
+    assert third.range_calls == [] and again.chunks_skipped == 2
+    assert _flags(wh) == [("ES", "2024-02-16", "degraded")]
 
 
 # -- errors ---------------------------------------------------------------------------------------------------
@@ -343,7 +438,7 @@ def test_api_key_never_appears_in_output_or_errors(
     def leaky(**kwargs):  # noqa: ANN003, ANN202 - an error whose text quotes the key
         raise BentoClientError(401, message=f"Authentication failed for key {SECRET}")
 
-    client._historical = SimpleNamespace(metadata=SimpleNamespace(get_cost=leaky))
+    client._historical = SimpleNamespace(metadata=SimpleNamespace(get_cost=leaky, get_dataset_condition=leaky))
     console = _console()
     with pytest.raises(QEError) as info:
         run_download(wh, client, _plan(), confirm=None, console=console)
