@@ -28,3 +28,12 @@ CASE
     ELSE timezone('UTC', TRY_CAST({{ col }} AS TIMESTAMP))
 END
 {%- endmacro %}
+
+{#- RTH window bounds (ET minute of day) of a symbol: the longest key of the RTH table that prefixes it.
+    Parameters rth (list of (key, open, close), longest key first) and default ((open, close)). -#}
+{% macro rth_open(symbol, rth, default) -%}
+CASE{% for key, open, close in rth %} WHEN starts_with({{ symbol }}, '{{ key }}') THEN {{ open }}{% endfor %} ELSE {{ default[0] }} END
+{%- endmacro %}
+{% macro rth_close(symbol, rth, default) -%}
+CASE{% for key, open, close in rth %} WHEN starts_with({{ symbol }}, '{{ key }}') THEN {{ close }}{% endfor %} ELSE {{ default[1] }} END
+{%- endmacro %}

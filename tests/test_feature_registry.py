@@ -71,3 +71,25 @@ def test_bad_header_lines_name_the_line():
     bad = GOOD.replace("mom_10   | double |", "mom_10   | float |")
     with pytest.raises(QEError, match=r"sql/features/01_demo.sql:5: type of mom_10 must be int or double"):
         build_registry([("features/01_demo.sql", bad)])
+
+
+def test_composed_query_runs_on_real_duckdb_with_declared_types():
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    from warehouse.features.registry import feature_query
+
+    registry = build_registry([("features/01_demo.sql", GOOD), ("features/02_other.sql", OTHER)])
+    bars = pd.DataFrame({
+        "symbol": "ES", "ts": pd.date_range("2024-03-04 14:30", periods=15, freq="min", tz="UTC"),
+        "open": 5000.0, "high": 5001.0, "low": 4999.0, "close": 5000.0 + np.arange(15), "volume": np.arange(15),
+    })
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("bars", bars)
+    out = con.sql(feature_query(registry, "bars")).df()
+    assert list(out.columns) == ["symbol", "ts", "logret_1", "mom_10", "hl_ratio", "mod", "log_volume"]
+    assert out["mod"].dtype == "int32" and out["mod"].iloc[0] == 9 * 60 + 30
+    assert out["mom_10"].iloc[10] == 10.0 and pd.isna(out["mom_10"].iloc[9])
+    assert np.isclose(out["log_volume"].iloc[3], np.log(4))

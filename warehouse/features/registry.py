@@ -101,9 +101,29 @@ def check_family(template: str, text: str, params: dict) -> Family:
     return Family(template, specs, sql)
 
 
-def build_registry(templates: list[tuple[str, str]] | None = None, **params) -> Registry:
+#: Bars per year by timeframe (annualization: trading bars per day x 252; catalog section 1).
+BARS_PER_YEAR = {"1m": 347_760, "1h": 5_796, "1d": 252}
+#: RTH windows [open, close) in ET minute of day by symbol prefix (catalog section 1); longest prefix wins.
+RTH = (
+    [(k, 570, 960) for k in ("ES", "NQ", "YM", "RTY", "MES", "MNQ", "MYM", "M2K")]
+    + [(k, 540, 870) for k in ("CL", "NG", "RB", "HO", "MCL")]
+    + [(k, 500, 810) for k in ("GC", "SI", "HG", "MGC")]
+    + [(k, 500, 900) for k in ("ZN", "ZB", "ZF", "ZT", "UB", "TN", "6E", "6J", "6B", "6A", "6C", "6S", "6N", "6M")]
+)
+RTH_DEFAULT = (570, 960)
+
+
+def template_params(timeframe: str = "1m") -> dict:
+    """Parameters every feature template receives: timeframe, bars_per_year, the RTH table (longest key first)."""
+    if timeframe not in BARS_PER_YEAR:
+        raise QEError(f"features are defined on 1m, 1h and 1d bars, not {timeframe!r}")
+    rth = sorted(RTH, key=lambda row: -len(row[0]))
+    return {"timeframe": timeframe, "bars_per_year": BARS_PER_YEAR[timeframe], "rth": rth, "rth_default": RTH_DEFAULT}
+
+
+def build_registry(templates: list[tuple[str, str]] | None = None, timeframe: str = "1m", **params) -> Registry:
     """Build and check the registry from ``templates`` (default: the shipped family templates)."""
-    params = {"source": "base", **params}
+    params = {"source": "base", **template_params(timeframe), **params}
     families = [check_family(name, text, params) for name, text in (templates or family_templates())]
     seen: dict[str, str] = {}
     for family in families:
@@ -111,8 +131,24 @@ def build_registry(templates: list[tuple[str, str]] | None = None, **params) -> 
             if spec.name in seen:
                 raise QEError(f"feature {spec.name!r} is declared by both sql/{seen[spec.name]} and sql/{family.template}")
             seen[spec.name] = family.template
-    base_sql = render("features/base.sql", source="bars", **{k: v for k, v in params.items() if k != "source"})
+    base_sql = render("features/base.sql", **{**params, "source": "bars"})
     lint_lookahead("sql/features/base.sql", sqlglot.parse_one(base_sql, read="duckdb"))
     return Registry(families, base_sql)
 
 
+
+
+def feature_query(registry: Registry, source: str, timeframe: str = "1m") -> str:
+    """One SELECT computing every registered feature over the bar relation ``source``.
+
+    ``source`` must have symbol, ts, open, high, low, close, volume; the result has ``symbol``, ``ts`` and the
+    features in registry order with their declared types.
+    """
+    from types import SimpleNamespace
+
+    base_sql = render("features/base.sql", **{**template_params(timeframe), "source": source})
+    index = {family.template: i for i, family in enumerate(registry.families)}
+    features = [SimpleNamespace(name=s.name, type=s.type, family_index=index[s.template]) for s in registry.features]
+    return render(
+        "features/_compose.sql", base_sql=base_sql, families=[f.sql for f in registry.families], features=features
+    )

@@ -1,0 +1,27 @@
+{#-
+  The whole feature query: the shared base once, every family on top of it, joined on (symbol, ts), and the
+  declared outputs in catalog order with their declared types. No NaN or inf reaches the output: a double
+  that is not finite becomes NULL (the families already guard every division; this is the last line).
+  Parameters: base_sql (base.sql rendered over the bar relation), families (list of rendered family SELECTs
+  over `base`), features (FeatureSpec list in catalog order, with .name and .type and .family_index).
+-#}
+WITH base AS (
+{{ base_sql }}
+){% for family_sql in families %},
+f{{ loop.index0 }} AS (
+{{ family_sql }}
+){% endfor %}
+SELECT
+    base.symbol,
+    base.ts{% for f in features %},
+{%- if f.type == 'int' %}
+    CAST(f{{ f.family_index }}.{{ f.name }} AS INTEGER) AS {{ f.name }}
+{%- else %}
+    CASE WHEN isfinite(CAST(f{{ f.family_index }}.{{ f.name }} AS DOUBLE)) THEN CAST(f{{ f.family_index }}.{{ f.name }} AS DOUBLE) END AS {{ f.name }}
+{%- endif %}
+{%- endfor %}
+FROM base
+{%- for family_sql in families %}
+LEFT JOIN f{{ loop.index0 }} USING (symbol, ts)
+{%- endfor %}
+ORDER BY base.symbol, base.ts
