@@ -20,6 +20,8 @@ from warehouse.errors import QEError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="quant-engine: futures bars, SQL features, backtests.")
 rolls_app = typer.Typer(no_args_is_help=True, help="Roll tables and continuous series.")
 app.add_typer(rolls_app, name="rolls")
+features_app = typer.Typer(no_args_is_help=True, help="The feature catalog as SQL: build, list, show, lineage.")
+app.add_typer(features_app, name="features")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -178,6 +180,79 @@ def rolls_show(symbols: Annotated[Optional[list[str]], typer.Option("--symbols",
 
         rows = rows.filter(pc.is_in(rows["symbol"], value_set=__import__("pyarrow").array(symbols)))
     print_table(rows, console, title="Rolls")
+
+
+@features_app.command("build")
+def features_build(
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="1m|1h|1d")] = "1m",
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols (default all).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every symbol, changed or not.")] = False,
+) -> None:
+    """Materialize the features to Parquet (only symbols whose bars changed, unless --full)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from warehouse.features.materialize import build_features
+
+    wh = _warehouse()
+    with Progress(
+        TextColumn(f"[bold]features {timeframe}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=err_console, transient=True, disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("", total=None)
+        report = build_features(
+            wh, timeframe, symbols=symbols, full=full,
+            on_symbol=lambda sym, done, total: progress.update(task, completed=done, total=total, description=sym),
+        )
+    console.print(
+        f"features_{timeframe}: built {len(report.built)} symbol(s) ({report.rows:,} rows; "
+        f"{report.partitions_written} partition(s) written, {report.partitions_unchanged} unchanged), "
+        f"{len(report.skipped)} unchanged symbol(s) skipped"
+    )
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """Every feature: name, family, type, window, warm-up and description."""
+    import pyarrow as pa
+
+    from engine.output import print_table
+    from warehouse.features.registry import build_registry
+
+    registry = build_registry()
+    rows = [
+        {"#": i, "name": f.name, "family": f.family, "type": f.type, "window": f.window, "warm_up": f.warmup,
+         "description": f.description}
+        for i, f in enumerate(registry.features, start=1)
+    ]
+    print_table(pa.Table.from_pylist(rows) if rows else pa.table({"name": pa.array([], pa.string())}), console,
+                title="Features", limit=1000)
+
+
+@features_app.command("show")
+def features_show(
+    name: Annotated[str, typer.Argument(help="Feature name.")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t")] = "1m",
+) -> None:
+    """The rendered SQL of the family that computes NAME, and its lineage."""
+    from rich.syntax import Syntax
+
+    from warehouse.features.registry import build_registry
+
+    registry = build_registry(timeframe=timeframe)
+    spec = registry.spec(name)
+    console.print(f"[bold]{spec.name}[/bold] ({spec.family}, {spec.type}; window {spec.window}; warm-up {spec.warmup})")
+    console.print(spec.description)
+    console.print(f"reads: {', '.join(registry.lineage(name)) or '-'}   template: sql/{spec.template}")
+    console.print(Syntax(registry.family_of(name).sql, "sql", word_wrap=True))
+
+
+@features_app.command("lineage")
+def features_lineage(name: Annotated[str, typer.Argument(help="Feature name.")]) -> None:
+    """Which of open, high, low, close, volume, ts feature NAME reads."""
+    from warehouse.features.registry import build_registry
+
+    registry = build_registry()
+    console.print(f"{name}: {', '.join(registry.lineage(name)) or '-'}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ Views
 ``bars_<tf>_adj_ratio``        the same, back-adjusted by ratio (features run on this)
 ``bars_<tf>_adj_diff``         the same, back-adjusted by difference
 ``bars_5m``, ``bars_15m``, ``bars_1h_from_1m``   resampled from ``bars_1m``
+``features_1m``, ``features_1h``, ``features_1d``  materialized features (symbol, ts, catalog columns)
 ``session_bars_1d``            CME session bars (trading date, not UTC day) from ``bars_1m``
 ``contracts``, ``margins``, ``fees``   contract specifications and date-effective margins and fees
 ``definitions``                Databento instrument definitions (expirations, tick sizes, multipliers)
@@ -92,6 +93,8 @@ class Warehouse:
         for name, minutes in RESAMPLED.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
         con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
+        for tf in ("1m", "1h", "1d"):
+            self._register_features(con, tf)
         con.execute("CREATE OR REPLACE VIEW bars_1h_from_1m AS " + render("resample_intraday.sql", source="bars_1m", minutes=60))
         con.execute("CREATE OR REPLACE VIEW session_bars_1d AS " + render("resample_session_daily.sql", source="bars_1m"))
         return con
@@ -116,6 +119,20 @@ class Warehouse:
             empty = pa.schema([("symbol", pa.string()), *schemas.BARS]).empty_table()
             con.register(f"_empty_contract_bars_{tf}", empty)
             con.execute(f"CREATE OR REPLACE VIEW contract_bars_{tf} AS SELECT * FROM _empty_contract_bars_{tf}")
+
+    def _register_features(self, con: duckdb.DuckDBPyConnection, tf: str) -> None:
+        directory = self.root / "features" / f"timeframe={tf}"
+        if any(directory.glob("symbol=*/year=*/*.parquet")):
+            glob = str(directory / "symbol=*" / "year=*" / "*.parquet")
+            con.execute(
+                f"CREATE OR REPLACE VIEW features_{tf} AS SELECT symbol, * EXCLUDE (symbol, year, timeframe) FROM read_parquet("
+                f"'{_quote(glob)}', hive_partitioning = true, hive_types = {{'symbol': VARCHAR, 'year': INTEGER, 'timeframe': VARCHAR}}, union_by_name = true)"
+            )
+        else:
+            con.execute(
+                f"CREATE OR REPLACE VIEW features_{tf} AS SELECT CAST(NULL AS VARCHAR) AS symbol, "
+                "CAST(NULL AS TIMESTAMPTZ) AS ts WHERE false"
+            )
 
     def _register_table(
         self, con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: pa.Schema, hive_key: str | None

@@ -1,0 +1,28 @@
+{#-
+  The bars features run on, per timeframe: the back-adjusted (ratio) continuous series, or a plain series as is.
+    1m: bars_1m_adj_ratio.
+    1h: stored hourly bars where a symbol has them, else hourly bars resampled from its adjusted 1m bars.
+    1d: CME session bars (trading date, not UTC day) resampled from the adjusted 1m bars where a symbol has
+        them, else the stored daily bars.
+  Parameter: timeframe.
+-#}
+{% import 'macros.sql' as m %}
+{%- if timeframe == '1m' %}
+SELECT symbol, ts, open, high, low, close, volume FROM bars_1m_adj_ratio
+{%- elif timeframe == '1h' %}
+SELECT symbol, ts, open, high, low, close, volume FROM bars_1h_adj_ratio
+UNION ALL
+SELECT symbol, time_bucket(INTERVAL 1 HOUR, ts) AS ts, arg_min(open, ts), max(high), min(low), arg_max(close, ts),
+       CAST(sum(volume) AS BIGINT)
+FROM bars_1m_adj_ratio
+WHERE symbol NOT IN (SELECT DISTINCT symbol FROM bars_1h_adj_ratio)
+GROUP BY symbol, contract, time_bucket(INTERVAL 1 HOUR, ts)
+{%- else %}
+SELECT symbol, {{ m.session_open(m.trading_date('ts')) }} AS ts, arg_min(open, ts), max(high), min(low),
+       arg_max(close, ts), CAST(sum(volume) AS BIGINT)
+FROM bars_1m_adj_ratio
+GROUP BY symbol, contract, {{ m.trading_date('ts') }}
+UNION ALL
+SELECT symbol, ts, open, high, low, close, volume FROM bars_1d_adj_ratio
+WHERE symbol NOT IN (SELECT DISTINCT symbol FROM bars_1m_adj_ratio)
+{%- endif %}

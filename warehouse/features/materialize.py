@@ -1,0 +1,162 @@
+"""Materialize the features to Parquet per (timeframe, symbol, year), and expose them as ``features_<tf>``.
+
+A symbol is recomputed from its first bar whenever its input bars changed (a fingerprint of the source rows),
+so recursive filters (EMA, Wilder) carry their exact state across every partition boundary; only the year
+partitions whose content changed are replaced, each atomically (DuckDB writes to a staging directory on the
+same file system, then each file is renamed into place). ``--full`` recomputes every symbol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warehouse.errors import QEError
+from warehouse.features.registry import Registry, build_registry, feature_query
+from warehouse.store import fsync_dir, sha256_file
+from warehouse.templates import render
+from warehouse.warehouse import Warehouse
+
+TIMEFRAMES = ("1m", "1h", "1d")
+
+
+@dataclass
+class BuildReport:
+    """What a build did, per symbol."""
+
+    timeframe: str
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    partitions_written: int = 0
+    partitions_unchanged: int = 0
+    rows: int = 0
+
+
+def features_dir(root: Path, timeframe: str) -> Path:
+    return root / "features" / f"timeframe={timeframe}"
+
+
+def build_features(
+    wh: Warehouse,
+    timeframe: str = "1m",
+    symbols: list[str] | None = None,
+    full: bool = False,
+    on_symbol: Callable[[str, int, int], None] | None = None,
+    registry: Registry | None = None,
+) -> BuildReport:
+    """Compute and write the features of ``symbols`` (default all) on ``timeframe`` bars.
+
+    Parameters
+    ----------
+    wh : Warehouse
+    timeframe : {"1m", "1h", "1d"}
+    symbols : list of str, optional
+    full : bool
+        Recompute every symbol even when its bars did not change.
+    on_symbol : callable, optional
+        Progress callback ``(symbol, done, total)``.
+    registry : Registry, optional
+        Defaults to the shipped family templates.
+    """
+    if timeframe not in TIMEFRAMES:
+        raise QEError(f"features are built on {', '.join(TIMEFRAMES)} bars, not {timeframe!r}")
+    registry = registry or build_registry(timeframe=timeframe)
+    con = wh.connect()
+    con.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS {render('features/_source.sql', timeframe=timeframe)}")
+    available = [r[0] for r in con.sql("SELECT DISTINCT symbol FROM feature_source ORDER BY 1").fetchall()]
+    chosen = available if not symbols else [s for s in symbols if s in available]
+    missing = sorted(set(symbols or []) - set(available))
+    if missing:
+        raise QEError(f"no {timeframe} bars for {', '.join(missing)}")
+    manifest_path = features_dir(wh.root, timeframe) / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    signature = _registry_signature(registry)
+    report = BuildReport(timeframe)
+    query = feature_query(registry, "symbol_bars", timeframe)
+    for i, symbol in enumerate(chosen, start=1):
+        fingerprint = _fingerprint(con, symbol) + signature
+        if not full and manifest.get(symbol) == fingerprint and _has_partitions(wh.root, timeframe, symbol):
+            report.skipped.append(symbol)
+        else:
+            # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
+            literal = symbol.replace("'", "''")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
+            written, unchanged, rows = _write_symbol(wh.root, con, query, timeframe, symbol)
+            report.partitions_written += written
+            report.partitions_unchanged += unchanged
+            report.rows += rows
+            report.built.append(symbol)
+            manifest[symbol] = fingerprint
+            _write_manifest(manifest_path, manifest)
+        if on_symbol is not None:
+            on_symbol(symbol, i, len(chosen))
+    wh.refresh()
+    return report
+
+
+def _fingerprint(con, symbol: str) -> str:  # noqa: ANN001
+    row = con.sql(
+        "SELECT count(*), min(ts), max(ts), sum(close), sum(high - low), sum(volume) FROM feature_source WHERE symbol = $s",
+        params={"s": symbol},
+    ).fetchone()
+    return hashlib.sha256(repr(row).encode()).hexdigest()[:24]
+
+
+def _registry_signature(registry: Registry) -> str:
+    text = "\n".join(f.sql for f in registry.families) + registry.base_sql
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _has_partitions(root: Path, timeframe: str, symbol: str) -> bool:
+    return any((features_dir(root, timeframe) / f"symbol={symbol}").glob("*/data.parquet"))
+
+
+def _write_symbol(root: Path, con, query: str, timeframe: str, symbol: str) -> tuple[int, int, int]:  # noqa: ANN001
+    """Write one symbol's year partitions; return (written, unchanged, rows)."""
+    staging = root / ".staging" / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    try:
+        rows = con.sql("SELECT count(*) FROM symbol_bars").fetchone()[0]
+        con.execute(
+            # symbol lives in the directory name (hive style), so it is not written into the files.
+            f"COPY (SELECT * EXCLUDE (symbol), year(ts) AS year FROM ({query})) TO '{_quote(staging)}' "
+            "(FORMAT parquet, PARTITION_BY (year), COMPRESSION zstd, OVERWRITE_OR_IGNORE)"
+        )
+        target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
+        files = sorted(staging.glob("year=*/*.parquet"))
+        produced = {p.parent.name: p for p in files}
+        if len(produced) != len(files):
+            raise QEError(f"feature build of {symbol} produced several files for one year partition")
+        written = unchanged = 0
+        for year_dir, path in sorted(produced.items()):
+            target = target_dir / year_dir / "data.parquet"
+            if target.exists() and sha256_file(target) == sha256_file(path):
+                unchanged += 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)  # same file system: atomic
+            fsync_dir(target.parent)
+            written += 1
+        for stale in target_dir.glob("year=*"):
+            if stale.name not in produced:
+                shutil.rmtree(stale)
+        return written, unchanged, rows
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
