@@ -84,7 +84,30 @@ FROM bars_1d r JOIN bars_1d_adj_ratio a USING (symbol, ts) JOIN bars_1d_adj_diff
 WHERE r.symbol = 'ES' AND r.ts BETWEEN '2013-12-10' AND '2013-12-19' ORDER BY r.ts"""
     console.print(f"[bold]Back-adjusted vs raw around the ESZ3 -> ESH4 roll[/bold]:\n[cyan]{query}[/cyan]")
     print_table(wh.sql(query), console)
+    _demo_features(wh, console)
     console.print(
-        "Next: [bold]qe sql \"SELECT * FROM bars_1m LIMIT 10\"[/bold], [bold]qe contracts[/bold], "
-        "[bold]qe rolls build --rule open_interest[/bold], [bold]qe ingest PATH[/bold]."
+        "Next: [bold]qe sql \"SELECT * FROM features_1m LIMIT 10\"[/bold], [bold]qe features list[/bold], "
+        "[bold]qe contracts[/bold], [bold]qe rolls build --rule open_interest[/bold], [bold]qe ingest PATH[/bold]."
     )
+
+
+def _demo_features(wh: Warehouse, console: Console) -> None:
+    """Build the feature catalog on the 1-minute bars of every symbol and show a few columns."""
+    from warehouse.features.materialize import build_features
+    from warehouse.features.registry import build_registry
+
+    registry = build_registry()
+    if not registry.features:
+        return
+    report = build_features(wh, "1m", registry=registry)
+    console.print(
+        f"Features: {len(registry.features)} catalog columns on 1-minute bars, {len(report.built)} symbol(s) built, "
+        f"{len(report.skipped)} unchanged ({report.rows:,} rows)."
+    )
+    wanted = [n for n in ("logret_1", "rsi_14", "rel_volume_20", "rv_cc_20", "atr_14", "adx_14", "minute_of_day", "is_rth")
+              if n in registry.by_name]
+    if wanted:
+        query = (f"SELECT symbol, ts, {', '.join(wanted)} FROM features_1m WHERE symbol = 'ES' "
+                 "AND ts >= '2013-12-18 14:30' ORDER BY ts LIMIT 8")
+        console.print(f"[bold]A few features[/bold] (ratio-adjusted continuous ES):\n[cyan]{query}[/cyan]")
+        print_table(wh.sql(query), console)
