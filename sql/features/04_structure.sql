@@ -1,0 +1,290 @@
+{#- features
+family: structure
+category: structure
+dist_high_20            | double | n=20    | first=19    | ln(c / HH_20), HH_20 = max(h) of rows t-19..t (current bar included; <= 0), log units
+dist_low_20             | double | n=20    | first=19    | ln(c / LL_20), LL_20 = min(l) of rows t-19..t (>= 0), log units
+dist_high_240           | double | n=240   | first=239   | ln(c / HH_240), log units
+dist_low_240            | double | n=240   | first=239   | ln(c / LL_240), log units
+donchian_pos_55         | double | n=55    | first=54    | (c - LL_55) / (HH_55 - LL_55), position in the 55-bar channel in [0, 1]; plain guarded division
+breakout_high_20        | int    | n=20    | first=20    | 1 if c > max(h) of rows t-20..t-1 (close above the previous 20 bars' high), else 0
+breakout_low_20         | int    | n=20    | first=20    | 1 if c < min(l) of rows t-20..t-1, else 0
+hh_count_10             | int    | n=10    | first=10    | number of rows k in t-9..t with h[k] > h[k-1] (higher highs)
+ll_count_10             | int    | n=10    | first=10    | number of rows k in t-9..t with l[k] < l[k-1] (lower lows)
+inside_bar              | int    | n=2     | first=1     | 1 if h <= h[t-1] and l >= l[t-1] (non-strict), else 0
+outside_bar             | int    | n=2     | first=1     | 1 if h > h[t-1] and l < l[t-1] (strict), else 0
+adx_14                  | double | n=14    | first=27    | WILDER_14(DX), DX = 100*abs(+DI - -DI) / (+DI + -DI); NULL DX rows skipped (0-100)
+plus_di_14              | double | n=14    | first=14    | 100*WILDER_14(+DM) / WILDER_14(TR); NULL when WILDER_14(TR) < 1e-7*abs(c) (price floor), 0-100
+minus_di_14             | double | n=14    | first=14    | 100*WILDER_14(-DM) / WILDER_14(TR); price floor as plus_di_14, 0-100
+linreg_slope_20         | double | n=20    | first=19    | OLS slope of ln c on the bar offset over 20 rows (log units per bar)
+linreg_r2_20            | double | n=20    | first=19    | R^2 of that regression (0-1); NULL on a flat window
+linreg_slope_60         | double | n=60    | first=59    | OLS slope of ln c on the bar offset over 60 rows (log units per bar)
+linreg_r2_60            | double | n=60    | first=59    | R^2 of that regression (0-1); NULL on a flat window
+variance_ratio_5_120    | double | n=5,120 | first=124   | VAR_120(ln(c/c[t-5])) / (5*VAR_120(r)), sample variances, overlapping 5-bar returns (Lo-MacKinlay)
+autocorr_1_60           | double | n=60    | first=61    | Pearson CORR_60(r, r[t-1]); NULL when either window is flat
+skew_60                 | double | n=60    | first=60    | sample skewness G1 = sqrt(n(n-1))/(n-2)*m3/m2^1.5 of r over 60 rows (pandas rolling skew); NULL when flat
+kurt_60                 | double | n=60    | first=60    | excess kurtosis G2 = (n-1)/((n-2)(n-3))*((n+1)(m4/m2^2 - 3) + 6) of r over 60 rows (pandas rolling kurt); NULL when flat
+efficiency_ratio_10     | double | n=10    | first=10    | Kaufman abs(c - c[t-10]) / SUM_10(abs(c - c[t-1])) in [0, 1]
+dist_prev_session_high  | double | session | first=D2    | ln(c / max(h) of the prior session), log units
+dist_prev_session_low   | double | session | first=D2    | ln(c / min(l) of the prior session), log units
+dist_prev_session_close | double | session | first=D2    | ln(c / last close of the prior session), log units
+session_gap             | double | session | first=D2    | ln(first open of the session / last close of the prior session), across the halt or weekend, log units
+overnight_gap           | double | session | first=D2rth | ln(open of D's first RTH row / close of the last RTH row of the latest earlier date with RTH rows), on rows of D from its first RTH row on, log units
+dist_session_open       | double | session | first=D1    | ln(c / first open of the current session), log units
+session_range_pos       | double | session | first=D1    | (c - min l) / (max h - min l) over the session's rows up to t, in [0, 1]; plain guarded division
+-#}
+{#-
+  Readings (catalog sections 3-6; tests/features_oracle/structure.py makes the same choices):
+  * +DI / -DI: NULL rule 4 names WILDER_n(TR), so the DI denominator gets the price floor (÷p); in a stale flat
+    block both DI are NULL, so DX is NULL there and ADX's Wilder filter skips those rows (state kept).
+  * donchian_pos_55 and session_range_pos divide by max - min of raw prices: plain ÷ (exact denominators).
+  * kurt_60 is NULL on a flat window like skew_60.
+  * autocorr_1_60 needs 60 rows where r and r[t-1] are both non-NULL (first row 61).
+  * overnight_gap: defined on every row of D at or after D's first RTH row (post-RTH rows of D included); the
+    latest earlier date with RTH rows may be any earlier date, sid 0 included; only the current sid must be >= 2.
+    RTH membership is by the bar's open minute of day, rth_open <= minute_of_day < rth_close.
+  * No feature here is annualized: the timeframe does not change any formula (on 1d bars a session is one bar).
+-#}
+{% import 'macros.sql' as m %}
+{% import 'features/_filters.sql' as f %}
+{%- set floor = 1e-7 | double %}
+{#- WILDER_14 block constants of the fused +DM / -DM / TR filter (same method and block length as _filters.sql). -#}
+{%- set lam = -ln(13.0 / 14.0) %}
+{%- set L = (40.0 / lam) | round(0, 'floor') | int %}
+{#- The distinct RTH windows of the table: sessions aggregate each with integer filters, and the small session
+    table picks the symbol's window (no string matching per bar). -#}
+{%- set rth_windows = [] %}
+{%- for key, open, close in rth + [('', rth_default[0], rth_default[1])] %}
+{%- if (open, close) not in rth_windows %}{% set _ = rth_windows.append((open, close)) %}{% endif %}
+{%- endfor %}
+{%- set bo = '(greatest(rn, 1) - 1) % ' ~ L %}
+{%- set dm_scale -%}
+CASE WHEN rn <= 14 THEN {{ (exp(13 * lam) / 14) | double }} ELSE {{ (1.0 / 14) | double }} * exp({{ lam | double }} * ({{ bo }})) END
+{%- endset %}
+{#- ln(a / b), NULL unless both are positive (catalog section 3). -#}
+{%- macro lnq(a, b) -%}
+CASE WHEN {{ a }} > 0 AND {{ b }} > 0 THEN ln({{ a }} / {{ b }}) END
+{%- endmacro %}
+{#- Rows t-n+1 .. t of the symbol (the lint wants ORDER BY in every named window, so no window inheritance). -#}
+{%- macro rows(n) -%}
+PARTITION BY symbol ORDER BY ts ROWS BETWEEN {{ n - 1 }} PRECEDING AND CURRENT ROW
+{%- endmacro %}
+{#- x<a>, ..., x<b> as an argument list (x0 = x). -#}
+{%- macro lagged(x, a, b) -%}
+{% for k in range(a, b + 1) %}{% if not loop.first %}, {% endif %}{{ x }}{{ k if k else '' }}{% endfor %}
+{%- endmacro %}
+WITH
+-- One row per (symbol, session). The whole-session high, low and last close are read only by the next session;
+-- the first open and row, the first RTH row and its open only by rows at or after them.
+sess AS (
+    SELECT symbol, sid, min(rn) AS s_rn, arg_min(o, ts) AS s_open, max(h) AS s_high, min(l) AS s_low,
+        arg_max(c, ts) AS s_close
+        {%- for open, close in rth_windows %},
+        min(ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_ts_{{ loop.index0 }},
+        arg_min(o, ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_open_{{ loop.index0 }},
+        arg_max(c, ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_close_{{ loop.index0 }}
+        {%- endfor %}
+    FROM {{ source }}
+    GROUP BY symbol, sid
+),
+sess_rth AS (
+    SELECT symbol, sid, s_rn, s_open, s_high, s_low, s_close,
+        {%- for col in ['rth_ts', 'rth_open', 'rth_close'] %}
+        CASE
+            {%- for open, close in rth_windows %}
+            WHEN {{ m.rth_open('symbol', rth, rth_default) }} = {{ open }} AND {{ m.rth_close('symbol', rth, rth_default) }} = {{ close }} THEN {{ col }}_{{ loop.index0 }}
+            {%- endfor %}
+        END AS {{ col }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    FROM sess
+),
+sessx AS (
+    SELECT cur.symbol, cur.sid, cur.s_rn, cur.s_open, cur.rth_ts, cur.rth_open,
+        prev.s_high AS p_high, prev.s_low AS p_low, prev.s_close AS p_close,
+        -- the latest earlier session with RTH rows, which need not be sid - 1
+        arg_max(cur.rth_close, CASE WHEN cur.rth_close IS NOT NULL THEN cur.sid END) OVER (PARTITION BY cur.symbol
+            ORDER BY cur.sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS p_rth_close
+    FROM sess_rth AS cur
+    LEFT JOIN sess_rth AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
+),
+-- Level 1, one sort over the bars: every lag, and every window aggregate whose input is a base column. Windows of
+-- up to 20 rows are evaluated from lags (a lag costs a tenth of a window aggregate in DuckDB).
+x AS (
+    SELECT symbol, ts, rn, sid, h, l, c, c1, r, lnc, tr,
+        s_rn, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close,
+        {%- for k in range(1, 21) %}
+        lag(h, {{ k }}) OVER w AS h{{ k }}, lag(l, {{ k }}) OVER w AS l{{ k }},
+        {%- endfor %}
+        {%- for k in [2, 3, 4, 5, 6, 7, 8, 9, 10, 59, 60, 61, 119, 120, 121, 122, 123, 124] %}
+        lag(c, {{ k }}) OVER w AS c{{ k }},
+        {%- endfor %}
+        lag(r) OVER w AS r1, lag(r, 2) OVER w AS r2,
+        {%- for k in range(1, 20) %}
+        lag(lnc, {{ k }}) OVER w AS lnc{{ k }},
+        {%- endfor %}
+        sum(r * r) OVER w60 AS s2, sum(r * r * r) OVER w60 AS s3, sum((r * r) * (r * r)) OVER w60 AS s4,
+        sum(r * r) OVER w120 AS s2_120,
+        regr_slope(lnc, rn) OVER w60 AS slope60, var_samp(lnc) OVER w60 AS var60,
+        max(h) OVER w55 AS hh55, min(l) OVER w55 AS ll55, max(h) OVER w240 AS hh240, min(l) OVER w240 AS ll240,
+        max(h) OVER ws AS s_hi, min(l) OVER ws AS s_lo,
+        sum({{ dm_scale }} * tr) OVER wb AS st
+    FROM (SELECT *, CASE WHEN c > 0 THEN ln(c) END AS lnc FROM {{ source }})
+    LEFT JOIN sessx USING (symbol, sid)
+    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w55 AS ({{ rows(55) }}), w60 AS ({{ rows(60) }}),
+        w120 AS ({{ rows(120) }}), w240 AS ({{ rows(240) }}),
+        -- the session so far and the Wilder block so far, as row frames of the same sort
+        ws AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN rn - s_rn PRECEDING AND CURRENT ROW),
+        wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN {{ bo }} PRECEDING AND CURRENT ROW)
+),
+xp AS (
+    SELECT symbol, ts, rn, c, c1, r, r1, s2, s3, s4, s2_120, slope60, var60, st,
+        {{ lnq('c', 'c5') }} AS lr5,
+        -- Changes and bad closes packed into one integer per row, counted over 59 and 119 rows in level 2.
+        -- FLAT_n(x) over rows t-n+1..t <=> x equals the row before on every row of t-n+2..t.
+        CAST(lnc IS DISTINCT FROM lnc1 AS INTEGER) + 64 * CAST(r IS DISTINCT FROM r1 AS INTEGER)
+            + 4096 * CAST(r1 IS DISTINCT FROM r2 AS INTEGER) + 262144 * CAST(lnc IS NULL AS INTEGER) AS pk59,
+        CAST(r IS DISTINCT FROM r1 AS INTEGER)
+            + 128 * CAST({{ lnq('c', 'c5') }} IS DISTINCT FROM {{ lnq('c1', 'c6') }} AS INTEGER)
+            + 16384 * CAST(lnc IS NULL AS INTEGER) AS pk119,
+        -- Fused WILDER_14 of +DM, -DM and TR (the TR sum is taken in level 1). All three are non-NULL exactly from
+        -- row 1 on (OHLC are never NULL in validated bars), so the filter index is rn - 1 and needs no numbering.
+        -- Block method of _filters.sql; the SMA seed is folded into the weights (rows 1..14 get x/14 *
+        -- beta^-(14 - rn), so the decayed sum equals their mean at row 14). dm_w* = weight * exp(lam * offset).
+        (greatest(rn, 1) - 1) // {{ L }} AS blk,
+        {{ bo }} AS bo,
+        CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN h - h1 > l1 - l AND h - h1 > 0 THEN h - h1 ELSE 0.0 END END AS dm_wp,
+        CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN l1 - l > h - h1 AND l1 - l > 0 THEN l1 - l ELSE 0.0 END END AS dm_wm,
+        CASE WHEN rn >= 1 THEN {{ dm_scale }} * tr END AS dm_wt,
+        -- rows whose window reads a NULL ln c / r / r and r[t-1] / ln(c / c[t-5]) (NULL rule 1)
+        rn >= 59 AND c59 > 0 AS full60,
+        rn >= 60 AND c59 > 0 AND c60 > 0 AS full60r,
+        rn >= 61 AND c59 > 0 AND c60 > 0 AND c61 > 0 AS full61,
+        rn >= 124 AND c119 > 0 AND c120 > 0 AND c121 > 0 AND c122 > 0 AND c123 > 0 AND c124 > 0 AS full124,
+        -- features complete in level 1
+        CASE WHEN rn >= 19 THEN {{ lnq('c', 'greatest(' ~ lagged('h', 0, 19) ~ ')') }} END AS dist_high_20,
+        CASE WHEN rn >= 19 THEN {{ lnq('c', 'least(' ~ lagged('l', 0, 19) ~ ')') }} END AS dist_low_20,
+        CASE WHEN rn >= 239 THEN {{ lnq('c', 'hh240') }} END AS dist_high_240,
+        CASE WHEN rn >= 239 THEN {{ lnq('c', 'll240') }} END AS dist_low_240,
+        CASE WHEN rn >= 54 THEN (c - ll55) / NULLIF(hh55 - ll55, 0) END AS donchian_pos_55,
+        CASE WHEN rn >= 20 THEN CAST(c > greatest({{ lagged('h', 1, 20) }}) AS INTEGER) END AS breakout_high_20,
+        CASE WHEN rn >= 20 THEN CAST(c < least({{ lagged('l', 1, 20) }}) AS INTEGER) END AS breakout_low_20,
+        {%- for x, op, name in [('h', '>', 'hh_count_10'), ('l', '<', 'll_count_10')] %}
+        CASE WHEN rn >= 10 THEN {% for k in range(10) %}{% if k %} + {% endif %}CAST({{ x }}{{ k if k else '' }} {{ op }} {{ x }}{{ k + 1 }} AS INTEGER){% endfor %} END AS {{ name }},
+        {%- endfor %}
+        CASE WHEN rn >= 1 THEN CAST(h <= h1 AND l >= l1 AS INTEGER) END AS inside_bar,
+        CASE WHEN rn >= 1 THEN CAST(h > h1 AND l < l1 AS INTEGER) END AS outside_bar,
+        -- 20-row regression of ln c on the bar offset j = 0..19 from d_k = ln c[t-k] - ln c (one pass on d: d[0] = 0
+        -- bounds the cancellation by n + 1, and a flat window gives exactly 0); Sxx = 665.
+        CASE WHEN rn >= 19 THEN ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}{{ (9.5 - k) | double }} * (lnc{{ k }} - lnc){% endfor %}) / {{ 665.0 | double }} END AS linreg_slope_20,
+        CASE WHEN rn >= 19 THEN
+            ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc) * (lnc{{ k }} - lnc){% endfor %})
+            - ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc){% endfor %})
+            * ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc){% endfor %}) / 20.0 END AS syy20,
+        CASE WHEN rn >= 10 THEN abs(c - c10) / NULLIF({% for k in range(10) %}{% if k %} + {% endif %}abs(c{{ k if k else '' }} - c{{ k + 1 }}){% endfor %}, 0) END AS efficiency_ratio_10,
+        CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_high') }} END AS dist_prev_session_high,
+        CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_low') }} END AS dist_prev_session_low,
+        CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_close') }} END AS dist_prev_session_close,
+        CASE WHEN sid >= 2 THEN {{ lnq('s_open', 'p_close') }} END AS session_gap,
+        CASE WHEN sid >= 2 AND ts >= rth_ts THEN {{ lnq('rth_open', 'p_rth_close') }} END AS overnight_gap,
+        CASE WHEN sid >= 1 THEN {{ lnq('c', 's_open') }} END AS dist_session_open,
+        CASE WHEN sid >= 1 THEN (c - s_lo) / NULLIF(s_hi - s_lo, 0) END AS session_range_pos,
+        -- telescoped sums: SUM_120 of ln(c / c[t-5]) and the S_1 of r over 60 and 120 rows and of r[t-1] over 60
+        {% for j in range(5) %}{% if j %} + {% endif %}{{ lnq('c' ~ (j if j else ''), 'c' ~ (120 + j)) }}{% endfor %} AS q1,
+        {{ lnq('c', 'c120') }} AS r_sum120,
+        {{ lnq('c', 'c60') }} / 60.0 AS mu,
+        {{ lnq('c1', 'c61') }} / 60.0 AS mup,
+        {{ lnq('c60', 'c61') }} AS r60
+    FROM x
+),
+dm_blk AS (
+    SELECT symbol, blk,
+        {{ exp(-lam * (L - 1)) | double }} * sum(dm_wp) AS tp,
+        {{ exp(-lam * (L - 1)) | double }} * sum(dm_wm) AS tm,
+        {{ exp(-lam * (L - 1)) | double }} * sum(dm_wt) AS tt
+    FROM xp
+    GROUP BY symbol, blk
+),
+-- the filter value at the end of the previous block (the block before that enters through beta^L)
+dm_carry AS (
+    SELECT symbol, blk,
+        coalesce(lag(tp) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(tp, 2) OVER b, 0.0) AS cp,
+        coalesce(lag(tm) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(tm, 2) OVER b, 0.0) AS cm,
+        coalesce(lag(tt) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(tt, 2) OVER b, 0.0) AS ct
+    FROM dm_blk
+    WINDOW b AS (PARTITION BY symbol ORDER BY blk)
+),
+-- Level 2, one sort over a narrow relation: the windows whose inputs need a lag.
+y AS (
+    SELECT symbol, ts,
+        sum(r * r1) OVER w60 AS srr,
+        sum(lr5 * lr5) OVER w120 AS q2,
+        sum(pk59) OVER w59 AS n59,
+        sum(pk119) OVER w119 AS n119,
+        sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm
+    FROM xp
+    WINDOW w59 AS ({{ rows(59) }}), w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
+        wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)
+),
+-- Central moments of r over 60 rows from power sums: m_k = MEAN((r - mu)^k) expanded in S_j / n. S_1 telescopes to
+-- ln(c / c[t-60]); log returns have |mu| << sd, so the expansion loses no significant digits.
+mom AS (
+    SELECT *,
+        s2 / 60.0 - mu * mu AS m2,
+        s3 / 60.0 - 3.0 * mu * (s2 / 60.0) + 2.0 * mu * mu * mu AS m3,
+        s4 / 60.0 - 4.0 * mu * (s3 / 60.0) + 6.0 * (mu * mu) * (s2 / 60.0) - 3.0 * (mu * mu) * (mu * mu) AS m4,
+        -- the sums of r[t-1] over the window are those of r over the window shifted by one row
+        (s2 - r * r + r60 * r60) / 60.0 - mup * mup AS m2p,
+        exp({{ -lam | double }} * bo) * sp + exp({{ -lam | double }} * (bo + 1)) * cp AS pdm14,
+        exp({{ -lam | double }} * bo) * sm + exp({{ -lam | double }} * (bo + 1)) * cm AS mdm14,
+        exp({{ -lam | double }} * bo) * st + exp({{ -lam | double }} * (bo + 1)) * ct AS tr14,
+        n59 % 64 AS lnc_chg59, (n59 // 64) % 64 AS r_chg59, (n59 // 4096) % 64 AS r1_chg59, n59 // 262144 AS bad59,
+        n119 % 128 AS r_chg119, (n119 // 128) % 128 AS lr5_chg119, n119 // 16384 AS bad119
+    FROM xp
+    JOIN y USING (symbol, ts)
+    LEFT JOIN dm_carry USING (symbol, blk)
+),
+dmi AS (
+    SELECT *, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx
+    FROM (
+        SELECT *,
+            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (pdm14 / tr14) END AS pdi,
+            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (mdm14 / tr14) END AS mdi
+        FROM mom
+    )
+),
+feat AS (
+    SELECT symbol, ts,
+        dist_high_20, dist_low_20, dist_high_240, dist_low_240, donchian_pos_55, breakout_high_20, breakout_low_20,
+        hh_count_10, ll_count_10, inside_bar, outside_bar,
+        pdi AS plus_di_14,
+        mdi AS minus_di_14,
+        linreg_slope_20,
+        CASE WHEN syy20 > 0 THEN linreg_slope_20 * linreg_slope_20 * {{ 665.0 | double }} / syy20 END AS linreg_r2_20,
+        CASE WHEN full60 AND bad59 = 0 THEN slope60 END AS linreg_slope_60,
+        CASE WHEN full60 AND bad59 = 0 AND lnc_chg59 > 0 AND var60 > 0 THEN
+            slope60 * slope60 * {{ 17995.0 | double }} / (59.0 * var60) END AS linreg_r2_60,
+        CASE WHEN full124 AND bad119 = 0 AND r_chg119 > 0 THEN
+            (CASE WHEN lr5_chg119 > 0 THEN q2 - q1 * q1 / 120.0 ELSE 0.0 END)
+            / NULLIF(5.0 * (s2_120 - r_sum120 * r_sum120 / 120.0), 0) END AS variance_ratio_5_120,
+        CASE WHEN full61 AND bad59 = 0 AND r_chg59 > 0 AND r1_chg59 > 0 AND m2 > 0 AND m2p > 0 THEN
+            (srr / 60.0 - mu * mup) / sqrt(m2 * m2p) END AS autocorr_1_60,
+        CASE WHEN full60r AND bad59 = 0 AND r_chg59 > 0 AND m2 > 0 THEN
+            {{ (sqrt(60.0 * 59.0) / 58.0) | double }} * m3 / (m2 * sqrt(m2)) END AS skew_60,
+        CASE WHEN full60r AND bad59 = 0 AND r_chg59 > 0 AND m2 > 0 THEN
+            {{ (59.0 / (58.0 * 57.0)) | double }} * (61.0 * (m4 / (m2 * m2) - 3.0) + 6.0) END AS kurt_60,
+        efficiency_ratio_10, dist_prev_session_high, dist_prev_session_low, dist_prev_session_close, session_gap,
+        overnight_gap, dist_session_open, session_range_pos,
+        dx
+    FROM dmi
+),
+{{ f.wilder('adx14', 'feat', 'dx', 14) }}
+SELECT
+    feat.symbol,
+    feat.ts,
+    dist_high_20, dist_low_20, dist_high_240, dist_low_240, donchian_pos_55, breakout_high_20, breakout_low_20,
+    hh_count_10, ll_count_10, inside_bar, outside_bar,
+    adx14.value AS adx_14,
+    plus_di_14, minus_di_14, linreg_slope_20, linreg_r2_20, linreg_slope_60, linreg_r2_60, variance_ratio_5_120,
+    autocorr_1_60, skew_60, kurt_60, efficiency_ratio_10, dist_prev_session_high, dist_prev_session_low,
+    dist_prev_session_close, session_gap, overnight_gap, dist_session_open, session_range_pos
+FROM feat
+LEFT JOIN adx14 USING (symbol, ts)
