@@ -157,17 +157,16 @@ pa_in AS (
 {%- endfor %}
 {%- for j in range(20) %},
         {{ xl('h', j) }} + {{ xl('l', j) }} + {{ xl('c', j) }} AS tp3_{{ j }}
+{%- endfor %}
+{%- for x, f in (('h', 'greatest'), ('l', 'least')) %},
+        {{ f }}({% for j in range(4, 14) %}{{ ', ' if j > 4 else '' }}{{ x }}{{ j }}{% endfor %}) AS {{ x }}core,
+        {{ f }}({{ x }}2, {{ x }}3) AS {{ x }}s2,
+        {{ f }}({{ x }}14, {{ x }}15) AS {{ x }}p15
 {%- endfor %},
         ({% for j in range(1, 20) %}{{ ' + ' if j > 1 else '' }}({{ xl('c', j) }} - c){% endfor %}) AS cs,
         ({% for j in range(1, 20) %}{{ ' + ' if j > 1 else '' }}({{ xl('c', j) }} - c) * ({{ xl('c', j) }} - c){% endfor %}) AS css,
         ({% for j in range(2, 21) %}{{ ' + ' if j > 2 else '' }}({{ xl('r', j) }} - r1){% endfor %}) AS rs,
-        ({% for j in range(2, 21) %}{{ ' + ' if j > 2 else '' }}({{ xl('r', j) }} - r1) * ({{ xl('r', j) }} - r1){% endfor %}) AS rss,
-{%- for x, f in (('h', 'greatest'), ('l', 'least')) %}
-        {{ f }}({% for j in range(4, 14) %}{{ ', ' if j > 4 else '' }}{{ x }}{{ j }}{% endfor %}) AS {{ x }}core,
-        {{ f }}({{ x }}2, {{ x }}3) AS {{ x }}s2,
-        {{ f }}({{ x }}14, {{ x }}15) AS {{ x }}p15,
-{%- endfor %}
-        0 AS pad
+        ({% for j in range(2, 21) %}{{ ' + ' if j > 2 else '' }}({{ xl('r', j) }} - r1) * ({{ xl('r', j) }} - r1){% endfor %}) AS rss
     FROM pa_lag
 ),
 pa_ex AS (
