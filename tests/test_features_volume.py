@@ -140,7 +140,6 @@ def test_real_es_minute_bars(real_es):
 
 def test_session_and_prior_session_features_are_populated(globex):
     # The comparisons above are only as strong as the non-NULL rows they see.
-    out = sql_features(globex, "1m", family_template(PREFIX))
-    es = out[out.symbol == "ESH4"]
+    es = sql_features(globex[globex.symbol == "ESH4"], "1m", family_template(PREFIX))
     for name in volume.COLUMNS:
         assert es[name].notna().sum() > 1000, name

@@ -45,13 +45,16 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
   NULL only where there is no previous close, i.e. on row 0. r is also NULL where a (difference-adjusted) price is
   <= 0, anywhere in the series, so windows over r check every row.
 
-  Speed. One symbol is one window partition, and every distinct window aggregate costs about 40-100 ns per row
-  (1M bars: 0.04-0.1 s), so the template keeps their number down:
-  * exact integer running sums (volume, OBV) differenced with lag() replace the sums of v and s*v over fixed,
-    previous-bar and session-to-date frames (volumes are integers, so differences of running sums are exact);
+  Speed. Nearly all the time goes into window aggregates, each about 0.04-0.15 s per 1M rows (a sum is the
+  cheapest; corr, regr_slope, stddev and cume_dist cost two to three sums; a lag is nearly free), so the template
+  keeps their number down (29 in the main window):
+  * volumes are integers, so exact running sums (volume, OBV; below 2^53) differenced with lag() give the sums of
+    v and s*v over every fixed, previous-bar and session-to-date frame;
   * flatness (NULL rule 3) and NULL checks count changes / NULLs between consecutive rows, several counts packed
-    into one exact integer sum, instead of max/min/count windows;
-  * the seven recursive filters share one block layout (below) and the main window, with no join per filter.
+    into one exact integer sum, instead of max/min/count windows (max and min cost two sums each);
+  * the seven recursive filters share one block layout (below) and the main window, with no join per filter
+    (the per-filter chains of sql/features/_filters.sql cost about 0.7 s each per 1M rows);
+  * everything the main window needs from sessions and blocks is joined on small tables, before it or after it.
 -#}
 {%- set W = 'PARTITION BY symbol ORDER BY ts' -%}
 {%- set WX = 'PARTITION BY x.symbol ORDER BY x.ts' -%}
@@ -100,16 +103,20 @@ CASE WHEN rn < {{ lead }} THEN 0.0
 {%- macro rsum(run, n) -%}({{ run }} - lag({{ run }}, {{ n }}, 0) OVER wx){%- endmacro -%}
 WITH
 vol_sess AS (
-    -- One row per trading date: where it starts (row and open), its whole-session VWAP and the mean total volume
-    -- of it and the 19 sessions before. A session's rows read only its start (its first row is never later than
-    -- they are); the VWAP and the 20-session mean are read by the next session (joined on sid - 1).
+    -- One row per trading date: where it starts (row, open, and the volume and OBV of all earlier sessions), its
+    -- whole-session VWAP and the mean total volume of it and the 19 sessions before. A session's rows read only
+    -- what is known at its start (its first row is never later than they are); the VWAP and the 20-session mean
+    -- are read by the next session (joined on sid - 1).
     SELECT symbol, sid,
         min(rn) AS first_rn,
         arg_min(o, rn) AS first_open,
+        coalesce(sum(sum(v)) OVER before, 0) AS v_before,
+        coalesce(sum(sum(coalesce(sv, 0))) OVER before, 0) AS obv_before,
         sum(tp * v) / NULLIF(sum(v), 0) AS vwap,
         avg(sum(v)) OVER (PARTITION BY symbol ORDER BY sid ROWS BETWEEN 19 PRECEDING AND CURRENT ROW) AS mean20
     FROM {{ source }}
     GROUP BY symbol, sid
+    WINDOW before AS (PARTITION BY symbol ORDER BY sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 vol_blk AS (
     -- carry = the filter's value at the end of the previous block: that block's total plus the one before, decayed.
@@ -171,8 +178,8 @@ vol_w AS (
         lag(cum_v, 1, 0) OVER wx - lag(cum_v, 21, 0) OVER wx AS s20p_v,
         {{ rsum('obv', 20) }} AS s20_sv,
         -- Session to date: the running sums minus their value before the session's first row.
-        cum_v - lag(cum_v, x.rn - cur.first_rn + 1, 0) OVER wx AS ss_v,
-        obv - lag(obv, x.rn - cur.first_rn + 1, 0) OVER wx AS ss_sv,
+        cum_v - cur.v_before AS ss_v,
+        obv - cur.obv_before AS ss_sv,
         -- Moments of d = tp - (first open a), not of tp, so that m2 - m1^2 keeps its digits; VWAP = a + m1.
         cur.first_open,
         sum(v * (tp - cur.first_open)) OVER wsess AS ss_vd,
@@ -180,8 +187,8 @@ vol_w AS (
         sum(ln(1 + v)) OVER w60 AS s60_lnv,
         stddev_samp(ln(1 + v)) OVER w60 AS sd60_lnv,
         cume_dist(ORDER BY v) OVER w60 AS pr60_v,
-        -- Volumes are integers: sums of v and v^2 over 20 rows are exact (below 2^53).
-        sum(v * v) OVER w20 AS s20_vv,
+        -- Volumes are integers: an exact BIGINT -> HUGEINT sum of v^2.
+        sum(CAST(v AS BIGINT) * CAST(v AS BIGINT)) OVER w20 AS s20_vv,
         sum(sign(c - o) * v) OVER w20 AS s20_cv,
         sum(mfm * v) OVER w20 AS s20_mfv,
         sum(tp * v) OVER w20 AS s20_tpv,
@@ -226,7 +233,7 @@ vol_v AS (
         r_back19 AND {{ field('cnt19', 1) }} = 0 AS full20_r,
         -- 20*sum(v^2) - sum(v)^2 = 20*19*VAR_20(v) in exact integer arithmetic: no rounding at all, and 0 exactly
         -- when the window is flat.
-        20 * CAST(s20_vv AS HUGEINT) - CAST(s20_v AS HUGEINT) * CAST(s20_v AS HUGEINT) AS var20_v_380,
+        20 * s20_vv - CAST(s20_v AS HUGEINT) * CAST(s20_v AS HUGEINT) AS var20_v_380,
         r_back59 AND {{ field('cnt59', 4) }} = 0 AS full60_r
     FROM vol_w AS w
     JOIN vol_blk AS bk ON bk.symbol = w.symbol AND bk.blk = w.rn // {{ L }}
@@ -245,7 +252,7 @@ SELECT
     CASE WHEN rn >= 19 THEN {{ lnq('s5_v / 5', 's20_v / 20') }} END AS volume_ma_ratio_5_20,
     100 * ((e12 - e26) / NULLIF(e26, 0)) AS pvo_12_26,
     CASE WHEN rn >= 59 THEN pr60_v END AS volume_pctrank_60,
-    CASE WHEN rn >= 19 THEN s20_vv / NULLIF(s20_v * s20_v, 0) END AS volume_conc_20,
+    CASE WHEN rn >= 19 THEN CAST(s20_vv AS DOUBLE) / NULLIF(s20_v * s20_v, 0) END AS volume_conc_20,
     CASE WHEN rn >= 59 THEN
         (obv - mean60_obv) / NULLIF(CASE WHEN {{ field('cnt59', 3) }} = 0 THEN 0 ELSE sd60_obv END, 0) END AS obv_z_60,
     CASE WHEN rn >= 19 THEN slope20_obv / NULLIF(s20_v / 20, 0) END AS obv_slope_20,

@@ -122,21 +122,18 @@ x AS (
         lag(lnc, {{ k }}) OVER w AS lnc{{ k }},
         {%- endfor %}
         sum(r * r) OVER w60 AS s2, sum(r * r * r) OVER w60 AS s3, sum((r * r) * (r * r)) OVER w60 AS s4,
-        sum(r * r) OVER w120 AS s2_120,
         regr_slope(lnc, rn) OVER w60 AS slope60, var_samp(lnc) OVER w60 AS var60,
-        max(h) OVER w55 AS hh55, min(l) OVER w55 AS ll55, max(h) OVER w240 AS hh240, min(l) OVER w240 AS ll240,
         max(h) OVER ws AS s_hi, min(l) OVER ws AS s_lo,
         sum({{ dm_scale }} * tr) OVER wb AS st
     FROM (SELECT *, CASE WHEN c > 0 THEN ln(c) END AS lnc FROM {{ source }})
     LEFT JOIN sessx USING (symbol, sid)
-    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w55 AS ({{ rows(55) }}), w60 AS ({{ rows(60) }}),
-        w120 AS ({{ rows(120) }}), w240 AS ({{ rows(240) }}),
+    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w60 AS ({{ rows(60) }}),
         -- the session so far and the Wilder block so far, as row frames of the same sort
         ws AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN rn - s_rn PRECEDING AND CURRENT ROW),
         wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN {{ bo }} PRECEDING AND CURRENT ROW)
 ),
 xp AS (
-    SELECT symbol, ts, rn, c, c1, r, r1, s2, s3, s4, s2_120, slope60, var60, st,
+    SELECT symbol, ts, rn, c, c1, r, r1, s2, s3, s4, slope60, var60, st,
         {{ lnq('c', 'c5') }} AS lr5,
         -- Changes and bad closes packed into one integer per row, counted over 59 and 119 rows in level 2.
         -- FLAT_n(x) over rows t-n+1..t <=> x equals the row before on every row of t-n+2..t.
@@ -160,11 +157,9 @@ xp AS (
         rn >= 61 AND c59 > 0 AND c60 > 0 AND c61 > 0 AS full61,
         rn >= 124 AND c119 > 0 AND c120 > 0 AND c121 > 0 AND c122 > 0 AND c123 > 0 AND c124 > 0 AS full124,
         -- features complete in level 1
-        CASE WHEN rn >= 19 THEN {{ lnq('c', 'greatest(' ~ lagged('h', 0, 19) ~ ')') }} END AS dist_high_20,
-        CASE WHEN rn >= 19 THEN {{ lnq('c', 'least(' ~ lagged('l', 0, 19) ~ ')') }} END AS dist_low_20,
-        CASE WHEN rn >= 239 THEN {{ lnq('c', 'hh240') }} END AS dist_high_240,
-        CASE WHEN rn >= 239 THEN {{ lnq('c', 'll240') }} END AS dist_low_240,
-        CASE WHEN rn >= 54 THEN (c - ll55) / NULLIF(hh55 - ll55, 0) END AS donchian_pos_55,
+        -- HH_20 / LL_20 from lags; 55 and 240 rows are maxima of these taken 20 (and 35) rows apart in level 2
+        greatest({{ lagged('h', 0, 19) }}) AS hh20,
+        least({{ lagged('l', 0, 19) }}) AS ll20,
         CASE WHEN rn >= 20 THEN CAST(c > greatest({{ lagged('h', 1, 20) }}) AS INTEGER) END AS breakout_high_20,
         CASE WHEN rn >= 20 THEN CAST(c < least({{ lagged('l', 1, 20) }}) AS INTEGER) END AS breakout_low_20,
         {%- for x, op, name in [('h', '>', 'hh_count_10'), ('l', '<', 'll_count_10')] %}
@@ -215,13 +210,19 @@ dm_carry AS (
 -- Level 2, one sort over a narrow relation: the windows whose inputs need a lag.
 y AS (
     SELECT symbol, ts,
+        greatest(hh20, lag(hh20, 20) OVER w, lag(hh20, 35) OVER w) AS hh55,
+        least(ll20, lag(ll20, 20) OVER w, lag(ll20, 35) OVER w) AS ll55,
+        greatest(hh20{% for k in range(20, 240, 20) %}, lag(hh20, {{ k }}) OVER w{% endfor %}) AS hh240,
+        least(ll20{% for k in range(20, 240, 20) %}, lag(ll20, {{ k }}) OVER w{% endfor %}) AS ll240,
+        -- SUM_120(r^2) as two consecutive SUM_60
+        s2 + lag(s2, 60) OVER w AS s2_120,
         sum(r * r1) OVER w60 AS srr,
         sum(lr5 * lr5) OVER w120 AS q2,
         sum(pk59) OVER w59 AS n59,
         sum(pk119) OVER w119 AS n119,
         sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm
     FROM xp
-    WINDOW w59 AS ({{ rows(59) }}), w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
+    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w59 AS ({{ rows(59) }}), w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
         wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)
 ),
 -- Central moments of r over 60 rows from power sums: m_k = MEAN((r - mu)^k) expanded in S_j / n. S_1 telescopes to
@@ -253,7 +254,12 @@ dmi AS (
 ),
 feat AS (
     SELECT symbol, ts,
-        dist_high_20, dist_low_20, dist_high_240, dist_low_240, donchian_pos_55, breakout_high_20, breakout_low_20,
+        CASE WHEN rn >= 19 THEN {{ lnq('c', 'hh20') }} END AS dist_high_20,
+        CASE WHEN rn >= 19 THEN {{ lnq('c', 'll20') }} END AS dist_low_20,
+        CASE WHEN rn >= 239 THEN {{ lnq('c', 'hh240') }} END AS dist_high_240,
+        CASE WHEN rn >= 239 THEN {{ lnq('c', 'll240') }} END AS dist_low_240,
+        CASE WHEN rn >= 54 THEN (c - ll55) / NULLIF(hh55 - ll55, 0) END AS donchian_pos_55,
+        breakout_high_20, breakout_low_20,
         hh_count_10, ll_count_10, inside_bar, outside_bar,
         pdi AS plus_di_14,
         mdi AS minus_di_14,
