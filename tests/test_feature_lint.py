@@ -42,3 +42,9 @@ def test_named_windows_are_resolved():
     bad = "SELECT sum(x) OVER w FROM base WINDOW w AS (PARTITION BY symbol)"
     with pytest.raises(QEError, match="whole partition"):
         lint_lookahead("t.sql", sqlglot.parse_one(bad, read="duckdb"))
+
+
+def test_inherited_named_windows_keep_their_order():
+    ok = ("SELECT sum(x) OVER w20 FROM base WINDOW w AS (PARTITION BY symbol ORDER BY ts), "
+          "w20 AS (w ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)")
+    lint_lookahead("t.sql", sqlglot.parse_one(ok, read="duckdb"))

@@ -30,6 +30,14 @@ def lint_lookahead(label: str, tree: exp.Expression) -> None:
         if not isinstance(func, exp.AggFunc) or isinstance(func, (exp.Lag, exp.Lead)):
             continue
         definition = named.get(window.args["alias"].name) if window.args.get("alias") is not None and window.args.get("order") is None else window
+        # A named window may inherit its ORDER BY from another (WINDOW w20 AS (w ROWS ...)).
+        seen: set[str] = set()
+        while (
+            definition is not None and definition.args.get("order") is None and definition.args.get("alias") is not None
+            and definition.args["alias"].name not in seen
+        ):
+            seen.add(definition.args["alias"].name)
+            definition = named.get(definition.args["alias"].name)
         if definition is not None and definition.args.get("order") is None:
             raise QEError(f"{label}: look-ahead: '{window.sql('duckdb')}' aggregates the whole partition (no ORDER BY)")
     for spec in tree.find_all(exp.WindowSpec):
