@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import io
 import zipfile
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import tests.features_oracle.volatility as oracle
 from tests.conftest import LEAN
-from tests.feature_harness import assert_matches, compare_family, family_template, sql_features
+from tests.feature_harness import (
+    assert_matches,
+    compare_family,
+    family_template,
+    sql_features,
+)
 from tests.features_oracle.common import PRICE_FLOOR, ema, true_range, wilder
 from tests.features_oracle.synthetic import globex_bars, hourly
 

@@ -40,27 +40,32 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
   * squeeze_on has no price floor (the catalog gives none): inside a long stale block both widths decay towards 0
     and the flag is decided at the last ulp of EMA_20(c) against the decayed WILDER_10(TR).
 
-  How it is computed (speed: one symbol's window operator runs on one thread, a window aggregate costs ~0.1 s per
-  1M rows and per aggregate, a lag ~3 ms, so this template is built from lags):
+  How it is computed. Cost model (DuckDB 1.5, per 1M rows, one thread; one symbol's window pass runs on one
+  thread): a window pass sorts (~0.12 s) and carries its columns (~13 ms each); a lag costs ~6 ms, a frame
+  aggregate ~0.06-0.15 s, cume_dist over 240 rows ~0.4 s; a lag offset or frame bound given as an expression
+  instead of a column costs ~5x. Hence three passes built from lags:
+  * Passes run per (symbol, chunk) with overlapping chunks (see C, W below), so one long symbol uses every core.
   * Window statistics are combined from blocks: 5-row blocks from lags 1..4 of each per-bar input, 20 rows = 4
     blocks of 5 (lags 5, 10, 15), 60 = 3 blocks of 20, 240 = 12 blocks of 20. Any NULL input makes the sum NULL,
-    which is NULL rule 1 (the window must hold n non-NULL rows) with no counting.
+    which is NULL rule 1 (the window must hold n non-NULL rows) without counting.
   * Dispersions are (mean, M2) states, M2 = sum of squared deviations from the window mean. A 5-row state is a
     two-pass sum shifted by the current value x[t]; blocks are merged by the shifted Chan formula
-    M2 = sum(M2_i) + m*(sum(d_i^2) - (sum d_i)^2/k), d_i = mean_i - mean_0 (k blocks of m rows). On a flat window
+    M2 = sum(M2_i) + m*(sum(e_j^2) - (sum e_j)^2/k), e_j = mean_j - mean_0 (k blocks of m rows). On a flat window
     every shift difference is exactly 0, so VAR is exactly 0 there (NULL rule 3) without a max = min test, and no
-    raw sum of squares of prices is ever formed.
-  * Recursive filters (section 4) use the block-exponential method of sql/features/_filters.sql, riding on the same
-    window passes instead of separate CTE chains: blocks of L = floor(40/lam) filter inputs, the in-block sum of
-    z = w*exp(lam*o) is a window sum with a per-row frame (o rows back), the two previous block totals are lags
-    by o+1 and o+1+L. The SMA seed enters as z = x*exp(lam*(n-1))/n on the first n inputs (the first block), which
-    makes y = SMA at input n-1 and the recursion afterwards. TR is NULL only at a partition's first row and c never
-    (bars have non-NULL prices), so their filter index is the row number; r can be NULL anywhere (non-positive
-    back-adjusted prices), so EMA_32(r^2) indexes by the running count of non-NULL r and finds its block starts
-    with a running max (NULL-skipping exactly as the catalog requires).
+    raw sum of squares of prices is formed. STD_60 and MEAN_60 of rv_cc_20 (vov_20_60) are DuckDB's window
+    stddev_samp/avg (Welford states; exactly 0 on flat windows in practice, and a numerator only).
+  * Recursive filters (section 4) use the block-exponential method of sql/features/_filters.sql, riding on the
+    first window pass instead of separate CTE chains: the in-block sum of z = w*exp(lam*o) is a window sum with a
+    per-row frame (o rows back to the block start), and the totals of the two previous blocks come from a GROUP BY
+    on the block (a few thousand rows, joined back). The SMA seed enters as z = x*exp(lam*(n-1))/n on the first n
+    inputs (all in the first block), which makes y = SMA at input n-1 and the recursion afterwards. TR is NULL only
+    at a partition's first row and c never (bars have non-NULL prices), so their filter index is the row number.
+    r is NULL also where a back-adjusted price is <= 0: EMA_32(r^2) uses the row index up to the first such row
+    after row 0 and, in partitions that have one, the general NULL-skipping filter on the numbered non-NULL rows
+    from that row on (vol_bad, vol_e1..vol_e).
   * PCTRANK_240: cume_dist(ORDER BY rv20) over the 240-row frame counts rv20[k] <= rv20[t] (ties included); the
-    rows with rv20[t] < rv20[k] <= rv20[t] + 1e-9*rv20[t] (near-ties: equal windows computed in another order)
-    are added by an equi-join on the FLOAT cell of rv20 inside 240-row time blocks (see vol_near).
+    rows with rv20[t] < rv20[k] <= rv20[t] + 1e-9*rv20[t] (near-ties: equal windows summed in another order) are
+    added by an equi-join on the FLOAT cell of rv20 inside 240-row time blocks (vol_near).
 -#}
 {%- set N = bars_per_year %}
 {%- set sqrt_n = sqrt(N) | double %}
@@ -68,8 +73,9 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
 {%- set eps = 1e-9 | double %}
 {%- set zero = 0.0 | double %}
 {#- Window passes run per (symbol, chunk): chunk = rn // C, and the last W rows of every chunk are copied into the
-    next one, so a long partition is processed in parallel and every own row still sees W earlier rows (the deepest
-    look-back below is 999 rows: the in-block frame of the TR filters; then 258: PCTRANK_240 of rv_cc_20). -#}
+    next one (1.6 % more rows), so a long partition is processed in parallel and every own row still sees W earlier
+    rows. Deepest look-back inside a pass: 999 rows (the in-block frame of the TR filters, L = 1000), then 258
+    (PCTRANK_240 of rv_cc_20); the filter carries come from a GROUP BY over the whole partition. -#}
 {%- set C = 65536 %}
 {%- set W = 1024 %}
 {#- Recursive filters on the row index: TR (index rn - 1; NULL only at rn = 0) and c (index rn). The four Wilder
@@ -90,9 +96,6 @@ CASE WHEN abs({{ b }}) >= {{ floor }} * abs(c) AND {{ b }} <> 0 THEN ({{ a }}) /
 {%- macro nsqrt(x) -%}
 CASE WHEN ({{ x }}) >= 0 THEN sqrt({{ x }}) END
 {%- endmacro %}
-{%- macro clamp0(x) -%}
-CASE WHEN ({{ x }}) < 0 THEN {{ zero }} ELSE ({{ x }}) END
-{%- endmacro %}
 {#- z = w*exp(lam*o) of a filter input x with index i, block offset o: the first n inputs carry the SMA seed
     (x*exp(lam*(n-1))/n sums to y = SMA at input n-1), later ones alpha*x. -#}
 {%- macro zterm(x, i, o, n, a, lam) -%}
@@ -100,8 +103,8 @@ CASE WHEN ({{ x }}) < 0 THEN {{ zero }} ELSE ({{ x }}) END
 {%- endmacro %}
 {#- filter output from the in-block sum s, offset o and the two previous block totals t1, t2 -#}
 {%- macro fvalue(s, o, t1, t2, lam, L) -%}
-exp({{ (-lam) | double }} * {{ o }}) * {{ s }} + exp({{ (-lam) | double }} * ({{ o }} + {{ L }}))
-            * (coalesce({{ t1 }}, {{ zero }}) + {{ exp(-lam * L) | double }} * coalesce({{ t2 }}, {{ zero }}))
+exp({{ (-lam) | double }} * {{ o }}) * ({{ s }} + {{ exp(-lam * L) | double }}
+            * (coalesce({{ t1 }}, {{ zero }}) + {{ exp(-lam * L) | double }} * coalesce({{ t2 }}, {{ zero }})))
 {%- endmacro %}
 {#- (mean, M2) states in three stacked projections (each subexpression evaluated once):
     a: differences to the shift, b: their sums, c: mean and M2, clamped at 0 (rounding can leave -1 ulp).
@@ -276,28 +279,39 @@ vol_s3 AS (
         c_m20, c_q20, hh20, ll20, up_s20, dn_s20,
         {{ cols20 | join(', ') }},
         {{- lags(cols20, 20, 3) }}
-        {{- lags(['rv20'], 1, 5) }}
-        rn AS rn_s3
+        {%- for col in ('r_m20', 'r_q20') %}{% for j in range(3, 12) %}
+        lag({{ col }}, {{ 20 * j }}) OVER w AS {{ col }}_{{ j }},
+        {%- endfor %}{% endfor %}
+        -- NULL rule 1 for windows over rv_cc_20 (r non-NULL on t-258..t, t-78..t) with the 240/60-row r states
+        lag(r_m20, 239) OVER w AS r_m20_239,
+        lag(r_m20, 59) OVER w AS r_m20_59,
+        -- PCTRANK_240: cume_dist counts the rows with rv20 <= the current one, ties included.
+        cume_dist(ORDER BY rv20) OVER w240 AS rv20_cd,
+        -- vol of vol: window mean and sample sd (DuckDB's Welford states, no raw sum of squares).
+        avg(rv20) OVER w60 AS rv20_avg60,
+        stddev_samp(rv20) OVER w60 AS rv20_sd60
     FROM vol_p2
-    {{ win }}
+    {{ win }},
+        w60 AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN 59 PRECEDING AND CURRENT ROW),
+        w240 AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN 239 PRECEDING AND CURRENT ROW)
 ),
 vol_p3 AS (
-    -- 60-row blocks; every feature but those on rv_cc_20 (second level) and EMA_32(r^2).
-    SELECT *,
+    -- 60- and 240-row blocks; own rows only from here on. (Read twice, so only what the output needs.)
+    SELECT symbol, ts, rn, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast, atr14_prev, rv20, r_q5,
+        c_m20, c_q20, hh20, ll20, up_s20, dn_s20, hl2_s20, gk_s20, rs_s20, co_q20, ov_q20,
+        r_m60, r_q60, co_q60, ov_q60, r_q240,
         {{- sums(['bp', 'hl2', 'gk', 'rs'], 20, 3, 60) }}
-        rn AS rn_p3
-    FROM ({{ states('vol_s3', xs5=['rv20'], mgs=[('r', 20, 3, 20, 60), ('co', 20, 3, 20, 60), ('ov', 20, 3, 20, 60)]) }})
-),
-vol_n AS (
-    -- rv_cc_20 and its second-level statistics take two more passes; carry only these columns.
-    SELECT symbol, ts, rn, chunk, rv20, rv20_m5, rv20_q5, r_m60, r_q60, r_m20 FROM vol_p3
+        CASE WHEN r_m20_239 IS NOT NULL AND r_q240 IS NOT NULL THEN round(240 * rv20_cd) END AS rv20_le,
+        CASE WHEN r_m20_59 IS NOT NULL AND r_q60 IS NOT NULL THEN rv20_sd60 / NULLIF(rv20_avg60, 0) END AS vov
+    FROM ({{ states('vol_s3', mgs=[('r', 20, 3, 20, 60), ('co', 20, 3, 20, 60), ('ov', 20, 3, 20, 60), ('r', 20, 12, 20, 240)]) }})
+    WHERE {{ own }}
 ),
 vol_pt AS (
     -- Candidates for a near-tie: rv20 > 0 (nothing lies strictly above 0 within 1e-9*0). A FLOAT cell is at least
     -- 6e-8 wide relative, so x < x' <= x*(1 + 1e-9) puts x' in the cell of x or the next one up; the window
     -- t-239..t lies in the 240-row blocks blk(t) - 1 and blk(t).
     SELECT symbol, rn, rv20 AS x, CAST(rv20 AS FLOAT) AS f, rn // 240 AS blk
-    FROM vol_n WHERE rv20 > 0 AND {{ own }}
+    FROM vol_p3 WHERE rv20 > 0
 ),
 vol_near AS (
     -- Rows k of the window t-239..t with x[t] < x[k] <= x[t] + 1e-9*abs(x[t]), which cume_dist does not count.
@@ -309,36 +323,6 @@ vol_near AS (
         ON k.symbol = p.symbol AND k.f = p.f AND k.vis_blk = p.blk
     WHERE k.x > p.x AND k.x <= p.y AND k.rn <= p.rn AND k.rn >= p.rn - 239
     GROUP BY p.symbol, p.rn
-),
-vol_s4 AS (
-    SELECT symbol, ts, rn, chunk, rv20, rv20_m5, rv20_q5, r_m60, r_q60,
-        {{- lags(['rv20_m5', 'rv20_q5'], 5, 4) }}
-        {{- lags(['r_m60', 'r_q60'], 60, 4) }}
-        -- NULL rule of PCTRANK_240(rv_cc_20): r non-NULL on rows t-258..t (the 240-row state covers t-239..t).
-        lag(r_m20, 239) OVER w AS r_m20_239,
-        -- PCTRANK_240: cume_dist counts the rows with rv20 <= the current one, ties included.
-        cume_dist(ORDER BY rv20) OVER w240 AS rv20_cd
-    FROM vol_n
-    {{ win }},
-        w240 AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN 239 PRECEDING AND CURRENT ROW)
-),
-vol_p4 AS (
-    SELECT symbol, ts, rn, chunk, rv20, rv20_m20, rv20_q20, r_q240,
-        CASE WHEN r_m20_239 IS NOT NULL AND r_q240 IS NOT NULL THEN round(240 * rv20_cd) END AS rv20_le
-    FROM ({{ states('vol_s4', mgs=[('rv20', 5, 4, 5, 20), ('r', 60, 4, 60, 240)]) }})
-),
-vol_s5 AS (
-    SELECT symbol, ts, rn, chunk, rv20, r_q240, rv20_le, rv20_m20, rv20_q20,
-        {{- lags(['rv20_m20', 'rv20_q20'], 20, 3) }}
-        rn AS rn_s5
-    FROM vol_p4
-    {{ win }}
-),
-vol_p5 AS (
-    SELECT symbol, ts, rv20, r_q240, rv20_le + coalesce(near, 0) AS rv20_le, rv20_m60, rv20_q60
-    FROM ({{ states('vol_s5', mgs=[('rv20', 20, 3, 20, 60)]) }})
-    LEFT JOIN vol_near USING (symbol, rn)
-    WHERE {{ own }}
 ),
 -- EMA_32(r^2) skips NULL r. Where r is NULL after a partition's first row (non-positive back-adjusted prices), the
 -- row index is not the filter index: those partitions run the filter on their non-NULL rows, numbered.
@@ -367,7 +351,7 @@ SELECT
     symbol,
     ts,
     {{ sqrt_n }} * sqrt(r_q5 / 4) AS rv_cc_5,
-    vol_p3.rv20 AS rv_cc_20,
+    rv20 AS rv_cc_20,
     {{ sqrt_n }} * sqrt(r_q60 / 59) AS rv_cc_60,
     {{ sqrt_n }} * sqrt(r_q240 / 239) AS rv_cc_240,
     {{ nsqrt(N ~ ' * up_s20 / 20') }} AS rv_up_20,
@@ -399,14 +383,14 @@ SELECT
     -- NULL AND false is false in SQL, so the warm-up NULL is explicit.
     CASE WHEN c_q20 IS NOT NULL AND ema20 IS NOT NULL AND atr10 IS NOT NULL THEN
         CAST(c_m20 + 2 * {{ sd }} < ema20 + {{ w15 }} AND c_m20 - 2 * {{ sd }} > ema20 - {{ w15 }} AS INTEGER) END AS squeeze_on,
-    sqrt(rv20_q60 / 59) / NULLIF(rv20_m60, 0) AS vov_20_60,
-    vol_p5.rv20 / NULLIF({{ sqrt_n }} * sqrt(r_q240 / 239), 0) AS vol_ratio_20_240,
-    {{ nsqrt(N ~ ' * (hl2_s20 / 20) / ' ~ park) }} / NULLIF(vol_p3.rv20, 0) AS vol_ratio_pk_cc_20,
-    rv20_le / 240 AS rv_pctrank_20_240,
+    vov AS vov_20_60,
+    rv20 / NULLIF({{ sqrt_n }} * sqrt(r_q240 / 239), 0) AS vol_ratio_20_240,
+    {{ nsqrt(N ~ ' * (hl2_s20 / 20) / ' ~ park) }} / NULLIF(rv20, 0) AS vol_ratio_pk_cc_20,
+    -- near-ties within 1e-9 above rv20[t] count as <= (catalog PCTRANK epsilon)
+    (rv20_le + coalesce(near, 0)) / 240 AS rv_pctrank_20_240,
     -- RV = SUM_60(r^2) = M2 + 60*mean^2 of r (both terms >= 0; exactly 0 when every r is 0)
     (r_q60 + 60 * r_m60 * r_m60 - {{ (pi / 2) | double }} * bp_s60) / NULLIF(r_q60 + 60 * r_m60 * r_m60, 0) AS rj_bv_60
 FROM vol_p3
-JOIN vol_p5 USING (symbol, ts)
+LEFT JOIN vol_near USING (symbol, rn)
 LEFT JOIN vol_e USING (symbol, ts)
 LEFT JOIN vol_bad USING (symbol)
-WHERE {{ own }}
