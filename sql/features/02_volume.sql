@@ -37,8 +37,8 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
   tests/features_oracle/volume.py): s, sv and v_s are NULL on row 0, so windows over them start at row n; OBV_0 = 0;
   the MFI flow of row 0 is NULL; session-so-far features are NULL on sid 0, the prior-session VWAP on sid < 2 and
   the 20-session volume fraction on sid < 21; a zero volume denominator (window, session or prior sessions) gives
-  NULL; vwap_session_z has VWAP itself in the numerator and sigma from the moments of d = tp - (first open of the
-  session).
+  NULL; vwap_session_z has VWAP itself in the numerator (sum(tp*v) / sum(v), evaluated as a + sum(v*d) / sum(v),
+  the same number to an ulp of the price) and sigma from the moments of d = tp - a, a = first open of the session.
 
   Which inputs can be NULL. o, h, l, c, v are NOT NULL (validate_bars quarantines rows with a missing value), so a
   window over them is full (NULL rule 1) exactly when it holds n rows: rn >= n - 1. sv, v_s, tr and lag(tp) are
@@ -48,8 +48,8 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
   Speed. Nearly all the time goes into window aggregates, each about 0.04-0.15 s per 1M rows (a sum is the
   cheapest; corr, regr_slope, stddev and cume_dist cost two to three sums; a lag is nearly free), so the template
   keeps their number down (29 in the main window):
-  * volumes are integers, so exact running sums (volume, OBV; below 2^53) differenced with lag() give the sums of
-    v and s*v over every fixed, previous-bar and session-to-date frame;
+  * volumes are integers, so exact running sums (volume, OBV; below 2^53), differenced with lag() or with their
+    value at the session start, give the sums of v and s*v over every fixed, previous-bar and session frame;
   * flatness (NULL rule 3) and NULL checks count changes / NULLs between consecutive rows, several counts packed
     into one exact integer sum, instead of max/min/count windows (max and min cost two sums each);
   * the seven recursive filters share one block layout (below) and the main window, with no join per filter
@@ -135,6 +135,14 @@ vol_blk AS (
     )
     WINDOW wb AS (PARTITION BY symbol ORDER BY blk)
 ),
+vol_tod AS (
+    -- Its own narrow pass: a window partitioned by minute of day sorts every column it carries.
+    SELECT symbol, ts,
+        -- v is never NULL, so the window is full when it has 20 rows.
+        CASE WHEN count(*) OVER wtod = 20 THEN v / NULLIF(avg(v) OVER wtod, 0) END AS rel_volume_tod_20
+    FROM {{ source }}
+    WINDOW wtod AS (PARTITION BY symbol, minute_of_day ORDER BY ts ROWS BETWEEN 20 PRECEDING AND 1 PRECEDING)
+),
 vol_x AS (
     -- Per-row inputs that need a window of their own (running sums, lags) before the windows over them.
     SELECT
@@ -156,12 +164,11 @@ vol_x AS (
         -- r is non-NULL on all of rows t-n+1..t iff on row t-n+1 and on the n-1 rows after it.
         lag(r, 19) OVER w IS NOT NULL AS r_back19,
         lag(r, 59) OVER w IS NOT NULL AS r_back59,
-        CASE WHEN count(*) OVER wtod = 20 THEN v / NULLIF(avg(v) OVER wtod, 0) END AS rel_volume_tod_20
-    FROM {{ source }}
+        rel_volume_tod_20
+    FROM {{ source }} JOIN vol_tod USING (symbol, ts)
     WINDOW
         w AS ({{ W }}),
-        wu AS ({{ W }} ROWS UNBOUNDED PRECEDING),
-        wtod AS (PARTITION BY symbol, minute_of_day ORDER BY ts ROWS BETWEEN 20 PRECEDING AND 1 PRECEDING)
+        wu AS ({{ W }} ROWS UNBOUNDED PRECEDING)
 ),
 vol_w AS (
     SELECT
