@@ -16,6 +16,7 @@ ALLOWED = [
 ]
 REFUSED = [
     ("SELECT lead(c) OVER (PARTITION BY symbol ORDER BY ts) FROM base", "LEAD"),
+    ("SELECT lag(c, -1) OVER (PARTITION BY symbol ORDER BY ts) FROM base", "negative offset"),
     ("SELECT avg(c) OVER (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 2 PRECEDING AND 2 FOLLOWING) FROM base", "FOLLOWING"),
     ("SELECT max(h) OVER (PARTITION BY symbol ORDER BY ts ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) FROM base", "FOLLOWING"),
     ("SELECT max(h) OVER (PARTITION BY symbol) FROM base", "whole partition"),

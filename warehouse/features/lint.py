@@ -1,6 +1,6 @@
 """Look-ahead lint: a feature at ts may read only bars with open time <= ts.
 
-Refused at build time: ``LEAD``; window frames that end ``FOLLOWING`` (or ``UNBOUNDED FOLLOWING``); aggregate
+Refused at build time: ``LEAD`` and ``LAG`` with a negative offset; window frames that end ``FOLLOWING`` (or ``UNBOUNDED FOLLOWING``); aggregate
 windows with no ``ORDER BY`` (they see the whole partition, future included); and joins whose condition reaches a later row or session: a join
 key of the joined table equal to another table's key plus a positive offset (``nxt.sid = b.sid + 1``), or an
 inequality on a time-ordered key (``u.ts > b.ts``).
@@ -19,6 +19,11 @@ def lint_lookahead(label: str, tree: exp.Expression) -> None:
     """Raise :class:`QEError` naming ``label`` and the construct when ``tree`` can see the future."""
     for lead in tree.find_all(exp.Lead):
         raise QEError(f"{label}: look-ahead: {lead.sql('duckdb')} reads a later row (LEAD is refused)")
+    for lag in tree.find_all(exp.Lag):
+        # A negative LAG offset is a LEAD in disguise; a column offset cannot be proven non-negative here.
+        offset = lag.args.get("offset")
+        if isinstance(offset, exp.Neg) or (isinstance(offset, exp.Literal) and not offset.is_string and float(offset.this) < 0):
+            raise QEError(f"{label}: look-ahead: {lag.sql('duckdb')} has a negative offset (reads a later row)")
     named = {
         w.this.name: w
         for select in tree.find_all(exp.Select)
