@@ -90,3 +90,20 @@ def test_incremental_build_equals_a_full_build_and_skips_unchanged_symbols(tmp_p
     build_features(full, "1m", registry=registry, full=True)
     query = "SELECT * FROM features_1m ORDER BY symbol, ts"
     pd.testing.assert_frame_equal(incremental.pandas(query), full.pandas(query))
+
+
+def test_a_crashed_build_leaves_only_staging_files_that_are_swept_when_stale(tmp_path):
+    import os
+
+    wh = Warehouse(tmp_path / "w")
+    _ingest_frame(wh, _bars("2024-01-02 14:00", 30), tmp_path / "a.parquet")
+    leftover = wh.root / ".staging" / "deadbeef" / "year=2024"
+    leftover.mkdir(parents=True)
+    (leftover / "data_0.parquet").write_bytes(b"PAR1 half")
+    build_features(wh, "1m", registry=build_registry([("features/01_toy.sql", TOY)]))
+    # The views never read staging files.
+    assert wh.sql("SELECT count(*) AS n FROM features_1m").to_pylist()[0]["n"] == 30
+    old = wh.root / ".staging" / "deadbeef"
+    os.utime(old, (old.stat().st_atime - 7200, old.stat().st_mtime - 7200))
+    Warehouse(wh.root)
+    assert not old.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -65,6 +66,12 @@ def remove_stale_temporaries(root: Path, min_age_s: float = 3600.0) -> int:
     if not root.exists():
         return 0
     cutoff = time.time() - min_age_s
+    staging = root / ".staging"  # feature builds write whole year directories here before renaming them
+    if staging.is_dir():
+        for directory in staging.iterdir():
+            if directory.stat().st_mtime < cutoff:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed += 1
     for tmp in root.rglob(f"*{TMP_SUFFIX}"):
         try:
             if tmp.stat().st_mtime < cutoff:
