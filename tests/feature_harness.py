@@ -100,3 +100,33 @@ def compare_family(prefix: str, oracle_module, bars: pd.DataFrame, timeframe: st
         got = sql[sql.symbol == symbol].reset_index(drop=True)
         assert len(got) == len(part)
         assert_matches(got, expected, oracle_module.COLUMNS, label=f"[{symbol} {timeframe}] ")
+
+
+@lru_cache(maxsize=4)
+def _lean_minute(contract_month: str, symbol: str) -> pd.DataFrame:
+    import io
+    import zipfile
+
+    from tests.conftest import LEAN
+
+    frames = []
+    for path in sorted((LEAN / "minute").glob("*_trade.zip")):
+        midnight = pd.Timestamp(path.name[:8], tz="UTC")
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if member.endswith(f"_{contract_month}.csv"):
+                    raw = pd.read_csv(io.BytesIO(archive.read(member)), header=None,
+                                      names=["ms", "open", "high", "low", "close", "volume"])
+                    raw["ts"] = midnight + pd.to_timedelta(raw.pop("ms"), unit="ms")
+                    frames.append(raw)
+    assert frames, f"no {contract_month} minute data under {LEAN}"
+    bars = pd.concat(frames, ignore_index=True).sort_values("ts", kind="mergesort").reset_index(drop=True)
+    bars.insert(0, "symbol", symbol)
+    bars["ts"] = bars["ts"].astype("datetime64[ns, UTC]")
+    bars["volume"] = bars["volume"].astype(np.int64)
+    return bars[["symbol", "ts", "open", "high", "low", "close", "volume"]]
+
+
+def lean_minute_bars(contract_month: str = "201312", symbol: str = "ES") -> pd.DataFrame:
+    """One contract's real minute bars from the LEAN zips (rows ms since midnight UTC of the file's date)."""
+    return _lean_minute(contract_month, symbol).copy()

@@ -7,9 +7,6 @@ bars, on a series whose closes go through zero (the NULL rule of log-based windo
 
 from __future__ import annotations
 
-import csv
-import io
-import zipfile
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -18,8 +15,7 @@ import pandas as pd
 import pytest
 
 import tests.features_oracle.structure as oracle
-from tests.conftest import LEAN
-from tests.feature_harness import compare_family
+from tests.feature_harness import compare_family, lean_minute_bars
 from tests.features_oracle.synthetic import globex_bars, hourly
 
 ET = ZoneInfo("America/New_York")
@@ -62,23 +58,6 @@ def daily_bars(days: int = 400, symbols: tuple[str, ...] = ("ESH4", "CLJ4", "6EM
     return pd.concat(frames, ignore_index=True)
 
 
-def lean_minute(contract_month: str = "201312", symbol: str = "ES") -> pd.DataFrame:
-    """One contract's minute bars from the LEAN zips (CSV ms-since-midnight,o,h,l,c,v; date from the zip; UTC)."""
-    rows = []
-    for archive_path in sorted((LEAN / "minute").glob("*_trade.zip")):
-        day = datetime.strptime(archive_path.name[:8], "%Y%m%d").replace(tzinfo=timezone.utc)
-        with zipfile.ZipFile(archive_path) as archive:
-            for name in archive.namelist():
-                if not name.endswith(f"_{contract_month}.csv"):
-                    continue
-                for ms, o, h, lo, c, v in csv.reader(io.TextIOWrapper(archive.open(name))):
-                    rows.append((day + timedelta(milliseconds=int(ms)), float(o), float(h), float(lo), float(c), int(v)))
-    frame = pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"])
-    frame.insert(0, "symbol", symbol)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame.sort_values("ts").reset_index(drop=True)
-
-
 def test_synthetic_1m(minute_bars):
     compare_family("04_", oracle, minute_bars, "1m")
 
@@ -105,6 +84,6 @@ def test_closes_through_zero(minute_bars):
 
 
 def test_real_es_minute_bars():
-    bars = lean_minute()
+    bars = lean_minute_bars()
     assert len(bars) == 16_673  # ESZ3, the provenance README's count
     compare_family("04_", oracle, bars, "1m")

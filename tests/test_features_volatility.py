@@ -12,19 +12,17 @@ differently. The 1m test checks that every mismatch lies in that regime and nowh
 
 from __future__ import annotations
 
-import io
-import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import tests.features_oracle.volatility as oracle
-from tests.conftest import LEAN
 from tests.feature_harness import (
     assert_matches,
     compare_family,
     family_template,
+    lean_minute_bars,
     sql_features,
 )
 from tests.features_oracle.common import PRICE_FLOOR, ema, true_range, wilder
@@ -56,24 +54,6 @@ def _daily_bars() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _lean_es_minute(contract_month: str = "201312") -> pd.DataFrame:
-    """One ES contract (ESZ3) from the LEAN minute zips: rows ms_since_midnight,o,h,l,c,v; date from the zip name."""
-    frames = []
-    for path in sorted((LEAN / "minute").glob("*_trade.zip")):
-        day = pd.Timestamp(path.name[:8], tz="UTC")
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                if not name.endswith(f"_{contract_month}.csv"):
-                    continue
-                raw = pd.read_csv(io.BytesIO(archive.read(name)), header=None,
-                                  names=["ms", "open", "high", "low", "close", "volume"])
-                raw["ts"] = day + pd.to_timedelta(raw.pop("ms"), unit="ms")
-                frames.append(raw)
-    bars = pd.concat(frames, ignore_index=True).sort_values("ts", kind="mergesort").reset_index(drop=True)
-    bars.insert(0, "symbol", "ES")
-    return bars[["symbol", "ts", "open", "high", "low", "close", "volume"]]
-
-
 @pytest.fixture(scope="module")
 def minute_bars() -> pd.DataFrame:
     return globex_bars()
@@ -88,7 +68,7 @@ def test_daily_bars_match_the_oracle():
 
 
 def test_real_es_minute_bars_match_the_oracle():
-    bars = _lean_es_minute()
+    bars = lean_minute_bars()
     assert len(bars) == 16_673  # ESZ3 in the LEAN sample (the provenance README's count)
     compare_family(PREFIX, oracle, bars, "1m")
 

@@ -17,8 +17,6 @@ patterns, per symbol, on:
 
 from __future__ import annotations
 
-import io
-import zipfile
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -26,8 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import LEAN
-from tests.feature_harness import catalog, compare_family, family_template, sql_features
+from tests.feature_harness import catalog, compare_family, family_template, lean_minute_bars, sql_features
 from tests.features_oracle import synthetic, volume
 from warehouse.features.headers import parse_header
 from warehouse.features.registry import build_registry
@@ -68,24 +65,8 @@ def daily() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def real_es() -> pd.DataFrame:
-    """ESZ3 minute bars from every LEAN trade zip that holds them (ms since midnight UTC of the file's date)."""
-    frames = []
-    for path in sorted((LEAN / "minute").glob("*_trade.zip")):
-        midnight = pd.Timestamp(path.name[:8], tz="UTC")
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                if member.endswith("_201312.csv"):
-                    raw = pd.read_csv(io.BytesIO(archive.read(member)), header=None,
-                                      names=["ms", "open", "high", "low", "close", "volume"])
-                    raw["ts"] = midnight + pd.to_timedelta(raw["ms"], unit="ms")
-                    frames.append(raw)
-    assert frames, f"no ESZ3 minute data under {LEAN}"
-    bars = pd.concat(frames, ignore_index=True)
-    bars["symbol"] = "ES"
-    bars["ts"] = bars["ts"].astype("datetime64[ns, UTC]")
-    bars["volume"] = bars["volume"].astype(np.int64)
-    bars = bars.sort_values("ts").drop_duplicates("ts").reset_index(drop=True)
-    return bars[["symbol", "ts", "open", "high", "low", "close", "volume"]]
+    """ESZ3 minute bars from the LEAN trade zips."""
+    return lean_minute_bars()
 
 
 def test_header_is_the_catalog_rows_31_to_60():
