@@ -166,3 +166,58 @@ def money_flow_multiplier(h: np.ndarray, l: np.ndarray, c: np.ndarray) -> np.nda
         m = ((c - l) - (h - c)) / rng
     m[rng == 0] = 0.0
     return m
+
+
+# -- exact per-window statistics (two-pass on each window; pandas running updates drift on price levels) -----
+
+WINDOW_CHUNK = 32_768  # rows per block of sliding windows (bounds memory to CHUNK * n floats)
+
+
+def window_apply(fn, n: int, *xs: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Apply ``fn(W1, W2, ...)`` to the (m, n) matrices of full windows of each input, block by block.
+
+    Row t (t >= n-1) gets ``fn`` of rows t-n+1..t; rows whose window holds a NULL in any input are NULL
+    (NULL rule 1), as are rows t < n-1 and any non-finite result.
+    """
+    length = len(xs[0])
+    out = np.full(length, np.nan)
+    if length < n:
+        return out
+    bad = np.zeros(length, bool)
+    for x in xs:
+        bad |= np.isnan(np.asarray(x, float))
+    any_bad = rolling(bad.astype(float), n).max().to_numpy() > 0
+    views = [np.lib.stride_tricks.sliding_window_view(np.nan_to_num(np.asarray(x, float), nan=0.0), n) for x in xs]
+    for start in range(0, length - n + 1, WINDOW_CHUNK):
+        stop = min(start + WINDOW_CHUNK, length - n + 1)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out[start + n - 1 : stop + n - 1] = fn(*(v[start:stop] for v in views))
+    out[any_bad] = np.nan
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def window_is_flat(w: np.ndarray) -> np.ndarray:
+    """FLAT over each window row (exact comparison)."""
+    return w.max(axis=1) == w.min(axis=1)
+
+
+def window_slope(y: np.ndarray, n: int) -> np.ndarray:
+    """SLOPE_n(y): OLS slope per bar of y on the in-window offset j = 0..n-1."""
+    j = np.arange(n, dtype=float) - (n - 1) / 2.0
+    sjj = float(j @ j)
+    return window_apply(lambda w: ((w - w.mean(axis=1, keepdims=True)) @ j) / sjj, n, y)
+
+
+def window_corr(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """CORR_n(x, y), two-pass Pearson; NULL when either window is flat."""
+
+    def fn(wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
+        dx = wx - wx.mean(axis=1, keepdims=True)
+        dy = wy - wy.mean(axis=1, keepdims=True)
+        sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+        rho = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
+        rho[window_is_flat(wx) | window_is_flat(wy) | (sxx == 0) | (syy == 0)] = np.nan
+        return rho
+
+    return window_apply(fn, n, x, y)

@@ -23,12 +23,15 @@ Readings chosen where the catalog text leaves room (each is repeated at the func
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from .common import (
+    window_apply,
+    window_corr,
+    window_is_flat,
+    window_slope,
     gdiv,
     lag,
     log_ratio,
@@ -76,7 +79,6 @@ COLUMNS: list[str] = [
     "session_range_pos",
 ]
 
-_CHUNK = 32_768  # rows per block of sliding windows (bounds memory to CHUNK·n floats)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -84,44 +86,7 @@ _CHUNK = 32_768  # rows per block of sliding windows (bounds memory to CHUNK·n 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _windowed(fn: Callable[..., np.ndarray], n: int, *xs: np.ndarray) -> np.ndarray:
-    """Apply ``fn(W1, W2, ...)`` to the (m, n) matrices of full windows of each input, block by block.
 
-    Output row t (t >= n-1) gets ``fn`` of the window rows t-n+1..t; rows whose window holds a NULL in any input
-    are NULL (NULL rule 1), as are rows t < n-1.
-    """
-    length = len(xs[0])
-    out = np.full(length, np.nan)
-    if length < n:
-        return out
-    bad = np.zeros(length, bool)
-    for x in xs:
-        bad |= np.isnan(x)
-    any_bad = rolling(bad.astype(float), n).max().to_numpy() > 0
-    views = [np.lib.stride_tricks.sliding_window_view(np.nan_to_num(x, nan=0.0), n) for x in xs]
-    for start in range(0, length - n + 1, _CHUNK):
-        stop = min(start + _CHUNK, length - n + 1)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            out[start + n - 1 : stop + n - 1] = fn(*(v[start:stop] for v in views))
-    out[any_bad] = np.nan
-    out[~np.isfinite(out)] = np.nan
-    return out
-
-
-def _is_flat(w: np.ndarray) -> np.ndarray:
-    """FLAT over each window row (exact comparison)."""
-    return w.max(axis=1) == w.min(axis=1)
-
-
-def _slope(y: np.ndarray, n: int) -> np.ndarray:
-    """SLOPE_n(y): OLS slope per bar of y on the offset j = 0..n-1 inside each window."""
-    j = np.arange(n) - (n - 1) / 2.0
-    sxx = float(j @ j)
-
-    def fn(w: np.ndarray) -> np.ndarray:
-        return ((w - w.mean(axis=1, keepdims=True)) @ j) / sxx
-
-    return _windowed(fn, n, y)
 
 
 def _r2(y: np.ndarray, n: int) -> np.ndarray:
@@ -134,25 +99,11 @@ def _r2(y: np.ndarray, n: int) -> np.ndarray:
         sxy = d @ j
         syy = (d * d).sum(axis=1)
         r2 = sxy * sxy / (sxx * syy)
-        r2[_is_flat(w) | (syy == 0)] = np.nan
+        r2[window_is_flat(w) | (syy == 0)] = np.nan
         return r2
 
-    return _windowed(fn, n, y)
+    return window_apply(fn, n, y)
 
-
-def _corr(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """CORR_n(x, y), Pearson by two-pass sums; NULL if either window is flat."""
-
-    def fn(wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
-        dx = wx - wx.mean(axis=1, keepdims=True)
-        dy = wy - wy.mean(axis=1, keepdims=True)
-        sxx = (dx * dx).sum(axis=1)
-        syy = (dy * dy).sum(axis=1)
-        rho = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
-        rho[_is_flat(wx) | _is_flat(wy) | (sxx == 0) | (syy == 0)] = np.nan
-        return rho
-
-    return _windowed(fn, n, x, y)
 
 
 def _central_moments(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,10 +118,10 @@ def _skew(x: np.ndarray, n: int) -> np.ndarray:
     def fn(w: np.ndarray) -> np.ndarray:
         m2, m3, _ = _central_moments(w)
         g1 = np.sqrt(n * (n - 1.0)) / (n - 2.0) * m3 / m2**1.5
-        g1[_is_flat(w) | (m2 == 0)] = np.nan
+        g1[window_is_flat(w) | (m2 == 0)] = np.nan
         return g1
 
-    return _windowed(fn, n, x)
+    return window_apply(fn, n, x)
 
 
 def _kurt(x: np.ndarray, n: int) -> np.ndarray:
@@ -179,10 +130,10 @@ def _kurt(x: np.ndarray, n: int) -> np.ndarray:
     def fn(w: np.ndarray) -> np.ndarray:
         m2, _, m4 = _central_moments(w)
         g2 = (n - 1.0) / ((n - 2.0) * (n - 3.0)) * ((n + 1.0) * (m4 / (m2 * m2) - 3.0) + 6.0)
-        g2[_is_flat(w) | (m2 == 0)] = np.nan
+        g2[window_is_flat(w) | (m2 == 0)] = np.nan
         return g2
 
-    return _windowed(fn, n, x)
+    return window_apply(fn, n, x)
 
 
 def _flag(cond: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -252,9 +203,9 @@ def _regression(c: np.ndarray) -> dict[str, np.ndarray]:
     """#105-#108: OLS slope (per bar) and R² of ln c on the bar offset; ln c NULL where c <= 0."""
     ln_c = log_ratio(c, np.ones_like(c))
     return {
-        "linreg_slope_20": _slope(ln_c, 20),
+        "linreg_slope_20": window_slope(ln_c, 20),
         "linreg_r2_20": _r2(ln_c, 20),
-        "linreg_slope_60": _slope(ln_c, 60),
+        "linreg_slope_60": window_slope(ln_c, 60),
         "linreg_r2_60": _r2(ln_c, 60),
     }
 
@@ -268,7 +219,7 @@ def _return_stats(c: np.ndarray) -> dict[str, np.ndarray]:
     path = rolling(np.abs(c - lag(c, 1)), 10).sum().to_numpy()
     return {
         "variance_ratio_5_120": vr,
-        "autocorr_1_60": _corr(r, lag(r, 1), 60),
+        "autocorr_1_60": window_corr(r, lag(r, 1), 60),
         "skew_60": _skew(r, 60),
         "kurt_60": _kurt(r, 60),
         "efficiency_ratio_10": gdiv(np.abs(c - lag(c, 10)), path),

@@ -35,13 +35,15 @@ Readings chosen where the text leaves room (a TA-Lib / pandas user's reading):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from tests.features_oracle.common import (
+    window_apply,
+    window_corr,
+    window_is_flat,
+    window_slope,
     BARS_PER_YEAR,
     TIE_EPS,
     ema,
@@ -96,28 +98,13 @@ COLUMNS: list[str] = [
 # Generic window helpers (NULL rule 1 by NaN propagation: a window containing NaN yields NaN).
 # --------------------------------------------------------------------------------------------------------------
 
-_CHUNK = 1 << 15
 
 
-def _win_apply(fn: Callable[..., np.ndarray], n: int, *xs: np.ndarray) -> np.ndarray:
-    """``out[t] = fn(windows rows t-n+1..t)`` for t >= n-1 (NaN before); ``fn`` gets 2-D (rows, n) windows."""
-    m = len(xs[0])
-    out = np.full(m, np.nan)
-    if m < n:
-        return out
-    views = [sliding_window_view(np.asarray(x, float), n) for x in xs]
-    for a in range(0, m - n + 1, _CHUNK):
-        out[n - 1 + a : n - 1 + a + _CHUNK] = fn(*(v[a : a + _CHUNK] for v in views))
-    return out
-
-
-def _is_flat(w: np.ndarray) -> np.ndarray:
-    return w.max(axis=1) == w.min(axis=1)
 
 
 def wsum(x: np.ndarray, n: int) -> np.ndarray:
     """SUM_n(x)."""
-    return _win_apply(lambda w: w.sum(axis=1), n, x)
+    return window_apply(lambda w: w.sum(axis=1), n, x)
 
 
 def wmean(x: np.ndarray, n: int) -> np.ndarray:
@@ -131,24 +118,11 @@ def wstd(x: np.ndarray, n: int) -> np.ndarray:
     def f(w: np.ndarray) -> np.ndarray:
         d = w - w.mean(axis=1, keepdims=True)
         out = np.sqrt((d * d).sum(axis=1) / (n - 1))
-        out[_is_flat(w)] = 0.0
+        out[window_is_flat(w)] = 0.0
         return out
 
-    return _win_apply(f, n, x)
+    return window_apply(f, n, x)
 
-
-def wcorr(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """CORR_n(x, y), NULL when either window is flat."""
-
-    def f(wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
-        dx = wx - wx.mean(axis=1, keepdims=True)
-        dy = wy - wy.mean(axis=1, keepdims=True)
-        sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
-        out = gdiv((dx * dy).sum(axis=1), np.sqrt(sxx * syy))
-        out[_is_flat(wx) | _is_flat(wy)] = np.nan
-        return out
-
-    return _win_apply(f, n, x, y)
 
 
 def wbeta(y: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
@@ -158,17 +132,11 @@ def wbeta(y: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
         dx = wx - wx.mean(axis=1, keepdims=True)
         dy = wy - wy.mean(axis=1, keepdims=True)
         out = gdiv((dx * dy).sum(axis=1), (dx * dx).sum(axis=1))
-        out[_is_flat(wx)] = np.nan
+        out[window_is_flat(wx)] = np.nan
         return out
 
-    return _win_apply(f, n, y, x)
+    return window_apply(f, n, y, x)
 
-
-def wslope(y: np.ndarray, n: int) -> np.ndarray:
-    """SLOPE_n(y): OLS slope per bar of y on the in-window offset j = 0..n-1."""
-    dj = np.arange(n, dtype=float) - (n - 1) / 2.0
-    sjj = float((dj * dj).sum())
-    return _win_apply(lambda w: ((w - w.mean(axis=1, keepdims=True)) @ dj) / sjj, n, y)
 
 
 def wzscore(x: np.ndarray, n: int) -> np.ndarray:
@@ -178,7 +146,7 @@ def wzscore(x: np.ndarray, n: int) -> np.ndarray:
 
 def pctrank(x: np.ndarray, n: int) -> np.ndarray:
     """PCTRANK_n(x) with ε = 0: share of the window's rows with x[k] <= x[t], current row included."""
-    return _win_apply(lambda w: (w <= w[:, -1:]).sum(axis=1) / n, n, x)
+    return window_apply(lambda w: (w <= w[:, -1:]).sum(axis=1) / n, n, x)
 
 
 def session_cumsum(x: np.ndarray, sid: np.ndarray) -> np.ndarray:
@@ -242,7 +210,7 @@ def _obv(sv: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
     obv = np.cumsum(np.where(np.isnan(sv), 0.0, sv))
     return {
         "obv_z_60": wzscore(obv, 60),
-        "obv_slope_20": gdiv(wslope(obv, 20), wmean(v, 20)),
+        "obv_slope_20": gdiv(window_slope(obv, 20), wmean(v, 20)),
     }
 
 
@@ -330,8 +298,8 @@ def _returns_volume(r: np.ndarray, c: np.ndarray, v: np.ndarray, sv: np.ndarray)
     """#55-#58, #60: correlations, Amihud, Kyle's lambda, volume-weighted return."""
     absr = np.abs(r)
     return {
-        "pv_corr_20": wcorr(c, v, 20),
-        "absret_vol_corr_60": wcorr(absr, v, 60),
+        "pv_corr_20": window_corr(c, v, 20),
+        "absret_vol_corr_60": window_corr(absr, v, 60),
         "amihud_20": gdiv(wsum(absr, 20), wsum(v, 20)),
         "kyle_lambda_60": wbeta(r, sv, 60),
         "vwret_20": gdiv(wsum(r * v, 20), wsum(v, 20)),
