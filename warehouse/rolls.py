@@ -115,17 +115,13 @@ def _instruments(warehouse: Warehouse, symbol: str) -> pa.Table:
     from warehouse.contracts import expiry_date, parse_contract
 
     con = warehouse.connect()
-    seen = con.sql(
-        " UNION ".join(
-            f"SELECT contract, min(ts) AS first_ts FROM contract_bars_{tf} WHERE symbol = $s AND contract IS NOT NULL GROUP BY 1"
-            for tf in layout.TIMEFRAMES
-        ),
-        params={"s": symbol},
-    ).fetchall()
+    # The earliest bar over every timeframe dates a single-digit contract year (ESZ3 seen in 2013 -> 2013).
+    every = _over_timeframes("SELECT contract, ts FROM contract_bars_{tf} WHERE symbol = $s AND contract IS NOT NULL")
+    seen = con.sql(f"SELECT contract, min(ts) FROM ({every}) GROUP BY contract", params={"s": symbol}).fetchall()
     rule: dict[str, date] = {}
     for contract, first_ts in seen:
         parsed = parse_contract(contract, first_ts.date()) if "#" not in contract else None
-        if parsed is not None and contract not in rule:
+        if parsed is not None:
             try:
                 rule[contract] = expiry_date(parsed.root, parsed.year, parsed.month)
             except (KeyError, ValueError):
@@ -138,9 +134,13 @@ def _instruments(warehouse: Warehouse, symbol: str) -> pa.Table:
     return rows.cast(schemas.INSTRUMENTS)
 
 
+def _over_timeframes(select: str, keyword: str = "UNION ALL") -> str:
+    """``select`` (with a ``{tf}`` placeholder for ``contract_bars_{tf}``) repeated over every stored timeframe."""
+    return f" {keyword} ".join(select.format(tf=tf) for tf in layout.TIMEFRAMES)
+
+
 def _symbols_with_contracts_sql() -> str:
-    parts = [f"SELECT DISTINCT symbol FROM contract_bars_{tf} WHERE contract IS NOT NULL" for tf in layout.TIMEFRAMES]
-    return " UNION ".join(parts) + " ORDER BY 1"
+    return _over_timeframes("SELECT DISTINCT symbol FROM contract_bars_{tf} WHERE contract IS NOT NULL", "UNION") + " ORDER BY 1"
 
 
 def _previous_rule(warehouse: Warehouse, symbol: str) -> str | None:
@@ -209,7 +209,7 @@ def _decide(
     days = sorted(by_day)
     if not days:
         return None, []
-    front = _first_contract(activity, expiries)
+    first = front = _first_contract(activity, expiries)
     rolls: list[Roll] = []
     pending_from: date | None = None  # a roll decided on a day takes effect at the next session
     for day in days:
@@ -244,7 +244,7 @@ def _decide(
         rolls.append(Roll(symbol, session_open_utc(effective), signal, front, target, rule))
         front = target
         pending_from = effective - timedelta(days=1)
-    return _first_contract(activity, expiries), rolls
+    return first, rolls
 
 
 def _first_session_after(symbol: str, day: date, known_at: datetime | None, business_days) -> date:  # noqa: ANN001
@@ -268,9 +268,7 @@ def _business_days_before(symbol: str, day: date, n: int, business_days) -> date
 
 def _databento_rolls(warehouse: Warehouse, symbol: str) -> list[Roll]:
     """Rolls from the instrument changes of continuous DBN files, named by the contracts of the bars."""
-    bars = " UNION ".join(
-        f"SELECT DISTINCT instrument_id, contract FROM contract_bars_{tf} WHERE symbol = $symbol" for tf in layout.TIMEFRAMES
-    )
+    bars = _over_timeframes("SELECT DISTINCT instrument_id, contract FROM contract_bars_{tf} WHERE symbol = $symbol", "UNION")
     rows = warehouse.connect().sql(
         f"""
         WITH named AS ({bars})
@@ -355,9 +353,7 @@ def _adjacent_prices(con, symbol: str, roll: Roll) -> tuple[str, None, float | N
 
     Returns basis ``adjacent``, or ``gap`` with no prices (so no adjustment) when the bars are too far apart.
     """
-    union = " UNION ALL ".join(
-        f"SELECT contract, ts, open, close FROM contract_bars_{tf} WHERE symbol = $s" for tf in layout.TIMEFRAMES
-    )
+    union = _over_timeframes("SELECT contract, ts, open, close FROM contract_bars_{tf} WHERE symbol = $s")
     before = con.sql(
         f"SELECT arg_max(close, ts), max(ts) FROM ({union}) WHERE contract = $c AND ts < $t",
         params={"s": symbol, "c": roll.from_contract, "t": roll.roll_ts},
