@@ -147,3 +147,154 @@ DATA_QUALITY = pa.schema(
 def empty(schema: pa.Schema) -> pa.Table:
     """An empty table of ``schema`` (views over tables with no files yet)."""
     return schema.empty_table()
+
+
+# -- run ledger ------------------------------------------------------------------------------------------
+# One file per run and table: ``<root>/runs/<table>/<run_id>.parquet``. Every table carries ``run_id`` so
+# cross-run questions are plain SQL (``SELECT run_id, value FROM run_metrics WHERE name = 'sharpe'``).
+
+#: One row per run: what ran, on what data, with which code.
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("created_at", TS),
+        ("kind", pa.string()),  # backtest | vectorized | walkforward
+        ("strategy", pa.string()),
+        ("params", pa.string()),  # JSON
+        ("query", pa.string()),
+        ("config", pa.string()),  # JSON of the full run configuration
+        ("timeframe", pa.string()),
+        ("data_start", TS),
+        ("data_end", TS),
+        ("bars", pa.int64()),
+        ("symbols", pa.string()),  # comma-separated
+        ("code_version", pa.string()),
+        ("initial_capital", pa.float64()),
+        ("final_equity", pa.float64()),
+        ("status", pa.string()),  # completed | halted | failed
+        ("parent_run_id", pa.string()),  # walk-forward: the stitched run the window runs belong to
+    ]
+)
+
+#: Every order the strategy (or the engine: rolls, kill switch) submitted, with its final state.
+RUN_ORDERS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("order_id", pa.int64()),
+        ("ts_submitted", TS),
+        ("symbol", pa.string()),
+        ("quantity", pa.int64()),  # signed contracts: + buy, - sell
+        ("order_type", pa.string()),
+        ("tif", pa.string()),
+        ("limit_price", pa.float64()),
+        ("stop_price", pa.float64()),
+        ("expire_ts", TS),
+        ("status", pa.string()),  # FILLED | CANCELLED | EXPIRED | DENIED | OPEN (still working at the end)
+        ("filled_quantity", pa.int64()),
+        ("avg_fill_price", pa.float64()),
+        ("ts_done", TS),
+        ("origin", pa.string()),  # strategy | roll | kill_switch
+        ("tag", pa.string()),
+        ("detail", pa.string()),  # denial reason or cancel cause
+    ]
+)
+
+#: Every fill (a reversal is stored as two fills: the closing part, then the opening part).
+RUN_FILLS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("fill_id", pa.int64()),
+        ("order_id", pa.int64()),
+        ("ts", TS),
+        ("trading_date", pa.date32()),
+        ("symbol", pa.string()),
+        ("contract", pa.string()),
+        ("quantity", pa.int64()),  # signed contracts
+        ("price", pa.float64()),  # raw contract price, slippage included
+        ("reference_price", pa.float64()),  # price before slippage
+        ("multiplier", pa.float64()),
+        ("commission", pa.float64()),  # currency, >= 0, once per side per contract
+        ("slippage", pa.float64()),  # currency, adverse slippage cost of this fill
+        ("realized_pnl", pa.float64()),  # currency, gross of commission
+        ("position_after", pa.int64()),
+        ("trade_id", pa.int64()),
+        ("kind", pa.string()),  # order | roll_out | roll_in
+    ]
+)
+
+#: Every position change (after each fill).
+RUN_POSITIONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ts", TS),
+        ("symbol", pa.string()),
+        ("contract", pa.string()),
+        ("quantity", pa.int64()),
+        ("avg_price", pa.float64()),
+    ]
+)
+
+#: Equity after each distinct bar timestamp, marked to the latest close of every open position.
+RUN_EQUITY = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ts", TS),  # bar open time; the point is known at the bar's close
+        ("trading_date", pa.date32()),
+        ("equity", pa.float64()),  # cash + unrealized
+        ("cash", pa.float64()),  # initial + realized - commissions
+        ("unrealized", pa.float64()),
+        ("realized", pa.float64()),  # cumulative, gross of commissions
+        ("commissions", pa.float64()),  # cumulative
+        ("slippage", pa.float64()),  # cumulative (already inside realized/unrealized via fill prices)
+        ("gross_notional", pa.float64()),  # sum of |qty| * multiplier * mark over open positions
+    ]
+)
+
+#: Round-trip trades: from flat to flat (a reversal closes one trade and opens the next).
+RUN_TRADES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("trade_id", pa.int64()),
+        ("symbol", pa.string()),
+        ("direction", pa.int8()),  # +1 long, -1 short
+        ("max_quantity", pa.int64()),
+        ("entry_ts", TS),
+        ("exit_ts", TS),  # NULL while open at the end of the run
+        ("entry_price", pa.float64()),  # average entry price (first contract's raw prices)
+        ("exit_price", pa.float64()),  # average exit price (last contract's raw prices)
+        ("gross_pnl", pa.float64()),  # realized, before commissions (incl. roll legs)
+        ("commission", pa.float64()),
+        ("slippage", pa.float64()),
+        ("pnl", pa.float64()),  # gross_pnl - commission
+        ("rolls", pa.int64()),
+        ("bars_held", pa.int64()),
+    ]
+)
+
+#: Risk denials, breaker trips, state changes, kill switch, warnings.
+RUN_EVENTS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ts", TS),
+        ("kind", pa.string()),  # denial | breaker | state | kill_switch | warning
+        ("code", pa.string()),  # stable reason code, e.g. MAX_POSITION_SIZE
+        ("symbol", pa.string()),
+        ("order_id", pa.int64()),
+        ("message", pa.string()),
+    ]
+)
+
+#: Metrics in long form: one row per (run, metric).
+RUN_METRICS = pa.schema([("run_id", pa.string()), ("name", pa.string()), ("value", pa.float64())])
+
+#: Ledger table name -> schema (directory ``runs/<name>``).
+RUN_TABLES: dict[str, pa.Schema] = {
+    "runs": RUNS,
+    "run_orders": RUN_ORDERS,
+    "run_fills": RUN_FILLS,
+    "run_positions": RUN_POSITIONS,
+    "run_equity": RUN_EQUITY,
+    "run_trades": RUN_TRADES,
+    "run_events": RUN_EVENTS,
+    "run_metrics": RUN_METRICS,
+}

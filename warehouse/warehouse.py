@@ -19,6 +19,8 @@ Views
 ``rolls``, ``front_segments``  roll table and front-contract segments with adjustment factors
 ``instrument_runs``, ``instrument_changes``   front-contract runs in continuous DBN files; changes between them
 ``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``
+``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``, ``run_events``,
+``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "front_segments": ("front_segments", schemas.FRONT, None),
     "instruments": ("instruments", schemas.INSTRUMENTS, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
+    **{name: (f"runs/{name}", schema, None) for name, schema in schemas.RUN_TABLES.items()},
 }
 
 RESAMPLED = {"bars_5m": 5, "bars_15m": 15}

@@ -1,0 +1,572 @@
+"""The event loop: one SQL query in, a recorded futures backtest out.
+
+For every bar, in time order (several symbols interleaved):
+
+1. a change of front contract under an open position rolls it (out of the old contract and into the new
+   one at the roll table's raw prices, with commission and slippage on both legs);
+2. the execution handler fills the symbol's working orders against the bar;
+3. the position is marked to the bar's close;
+4. the strategy sees the bar and returns orders, which pass the risk manager before reaching the handler.
+
+After the last bar of each timestamp the account's equity is recorded (marked to the latest close of every
+open position). Money conventions are in :mod:`engine.portfolio`; fill conventions in
+:mod:`engine.execution`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.execution import BacktestExecutionHandler
+from engine.feed import BAR_NS, Feed, infer_timeframe, open_feed
+from engine.instruments import EPOCH, InstrumentBook, InstrumentOverride
+from engine.orders import Fill, Order, OrderStatus
+from engine.portfolio import Portfolio
+from engine.risk import Denial, RiskLimits, RiskManager
+from engine.slippage import SlippageConfig, make_slippage
+from engine.strategy import FunctionStrategy, Strategy
+from warehouse import schemas
+from warehouse.errors import ConfigError, QEError
+
+__all__ = ["BacktestConfig", "BacktestResult", "Backtester", "run_backtest"]
+
+
+class BacktestConfig(BaseModel):
+    """Everything that shapes a run besides the query and the strategy (strict: unknown keys are errors).
+
+    Attributes
+    ----------
+    initial_capital : float
+        Starting cash, account currency.
+    timeframe : str, optional
+        Bar length (``1m``, ``1h``, ``1d`` ...); inferred from the views the query reads when omitted.
+    fill : {"next_open", "signal_close"}
+        Fill convention of market orders (see :mod:`engine.execution`).
+    intrabar : {"ohlc", "adaptive"}
+        Intrabar price path for limit/stop orders.
+    slippage : SlippageConfig
+    participation : float, optional
+        Volume participation cap per bar and symbol (0 < p <= 1); None for no cap.
+    latency_ms : float
+        Submission-to-execution delay, milliseconds.
+    limit_through : bool
+        Limit orders need the price to trade through the limit, not only touch it.
+    risk : RiskLimits
+    instruments : dict
+        Per-symbol overrides of multiplier, tick size, fee and margin.
+    roll : bool
+        Roll open positions when the front contract changes (the query must return ``contract``).
+    batch_size : int
+        Rows per Arrow record batch streamed from DuckDB.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_capital: float = Field(default=1_000_000.0, gt=0)
+    timeframe: str | None = None
+    fill: Literal["next_open", "signal_close"] = "next_open"
+    intrabar: Literal["ohlc", "adaptive"] = "ohlc"
+    slippage: SlippageConfig = SlippageConfig()
+    participation: float | None = Field(default=None, gt=0, le=1)
+    latency_ms: float = Field(default=0.0, ge=0)
+    limit_through: bool = False
+    risk: RiskLimits = RiskLimits()
+    instruments: dict[str, InstrumentOverride] = Field(default_factory=dict)
+    roll: bool = True
+    batch_size: int = Field(default=65_536, ge=1)
+
+
+@dataclass
+class BacktestResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    tables : dict of pyarrow.Table
+        ``orders``, ``fills``, ``positions``, ``equity``, ``trades``, ``events`` with the run-ledger schemas
+        (without ``run_id`` until recorded).
+    metrics : dict
+        Performance metrics (:func:`engine.metrics.compute_metrics`).
+    timings : dict
+        ``query_s`` (time to the first batch), ``loop_s`` (event loop), ``bars``.
+    """
+
+    config: BacktestConfig
+    strategy: str
+    params: dict[str, Any]
+    query: str
+    timeframe: str
+    tables: dict[str, pa.Table]
+    metrics: dict[str, float]
+    timings: dict[str, float]
+    final_equity: float
+    status: str = "completed"
+    run_id: str | None = None
+    symbols: list[str] = field(default_factory=list)
+    data_start: int | None = None
+    data_end: int | None = None
+
+
+class Backtester:
+    """One run's state: account, simulated broker, risk manager, strategy and the recorded series.
+
+    Strategies reach it as ``self.engine`` (functional strategies get it as their second argument).
+    """
+
+    def __init__(self, strategy: Strategy, config: BacktestConfig, timeframe: str,
+                 rolls: dict[tuple[str, str, str], tuple[float, float]] | None = None) -> None:
+        if timeframe not in BAR_NS:
+            raise ConfigError(f"unknown timeframe {timeframe!r}; one of {', '.join(BAR_NS)}")
+        self.config = config
+        self.timeframe = timeframe
+        self.instruments = InstrumentBook(config.instruments)
+        self.portfolio = Portfolio(config.initial_capital)
+        self.slippage = make_slippage(config.slippage)
+        self.handler = BacktestExecutionHandler(
+            self.instruments, BAR_NS[timeframe], fill=config.fill, intrabar=config.intrabar, slippage=self.slippage,
+            participation=config.participation, latency_ns=int(config.latency_ms * 1_000_000),
+            limit_through=config.limit_through,
+        )
+        self.risk = RiskManager(config.risk, self.instruments)
+        self.strategy = strategy
+        self.rolls = rolls or {}
+        self.orders: list[Order] = []
+        self.events: list[tuple[int, str, str, str | None, int | None, str]] = []
+        self.histories: dict[str, deque] = {}
+        self.now = 0  # ts (ns) of the bar being processed
+        self.trading_day = 0
+        self._bar: tuple | None = None  # the (symbol, ts, o, h, l, c, v, day, contract) of the current bar
+        # equity points, one per distinct bar timestamp
+        self._eq_ts = array("q")
+        self._eq_unrealized = array("d")
+        self._eq_notional = array("d")
+        self._eq_day = array("i")
+        # account state after each fill: (equity point index it belongs to, realized, commissions, slippage)
+        self._cash_marks: list[tuple[int, float, float, float]] = []
+        self.symbols: set[str] = set()
+        self.bars = 0
+
+    # -- AccountView (what the risk manager reads) -------------------------------------------------
+    def position(self, symbol: str) -> int:
+        return self.portfolio.position(symbol)
+
+    def working_quantity(self, symbol: str) -> int:
+        return self.handler.working_quantity(symbol)
+
+    def exposures(self) -> dict[str, int]:
+        """Signed contracts per symbol: position plus working orders."""
+        out = {s: p.quantity for s, p in self.portfolio.positions.items()}
+        for order in self.handler.working_orders():
+            out[order.symbol] = out.get(order.symbol, 0) + order.quantity - order.filled
+        return out
+
+    @property
+    def equity(self) -> float:
+        return self.portfolio.equity
+
+    # -- orders ----------------------------------------------------------------------------------------
+    def submit(self, order: Order) -> Order:
+        """Number ``order``, check it, and hand it to the broker (or record its denial)."""
+        if self._bar is None:
+            raise QEError("orders can only be submitted while a bar is being processed")
+        order.order_id = len(self.orders)
+        self.orders.append(order)
+        order.ts_submitted = self.now
+        denial = self.risk.check(order, self, self.trading_day)
+        if denial is not None:
+            self._deny(order, denial)
+            return order
+        for fill in self.handler.submit(order, self._bar):
+            self._book(fill)
+        return order
+
+    def cancel(self, order: Order) -> bool:
+        """Cancel a working order."""
+        return self.handler.cancel(order, self.now, "cancelled by strategy")
+
+    def _deny(self, order: Order, denial: Denial) -> None:
+        order.status = OrderStatus.DENIED
+        order.detail = str(denial)
+        order.ts_done = self.now
+        self.events.append((self.now, "denial", denial.code, order.symbol, order.order_id, denial.message))
+
+    def _book(self, fill: Fill) -> None:
+        for booked in self.portfolio.apply(fill):
+            self.strategy.on_fill(booked)
+        self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
+                                 self.portfolio.slippage))
+
+    def _take(self, out: Any) -> None:
+        if isinstance(out, Order):
+            self.submit(out)
+        else:
+            for order in out:
+                if order is not None:
+                    self.submit(order)
+
+    # -- rolls ------------------------------------------------------------------------------------------
+    def _roll(self, symbol: str, old: str, new: str, ts: int, open_: float, volume: int, day: int) -> None:
+        pos = self.portfolio.positions[symbol]
+        prices = self.rolls.get((symbol, old, new))
+        if prices is None:
+            # No roll-table row (e.g. a plain query without the warehouse): the old contract's last mark and
+            # the new contract's first open, recorded as a warning.
+            prices = (pos.mark, open_)
+            self.events.append((ts, "warning", "ROLL_PRICE_FALLBACK", symbol, None,
+                                f"no roll table row for {old}->{new}; rolled at last mark {pos.mark} / open {open_}"))
+        out_price, in_price = prices
+        terms = self.instruments.terms(symbol)
+        fee = self.instruments.fee_per_side(symbol, day)
+        quantity = pos.quantity
+        legs = []
+        for kind, contract, qty, reference in (("roll_out", old, -quantity, out_price), ("roll_in", new, quantity, in_price)):
+            offset = 0.0
+            if self.config.slippage.model != "none":
+                raw = self.slippage.offset(symbol, reference, qty, volume, terms.tick_size)
+                offset = -(-raw // terms.tick_size) * terms.tick_size if raw > 0 else 0.0
+            price = reference + offset if qty > 0 else reference - offset
+            legs.append(Fill(-1, ts, symbol, contract, qty, price, reference, terms.multiplier, abs(qty) * fee,
+                             abs(qty) * offset * terms.multiplier, kind, day))
+        booked = self.portfolio.roll(symbol, legs[0], legs[1], in_price)
+        self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
+                                 self.portfolio.slippage))
+        for fill in booked:
+            self.strategy.on_fill(fill)
+        moved = self.handler.shift_orders(symbol, in_price - out_price)
+        for order in moved:
+            self.events.append((ts, "warning", "ORDER_SHIFTED_ON_ROLL", symbol, order.order_id,
+                                f"prices moved by {in_price - out_price:+g} to {new}"))
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self, feed: Feed) -> None:
+        """Process every bar of ``feed``."""
+        cols = feed.columns
+        i_sym, i_ts, i_open, i_high, i_low, i_close = (cols[c] for c in ("symbol", "ts", "open", "high", "low", "close"))
+        i_vol, i_day = cols["volume"], cols["qe_trading_day"]
+        i_contract = cols.get("contract") if self.config.roll else None
+        make_bar = feed.bar_type._make
+        strategy = self.strategy
+        on_bar = strategy.on_bar
+        portfolio = self.portfolio
+        positions = portfolio.positions
+        handler = self.handler
+        working = handler.working
+        keep = max(int(getattr(strategy, "history_size", 0) or 0), 0)
+        histories = self.histories
+        observe = self.slippage.observe if self.slippage.observes_bars else None
+        eq_ts, eq_unreal, eq_notional, eq_day = self._eq_ts, self._eq_unrealized, self._eq_notional, self._eq_day
+        last_contract: dict[str, str] = {}
+        last_ts = None
+        day = None
+        symbols = self.symbols
+        bars = 0
+        for columns, n in feed.batches():
+            syms, tss, opens, highs, lows, closes = (columns[i] for i in (i_sym, i_ts, i_open, i_high, i_low, i_close))
+            vols, days = columns[i_vol], columns[i_day]
+            contracts = columns[i_contract] if i_contract is not None else None
+            bars += n
+            for i, bar in enumerate(map(make_bar, zip(*columns))):
+                ts = tss[i]
+                if ts != last_ts:
+                    if last_ts is not None:
+                        if ts < last_ts:
+                            raise QEError("backtest query must be ordered by ts: a bar at "
+                                          f"{_iso(ts)} follows one at {_iso(last_ts)}")
+                        eq_ts.append(last_ts)
+                        eq_unreal.append(portfolio.unrealized)
+                        eq_notional.append(portfolio.gross_notional)
+                        eq_day.append(day)
+                    last_ts = ts
+                    self.now = ts
+                    day = days[i]
+                    self.trading_day = day
+                sym = syms[i]
+                if sym not in symbols:
+                    symbols.add(sym)
+                    if keep:
+                        histories[sym] = deque(maxlen=keep)
+                if contracts is not None:
+                    contract = contracts[i]
+                    previous = last_contract.get(sym)
+                    if contract != previous:
+                        last_contract[sym] = contract
+                        if previous is not None and contract is not None and sym in positions:
+                            self._bar = (sym, ts, opens[i], highs[i], lows[i], closes[i], vols[i], day, contract)
+                            self._roll(sym, previous, contract, ts, opens[i], vols[i], day)
+                else:
+                    contract = None
+                if sym in working:
+                    for fill in handler.on_bar(sym, ts, opens[i], highs[i], lows[i], closes[i], vols[i], day, contract):
+                        self._book(fill)
+                if sym in positions:
+                    portfolio.mark(sym, closes[i])
+                if observe is not None:
+                    observe(sym, closes[i])
+                if keep:
+                    histories[sym].append(bar)
+                self._bar = (sym, ts, opens[i], highs[i], lows[i], closes[i], vols[i], day, contract)
+                out = on_bar(bar)
+                if out is not None:
+                    self._take(out)
+        if last_ts is not None:
+            eq_ts.append(last_ts)
+            eq_unreal.append(portfolio.unrealized)
+            eq_notional.append(portfolio.gross_notional)
+            eq_day.append(day)
+        self.bars = bars
+
+    # -- results --------------------------------------------------------------------------------------
+    def tables(self) -> dict[str, pa.Table]:
+        """The run's audit trail as Arrow tables with the ledger schemas (``run_id`` NULL until recorded)."""
+        return {
+            "orders": self._orders_table(),
+            "fills": self._fills_table(),
+            "positions": self._positions_table(),
+            "equity": self._equity_table(),
+            "trades": self._trades_table(),
+            "events": self._events_table(),
+        }
+
+    def _equity_table(self) -> pa.Table:
+        n = len(self._eq_ts)
+        # The account state after a fill holds from the equity point of the bar that produced it onwards:
+        # each point takes the last fill mark whose point index is <= its own.
+        marks = np.array(self._cash_marks, dtype=np.float64).reshape(-1, 4)
+        last = np.searchsorted(marks[:, 0], np.arange(n), side="right") - 1
+        state = np.vstack([np.zeros((1, 4)), marks])[last + 1]
+        realized, commissions, slippage = state[:, 1], state[:, 2], state[:, 3]
+        unrealized = np.frombuffer(self._eq_unrealized, dtype=np.float64) if n else np.zeros(0)
+        cash = self.config.initial_capital + realized - commissions
+        days = np.frombuffer(self._eq_day, dtype=np.int32) if n else np.zeros(0, dtype=np.int32)
+        return pa.table(
+            {
+                "run_id": pa.nulls(n, pa.string()),
+                "ts": pa.array(np.frombuffer(self._eq_ts, dtype=np.int64) if n else np.zeros(0, np.int64),
+                               pa.int64()).cast(pa.timestamp("ns", tz="UTC")).cast(schemas.TS, safe=False),
+                "trading_date": pa.array(days, pa.int32()).cast(pa.date32()),
+                "equity": cash + unrealized,
+                "cash": cash,
+                "unrealized": unrealized,
+                "realized": realized,
+                "commissions": commissions,
+                "slippage": slippage,
+                "gross_notional": np.frombuffer(self._eq_notional, dtype=np.float64) if n else np.zeros(0),
+            },
+            schema=schemas.RUN_EQUITY,
+        )
+
+    def _orders_table(self) -> pa.Table:
+        rows = self.orders
+        return pa.table(
+            {
+                "run_id": pa.nulls(len(rows), pa.string()),
+                "order_id": [o.order_id for o in rows],
+                "ts_submitted": _ts([o.ts_submitted for o in rows]),
+                "symbol": [o.symbol for o in rows],
+                "quantity": [o.quantity for o in rows],
+                "order_type": [o.order_type.value for o in rows],
+                "tif": [o.tif.value for o in rows],
+                "limit_price": [o.limit_price for o in rows],
+                "stop_price": [o.stop_price for o in rows],
+                "expire_ts": _ts([o.expire_ts for o in rows]),
+                "status": [o.status.value if o.status is not OrderStatus.PARTIALLY_FILLED else "OPEN" for o in rows],
+                "filled_quantity": [o.filled for o in rows],
+                "avg_fill_price": [o.avg_fill_price for o in rows],
+                "ts_done": _ts([o.ts_done for o in rows]),
+                "origin": [o.origin for o in rows],
+                "tag": [o.tag for o in rows],
+                "detail": [o.detail for o in rows],
+            },
+            schema=schemas.RUN_ORDERS,
+        )
+
+    def _fills_table(self) -> pa.Table:
+        rows = self.portfolio.fills
+        return pa.table(
+            {
+                "run_id": pa.nulls(len(rows), pa.string()),
+                "fill_id": [f.fill_id for f in rows],
+                "order_id": [f.order_id if f.order_id >= 0 else None for f in rows],
+                "ts": _ts([f.ts for f in rows]),
+                "trading_date": [EPOCH + timedelta(days=f.trading_date) for f in rows],
+                "symbol": [f.symbol for f in rows],
+                "contract": [f.contract for f in rows],
+                "quantity": [f.quantity for f in rows],
+                "price": [f.price for f in rows],
+                "reference_price": [f.reference_price for f in rows],
+                "multiplier": [f.multiplier for f in rows],
+                "commission": [f.commission for f in rows],
+                "slippage": [f.slippage for f in rows],
+                "realized_pnl": [f.realized_pnl for f in rows],
+                "position_after": [f.position_after for f in rows],
+                "trade_id": [f.trade_id for f in rows],
+                "kind": [f.kind for f in rows],
+            },
+            schema=schemas.RUN_FILLS,
+        )
+
+    def _positions_table(self) -> pa.Table:
+        rows = self.portfolio.position_changes
+        return pa.table(
+            {
+                "run_id": pa.nulls(len(rows), pa.string()),
+                "ts": _ts([r[0] for r in rows]),
+                "symbol": [r[1] for r in rows],
+                "contract": [r[2] for r in rows],
+                "quantity": [r[3] for r in rows],
+                "avg_price": [r[4] for r in rows],
+            },
+            schema=schemas.RUN_POSITIONS,
+        )
+
+    def _trades_table(self) -> pa.Table:
+        rows = self.portfolio.trades
+        eq_ts = np.frombuffer(self._eq_ts, dtype=np.int64) if len(self._eq_ts) else np.zeros(0, np.int64)
+        last = int(eq_ts[-1]) if len(eq_ts) else 0
+        held = [int(np.searchsorted(eq_ts, t.exit_ts if t.exit_ts is not None else last + 1)
+                    - np.searchsorted(eq_ts, t.entry_ts)) for t in rows]
+        return pa.table(
+            {
+                "run_id": pa.nulls(len(rows), pa.string()),
+                "trade_id": [t.trade_id for t in rows],
+                "symbol": [t.symbol for t in rows],
+                "direction": pa.array([t.direction for t in rows], pa.int8()),
+                "max_quantity": [t.max_quantity for t in rows],
+                "entry_ts": _ts([t.entry_ts for t in rows]),
+                "exit_ts": _ts([t.exit_ts for t in rows]),
+                "entry_price": [t.entry_value / t.entry_quantity if t.entry_quantity else None for t in rows],
+                "exit_price": [t.exit_value / t.exit_quantity if t.exit_quantity else None for t in rows],
+                "gross_pnl": [t.gross_pnl for t in rows],
+                "commission": [t.commission for t in rows],
+                "slippage": [t.slippage for t in rows],
+                "pnl": [t.gross_pnl - t.commission for t in rows],
+                "rolls": [t.rolls for t in rows],
+                "bars_held": held,
+            },
+            schema=schemas.RUN_TRADES,
+        )
+
+    def _events_table(self) -> pa.Table:
+        rows = self.events
+        return pa.table(
+            {
+                "run_id": pa.nulls(len(rows), pa.string()),
+                "ts": _ts([r[0] for r in rows]),
+                "kind": [r[1] for r in rows],
+                "code": [r[2] for r in rows],
+                "symbol": [r[3] for r in rows],
+                "order_id": [r[4] for r in rows],
+                "message": [r[5] for r in rows],
+            },
+            schema=schemas.RUN_EVENTS,
+        )
+
+
+def _ts(values: list[int | None]) -> pa.Array:
+    """Integer ns (or None) to the ledger's microsecond TIMESTAMPTZ."""
+    return pa.array(values, pa.int64()).cast(pa.timestamp("ns", tz="UTC")).cast(schemas.TS, safe=False)
+
+
+def _iso(ns: int) -> str:
+    return np.datetime64(ns, "ns").astype(str) + "Z"
+
+
+def _load_rolls(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None) -> dict[tuple[str, str, str], tuple[float, float]]:
+    try:
+        rows = con.sql("SELECT symbol, from_contract, to_contract, from_price, to_price FROM rolls").fetchall()
+    except duckdb.Error:
+        return {}
+    return {(s, f, t): (fp, tp) for s, f, t, fp, tp in rows if fp is not None and tp is not None}
+
+
+def strategy_name(strategy: Strategy) -> str:
+    """``module:Class`` (or the function's name) for the run ledger."""
+    if isinstance(strategy, FunctionStrategy):
+        return f"{getattr(strategy.fn, '__module__', '?')}:{strategy.name}"
+    cls = type(strategy)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: BacktestConfig | None = None,
+                 *, record: bool | None = None) -> BacktestResult:
+    """Run ``strategy`` over the bars ``query`` returns.
+
+    Parameters
+    ----------
+    source : Warehouse or duckdb.DuckDBPyConnection
+        Where the query runs. With a :class:`~warehouse.Warehouse`, roll prices come from its roll table and
+        the run is recorded in its ledger (unless ``record=False``).
+    query : str
+        One SELECT returning ``symbol, ts, open, high, low, close`` (+ ``volume``, ``contract``, features...).
+    strategy : Strategy or callable
+        A :class:`~engine.strategy.Strategy`, or ``fn(bar, backtester) -> Optional[Order]``.
+    config : BacktestConfig, optional
+
+    Returns
+    -------
+    BacktestResult
+    """
+    from engine.metrics import compute_metrics
+    from warehouse import Warehouse
+
+    config = config or BacktestConfig()
+    if not isinstance(strategy, Strategy):
+        if not callable(strategy):
+            raise ConfigError(f"strategy must be a Strategy or a callable, not {type(strategy).__name__}")
+        strategy = FunctionStrategy(strategy)
+    warehouse = source if isinstance(source, Warehouse) else None
+    con = warehouse.connect() if warehouse is not None else source
+    timeframe = config.timeframe or infer_timeframe(query)
+    if timeframe is None:
+        raise ConfigError("cannot tell the bar timeframe from the query; give it (--timeframe / BacktestConfig.timeframe)")
+    started = time.perf_counter()
+    feed = open_feed(con, query, config.batch_size)
+    engine = Backtester(strategy, config, timeframe, rolls=_load_rolls(con))
+    strategy.engine = engine
+    query_s = time.perf_counter() - started
+    loop_started = time.perf_counter()
+    strategy.on_start()
+    engine.run(feed)
+    strategy.on_stop()
+    loop_s = time.perf_counter() - loop_started
+    tables = engine.tables()
+    metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
+                              initial_capital=config.initial_capital, timeframe=_metrics_timeframe(timeframe))
+    eq_ts = engine._eq_ts
+    result = BacktestResult(
+        config=config, strategy=strategy_name(strategy), params=dict(getattr(strategy, "params", {}) or {}),
+        query=query, timeframe=timeframe, tables=tables, metrics=metrics,
+        timings={"query_s": query_s, "loop_s": loop_s, "bars": float(engine.bars)},
+        final_equity=engine.portfolio.equity, symbols=sorted(engine.symbols),
+        data_start=eq_ts[0] if len(eq_ts) else None, data_end=eq_ts[-1] if len(eq_ts) else None,
+    )
+    if warehouse is not None and record is not False:
+        from engine.ledger import record_run
+
+        record_run(warehouse, result)
+    return result
+
+
+def _metrics_timeframe(timeframe: str) -> str:
+    return timeframe
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """Parameters as stable JSON for the ledger."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def day_of(ns: int) -> date:
+    """The UTC calendar date of a timestamp in ns (helper for tests and reports)."""
+    return EPOCH + timedelta(days=ns // 86_400_000_000_000)

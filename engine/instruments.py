@@ -1,0 +1,133 @@
+"""Per-symbol trading terms for the engine: tick, multiplier, fees and margins by trading date.
+
+Everything comes from the contract tables shipped with the warehouse (``warehouse/data/*.csv``); a run can
+override them per symbol (for plain series that are not a listed root, or to test a what-if fee). Lookups
+are cached per (symbol, trading date) because the event loop asks on every fill and every order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from warehouse.contracts import fee_per_side, load_specs, margin_on, root_of
+from warehouse.errors import ConfigError
+
+__all__ = ["InstrumentOverride", "Terms", "InstrumentBook", "EPOCH"]
+
+EPOCH = date(1970, 1, 1)
+
+
+class InstrumentOverride(BaseModel):
+    """Terms given in a run's configuration for one symbol; unset fields come from the contract tables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multiplier: float | None = Field(default=None, gt=0)
+    tick_size: float | None = Field(default=None, gt=0)
+    fee_per_side: float | None = Field(default=None, ge=0)
+    initial_margin: float | None = Field(default=None, ge=0)
+    correlation_group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """The static terms of one symbol.
+
+    Attributes
+    ----------
+    root : str
+        Contract root (``ES``), or the symbol itself for an overridden plain series.
+    multiplier : float
+        Currency per 1.0 price unit per contract.
+    tick_size : float
+        Minimum price increment, price units.
+    correlation_group : str
+    """
+
+    root: str
+    multiplier: float
+    tick_size: float
+    correlation_group: str
+
+
+class InstrumentBook:
+    """Terms, fees and margins of every symbol a run trades.
+
+    Parameters
+    ----------
+    overrides : dict, optional
+        Symbol -> :class:`InstrumentOverride` (or a dict of its fields).
+    """
+
+    def __init__(self, overrides: dict[str, InstrumentOverride | dict] | None = None) -> None:
+        self._specs = load_specs()
+        self._overrides = {k.upper(): InstrumentOverride.model_validate(v) for k, v in (overrides or {}).items()}
+        self._terms: dict[str, Terms] = {}
+        self._fees: dict[tuple[str, int], float] = {}
+        self._margins: dict[tuple[str, int], float] = {}
+
+    def terms(self, symbol: str) -> Terms:
+        """Static terms of ``symbol``; a clear error if it is neither a listed root nor overridden."""
+        found = self._terms.get(symbol)
+        if found is None:
+            found = self._terms[symbol] = self._resolve(symbol)
+        return found
+
+    def _resolve(self, symbol: str) -> Terms:
+        override = self._overrides.get(symbol.upper(), InstrumentOverride())
+        root = root_of(symbol) if _is_listed(symbol, self._specs) else None
+        spec = self._specs.get(root) if root else None
+        multiplier = override.multiplier or (spec.multiplier if spec else None)
+        tick = override.tick_size or (spec.tick_size if spec else None)
+        if multiplier is None or tick is None:
+            raise ConfigError(
+                f"symbol {symbol!r} is not a listed root ({', '.join(self._specs)}); give its multiplier, tick_size, "
+                "fee_per_side and initial_margin in the run's instruments config"
+            )
+        group = override.correlation_group or (spec.correlation_group if spec else symbol)
+        return Terms(root or symbol, float(multiplier), float(tick), group)
+
+    def fee_per_side(self, symbol: str, trading_day: int) -> float:
+        """All-in commission per contract per side (IB + exchange + regulatory) on a trading date.
+
+        ``trading_day`` is the CME trading date as days since 1970-01-01.
+        """
+        key = (symbol, trading_day)
+        fee = self._fees.get(key)
+        if fee is None:
+            override = self._overrides.get(symbol.upper())
+            if override is not None and override.fee_per_side is not None:
+                fee = override.fee_per_side
+            else:
+                fee = fee_per_side(self._root_or_fail(symbol, "fee_per_side"), EPOCH + timedelta(days=trading_day))
+            self._fees[key] = fee
+        return fee
+
+    def initial_margin(self, symbol: str, trading_day: int) -> float:
+        """Initial margin per contract in force on a trading date (days since 1970-01-01)."""
+        key = (symbol, trading_day)
+        margin = self._margins.get(key)
+        if margin is None:
+            override = self._overrides.get(symbol.upper())
+            if override is not None and override.initial_margin is not None:
+                margin = override.initial_margin
+            else:
+                margin = margin_on(self._root_or_fail(symbol, "initial_margin"), EPOCH + timedelta(days=trading_day))[0]
+            self._margins[key] = margin
+        return margin
+
+    def _root_or_fail(self, symbol: str, what: str) -> str:
+        terms = self.terms(symbol)
+        if terms.root not in self._specs:
+            raise ConfigError(f"symbol {symbol!r} is not a listed root: give its {what} in the run's instruments config")
+        return terms.root
+
+
+def _is_listed(symbol: str, specs: dict) -> bool:
+    try:
+        return root_of(symbol) in specs
+    except (KeyError, ValueError):
+        return False
