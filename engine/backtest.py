@@ -68,6 +68,9 @@ class BacktestConfig(BaseModel):
         Per-symbol overrides of multiplier, tick size, fee and margin.
     roll : bool
         Roll open positions when the front contract changes (the query must return ``contract``).
+    close_at_end : bool
+        Cancel working orders and close every position at the last bar's close (plus slippage and
+        commission) when the data ends, so the run ends flat (walk-forward test windows use it).
     batch_size : int
         Rows per Arrow record batch streamed from DuckDB.
     """
@@ -85,6 +88,7 @@ class BacktestConfig(BaseModel):
     risk: RiskLimits = RiskLimits()
     instruments: dict[str, InstrumentOverride] = Field(default_factory=dict)
     roll: bool = True
+    close_at_end: bool = False
     batch_size: int = Field(default=65_536, ge=1)
 
 
@@ -346,12 +350,25 @@ class Backtester:
                 out = on_bar(bar)
                 if out is not None:
                     self._take(out)
+        if points and self.config.close_at_end:
+            self._close_all_at_mark(last_ts, day, "end of data")
         if points:
             eq_ts.append(last_ts)
             eq_unreal.append(portfolio.unrealized)
             eq_notional.append(portfolio.gross_notional)
         self.bars = bars
         self.feed_s = feed_s
+
+    def _close_all_at_mark(self, ts: int, day: int, reason: str) -> None:
+        """Cancel every working order and close every position at its latest mark (slippage and fees apply)."""
+        for order in self.handler.working_orders():
+            self.handler.cancel(order, ts, reason)
+        for symbol, pos in list(self.portfolio.positions.items()):
+            order = Order(symbol, -pos.quantity, tag=reason)
+            order.order_id, order.ts_submitted, order.origin = len(self.orders), ts, "end_of_run"
+            self.orders.append(order)
+            fill = self.handler.fill_now(order, symbol, ts, pos.mark, day, pos.contract)
+            self._book(fill)
 
     def _current_bar(self) -> tuple:
         """(symbol, ts, open, high, low, close, volume, trading_day, contract) of the bar being processed."""

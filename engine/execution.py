@@ -260,6 +260,10 @@ class BacktestExecutionHandler(ExecutionHandler):
         return Fill(order.order_id, ts, symbol, contract, quantity, price, reference, terms.multiplier, commission,
                     slip_cost, "order", trading_day)
 
+    def fill_now(self, order: Order, symbol: str, ts: int, price: float, trading_day: int, contract: str | None) -> Fill:
+        """Fill ``order`` completely at ``price`` (plus slippage) now: liquidations at the end of data."""
+        return self._fill(order, symbol, ts, price, True, order.quantity, 0, trading_day, contract)
+
     def _fill_at_close(self, order: Order, symbol: str, ts: int, close: float, volume: int, trading_day: int,
                        contract: str | None) -> list[Fill]:
         quantity = self._take_capacity(symbol, ts, volume, order.quantity, order.tif is TimeInForce.FOK)

@@ -1,0 +1,149 @@
+"""The run ledger: every run recorded in the warehouse, queryable with the same SQL as bars.
+
+Layout: ``<warehouse>/runs/<table>/<run_id>.parquet`` for the tables of :data:`warehouse.schemas.RUN_TABLES`
+(views ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``,
+``run_events``, ``run_metrics``). Each file is written atomically and the ``runs`` row is written last, so
+a run is listed only once all of its tables are on disk; a crash in between leaves files that no ``runs``
+row points to, which :func:`load_run` never returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from warehouse import schemas
+from warehouse.errors import QEError
+from warehouse.store import write_parquet_atomic
+
+if TYPE_CHECKING:
+    from engine.backtest import BacktestResult
+    from warehouse import Warehouse
+
+__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path"]
+
+#: result.tables key -> ledger table
+_TABLES = {
+    "orders": "run_orders",
+    "fills": "run_fills",
+    "positions": "run_positions",
+    "equity": "run_equity",
+    "trades": "run_trades",
+    "events": "run_events",
+}
+
+
+def new_run_id() -> str:
+    """``YYYYmmddTHHMMSS-xxxxxx`` (UTC time, then 6 random hex digits): sortable and unique."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus a short hash of every shipped source and SQL file (works without git)."""
+    digest = hashlib.sha256()
+    for package in ("engine", "warehouse", "loaders", "sql"):
+        root = Path(str(resources.files(package)))
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".sql", ".csv") and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root.parent).as_posix().encode())
+                digest.update(path.read_bytes())
+    try:
+        version = metadata.version("quant-engine")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return f"{version}+src.{digest.hexdigest()[:12]}"
+
+
+def run_path(root: Path, table: str, run_id: str) -> Path:
+    """File of one ledger table of one run."""
+    return root / "runs" / table / f"{run_id}.parquet"
+
+
+def _with_run_id(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:
+    column = pa.array([run_id] * table.num_rows, pa.string())
+    if "run_id" in table.column_names:
+        table = table.set_column(table.column_names.index("run_id"), "run_id", column)
+    else:
+        table = table.add_column(0, "run_id", column)
+    return table.select(schema.names).cast(schema)
+
+
+def _ts_or_none(ns: int | None) -> datetime | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).replace(microsecond=(ns // 1000) % 1_000_000)
+
+
+def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest", parent_run_id: str | None = None,
+               extra_config: dict[str, Any] | None = None) -> str:
+    """Write every table of ``result`` and its ``runs`` row; sets and returns ``result.run_id``."""
+    run_id = result.run_id or new_run_id()
+    result.run_id = run_id
+    for key, name in _TABLES.items():
+        table = result.tables.get(key)
+        if table is not None:
+            write_parquet_atomic(_with_run_id(table, run_id, schemas.RUN_TABLES[name]), run_path(wh.root, name, run_id))
+    metrics = pa.table(
+        {"run_id": [run_id] * len(result.metrics), "name": list(result.metrics),
+         "value": [float(v) for v in result.metrics.values()]},
+        schema=schemas.RUN_METRICS,
+    )
+    write_parquet_atomic(metrics, run_path(wh.root, "run_metrics", run_id))
+    config = result.config.model_dump(mode="json")
+    if extra_config:
+        config.update(extra_config)
+    row = {
+        "run_id": run_id,
+        "created_at": datetime.now(timezone.utc),
+        "kind": kind,
+        "strategy": result.strategy,
+        "params": json.dumps(result.params, sort_keys=True, default=str),
+        "query": result.query,
+        "config": json.dumps(config, sort_keys=True),
+        "timeframe": result.timeframe,
+        "data_start": _ts_or_none(result.data_start),
+        "data_end": _ts_or_none(result.data_end),
+        "bars": int(result.timings.get("bars", 0)),
+        "symbols": ",".join(result.symbols),
+        "code_version": code_version(),
+        "initial_capital": result.config.initial_capital,
+        "final_equity": result.final_equity,
+        "status": result.status,
+        "parent_run_id": parent_run_id,
+    }
+    write_parquet_atomic(pa.Table.from_pylist([row], schema=schemas.RUNS), run_path(wh.root, "runs", run_id))
+    wh.refresh()
+    return run_id
+
+
+def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.Table], dict[str, float]]:
+    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.BacktestResult`) and the metrics."""
+    if run_id == "latest":
+        latest = sorted((wh.root / "runs" / "runs").glob("*.parquet"))
+        if not latest:
+            raise QEError(f"no runs recorded in {wh.root}")
+        run_id = latest[-1].stem
+    head = run_path(wh.root, "runs", run_id)
+    if not head.exists():
+        raise QEError(f"unknown run {run_id!r} in {wh.root} (list them with: qe runs)")
+    run = pq.read_table(head).to_pylist()[0]
+    tables = {}
+    for key, name in _TABLES.items():
+        path = run_path(wh.root, name, run_id)
+        tables[key] = pq.read_table(path).cast(schemas.RUN_TABLES[name]) if path.exists() else schemas.RUN_TABLES[name].empty_table()
+    path = run_path(wh.root, "run_metrics", run_id)
+    metrics = {}
+    if path.exists():
+        m = pq.read_table(path)
+        metrics = dict(zip(m.column("name").to_pylist(), m.column("value").to_pylist()))
+    return run, tables, metrics
