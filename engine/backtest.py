@@ -583,9 +583,11 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
     timeframe = config.timeframe or infer_timeframe(query)
     if timeframe is None:
         raise ConfigError("cannot tell the bar timeframe from the query; give it (--timeframe / BacktestConfig.timeframe)")
+    # The roll table is read before the stream opens: another query on the connection would end the stream.
+    rolls = _load_rolls(con)
     started = time.perf_counter()
     feed = open_feed(con, query, config.batch_size)
-    engine = Backtester(strategy, config, timeframe, rolls=_load_rolls(con))
+    engine = Backtester(strategy, config, timeframe, rolls=rolls)
     engine._feed_columns = feed.columns
     strategy.engine = engine
     query_s = time.perf_counter() - started

@@ -280,6 +280,92 @@ def _confirm(message: str) -> bool:
 
 
 @app.command()
+def backtest(
+    query: Annotated[Optional[str], typer.Option("--query", "-q", help="SELECT returning symbol, ts, open, high, low, close (+ volume, contract, features).")] = None,
+    query_file: Annotated[Optional[Path], typer.Option("--query-file", help="Read the query from a file.")] = None,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="module:Class or file.py:Class (or a function).")] = "engine.strategies.sma_cross:SmaCross",
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Strategy parameter key=value (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/JSON run configuration (strict).")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Bar length; inferred from the query's views when omitted.")] = None,
+    fill: Annotated[Optional[str], typer.Option("--fill", help="next_open (default) or signal_close.")] = None,
+    capital: Annotated[Optional[float], typer.Option("--capital", help="Initial capital.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="HTML report path (default <warehouse>/reports/<run>.html).")] = None,
+) -> None:
+    """Run a strategy over the bars a SQL query returns; record the run and write its HTML report."""
+    from engine.backtest import run_backtest
+    from engine.runner import load_config, make_strategy, parse_params
+
+    if (query is None) == (query_file is None):
+        raise QEError("give exactly one of --query and --query-file")
+    text = query if query is not None else query_file.read_text(encoding="utf-8")
+    cfg = load_config(config, timeframe=timeframe, fill=fill, initial_capital=capital)
+    wh = _warehouse()
+    result = run_backtest(wh, text, make_strategy(strategy, parse_params(param)), cfg)
+    path = _write_report(wh, result.run_id, report)
+    _print_run(result.run_id, result.metrics, result.timings, path)
+
+
+@app.command("report")
+def report_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id (or 'latest').")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML path (default <warehouse>/reports/<run>.html).")] = None,
+) -> None:
+    """Write the self-contained HTML report of a recorded run."""
+    wh = _warehouse()
+    path = _write_report(wh, run_id, out)
+    console.print(f"Report: {path}")
+
+
+@app.command()
+def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -> None:
+    """Recorded runs with their headline metrics (query them all with qe sql ... FROM runs / run_metrics)."""
+    from engine.output import print_table
+
+    wh = _warehouse()
+    table = wh.sql(
+        """
+        SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, round(r.final_equity, 2) AS final_equity,
+               round(max(m.value) FILTER (WHERE m.name = 'total_return') * 100, 2) AS return_pct,
+               round(max(m.value) FILTER (WHERE m.name = 'sharpe'), 2) AS sharpe,
+               round(max(m.value) FILTER (WHERE m.name = 'max_drawdown') * 100, 2) AS max_dd_pct,
+               CAST(max(m.value) FILTER (WHERE m.name = 'trades') AS BIGINT) AS trades
+        FROM runs r LEFT JOIN run_metrics m USING (run_id)
+        GROUP BY ALL ORDER BY r.run_id DESC LIMIT $limit
+        """,
+        {"limit": limit},
+    )
+    print_table(table, console, title="Runs")
+
+
+def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
+    from engine.ledger import load_run
+    from engine.report import write_report
+
+    run, tables, metrics = load_run(wh, run_id)
+    path = out or wh.root / "reports" / f"{run['run_id']}.html"
+    return write_report(path, run, tables, metrics)
+
+
+def _print_run(run_id: str, metrics: dict, timings: dict, report: Path) -> None:
+    table = Table(title=f"Run {run_id}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "profit_factor",
+                 "commissions", "slippage", "final_equity"):
+        value = metrics.get(name)
+        if value is None:
+            continue
+        pct = name in ("total_return", "cagr", "max_drawdown", "win_rate")
+        table.add_row(name, f"{value * 100:.2f}%" if pct else f"{value:,.2f}")
+    console.print(table)
+    bars = timings.get("bars", 0)
+    loop = timings.get("loop_s", 0.0)
+    console.print(f"{int(bars):,} bars; event loop {loop:.2f} s ({loop / bars * 1e6 if bars else 0:.2f} µs/bar), "
+                  f"query {timings.get('query_s', 0) + timings.get('feed_s', 0):.2f} s")
+    console.print(f"Report: {report}")
+
+
+@app.command()
 def demo() -> None:
     """Ingest the shipped sample data, build rolls and continuous series, and show what is there."""
     from engine.demo import run_demo

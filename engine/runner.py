@@ -1,0 +1,99 @@
+"""What the command line needs around a backtest: load a strategy by name, a strict config file, params.
+
+Kept apart from the CLI so that the same resolution (``module:Class`` or ``path/to/file.py:Class``) serves
+walk-forward worker processes and tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.backtest import BacktestConfig
+from engine.strategy import FunctionStrategy, Strategy
+from warehouse.errors import ConfigError
+
+__all__ = ["load_strategy_class", "make_strategy", "parse_params", "load_config"]
+
+
+def load_strategy_class(spec: str) -> Any:
+    """The class (or function) named by ``module.path:Name`` or ``path/to/file.py:Name``."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"strategy must be 'module:Name' or 'file.py:Name', not {spec!r}")
+    if module_name.endswith(".py"):
+        path = Path(module_name).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"strategy file not found: {module_name}")
+        unique = f"qe_user_strategy_{abs(hash(str(path)))}"
+        loader = importlib.util.spec_from_file_location(unique, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[unique] = module
+        loader.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import strategy module {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(f"{module_name} has no {attr!r}") from exc
+
+
+def make_strategy(spec: str, params: dict[str, Any] | None = None) -> Strategy:
+    """Instantiate the strategy ``spec`` with ``params`` (a function becomes a :class:`FunctionStrategy`)."""
+    target = load_strategy_class(spec)
+    params = params or {}
+    if isinstance(target, type) and issubclass(target, Strategy):
+        try:
+            return target(**params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{spec}: {exc}") from exc
+    if callable(target):
+        if params:
+            raise ConfigError(f"{spec} is a function; parameters apply to Strategy classes only")
+        return FunctionStrategy(target)
+    raise ConfigError(f"{spec} is neither a Strategy subclass nor a function")
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """``["fast=10", "name=x"]`` -> ``{"fast": 10, "name": "x"}`` (values read as JSON when they parse)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"parameter must be key=value, not {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def load_config(path: Path | None, **overrides: Any) -> BacktestConfig:
+    """A :class:`BacktestConfig` from a TOML or JSON file (strict), with command-line overrides on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        data = data.get("backtest", data)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return BacktestConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path or 'config'}: {where}: {first['msg']}") from exc
