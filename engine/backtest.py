@@ -16,6 +16,7 @@ open position). Money conventions are in :mod:`engine.portfolio`; fill conventio
 from __future__ import annotations
 
 import json
+import math
 import time
 from array import array
 from collections import deque
@@ -154,6 +155,8 @@ class Backtester:
         self._columns: list[list] | None = None  # the batch being processed ...
         self._i = 0  # ... and the row in it
         self._feed_columns: dict[str, int] = {}
+        self._previous_columns: list[list] | None = None
+        self._last_bars: dict[str, tuple] = {}
         self.feed_s = 0.0
         # equity points, one per distinct bar timestamp
         self._eq_ts = array("q")
@@ -188,15 +191,22 @@ class Backtester:
         """Number ``order``, check it, and hand it to the broker (or record its denial)."""
         if self._columns is None:
             raise QEError("orders can only be submitted while a bar is being processed")
-        bar = self._current_bar()
-        self.now, self.trading_day = bar[1], bar[7]
+        current = self._current_bar()
+        self.now, self.trading_day = current[1], current[7]
+        # The order trades its own symbol's latest bar (a strategy may order NQ while seeing an ES bar).
+        bar = current if order.symbol == current[0] else self._latest_bar(order.symbol)
         order.order_id = len(self.orders)
         self.orders.append(order)
         order.ts_submitted = self.now
         denial = self.risk.check(order, self, self.trading_day)
+        if denial is None and bar is None:
+            denial = Denial("NO_MARKET_DATA", f"no bar of {order.symbol} seen yet")
         if denial is not None:
             self._deny(order, denial)
             return order
+        if bar is not current:
+            # submitted now (at the current bar's close), priced from the symbol's own latest bar
+            bar = (bar[0], current[1], *bar[2:7], current[7], bar[8])
         for fill in self.handler.submit(order, bar):
             self._book(fill)
         return order
@@ -246,7 +256,7 @@ class Backtester:
             offset = 0.0
             if self.config.slippage.model != "none":
                 raw = self.slippage.offset(symbol, reference, qty, volume, terms.tick_size)
-                offset = -(-raw // terms.tick_size) * terms.tick_size if raw > 0 else 0.0
+                offset = math.ceil(raw / terms.tick_size - 1e-9) * terms.tick_size if raw > 0 else 0.0
             price = reference + offset if qty > 0 else reference - offset
             legs.append(Fill(-1, ts, symbol, contract, qty, price, reference, terms.multiplier, abs(qty) * fee,
                              abs(qty) * offset * terms.multiplier, kind, day))
@@ -298,6 +308,11 @@ class Backtester:
             if item is None:
                 break
             columns, n = item
+            if self._columns is not None:
+                # the last bar of every symbol in the finished batch, for orders on symbols that trade rarely
+                self._previous_columns = self._columns
+                for symbol in set(self._columns[i_sym]):
+                    self._last_bars[symbol] = self._latest_bar_in(self._columns, symbol)
             self._columns = columns
             syms, tss, closes, days = columns[i_sym], columns[i_ts], columns[i_close], columns[i_day]
             contracts = columns[i_contract] if i_contract is not None else None
@@ -367,8 +382,34 @@ class Backtester:
             order = Order(symbol, -pos.quantity, tag=reason)
             order.order_id, order.ts_submitted, order.origin = len(self.orders), ts, "end_of_run"
             self.orders.append(order)
-            fill = self.handler.fill_now(order, symbol, ts, pos.mark, day, pos.contract)
+            last = self._latest_bar(symbol)
+            fill = self.handler.fill_now(order, symbol, ts, pos.mark, day, pos.contract, volume=last[6] if last else 0)
             self._book(fill)
+
+    def _latest_bar(self, symbol: str) -> tuple | None:
+        """The latest bar of ``symbol`` seen so far (searched back through this batch and the previous one)."""
+        k = self._feed_columns
+        for columns, start in ((self._columns, self._i), (self._previous_columns, None)):
+            if columns is None:
+                continue
+            symbols = columns[k["symbol"]]
+            for i in range(len(symbols) - 1 if start is None else start, -1, -1):
+                if symbols[i] == symbol:
+                    contract = columns[k["contract"]][i] if "contract" in k else None
+                    return (symbol, columns[k["ts"]][i], columns[k["open"]][i], columns[k["high"]][i],
+                            columns[k["low"]][i], columns[k["close"]][i], columns[k["volume"]][i],
+                            columns[k["qe_trading_day"]][i], contract)
+        return self._last_bars.get(symbol)
+
+    def _latest_bar_in(self, columns: list[list], symbol: str) -> tuple | None:
+        k = self._feed_columns
+        symbols = columns[k["symbol"]]
+        for i in range(len(symbols) - 1, -1, -1):
+            if symbols[i] == symbol:
+                contract = columns[k["contract"]][i] if "contract" in k else None
+                return (symbol, columns[k["ts"]][i], columns[k["open"]][i], columns[k["high"]][i], columns[k["low"]][i],
+                        columns[k["close"]][i], columns[k["volume"]][i], columns[k["qe_trading_day"]][i], contract)
+        return None
 
     def _current_bar(self) -> tuple:
         """(symbol, ts, open, high, low, close, volume, trading_day, contract) of the bar being processed."""

@@ -14,7 +14,8 @@ Fill conventions of the simulated broker
   -> H -> C`` when the open is nearer the low (``intrabar="adaptive"``). Orders are checked along it:
   - MARKET: the open.
   - LIMIT: the open if it is already at or better than the limit, else the limit price if the path reaches
-    it (``limit_through=True`` requires trading through it, not just touching).
+    it (``limit_through=True`` requires trading through it, not just touching; an open exactly at the limit
+    is a touch too).
   - STOP and MIT: the open if the bar gapped through the trigger, else the trigger; both plus slippage.
   - STOP_LIMIT: triggered like a stop, then a limit on the rest of the path (or on later bars).
 * Slippage applies to market-like fills (MARKET, STOP, MIT) and is rounded up to whole ticks.
@@ -216,7 +217,8 @@ class BacktestExecutionHandler(ExecutionHandler):
 
     def _limit(self, limit: float, path: tuple[float, ...], buy: bool) -> tuple[float, bool] | None:
         first = path[0]
-        if (first <= limit + _EPS) if buy else (first >= limit - _EPS):
+        slack = -_EPS if self.limit_through else _EPS  # through: the open must be strictly better
+        if (first <= limit + slack) if buy else (first >= limit - slack):
             return first, False
         if buy:
             low = min(path)
@@ -260,20 +262,25 @@ class BacktestExecutionHandler(ExecutionHandler):
         return Fill(order.order_id, ts, symbol, contract, quantity, price, reference, terms.multiplier, commission,
                     slip_cost, "order", trading_day)
 
-    def fill_now(self, order: Order, symbol: str, ts: int, price: float, trading_day: int, contract: str | None) -> Fill:
-        """Fill ``order`` completely at ``price`` (plus slippage) now: liquidations at the end of data."""
-        return self._fill(order, symbol, ts, price, True, order.quantity, 0, trading_day, contract)
+    def fill_now(self, order: Order, symbol: str, ts: int, price: float, trading_day: int, contract: str | None,
+                 volume: int = 0) -> Fill:
+        """Fill ``order`` completely at ``price`` (plus slippage) now: liquidations at the end of data.
+
+        ``volume`` is the bar volume the slippage model sees (give the last bar's; 0 means unknown).
+        """
+        return self._fill(order, symbol, ts, price, True, order.quantity, volume, trading_day, contract)
 
     def _fill_at_close(self, order: Order, symbol: str, ts: int, close: float, volume: int, trading_day: int,
                        contract: str | None) -> list[Fill]:
         quantity = self._take_capacity(symbol, ts, volume, order.quantity, order.tif is TimeInForce.FOK)
+        closed = ts + self.bar_ns  # the signal bar's close: when the fill (or its cancellation) happens
         if quantity == 0:
             if order.tif in (TimeInForce.IOC, TimeInForce.FOK):
-                self._finish(order, OrderStatus.CANCELLED, ts, f"{order.tif.value}: no volume available")
+                self._finish(order, OrderStatus.CANCELLED, closed, f"{order.tif.value}: no volume available")
             return []
-        fill = self._fill(order, symbol, ts + self.bar_ns, close, True, quantity, volume, trading_day, contract)
+        fill = self._fill(order, symbol, closed, close, True, quantity, volume, trading_day, contract)
         if not order.is_done and order.tif in (TimeInForce.IOC, TimeInForce.FOK):
-            self._finish(order, OrderStatus.CANCELLED, ts, "IOC: remainder cancelled")
+            self._finish(order, OrderStatus.CANCELLED, closed, "IOC: remainder cancelled")
         return [fill]
 
     def _finish(self, order: Order, status: OrderStatus, ts: int, detail: str) -> None:

@@ -1,0 +1,84 @@
+"""`qe backtest`, `qe runs`, `qe report` as a user runs them: real subprocesses on a real warehouse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import LEAN
+from tests.test_cli import qe
+
+QUERY = "SELECT * FROM bars_1h WHERE symbol = 'ES'"
+
+
+@pytest.fixture(scope="module")
+def hourly(tmp_path_factory):  # noqa: ANN001, ANN201
+    root = tmp_path_factory.mktemp("cli_bt") / "qe_data"
+    result = qe("ingest", str(LEAN / "hour"), warehouse=root)
+    assert result.returncode == 0, result.stderr
+    assert qe("rolls", "build", warehouse=root).returncode == 0
+    return root
+
+
+def test_backtest_records_a_run_that_sql_and_report_can_read(hourly, tmp_path) -> None:  # noqa: ANN001
+    run = qe("backtest", "-q", QUERY, "-p", "fast=5", "-p", "slow=20", warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    assert "Report:" in run.stdout and "µs/bar" in run.stdout
+    listed = qe("sql", "SELECT run_id, strategy, params, timeframe, bars FROM runs", "--format", "json", warehouse=hourly)
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 1
+    assert rows[0]["strategy"] == "engine.strategies.sma_cross:SmaCross"
+    assert json.loads(rows[0]["params"]) == {"fast": 5, "slow": 20, "quantity": 1}
+    assert rows[0]["timeframe"] == "1h"  # inferred from the view the query reads
+    bars = json.loads(qe("sql", "SELECT count(*) AS n FROM bars_1h WHERE symbol = 'ES'", "--format", "json",
+                         warehouse=hourly).stdout)[0]["n"]
+    assert rows[0]["bars"] == bars
+    # cross-table question: commissions in the ledger add up to the metric
+    check = json.loads(qe("sql", "SELECT (SELECT sum(commission) FROM run_fills) AS fills, "
+                                 "(SELECT value FROM run_metrics WHERE name = 'commissions') AS metric",
+                          "--format", "json", warehouse=hourly).stdout)[0]
+    assert check["fills"] == pytest.approx(check["metric"])
+    out = tmp_path / "r.html"
+    report = qe("report", "latest", "--out", str(out), warehouse=hourly)
+    assert report.returncode == 0, report.stderr
+    html = out.read_text()
+    assert 'id="equity-chart"' in html and 'id="report-data"' in html
+    assert 'src="http' not in html and 'href="http' not in html  # self-contained
+    assert "SmaCross" in qe("runs", warehouse=hourly).stdout
+
+
+def test_backtest_errors_are_one_line(hourly, tmp_path) -> None:  # noqa: ANN001
+    bad_strategy = qe("backtest", "-q", QUERY, "-s", "no.such.module:X", warehouse=hourly)
+    assert bad_strategy.returncode == 1 and "cannot import strategy module" in bad_strategy.stderr
+    bad_param = qe("backtest", "-q", QUERY, "-p", "fast=50", "-p", "slow=20", warehouse=hourly)
+    assert bad_param.returncode == 1 and "fast < slow" in bad_param.stderr
+    config = tmp_path / "run.toml"
+    config.write_text("[backtest]\ninitial_capital = 50000\nslipage = 1\n")
+    bad_config = qe("backtest", "-q", QUERY, "-c", str(config), warehouse=hourly)
+    assert bad_config.returncode == 1 and "slipage" in bad_config.stderr
+    assert len(bad_config.stderr.strip().splitlines()) == 1
+    unknown = qe("report", "nope", warehouse=hourly)
+    assert unknown.returncode == 1 and "unknown run 'nope'" in unknown.stderr
+
+
+def test_backtest_with_a_config_file_and_a_strategy_file(hourly, tmp_path) -> None:  # noqa: ANN001
+    strategy = tmp_path / "mine.py"
+    strategy.write_text(
+        "from engine.orders import market\n"
+        "def buy_once(bar, engine):\n"
+        "    return market(bar.symbol, 2) if not engine.orders else None\n"
+    )
+    config = tmp_path / "run.toml"
+    config.write_text('[backtest]\ninitial_capital = 250000\nfill = "signal_close"\n'
+                      '[backtest.slippage]\nmodel = "fixed"\nticks = 2\n')
+    run = qe("backtest", "-q", QUERY, "-s", f"{strategy}:buy_once", "-c", str(config), warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    fills = json.loads(qe("sql", "SELECT f.price, f.reference_price, f.slippage, r.initial_capital FROM run_fills f "
+                                 "JOIN runs r USING (run_id) WHERE r.strategy LIKE '%buy_once' AND f.kind = 'order'",
+                          "--format", "json", warehouse=hourly).stdout)
+    assert len(fills) == 1
+    # signal-close fill two ticks (2 * 0.25) above the first bar's close; slippage cost = 2 * 0.5 * 50 = 50
+    assert fills[0]["price"] - fills[0]["reference_price"] == pytest.approx(0.5)
+    assert fills[0]["slippage"] == pytest.approx(50.0)
+    assert fills[0]["initial_capital"] == 250000
