@@ -305,6 +305,41 @@ def backtest(
     _print_run(result.run_id, result.metrics, result.timings, path)
 
 
+@app.command()
+def walkforward(
+    query: Annotated[str, typer.Option("--query", "-q", help="SELECT returning the bars (as for qe backtest).")],
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="module:Class (must be importable by worker processes).")] = "engine.strategies.sma_cross:SmaCross",
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", "-g", help="Parameter values key=v1,v2,... (repeatable).")] = None,
+    train_days: Annotated[int, typer.Option("--train-days", help="Trading dates in each training window.")] = 20,
+    test_days: Annotated[int, typer.Option("--test-days", help="Trading dates in each test window.")] = 5,
+    anchored: Annotated[bool, typer.Option("--anchored", help="Training always starts at the first date.")] = False,
+    metric: Annotated[str, typer.Option("--metric", help="In-sample metric to maximise.")] = "sharpe",
+    processes: Annotated[int, typer.Option("--processes", help="Worker processes for the grid.")] = 2,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/JSON run configuration (strict).")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t")] = None,
+) -> None:
+    """Walk-forward: choose parameters in each training window, trade them out of sample, stitch and record."""
+    from engine.output import print_table
+    from engine.runner import load_config, parse_params
+    from engine.walkforward import walk_forward
+
+    values: dict[str, list] = {}
+    for key, value in parse_params(grid).items():
+        values[key] = list(parse_params([f"v={v}" for v in str(value).split(",")]).values()) if isinstance(value, str) else [value]
+    cfg = load_config(config, timeframe=timeframe)
+    wh = _warehouse()
+    result = walk_forward(wh, query, strategy, values, train_days=train_days, test_days=test_days, anchored=anchored,
+                          metric=metric, config=cfg, processes=processes)
+    import pyarrow as pa
+
+    rows = [{"window": w.index, "train": f"{w.train_start} .. {w.train_end}", "test": f"{w.test_start} .. {w.test_end}",
+             "params": ", ".join(f"{k}={v}" for k, v in w.params.items()), f"in-sample {metric}": round(w.in_sample, 4),
+             "test return %": round(w.test_metrics.get("total_return", float("nan")) * 100, 3)} for w in result.windows]
+    print_table(pa.Table.from_pylist(rows), console, title="Walk-forward windows")
+    path = _write_report(wh, result.run_id, None)
+    _print_run(result.run_id, result.stitched.metrics, result.stitched.timings, path)
+
+
 @app.command("report")
 def report_cmd(
     run_id: Annotated[str, typer.Argument(help="Run id (or 'latest').")],

@@ -82,3 +82,17 @@ def test_backtest_with_a_config_file_and_a_strategy_file(hourly, tmp_path) -> No
     assert fills[0]["price"] - fills[0]["reference_price"] == pytest.approx(0.5)
     assert fills[0]["slippage"] == pytest.approx(50.0)
     assert fills[0]["initial_capital"] == 250000
+
+
+def test_walkforward_command_records_the_stitched_run(hourly) -> None:  # noqa: ANN001
+    run = qe("walkforward", "-q", QUERY, "-g", "fast=3,5", "-g", "slow=12", "--train-days", "5", "--test-days", "3",
+             "--processes", "1", "--metric", "total_return", warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    assert "Walk-forward windows" in run.stdout
+    kinds = json.loads(qe("sql", "SELECT kind, count(*) AS n FROM runs WHERE kind LIKE 'walkforward%' GROUP BY kind",
+                          "--format", "json", warehouse=hourly).stdout)
+    counts = {k["kind"]: k["n"] for k in kinds}
+    assert counts["walkforward"] == 1 and counts["walkforward_window"] >= 1
+    children = json.loads(qe("sql", "SELECT count(*) AS n FROM runs c JOIN runs p ON c.parent_run_id = p.run_id "
+                                    "WHERE p.kind = 'walkforward'", "--format", "json", warehouse=hourly).stdout)
+    assert children[0]["n"] == counts["walkforward_window"]
