@@ -35,7 +35,7 @@ from engine.feed import BAR_NS, Feed, infer_timeframe, open_feed
 from engine.instruments import EPOCH, InstrumentBook, InstrumentOverride
 from engine.orders import Fill, Order, OrderStatus
 from engine.portfolio import Portfolio
-from engine.risk import Denial, RiskLimits, RiskManager
+from engine.risk import Denial, RiskLimits, RiskManager, RiskState, volatility_scaled_contracts
 from engine.slippage import SlippageConfig, make_slippage
 from engine.strategy import FunctionStrategy, Strategy
 from warehouse import schemas
@@ -167,6 +167,8 @@ class Backtester:
         self._cash_marks: list[tuple[int, float, float, float]] = []
         self.symbols: set[str] = set()
         self.bars = 0
+        self._cash = config.initial_capital
+        self.risk.start(config.initial_capital)
 
     # -- AccountView (what the risk manager reads) -------------------------------------------------
     def position(self, symbol: str) -> int:
@@ -185,6 +187,79 @@ class Backtester:
     @property
     def equity(self) -> float:
         return self.portfolio.equity
+
+    def price(self, symbol: str) -> float | None:
+        """Latest price of ``symbol``: the position's mark, else the close of its latest bar."""
+        pos = self.portfolio.positions.get(symbol)
+        if pos is not None:
+            return pos.mark
+        bar = self._latest_bar(symbol) if self._columns is not None else None
+        return None if bar is None else bar[5]
+
+    # -- risk ---------------------------------------------------------------------------------------------
+    def kill_switch(self, reason: str = "manual") -> None:
+        """Cancel every working order, flatten every position at market, refuse new orders until reset."""
+        ts = self.now
+        self.events.append((ts, "kill_switch", "KILL_SWITCH", None, None, f"triggered: {reason}"))
+        if self.risk.state is not RiskState.HALTED:
+            self._event(self.risk.set_state(RiskState.HALTED, f"kill switch: {reason}"))
+        self._flatten("kill_switch")
+
+    def reset_kill_switch(self) -> None:
+        """Explicitly clear the kill switch: new orders are accepted again."""
+        self._event(self.risk.reset(self.portfolio.equity))
+
+    def sized_target(self, symbol: str, signal: float, instrument_vol: float | None = None) -> int:
+        """Contracts for ``signal`` in [-1, 1]: volatility-scaled (if on), then capped by every limit.
+
+        See :func:`engine.risk.volatility_scaled_contracts`; with scaling off, ``signal * max_position_size``.
+        """
+        limits = self.risk.limits
+        price = self.price(symbol)
+        if price is None or not signal:
+            return 0
+        if limits.volatility_scaling:
+            target = volatility_scaled_contracts(signal, self.portfolio.equity, price,
+                                                 self.instruments.terms(symbol).multiplier, instrument_vol,
+                                                 limits.target_vol, limits.min_vol_scale, limits.max_vol_scale)
+        else:
+            target = int(round(signal * (limits.max_position_size or 1)))
+        return self.risk.cap_contracts(symbol, target, self)
+
+    def _flatten(self, origin: str) -> None:
+        for order in self.handler.working_orders():
+            if order.origin != origin:
+                self.handler.cancel(order, self.now, origin.replace("_", " "))
+        for symbol, pos in list(self.portfolio.positions.items()):
+            pending = sum(o.quantity - o.filled for o in self.handler.working_orders(symbol))
+            if pos.quantity + pending == 0:
+                continue
+            order = Order(symbol, -(pos.quantity + pending), tag=origin)
+            order.origin = origin
+            self._send(order, bypass_risk=True)
+
+    def _cancel_risk_adding(self, reason: str) -> None:
+        for order in self.handler.working_orders():
+            held = self.portfolio.position(order.symbol)
+            remaining = order.quantity - order.filled
+            if abs(held + remaining) > abs(held) or (held + remaining) * held < 0:
+                self.handler.cancel(order, self.now, reason)
+
+    def _check_breakers(self, equity: float) -> None:
+        code = self.risk.on_equity(equity)
+        if code is None:
+            return
+        self._event(self.risk.trip(code, equity))
+        if code == "MAX_DRAWDOWN":
+            self.kill_switch(code)
+        elif self.risk.limits.flatten_on_loss_limit:
+            self._flatten("loss_limit")
+        else:
+            self._cancel_risk_adding(code)
+
+    def _event(self, event: tuple[str, str, str]) -> None:
+        kind, code, message = event
+        self.events.append((self.now, kind, code, None, None, message))
 
     # -- orders ----------------------------------------------------------------------------------------
     def submit(self, order: Order) -> Order:
@@ -211,6 +286,19 @@ class Backtester:
             self._book(fill)
         return order
 
+    def _send(self, order: Order, bypass_risk: bool = False) -> Order:
+        """Engine-generated orders (kill switch, flattening): numbered and sent without pre-trade checks."""
+        current = self._current_bar()
+        bar = current if order.symbol == current[0] else self._latest_bar(order.symbol)
+        order.order_id = len(self.orders)
+        self.orders.append(order)
+        order.ts_submitted = self.now
+        if bar is not current:
+            bar = (bar[0], current[1], *bar[2:7], current[7], bar[8])
+        for fill in self.handler.submit(order, bar):
+            self._book(fill)
+        return order
+
     def cancel(self, order: Order) -> bool:
         """Cancel a working order."""
         return self.handler.cancel(order, self.now, "cancelled by strategy")
@@ -226,6 +314,10 @@ class Backtester:
             self.strategy.on_fill(booked)
         self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
                                  self.portfolio.slippage))
+        self._cash = self.portfolio.cash
+        equity = self._cash + self.portfolio.unrealized
+        if equity <= self.risk.floor or equity > self.risk.peak:
+            self._check_breakers(equity)
 
     def _take(self, out: Any) -> None:
         if isinstance(out, Order):
@@ -263,6 +355,7 @@ class Backtester:
         booked = self.portfolio.roll(symbol, legs[0], legs[1], in_price)
         self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
                                  self.portfolio.slippage))
+        self._cash = self.portfolio.cash
         for fill in booked:
             self.strategy.on_fill(fill)
         moved = self.handler.shift_orders(symbol, in_price - out_price)
@@ -288,6 +381,7 @@ class Backtester:
         positions = portfolio.positions
         handler = self.handler
         working = handler.working
+        risk = self.risk
         keep = max(int(getattr(self.strategy, "history_size", 0) or 0), 0)
         histories = self.histories
         observe = self.slippage.observes_bars
@@ -333,6 +427,9 @@ class Backtester:
                     if days[i] != day:
                         day = days[i]
                         day_marks.append((points - 1, day))
+                        self.now, self.trading_day = ts, day
+                        for event in risk.new_day(day, portfolio.equity):
+                            self._event(event)
                 sym = syms[i]
                 self._i = i
                 if contracts is not None:
@@ -355,6 +452,11 @@ class Backtester:
                         portfolio.unrealized += pos.quantity * pos.multiplier * move
                         portfolio.gross_notional += abs(pos.quantity) * pos.multiplier * move
                         pos.mark = close
+                        # loss breakers see equity marked to market on every bar of a held symbol
+                        equity = self._cash + portfolio.unrealized
+                        if equity <= risk.floor or equity > risk.peak:
+                            self.now, self.trading_day = ts, day
+                            self._check_breakers(equity)
                 if observe:
                     self.slippage.observe(sym, closes[i])
                 if keep:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from engine.output import print_table
+from engine.risk import RiskLimits
 from engine.synthetic import synthetic_universe
 from loaders.ingest import ingest
 from warehouse import Warehouse
@@ -122,6 +123,11 @@ FROM bars_1m AS b JOIN contracts AS c ON c.root = b.symbol
 WHERE c.correlation_group IN ('equity_index', 'energy', 'metals') AND b.ts >= '2024-01-01'"""
 
 
+#: Risk limits of the demo account: the house defaults (5 % of equity per position) would refuse even one
+#: NQ contract on 1,000,000, so positions may reach 60 % of equity, 150 % in all and 80 % per group.
+DEMO_RISK = RiskLimits(max_single_position_pct=0.6, max_portfolio_exposure=1.5, max_correlated_exposure=0.8)
+
+
 def _demo_backtest(wh: Warehouse, console: Console) -> None:
     """Backtest the SMA crossover on a SQL-selected universe, record it and write its HTML report."""
     from engine.backtest import BacktestConfig, run_backtest
@@ -131,7 +137,7 @@ def _demo_backtest(wh: Warehouse, console: Console) -> None:
 
     console.print(f"[bold]Backtest[/bold] SmaCross(fast=10, slow=40) on a SQL-selected universe, next-bar-open fills, "
                   f"1-tick slippage, fees and margins from the contract tables:\n[cyan]{DEMO_BACKTEST_QUERY}[/cyan]")
-    config = BacktestConfig(slippage={"model": "fixed", "ticks": 1})
+    config = BacktestConfig(slippage={"model": "fixed", "ticks": 1}, risk=DEMO_RISK)
     result = run_backtest(wh, DEMO_BACKTEST_QUERY, SmaCross(fast=10, slow=40), config)
     m = result.metrics
     bars = int(result.timings["bars"])

@@ -14,12 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.backtest import BacktestConfig, run_backtest
+from engine.risk import RiskLimits
 from engine.orders import Order, OrderType, limit, market, stop
 from engine.strategies.sma_cross import SmaCross
 from engine.strategy import Strategy
 from tests.backtest_oracle import random_walk_bars, sma_cross_backtest
 from warehouse.errors import QEError
 
+#: Risk checks on, with limits that let the 1-contract crossover trade a 1,000,000 account (one ES contract
+#: is ~200,000 notional, so the house defaults of 5 % / 20 % of equity would refuse it).
+ONE_CONTRACT_RISK = RiskLimits(max_single_position_pct=1.0, max_portfolio_exposure=1.0, max_correlated_exposure=1.0,
+                               max_daily_loss=0.5, max_weekly_loss=0.5, max_drawdown=0.9)
+OFF = RiskLimits.off()
 ES_FEE = 0.85 + 1.38 + 0.02  # fees.csv: IB commission + exchange + regulatory, per contract per side
 NQ_FEE = ES_FEE
 
@@ -72,7 +78,7 @@ def test_sma_crossover_matches_numpy_oracle_to_the_cent(n: int, fill: str) -> No
     bars = random_walk_bars(n, seed=11)
     con = _connection(bars)
     result = run_backtest(con, "SELECT * FROM bars", SmaCross(fast=20, slow=50),
-                          BacktestConfig(fill=fill, timeframe="1m", initial_capital=1_000_000.0))
+                          BacktestConfig(fill=fill, timeframe="1m", initial_capital=1_000_000.0, risk=ONE_CONTRACT_RISK))
     oracle = sma_cross_backtest(bars["open"], bars["close"], bars["ts"], fill=fill, initial_capital=1_000_000.0)
 
     fills = result.tables["fills"]
@@ -103,7 +109,7 @@ def test_commission_is_charged_once_per_side_not_again_on_exit() -> None:
                   (4010.0, 4012.0, 4009.0, 4011.0)])
     con = _connection(bars)
     plan = {0: [market("ES", 3)], 2: [market("ES", -3)]}
-    result = run_backtest(con, "SELECT * FROM bars", Script(plan), BacktestConfig(timeframe="1m"))
+    result = run_backtest(con, "SELECT * FROM bars", Script(plan), BacktestConfig(timeframe="1m", risk=OFF))
     fills = result.tables["fills"]
     assert fills.column("commission").to_pylist() == pytest.approx([3 * ES_FEE, 3 * ES_FEE])
     assert result.final_equity - 1_000_000.0 == pytest.approx(1500.0 - 6 * ES_FEE)
@@ -118,7 +124,7 @@ def test_max_position_size_is_enforced_and_reducing_orders_pass() -> None:
     # 0 -> 8 ok; 8 + 4 = 12 > 10 denied; 8 + 2 = 10 ok (at the limit); 10 - 21 = -11: flips past the limit,
     # denied; 10 - 3 = 7 reduces: always passes.
     plan = {0: [market("ES", 8)], 1: [market("ES", 4)], 2: [market("ES", 2)], 3: [market("ES", -21)], 4: [market("ES", -3)]}
-    config = BacktestConfig(timeframe="1m", risk={"max_position_size": 10, "check_margin": False})
+    config = BacktestConfig(timeframe="1m", risk=OFF.model_copy(update={"max_position_size": 10}))
     result = run_backtest(con, "SELECT * FROM bars", Script(plan), config)
     orders = result.tables["orders"].to_pylist()
     assert [o["status"] for o in orders] == ["FILLED", "DENIED", "FILLED", "DENIED", "FILLED"]
@@ -154,7 +160,8 @@ def test_margin_check_counts_every_open_position() -> None:
             return market("ES", 1)
         return None
 
-    config = BacktestConfig(timeframe="1m", initial_capital=30_000.0)
+    config = BacktestConfig(timeframe="1m", initial_capital=30_000.0,
+                            risk=RiskLimits.off().model_copy(update={"check_margin": True}))
     result = run_backtest(con, "SELECT * FROM bars", strategy, config)
     orders = result.tables["orders"].to_pylist()
     assert [o["symbol"] for o in orders] == ["NQ", "ES"]
@@ -194,7 +201,7 @@ def test_realized_plus_unrealized_minus_costs_equals_equity_change(plan, seed, s
     contract = pa.array(["ESH4"] * 40 + ["ESM4"] * 40)
     con = _connection(bars, extra={"contract": contract})
     config = BacktestConfig(timeframe="1m", slippage={"model": "fixed", "ticks": slippage},
-                            risk={"max_position_size": 1000, "check_margin": False})
+                            risk=OFF)
     result = run_backtest(con, "SELECT * FROM bars", Script(plan), config)
     equity = result.tables["equity"]
     fills = result.tables["fills"]
@@ -239,7 +246,7 @@ def test_position_held_across_the_real_esz3_esh4_roll_is_rolled_at_roll_table_pr
             return None
 
     query = "SELECT * FROM bars_1m WHERE symbol = 'ES' AND ts BETWEEN '2013-11-25' AND '2013-12-20'"
-    result = run_backtest(wh, query, HoldLong(), BacktestConfig(slippage={"model": "fixed", "ticks": 1}))
+    result = run_backtest(wh, query, HoldLong(), BacktestConfig(slippage={"model": "fixed", "ticks": 1}, risk=OFF))
     fills = result.tables["fills"].to_pylist()
     legs = [f for f in fills if f["kind"] != "order"]
     assert [(f["kind"], f["contract"], f["quantity"]) for f in legs] == [("roll_out", "ESZ3", -2), ("roll_in", "ESH4", 2)]
@@ -261,15 +268,15 @@ def test_position_held_across_the_real_esz3_esh4_roll_is_rolled_at_roll_table_pr
 def test_a_stream_going_back_in_time_is_refused() -> None:
     con = _connection(_bars([(4000.0, 4001.0, 3999.0, 4000.0)] * 3))
     with pytest.raises(QEError, match="ordered by ts"):
-        run_backtest(con, "SELECT * FROM bars ORDER BY ts DESC", SmaCross(), BacktestConfig(timeframe="1m"))
+        run_backtest(con, "SELECT * FROM bars ORDER BY ts DESC", SmaCross(), BacktestConfig(timeframe="1m", risk=OFF))
 
 
 def test_missing_columns_and_bad_sql_are_one_clear_error() -> None:
     con = _connection(_bars([(4000.0, 4001.0, 3999.0, 4000.0)] * 3))
     with pytest.raises(QEError, match="missing: high, low"):
-        run_backtest(con, "SELECT symbol, ts, open, close FROM bars", SmaCross(), BacktestConfig(timeframe="1m"))
+        run_backtest(con, "SELECT symbol, ts, open, close FROM bars", SmaCross(), BacktestConfig(timeframe="1m", risk=OFF))
     with pytest.raises(QEError, match="exactly one SELECT|does not parse"):
-        run_backtest(con, "DROP TABLE bars", SmaCross(), BacktestConfig(timeframe="1m"))
+        run_backtest(con, "DROP TABLE bars", SmaCross(), BacktestConfig(timeframe="1m", risk=OFF))
 
 
 def test_several_symbols_interleave_in_time_and_history_is_per_symbol() -> None:
@@ -288,7 +295,7 @@ def test_several_symbols_interleave_in_time_and_history_is_per_symbol() -> None:
         def on_bar(self, bar):  # noqa: ANN001, ANN201
             seen.append((bar.ts, bar.symbol, len(self.history(bar.symbol)), bar["close"]))
 
-    run_backtest(con, "SELECT * FROM a_ES UNION ALL SELECT * FROM a_NQ", Watch(), BacktestConfig(timeframe="1m"))
+    run_backtest(con, "SELECT * FROM a_ES UNION ALL SELECT * FROM a_NQ", Watch(), BacktestConfig(timeframe="1m", risk=OFF))
     assert [s[0] for s in seen] == sorted(s[0] for s in seen)
     assert [s[1] for s in seen][:4] == ["ES", "ES", "ES", "NQ"]  # NQ starts two minutes later; same minute: ES first
     assert max(s[2] for s in seen) == 3
@@ -301,7 +308,7 @@ def test_functional_strategy_form() -> None:
     def buy_first(bar, engine):  # noqa: ANN001, ANN202
         return market("ES", 1) if not engine.orders else None
 
-    result = run_backtest(con, "SELECT * FROM bars", buy_first, BacktestConfig(timeframe="1m"))
+    result = run_backtest(con, "SELECT * FROM bars", buy_first, BacktestConfig(timeframe="1m", risk=OFF))
     assert result.tables["fills"].column("price").to_pylist() == [4002.0]
     assert result.strategy.endswith("buy_first")
 
@@ -310,8 +317,8 @@ def test_orders_need_a_known_instrument_or_an_override() -> None:
     con = _connection(_bars([(100.0, 101.0, 99.0, 100.0)] * 3), symbol="SPX")
     plan = {0: [market("SPX", 1)]}
     with pytest.raises(QEError, match="not a listed root"):
-        run_backtest(con, "SELECT * FROM bars", Script(plan), BacktestConfig(timeframe="1m"))
-    config = BacktestConfig(timeframe="1m", instruments={"SPX": {"multiplier": 100, "tick_size": 0.01, "fee_per_side": 1.0,
+        run_backtest(con, "SELECT * FROM bars", Script(plan), BacktestConfig(timeframe="1m", risk=OFF))
+    config = BacktestConfig(timeframe="1m", risk=OFF, instruments={"SPX": {"multiplier": 100, "tick_size": 0.01, "fee_per_side": 1.0,
                                                                  "initial_margin": 5000}})
     result = run_backtest(con, "SELECT * FROM bars", Script(plan), config)
     assert result.tables["fills"].column("commission").to_pylist() == [1.0]

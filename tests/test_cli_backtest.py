@@ -12,6 +12,22 @@ from tests.test_cli import qe
 QUERY = "SELECT * FROM bars_1h WHERE symbol = 'ES'"
 
 
+#: Risk limits that let 1-2 ES contracts trade a 1,000,000 account (the house defaults allow 5 % of equity
+#: per position: less than one ES contract); breakers stay on.
+RISK_TOML = """[backtest.risk]
+max_single_position_pct = 1.0
+max_portfolio_exposure = 1.0
+max_correlated_exposure = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def risk_config(tmp_path_factory):  # noqa: ANN001, ANN201
+    path = tmp_path_factory.mktemp("cfg") / "risk.toml"
+    path.write_text(RISK_TOML)
+    return path
+
+
 @pytest.fixture(scope="module")
 def hourly(tmp_path_factory):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("cli_bt") / "qe_data"
@@ -21,8 +37,8 @@ def hourly(tmp_path_factory):  # noqa: ANN001, ANN201
     return root
 
 
-def test_backtest_records_a_run_that_sql_and_report_can_read(hourly, tmp_path) -> None:  # noqa: ANN001
-    run = qe("backtest", "-q", QUERY, "-p", "fast=5", "-p", "slow=20", warehouse=hourly)
+def test_backtest_records_a_run_that_sql_and_report_can_read(hourly, risk_config, tmp_path) -> None:  # noqa: ANN001
+    run = qe("backtest", "-q", QUERY, "-p", "fast=5", "-p", "slow=20", "-c", str(risk_config), warehouse=hourly)
     assert run.returncode == 0, run.stderr
     assert "Report:" in run.stdout and "µs/bar" in run.stdout
     listed = qe("sql", "SELECT run_id, strategy, params, timeframe, bars FROM runs", "--format", "json", warehouse=hourly)
@@ -71,7 +87,7 @@ def test_backtest_with_a_config_file_and_a_strategy_file(hourly, tmp_path) -> No
     )
     config = tmp_path / "run.toml"
     config.write_text('[backtest]\ninitial_capital = 250000\nfill = "signal_close"\n'
-                      '[backtest.slippage]\nmodel = "fixed"\nticks = 2\n')
+                      '[backtest.slippage]\nmodel = "fixed"\nticks = 2\n' + RISK_TOML)
     run = qe("backtest", "-q", QUERY, "-s", f"{strategy}:buy_once", "-c", str(config), warehouse=hourly)
     assert run.returncode == 0, run.stderr
     fills = json.loads(qe("sql", "SELECT f.price, f.reference_price, f.slippage, r.initial_capital FROM run_fills f "
@@ -84,8 +100,8 @@ def test_backtest_with_a_config_file_and_a_strategy_file(hourly, tmp_path) -> No
     assert fills[0]["initial_capital"] == 250000
 
 
-def test_walkforward_command_records_the_stitched_run(hourly) -> None:  # noqa: ANN001
-    run = qe("walkforward", "-q", QUERY, "-g", "fast=3,5", "-g", "slow=12", "--train-days", "5", "--test-days", "3",
+def test_walkforward_command_records_the_stitched_run(hourly, risk_config) -> None:  # noqa: ANN001
+    run = qe("walkforward", "-q", QUERY, "-c", str(risk_config), "-g", "fast=3,5", "-g", "slow=12", "--train-days", "5", "--test-days", "3",
              "--processes", "1", "--metric", "total_return", warehouse=hourly)
     assert run.returncode == 0, run.stderr
     assert "Walk-forward windows" in run.stdout

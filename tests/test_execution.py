@@ -16,6 +16,7 @@ from datetime import date, datetime, timezone
 import duckdb
 import pytest
 
+from engine.risk import RiskLimits
 from engine.backtest import BacktestConfig, BacktestResult, run_backtest
 from engine.orders import Order, limit, market, mit, stop, stop_limit
 
@@ -62,7 +63,7 @@ def run(bars: list[Bar], plan: Plan, *, timeframe: str = "1h", others: list[tupl
 
     try:
         return run_backtest(con, "SELECT symbol, ts, open, high, low, close, volume FROM bars", strategy,
-                            BacktestConfig(timeframe=timeframe, **config))
+                            BacktestConfig(timeframe=timeframe, **{"risk": RiskLimits.off(), **config}))
     finally:
         con.close()
 
@@ -471,7 +472,7 @@ def test_participation_floor_is_robust_to_float_error():
     bars = [(T0, 4000, 4004, 3996, 4002, 100), (T1, 4003, 4008, 4001, 4006, 100), (T2, 4006, 4010, 4004, 4009, 100)]
     # 0.29 * 100 is 28.999999999999996 in floating point; the cap is 29 contracts.
     result = run(bars, {T0: lambda: market("ES", 30)}, participation=0.29,
-                 risk={"max_position_size": 50})
+                 risk=RiskLimits.off().model_copy(update={"max_position_size": 50}))
     assert [(f["ts"], f["quantity"]) for f in fills(result)] == [(utc(T1), 29), (utc(T2), 1)]
 
 

@@ -18,7 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.risk import RiskLimits
 from engine.backtest import BacktestConfig
+
+#: Walk-forward mechanics are tested with the risk limits off (the house defaults would refuse 1 ES of 1M).
+MECHANICS = BacktestConfig(risk=RiskLimits.off())
 from engine.ledger import load_run
 from engine.metrics import compute_metrics
 from engine.walkforward import (
@@ -88,7 +92,7 @@ def shared(tmp_path_factory) -> Warehouse:
 @pytest.fixture(scope="module")
 def rolling(shared):
     """One rolling walk-forward in this process, shared by the tests that only read it."""
-    return walk_forward(shared, QUERY, STRATEGY, GRID, train_days=10, test_days=5, processes=1)
+    return walk_forward(shared, QUERY, STRATEGY, GRID, train_days=10, test_days=5, processes=1, config=MECHANICS)
 
 
 def test_plan_rolling_and_anchored():
@@ -195,7 +199,7 @@ def test_ledger_rows(shared, rolling):
 def test_anchored_two_processes_match_one(tmp_path):
     wh = new_warehouse(tmp_path)
     days = trading_days(FIRST, DAYS)
-    config = BacktestConfig(initial_capital=500_000.0)
+    config = BacktestConfig(initial_capital=500_000.0, risk=RiskLimits.off())
     kw = {"train_days": 12, "test_days": 7, "anchored": True, "metric": "total_return", "config": config}
     one = walk_forward(wh, QUERY, STRATEGY, GRID, processes=1, **kw)
     two = walk_forward(wh, QUERY, STRATEGY, GRID, processes=2, **kw)
@@ -222,7 +226,7 @@ def test_training_runs_in_worker_processes(shared, tmp_path):
     probe = tmp_path / "pids"
     probe.mkdir()
     wf = walk_forward(shared, QUERY, "tests.walkforward_strategies:PidProbe", {"direction": [-1, 1], "probe": [str(probe)]},
-                      train_days=10, test_days=10, processes=2)
+                      train_days=10, test_days=10, processes=2, config=MECHANICS)
     assert [w.params["direction"] for w in wf.windows] == [1, 1]  # 10 + 10 + 10 <= 33 < 10 + 20 + 10
     pids = {int(p.name) for p in probe.iterdir()}
     workers = pids - {os.getpid()}
