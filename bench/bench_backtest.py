@@ -170,6 +170,7 @@ def backtrader_run(df):
 def engine_run(con: duckdb.DuckDBPyConnection):
     """Run the strategy in our engine; returns the result object."""
     from engine.backtest import BacktestConfig, run_backtest
+    from engine.risk import RiskLimits
     from engine.strategy import Strategy
 
     class SmaCross(Strategy):
@@ -194,7 +195,11 @@ def engine_run(con: duckdb.DuckDBPyConnection):
                 return self.target_position(bar.symbol, -1)
             return None
 
-    config = BacktestConfig(initial_capital=CAPITAL, fill="next_open", timeframe="1m")
+    # Risk checks ON (every order passes position, notional, correlated-exposure and margin checks; loss and
+    # drawdown breakers watch every marked bar), with limits wide enough for 1 ES contract on this account.
+    risk = RiskLimits(max_single_position_pct=1.0, max_portfolio_exposure=1.0, max_correlated_exposure=1.0,
+                      max_daily_loss=0.5, max_weekly_loss=0.5, max_drawdown=0.9)
+    config = BacktestConfig(initial_capital=CAPITAL, fill="next_open", timeframe="1m", risk=risk)
     return run_backtest(con, SMA_QUERY, SmaCross(), config)
 
 
