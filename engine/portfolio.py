@@ -158,7 +158,8 @@ class Portfolio:
             trade.exit_ts = fill.ts
             del self._open_trades[symbol]
         else:
-            pos.mark = fill.price if fill.kind != "roll_in" else pos.mark
+            # mark at the market price, not the slipped fill price (the slippage is a cost, not a price move)
+            pos.mark = fill.reference_price if fill.kind != "roll_in" else pos.mark
         self.position_changes.append((fill.ts, symbol, pos.contract, pos.quantity, pos.avg_price if pos.quantity else 0.0))
         self._recompute_marks()
         return [fill]
