@@ -290,6 +290,7 @@ def backtest(
     fill: Annotated[Optional[str], typer.Option("--fill", help="next_open (default) or signal_close.")] = None,
     capital: Annotated[Optional[float], typer.Option("--capital", help="Initial capital.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="HTML report path (default <warehouse>/reports/<run>.html).")] = None,
+    signal: Annotated[Optional[str], typer.Option("--signal", help="Vectorized path: the query's target-position column (no strategy, no risk checks).")] = None,
 ) -> None:
     """Run a strategy over the bars a SQL query returns; record the run and write its HTML report."""
     from engine.backtest import run_backtest
@@ -300,7 +301,12 @@ def backtest(
     text = query if query is not None else query_file.read_text(encoding="utf-8")
     cfg = load_config(config, timeframe=timeframe, fill=fill, initial_capital=capital)
     wh = _warehouse()
-    result = run_backtest(wh, text, make_strategy(strategy, parse_params(param)), cfg)
+    if signal is not None:
+        from engine.vectorized import run_vectorized
+
+        result = run_vectorized(wh, text, signal, cfg)
+    else:
+        result = run_backtest(wh, text, make_strategy(strategy, parse_params(param)), cfg)
     path = _write_report(wh, result.run_id, report)
     _print_run(result.run_id, result.metrics, result.timings, path)
 

@@ -112,3 +112,16 @@ def test_walkforward_command_records_the_stitched_run(hourly, risk_config) -> No
     children = json.loads(qe("sql", "SELECT count(*) AS n FROM runs c JOIN runs p ON c.parent_run_id = p.run_id "
                                     "WHERE p.kind = 'walkforward'", "--format", "json", warehouse=hourly).stdout)
     assert children[0]["n"] == counts["walkforward_window"]
+
+
+def test_vectorized_signal_column_from_the_command_line(hourly) -> None:  # noqa: ANN001
+    query = ("SELECT *, CASE WHEN close > avg(close) OVER (PARTITION BY symbol ORDER BY ts ROWS 9 PRECEDING) "
+             "THEN 1 ELSE -1 END AS target FROM bars_1h WHERE symbol = 'ES'")
+    run = qe("backtest", "-q", query, "--signal", "target", warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(qe("sql", "SELECT kind, strategy FROM runs WHERE kind = 'vectorized'", "--format", "json",
+                         warehouse=hourly).stdout)
+    assert rows == [{"kind": "vectorized", "strategy": "vectorized:target"}]
+    warned = json.loads(qe("sql", "SELECT count(*) AS n FROM run_events WHERE code = 'RISK_NOT_CHECKED'", "--format",
+                           "json", warehouse=hourly).stdout)
+    assert warned[0]["n"] == 1
