@@ -23,6 +23,14 @@ app.add_typer(rolls_app, name="rolls")
 features_app = typer.Typer(no_args_is_help=True, help="The feature catalog as SQL: build, list, show, lineage.")
 app.add_typer(features_app, name="features")
 
+def _mount_signals() -> None:
+    from engine.signals import signals_app
+
+    app.add_typer(signals_app, name="signals", help="Signal generators as SQL: list, params, show, build.")
+
+
+_mount_signals()
+
 console = Console()
 err_console = Console(stderr=True)
 

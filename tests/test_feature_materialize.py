@@ -107,3 +107,18 @@ def test_a_crashed_build_leaves_only_staging_files_that_are_swept_when_stale(tmp
     os.utime(old, (old.stat().st_atime - 7200, old.stat().st_mtime - 7200))
     Warehouse(wh.root)
     assert not old.exists()
+
+
+def test_daily_and_hourly_features_of_a_symbol_with_only_minute_bars(tmp_path):
+    # 1d features resample CME sessions from the adjusted 1m bars and 1h features resample hours when no
+    # stored bars exist; regression: the resampled branch lost its column names in the UNION.
+    wh = Warehouse(tmp_path / "w")
+    _ingest_frame(wh, _bars("2024-01-08 23:00", 3 * 1440), tmp_path / "m.parquet")
+    registry = build_registry([("features/01_toy.sql", TOY)])
+    sessions = wh.sql("SELECT count(*) AS n FROM session_bars_1d WHERE symbol = 'ES'").to_pylist()[0]["n"]
+    assert build_features(wh, "1d", registry=registry).rows == sessions
+    hours = wh.sql("SELECT count(DISTINCT time_bucket(INTERVAL 1 HOUR, ts)) AS n FROM bars_1m").to_pylist()[0]["n"]
+    assert build_features(wh, "1h", registry=registry).rows == hours
+    wh.refresh()
+    daily = wh.pandas("SELECT * FROM features_1d ORDER BY ts")
+    assert daily.logret_1.notna().sum() == sessions - 1

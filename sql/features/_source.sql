@@ -12,14 +12,14 @@ SELECT symbol, ts, open, high, low, close, volume FROM bars_1m_adj_ratio
 {%- elif timeframe == '1h' %}
 SELECT symbol, ts, open, high, low, close, volume FROM bars_1h_adj_ratio
 UNION ALL
-SELECT symbol, time_bucket(INTERVAL 1 HOUR, ts) AS ts, arg_min(open, ts), max(high), min(low), arg_max(close, ts),
-       CAST(sum(volume) AS BIGINT)
+SELECT symbol, time_bucket(INTERVAL 1 HOUR, ts) AS ts, arg_min(open, ts) AS open, max(high) AS high, min(low) AS low,
+       arg_max(close, ts) AS close, CAST(sum(volume) AS BIGINT) AS volume
 FROM bars_1m_adj_ratio
 WHERE symbol NOT IN (SELECT DISTINCT symbol FROM bars_1h_adj_ratio)
 GROUP BY symbol, contract, time_bucket(INTERVAL 1 HOUR, ts)
 {%- else %}
-SELECT symbol, {{ m.session_open(m.trading_date('ts')) }} AS ts, arg_min(open, ts), max(high), min(low),
-       arg_max(close, ts), CAST(sum(volume) AS BIGINT)
+SELECT symbol, {{ m.session_open(m.trading_date('ts')) }} AS ts, arg_min(open, ts) AS open, max(high) AS high,
+       min(low) AS low, arg_max(close, ts) AS close, CAST(sum(volume) AS BIGINT) AS volume
 FROM bars_1m_adj_ratio
 GROUP BY symbol, contract, {{ m.trading_date('ts') }}
 UNION ALL
