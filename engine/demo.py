@@ -116,29 +116,37 @@ def _demo_features(wh: Warehouse, console: Console) -> None:
         print_table(wh.sql(query), console)
 
 
-#: The demo's universe is chosen with SQL: every root of three correlation groups with 1-minute bars in 2024
-#: (the SYNTHETIC sample universe; each root rolls once in it).
-DEMO_BACKTEST_QUERY = """SELECT b.symbol, b.ts, b.contract, b.open, b.high, b.low, b.close, b.volume
-FROM bars_1m AS b JOIN contracts AS c ON c.root = b.symbol
-WHERE c.correlation_group IN ('equity_index', 'energy', 'metals') AND b.ts >= '2024-01-01'"""
-
-
-#: Risk limits of the demo account: the house defaults (5 % of equity per position) would refuse even one
-#: NQ contract on 1,000,000, so positions may reach 60 % of equity, 150 % in all and 80 % per group.
-DEMO_RISK = RiskLimits(max_single_position_pct=0.6, max_portfolio_exposure=1.5, max_correlated_exposure=0.8)
+#: The demo account: 10,000,000 with the house risk limits, except a tight 0.3 % daily loss limit so the
+#: loss breaker has something to do on ten sessions of data.
+DEMO_CAPITAL = 10_000_000.0
+DEMO_RISK = RiskLimits(max_daily_loss=0.003)
+#: The universe is chosen with SQL: every root of the five correlation groups, on the 2024 sessions of the
+#: sample data (the SYNTHETIC five-root universe; the real ES bars are years apart and would be held across
+#: the gap).
+DEMO_UNIVERSE = "SELECT root FROM contracts WHERE correlation_group IN ('equity_index', 'energy', 'metals', 'bonds', 'currencies')"
+DEMO_START = "2024-01-01"
 
 
 def _demo_backtest(wh: Warehouse, console: Console) -> None:
-    """Backtest the SMA crossover on a SQL-selected universe, record it and write its HTML report."""
+    """The composite signal on a SQL-selected multi-root universe through the risk manager, with its report."""
     from engine.backtest import BacktestConfig, run_backtest
     from engine.ledger import load_run
     from engine.report import write_report
-    from engine.strategies.sma_cross import SmaCross
+    from engine.signals import signal_query
+    from engine.strategies.signal_follower import SignalFollower
 
-    console.print(f"[bold]Backtest[/bold] SmaCross(fast=10, slow=40) on a SQL-selected universe, next-bar-open fills, "
-                  f"1-tick slippage, fees and margins from the contract tables:\n[cyan]{DEMO_BACKTEST_QUERY}[/cyan]")
-    config = BacktestConfig(slippage={"model": "fixed", "ticks": 1}, risk=DEMO_RISK)
-    result = run_backtest(wh, DEMO_BACKTEST_QUERY, SmaCross(fast=10, slow=40), config)
+    composite = signal_query("composite", "1m", params={"capital": DEMO_CAPITAL, "max_contracts": 3})
+    query = (f"SELECT * FROM (\n{composite}\n) AS s\nWHERE s.symbol IN ({DEMO_UNIVERSE}) AND s.ts >= '{DEMO_START}'\n"
+             "ORDER BY s.ts, s.symbol")
+    console.print(
+        "[bold]Portfolio backtest[/bold]: the composite of the four signal generators (momentum, mean reversion, "
+        "breakout, volatility regime; SQL over features_1m, volatility-scaled targets of at most 3 contracts) on the "
+        f"universe [cyan]{DEMO_UNIVERSE}[/cyan] from {DEMO_START} (SYNTHETIC sample roots), through the risk manager (house limits on "
+        f"{DEMO_CAPITAL:,.0f}, daily loss limit 0.3 %), next-bar-open fills, 1-tick slippage, fees and margins from "
+        "the contract tables. See the query with [bold]qe signals show composite[/bold]."
+    )
+    config = BacktestConfig(initial_capital=DEMO_CAPITAL, slippage={"model": "fixed", "ticks": 1}, risk=DEMO_RISK)
+    result = run_backtest(wh, query, SignalFollower(), config)
     m = result.metrics
     bars = int(result.timings["bars"])
     console.print(
@@ -155,6 +163,15 @@ def _demo_backtest(wh: Warehouse, console: Console) -> None:
         ),
         console,
         title="Fills by symbol and kind (rolls traded at the roll table's prices)",
+    )
+    print_table(
+        wh.sql(
+            "SELECT kind, code, count(*) AS events, count(DISTINCT symbol) AS symbols, min(ts) AS first, "
+            "any_value(message) AS example FROM run_events WHERE run_id = $run GROUP BY ALL ORDER BY kind, events DESC",
+            {"run": result.run_id},
+        ),
+        console,
+        title="Risk denials, breakers and state changes, grouped by reason",
     )
     run, tables, metrics = load_run(wh, result.run_id)
     path = write_report(wh.root / "reports" / f"{result.run_id}.html", run, tables, metrics)
