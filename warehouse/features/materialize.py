@@ -1,9 +1,13 @@
 """Materialize the features to Parquet per (timeframe, symbol, year), and expose them as ``features_<tf>``.
 
 A symbol is recomputed from its first bar whenever its input bars changed (a fingerprint of the source rows),
-so recursive filters (EMA, Wilder) carry their exact state across every partition boundary; only the year
-partitions whose content changed are replaced, each atomically (DuckDB writes to a staging directory on the
-same file system, then each file is renamed into place). ``--full`` recomputes every symbol.
+so recursive filters (EMA, Wilder) and cumulative features carry their exact state across every partition
+boundary. Only the year partitions that can have changed are replaced: features at ``ts`` read only bars with
+open time ``<= ts`` (the look-ahead lint enforces it), so a year's partition depends only on the bars up to the
+end of that year, and it is kept when the fingerprint of those bars is unchanged (appending a day rewrites the
+last year only; recomputed values of older years would differ at most in the last bits of floating-point
+sums, which is no reason to rewrite them). Each replacement is atomic (DuckDB writes to a staging directory on
+the same file system, then each file is renamed into place). ``--full`` recomputes and rewrites every symbol.
 """
 
 from __future__ import annotations
@@ -80,19 +84,23 @@ def build_features(
     report = BuildReport(timeframe)
     query = feature_query(registry, "symbol_bars", timeframe)
     for i, symbol in enumerate(chosen, start=1):
-        fingerprint = _fingerprint(con, symbol) + signature
-        if not full and manifest.get(symbol) == fingerprint and _has_partitions(wh.root, timeframe, symbol):
+        years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
+        fingerprint = _combine(years)
+        previous = manifest.get(symbol)
+        previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
+        if not full and previous["all"] == fingerprint and _has_partitions(wh.root, timeframe, symbol):
             report.skipped.append(symbol)
         else:
             # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
             literal = symbol.replace("'", "''")
             con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
-            written, unchanged, rows = _write_symbol(wh.root, con, query, timeframe, symbol)
+            keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
+            written, unchanged, rows = _write_symbol(wh.root, con, query, timeframe, symbol, keep)
             report.partitions_written += written
             report.partitions_unchanged += unchanged
             report.rows += rows
             report.built.append(symbol)
-            manifest[symbol] = fingerprint
+            manifest[symbol] = {"all": fingerprint, "years": years}
             _write_manifest(manifest_path, manifest)
         if on_symbol is not None:
             on_symbol(symbol, i, len(chosen))
@@ -100,12 +108,23 @@ def build_features(
     return report
 
 
-def _fingerprint(con, symbol: str) -> str:  # noqa: ANN001
-    row = con.sql(
-        "SELECT count(*), min(ts), max(ts), sum(close), sum(high - low), sum(volume) FROM feature_source WHERE symbol = $s",
+def _year_fingerprints(con, symbol: str) -> dict[str, str]:  # noqa: ANN001
+    """Per year Y: a fingerprint of every source bar up to the end of Y (what Y's features can depend on)."""
+    rows = con.sql(
+        "SELECT year(ts) AS y, count(*), min(ts), max(ts), sum(close), sum(high - low), sum(volume) "
+        "FROM feature_source WHERE symbol = $s GROUP BY y ORDER BY y",
         params={"s": symbol},
-    ).fetchone()
-    return hashlib.sha256(repr(row).encode()).hexdigest()[:24]
+    ).fetchall()
+    out: dict[str, str] = {}
+    running = hashlib.sha256()
+    for row in rows:
+        running.update(repr(row).encode())
+        out[str(row[0])] = running.copy().hexdigest()[:24]
+    return out
+
+
+def _combine(years: dict[str, str]) -> str:
+    return hashlib.sha256(repr(sorted(years.items())).encode()).hexdigest()[:24]
 
 
 def _registry_signature(registry: Registry) -> str:
@@ -117,8 +136,9 @@ def _has_partitions(root: Path, timeframe: str, symbol: str) -> bool:
     return any((features_dir(root, timeframe) / f"symbol={symbol}").glob("*/data.parquet"))
 
 
-def _write_symbol(root: Path, con, query: str, timeframe: str, symbol: str) -> tuple[int, int, int]:  # noqa: ANN001
-    """Write one symbol's year partitions; return (written, unchanged, rows)."""
+def _write_symbol(root: Path, con, query: str, timeframe: str, symbol: str,  # noqa: ANN001
+                  keep: set[str] = frozenset()) -> tuple[int, int, int]:
+    """Write one symbol's year partitions, except those in ``keep`` that exist; return (written, unchanged, rows)."""
     staging = root / ".staging" / uuid.uuid4().hex
     staging.mkdir(parents=True)
     try:
@@ -136,7 +156,7 @@ def _write_symbol(root: Path, con, query: str, timeframe: str, symbol: str) -> t
         written = unchanged = 0
         for year_dir, path in sorted(produced.items()):
             target = target_dir / year_dir / "data.parquet"
-            if target.exists() and sha256_file(target) == sha256_file(path):
+            if target.exists() and (year_dir in keep or sha256_file(target) == sha256_file(path)):
                 unchanged += 1
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
