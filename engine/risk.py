@@ -161,7 +161,7 @@ def volatility_scaled_contracts(signal: float, equity: float, price: float, mult
     Example: signal 1, equity 1,000,000, ES at 4,000 (multiplier 50, notional 200,000), vol 0.30 ->
     scale 0.5 -> floor(1,000,000 * 0.5 / 200,000) = 2 contracts.
     """
-    if not signal or price <= 0 or multiplier <= 0 or equity <= 0:
+    if not signal or math.isnan(signal) or price <= 0 or multiplier <= 0 or equity <= 0:
         return 0
     if instrument_vol is None or not instrument_vol > 0 or math.isnan(instrument_vol):
         scale = min_vol_scale
@@ -232,7 +232,7 @@ class RiskManager:
             return Denial("NO_MARKET_DATA", f"no price of {order.symbol} seen yet")
         limits = self.limits
         multiplier = self.instruments.terms(order.symbol).multiplier
-        own = abs(projected) * multiplier * price
+        own = abs(projected) * multiplier * abs(price)  # prices can be negative (CL, April 2020)
         if limits.max_single_position_pct is not None and own > limits.max_single_position_pct * equity + 1e-6:
             return Denial("MAX_SINGLE_POSITION", f"notional={own:.2f}, limit={limits.max_single_position_pct * equity:.2f} "
                                                  f"({limits.max_single_position_pct:g} of equity {equity:.2f})")
@@ -242,7 +242,7 @@ class RiskManager:
         for symbol, quantity in account.exposures().items():
             if symbol == order.symbol or not quantity:
                 continue
-            mark = account.price(symbol) or 0.0
+            mark = abs(account.price(symbol) or 0.0)
             notional = abs(quantity) * self.instruments.terms(symbol).multiplier * mark
             total += notional
             if self.group(symbol) == group:
@@ -298,8 +298,14 @@ class RiskManager:
         if self.state is RiskState.REDUCING and self._reducing_until is not None:
             unit, until = self._reducing_until
             if (unit == "day" and trading_day > until) or (unit == "week" and week > until):
-                events.append(self.set_state(RiskState.ACTIVE, f"{self.reason} cleared"))
-                self._reducing_until = None
+                limits = self.limits
+                if (unit == "day" and limits.max_weekly_loss is not None
+                        and equity <= self.week_start * (1 - limits.max_weekly_loss)):
+                    # the week's limit was reached while REDUCING for the day: REDUCING until the next week
+                    events.append(self.trip("WEEKLY_LOSS", equity))
+                else:
+                    events.append(self.set_state(RiskState.ACTIVE, f"{self.reason} cleared"))
+                    self._reducing_until = None
         self._rearm()
         return events
 
