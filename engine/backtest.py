@@ -9,7 +9,10 @@ For every bar, in time order (several symbols interleaved):
 4. the strategy sees the bar and returns orders, which pass the risk manager before reaching the handler.
 
 After the last bar of each timestamp the account's equity is recorded (marked to the latest close of every
-open position). Money conventions are in :mod:`engine.portfolio`; fill conventions in
+open position) by an :class:`~engine.equity.EquityRecorder`, which keeps at most
+``BacktestConfig.equity_chunk_points`` points (plus one record batch) in memory and spills longer runs to a
+Parquet file a chunk at a time, so a run's memory is bounded by the batch and chunk sizes, not by the length
+of the history. Money conventions are in :mod:`engine.portfolio`; fill conventions in
 :mod:`engine.execution`.
 """
 
@@ -17,19 +20,24 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
+import weakref
 from array import array
 from collections import deque
 from functools import partial
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.equity import DEFAULT_CHUNK_POINTS, EquityRecorder
 from engine.execution import BacktestExecutionHandler
 from engine.feed import BAR_NS, Feed, infer_timeframe, open_feed
 from engine.instruments import EPOCH, InstrumentBook, InstrumentOverride
@@ -74,6 +82,10 @@ class BacktestConfig(BaseModel):
         commission) when the data ends, so the run ends flat (walk-forward test windows use it).
     batch_size : int
         Rows per Arrow record batch streamed from DuckDB.
+    equity_chunk_points : int
+        Equity points held in memory before they are spilled to a Parquet file (checked between record
+        batches). A run with more points than this records its equity ledger in ``BacktestResult.equity_path``
+        instead of memory (see :class:`BacktestResult`); shorter runs are unaffected.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +103,7 @@ class BacktestConfig(BaseModel):
     roll: bool = True
     close_at_end: bool = False
     batch_size: int = Field(default=65_536, ge=1)
+    equity_chunk_points: int = Field(default=DEFAULT_CHUNK_POINTS, ge=1)
 
 
 @dataclass
@@ -101,11 +114,19 @@ class BacktestResult:
     ----------
     tables : dict of pyarrow.Table
         ``orders``, ``fills``, ``positions``, ``equity``, ``trades``, ``events`` with the run-ledger schemas
-        (without ``run_id`` until recorded).
+        (without ``run_id`` until recorded). For a run whose equity was spilled to disk (``equity_path`` set),
+        ``tables["equity"]`` is a **daily sample**: the last point of each CME trading date (the rows the
+        daily statistics use), not every point; the full ledger is the file (:meth:`equity_table`).
     metrics : dict
-        Performance metrics (:func:`engine.metrics.compute_metrics`).
+        Performance metrics (:func:`engine.metrics.compute_metrics`, or for a spilled run
+        :func:`engine.metrics.compute_metrics_streaming`, which gives the same values).
     timings : dict
         ``query_s`` (time to the first batch), ``loop_s`` (event loop), ``bars``.
+    equity_path : Path, optional
+        The full equity ledger (``RUN_EQUITY`` Parquet, one row per bar timestamp) of a run with more points
+        than ``config.equity_chunk_points``; None for an in-memory run. Until the run is recorded it lives in
+        a temporary (or warehouse staging) directory removed when the result is garbage-collected;
+        :func:`engine.ledger.record_run` moves it to ``runs/run_equity/<run_id>.parquet`` and points this at it.
     """
 
     config: BacktestConfig
@@ -122,6 +143,22 @@ class BacktestResult:
     symbols: list[str] = field(default_factory=list)
     data_start: int | None = None
     data_end: int | None = None
+    equity_path: Path | None = None
+
+    @property
+    def equity_sampled(self) -> bool:
+        """``tables["equity"]`` holds one point per trading date, not every point (see ``equity_path``)."""
+        return self.equity_path is not None
+
+    def equity_table(self) -> pa.Table:
+        """The full equity ledger: ``tables["equity"]`` for an in-memory run, else the file read whole.
+
+        Reading a spilled run's file costs O(points) memory (about 80 bytes a point); iterate it with
+        ``pyarrow.parquet.ParquetFile(result.equity_path).iter_batches()`` to stay bounded.
+        """
+        if self.equity_path is None:
+            return self.tables["equity"]
+        return pq.read_table(self.equity_path).cast(schemas.RUN_EQUITY)
 
 
 class Backtester:
@@ -131,7 +168,8 @@ class Backtester:
     """
 
     def __init__(self, strategy: Strategy, config: BacktestConfig, timeframe: str,
-                 rolls: dict[tuple[str, str, str], tuple[float, float]] | None = None) -> None:
+                 rolls: dict[tuple[str, str, str], tuple[float, float]] | None = None, *,
+                 equity_dir: Path | None = None, run_id: str | None = None) -> None:
         if timeframe not in BAR_NS:
             raise ConfigError(f"unknown timeframe {timeframe!r}; one of {', '.join(BAR_NS)}")
         self.config = config
@@ -158,13 +196,21 @@ class Backtester:
         self._previous_columns: list[list] | None = None
         self._last_bars: dict[str, tuple] = {}
         self.feed_s = 0.0
-        # equity points, one per distinct bar timestamp
-        self._eq_ts = array("q")
-        self._eq_unrealized = array("d")
-        self._eq_notional = array("d")
-        self._day_marks: list[tuple[int, int]] = []  # (first equity point index, trading day) at each new day
+        # equity points, one per distinct bar timestamp, buffered (and spilled) by the recorder; the loop
+        # appends to its buffers directly. Indices in the marks are positions in the current buffer.
+        self.recorder = EquityRecorder(config.initial_capital, chunk_points=config.equity_chunk_points,
+                                       directory=equity_dir, run_id=run_id)
+        self._eq_ts: array = self.recorder.ts
+        self._eq_unrealized: array = self.recorder.unrealized
+        self._eq_notional: array = self.recorder.notional
+        self._day_marks = self.recorder.day_marks  # (first equity point index, trading day) at each new day
         # account state after each fill: (equity point index it belongs to, realized, commissions, slippage)
-        self._cash_marks: list[tuple[int, float, float, float]] = []
+        self._cash_marks = self.recorder.cash_marks
+        # equity-point index of each trade's entry and exit (-1 = not resolved yet, 16 bytes a trade): trades'
+        # bars_held once the points have been spilled; _trade_pending lists trades not fully resolved
+        self._trade_entry_point = array("q")
+        self._trade_exit_point = array("q")
+        self._trade_pending: list[int] = []
         self.symbols: set[str] = set()
         self.bars = 0
         self._cash = config.initial_capital
@@ -387,6 +433,7 @@ class Backtester:
         observe = self.slippage.observes_bars
         eq_ts, eq_unreal, eq_notional = self._eq_ts, self._eq_unrealized, self._eq_notional
         day_marks = self._day_marks
+        chunk_points = self.recorder.chunk_points
         last_contract: dict[str, str | None] = {}
         last_ts = -(2**63)
         day = None
@@ -402,6 +449,8 @@ class Backtester:
             if item is None:
                 break
             columns, n = item
+            if len(eq_ts) >= chunk_points:
+                self._flush_equity()  # between batches: equity memory stays bounded by chunk + batch
             if self._columns is not None:
                 # the last bar of every symbol in the finished batch, for orders on symbols that trade rarely
                 self._previous_columns = self._columns
@@ -426,7 +475,7 @@ class Backtester:
                     last_ts = ts
                     if days[i] != day:
                         day = days[i]
-                        day_marks.append((points - 1, day))
+                        day_marks.append((len(eq_ts), day))  # the point of this ts comes next
                         self.now, self.trading_day = ts, day
                         for event in risk.new_day(day, portfolio.equity):
                             self._event(event)
@@ -475,6 +524,50 @@ class Backtester:
             eq_notional.append(portfolio.gross_notional)
         self.bars = bars
         self.feed_s = feed_s
+        if self.recorder.spilled:
+            self._flush_equity(final=True)
+            self.recorder.close()
+
+    def _flush_equity(self, final: bool = False) -> None:
+        """Spill the buffered equity points and resolve the trades' entry/exit point indices they cover."""
+        chunk_ts, base = self.recorder.flush()
+        trades = self.portfolio.trades
+        entry_point, exit_point = self._trade_entry_point, self._trade_exit_point
+        new = len(trades) - len(entry_point)
+        self._trade_pending.extend(range(len(entry_point), len(trades)))
+        entry_point.extend([-1] * new)
+        exit_point.extend([-1] * new)
+        # Fills are stamped with the ts of the bar being processed, which is after every spilled point, so a
+        # trade's entry and exit fall in the chunk being flushed or a later one (or after the last point).
+        hi = int(chunk_ts[-1]) if len(chunk_ts) else None
+        slots: list[tuple[array, int]] = []
+        queries: list[int] = []
+        pending = []
+        for k in self._trade_pending:
+            trade = trades[k]
+            done = True
+            if entry_point[k] < 0:
+                if final or (hi is not None and trade.entry_ts <= hi):
+                    slots.append((entry_point, k))
+                    queries.append(trade.entry_ts)
+                else:
+                    done = False
+            if exit_point[k] < 0:
+                exit_ts = trade.exit_ts
+                if exit_ts is not None and (final or (hi is not None and exit_ts <= hi)):
+                    slots.append((exit_point, k))
+                    queries.append(exit_ts)
+                elif final:  # still open: held up to the last point
+                    exit_point[k] = base + len(chunk_ts)
+                else:
+                    done = False
+            if not done:
+                pending.append(k)
+        self._trade_pending = pending
+        if queries:
+            ranks = np.searchsorted(chunk_ts, np.array(queries, dtype=np.int64), side="left") + base
+            for (points, k), rank in zip(slots, ranks.tolist()):
+                points[k] = rank
 
     def _close_all_at_mark(self, ts: int, day: int, reason: str) -> None:
         """Cancel every working order and close every position at its latest mark (slippage and fees apply)."""
@@ -527,40 +620,15 @@ class Backtester:
             "orders": self._orders_table(),
             "fills": self._fills_table(),
             "positions": self._positions_table(),
-            "equity": self._equity_table(),
+            # a spilled run's full ledger is its file; the result carries the last point of each trading date
+            "equity": self.recorder.summary.daily_table() if self.recorder.spilled else self._equity_table(),
             "trades": self._trades_table(),
             "events": self._events_table(),
         }
 
     def _equity_table(self) -> pa.Table:
-        n = len(self._eq_ts)
-        # The account state after a fill holds from the equity point of the bar that produced it onwards:
-        # each point takes the last fill mark whose point index is <= its own.
-        marks = np.array(self._cash_marks, dtype=np.float64).reshape(-1, 4)
-        last = np.searchsorted(marks[:, 0], np.arange(n), side="right") - 1
-        state = np.vstack([np.zeros((1, 4)), marks])[last + 1]
-        realized, commissions, slippage = state[:, 1], state[:, 2], state[:, 3]
-        unrealized = np.frombuffer(self._eq_unrealized, dtype=np.float64) if n else np.zeros(0)
-        cash = self.config.initial_capital + realized - commissions
-        marks_days = np.array(self._day_marks, dtype=np.int64).reshape(-1, 2)
-        which = np.searchsorted(marks_days[:, 0], np.arange(n), side="right") - 1
-        days = marks_days[which, 1].astype(np.int32) if n else np.zeros(0, dtype=np.int32)
-        return pa.table(
-            {
-                "run_id": pa.nulls(n, pa.string()),
-                "ts": pa.array(np.frombuffer(self._eq_ts, dtype=np.int64) if n else np.zeros(0, np.int64),
-                               pa.int64()).cast(pa.timestamp("ns", tz="UTC")).cast(schemas.TS, safe=False),
-                "trading_date": pa.array(days, pa.int32()).cast(pa.date32()),
-                "equity": cash + unrealized,
-                "cash": cash,
-                "unrealized": unrealized,
-                "realized": realized,
-                "commissions": commissions,
-                "slippage": slippage,
-                "gross_notional": np.frombuffer(self._eq_notional, dtype=np.float64) if n else np.zeros(0),
-            },
-            schema=schemas.RUN_EQUITY,
-        )
+        """The in-memory equity ledger (every point; a run that never spilled)."""
+        return self.recorder.table()
 
     def _orders_table(self) -> pa.Table:
         rows = self.orders
@@ -628,10 +696,19 @@ class Backtester:
 
     def _trades_table(self) -> pa.Table:
         rows = self.portfolio.trades
-        eq_ts = np.frombuffer(self._eq_ts, dtype=np.int64) if len(self._eq_ts) else np.zeros(0, np.int64)
-        last = int(eq_ts[-1]) if len(eq_ts) else 0
-        held = [int(np.searchsorted(eq_ts, t.exit_ts if t.exit_ts is not None else last + 1)
-                    - np.searchsorted(eq_ts, t.entry_ts)) for t in rows]
+        if self.recorder.spilled:
+            # index of the exit (or one past the last point) minus index of the entry, resolved while spilling;
+            # a trade opened after the last point (in on_stop) holds 0 points
+            total = self.recorder.points
+            resolved = len(self._trade_entry_point)
+            held = [(self._trade_exit_point[k] if k < resolved and self._trade_exit_point[k] >= 0 else total)
+                    - (self._trade_entry_point[k] if k < resolved and self._trade_entry_point[k] >= 0 else total)
+                    for k in range(len(rows))]
+        else:
+            eq_ts = np.frombuffer(self._eq_ts, dtype=np.int64) if len(self._eq_ts) else np.zeros(0, np.int64)
+            last = int(eq_ts[-1]) if len(eq_ts) else 0
+            held = [int(np.searchsorted(eq_ts, t.exit_ts if t.exit_ts is not None else last + 1)
+                        - np.searchsorted(eq_ts, t.entry_ts)) for t in rows]
         return pa.table(
             {
                 "run_id": pa.nulls(len(rows), pa.string()),
@@ -712,8 +789,10 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
     Returns
     -------
     BacktestResult
+        A run with more equity points than ``config.equity_chunk_points`` has its equity ledger in
+        ``result.equity_path`` and a daily sample in ``result.tables["equity"]`` (see :class:`BacktestResult`).
     """
-    from engine.metrics import compute_metrics
+    from engine.metrics import compute_metrics, compute_metrics_streaming
     from warehouse import Warehouse
 
     config = config or BacktestConfig()
@@ -728,30 +807,51 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
         raise ConfigError("cannot tell the bar timeframe from the query; give it (--timeframe / BacktestConfig.timeframe)")
     # The roll table is read before the stream opens: another query on the connection would end the stream.
     rolls = _load_rolls(con)
+    recording = warehouse is not None and record is not False
+    run_id = None
+    if recording:
+        from engine.ledger import new_run_id
+
+        # known from the start, so spilled equity chunks carry it and recording only renames the file
+        run_id = new_run_id()
     started = time.perf_counter()
     feed = open_feed(con, query, config.batch_size)
-    engine = Backtester(strategy, config, timeframe, rolls=rolls)
+    engine = Backtester(strategy, config, timeframe, rolls=rolls, run_id=run_id,
+                        equity_dir=Path(warehouse.root) / ".staging" if recording else None)
     engine._feed_columns = feed.columns
     strategy.engine = engine
     query_s = time.perf_counter() - started
     loop_started = time.perf_counter()
-    strategy.on_start()
-    engine.run(feed)
-    strategy.on_stop()
+    try:
+        strategy.on_start()
+        engine.run(feed)
+        strategy.on_stop()
+    except BaseException:
+        engine.recorder.abort()
+        raise
     loop_s = time.perf_counter() - loop_started
     tables = engine.tables()
-    metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
-                              initial_capital=config.initial_capital, timeframe=_metrics_timeframe(timeframe))
-    eq_ts = engine._eq_ts
+    recorder = engine.recorder
+    if recorder.spilled:
+        metrics = compute_metrics_streaming(recorder.summary, tables["trades"], tables["fills"],
+                                            initial_capital=config.initial_capital,
+                                            timeframe=_metrics_timeframe(timeframe))
+    else:
+        metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
+                                  initial_capital=config.initial_capital, timeframe=_metrics_timeframe(timeframe))
+    data_start, data_end = recorder.data_span()
     result = BacktestResult(
         config=config, strategy=strategy_name(strategy), params=dict(getattr(strategy, "params", {}) or {}),
         query=query, timeframe=timeframe, tables=tables, metrics=metrics,
         timings={"query_s": query_s, "feed_s": engine.feed_s, "loop_s": loop_s - engine.feed_s,
                  "bars": float(engine.bars)},
         final_equity=engine.portfolio.equity, symbols=sorted(engine.symbols),
-        data_start=eq_ts[0] if len(eq_ts) else None, data_end=eq_ts[-1] if len(eq_ts) else None,
+        data_start=data_start, data_end=data_end, run_id=run_id, equity_path=recorder.path,
     )
-    if warehouse is not None and record is not False:
+    if recorder.spill_dir is not None:
+        # the spilled file lives as long as the result (recording moves it into the ledger first)
+        weakref.finalize(result, shutil.rmtree, str(recorder.spill_dir), True)
+    if recording:
         from engine.ledger import record_run
 
         record_run(warehouse, result)

@@ -5,12 +5,17 @@ Layout: ``<warehouse>/runs/<table>/<run_id>.parquet`` for the tables of :data:`w
 ``run_events``, ``run_metrics``). Each file is written atomically and the ``runs`` row is written last, so
 a run is listed only once all of its tables are on disk; a crash in between leaves files that no ``runs``
 row points to, which :func:`load_run` never returns.
+
+A long backtest's equity ledger is not in memory: the backtester spilled it to a Parquet file
+(``BacktestResult.equity_path``, in the warehouse's ``.staging`` directory when the run is recorded, with
+``run_id`` already filled), and :func:`record_run` renames that file into place instead of writing a table.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -23,7 +28,7 @@ import pyarrow.parquet as pq
 
 from warehouse import schemas
 from warehouse.errors import QEError
-from warehouse.store import write_parquet_atomic
+from warehouse.store import TMP_SUFFIX, fsync_dir, write_parquet_atomic
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
@@ -86,10 +91,19 @@ def _ts_or_none(ns: int | None) -> datetime | None:
 
 def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest", parent_run_id: str | None = None,
                extra_config: dict[str, Any] | None = None) -> str:
-    """Write every table of ``result`` and its ``runs`` row; sets and returns ``result.run_id``."""
+    """Write every table of ``result`` and its ``runs`` row; sets and returns ``result.run_id``.
+
+    A result with an ``equity_path`` (a spilled equity ledger) has that file moved (renamed, atomically) to
+    ``runs/run_equity/<run_id>.parquet`` -- rewritten a row group at a time when its ``run_id`` column does not
+    hold ``run_id`` yet or it is on another file system -- and ``result.equity_path`` then points at it;
+    ``tables["equity"]`` (a daily sample) is not written.
+    """
     run_id = result.run_id or new_run_id()
     result.run_id = run_id
     for key, name in _TABLES.items():
+        if key == "equity" and getattr(result, "equity_path", None) is not None:
+            result.equity_path = _place_equity_file(Path(result.equity_path), run_path(wh.root, name, run_id), run_id)
+            continue
         table = result.tables.get(key)
         if table is not None:
             write_parquet_atomic(_with_run_id(table, run_id, schemas.RUN_TABLES[name]), run_path(wh.root, name, run_id))
@@ -126,8 +140,68 @@ def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest",
     return run_id
 
 
+def _place_equity_file(source: Path, target: Path, run_id: str) -> Path:
+    """Put a spilled equity ledger at ``target`` atomically, its ``run_id`` column set; returns ``target``.
+
+    A file the backtester spilled for this run (``run_id`` filled, same file system) is renamed; any other
+    (recorded after the run, in a temporary directory, or already some run's ledger file, which is left in
+    place) is copied a row group at a time with ``run_id`` rewritten, so memory stays bounded by a row group.
+    """
+    if source.resolve() == target.resolve():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    is_ledger_file = source.parent.name == "run_equity" and source.parent.parent.name == "runs"
+    same_device = os.stat(source).st_dev == os.stat(target.parent).st_dev
+    if not is_ledger_file and same_device and _holds_run_id(source, run_id):
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(source, target)
+        fsync_dir(target.parent)
+        return target
+    schema = schemas.RUN_EQUITY
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        parquet = pq.ParquetFile(source)
+        with open(tmp, "wb") as sink:
+            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+                for i in range(parquet.num_row_groups):
+                    group = parquet.read_row_group(i)
+                    writer.write_table(_with_run_id(group, run_id, schema), row_group_size=max(group.num_rows, 1))
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
+    if not is_ledger_file:
+        source.unlink(missing_ok=True)
+    return target
+
+
+def _holds_run_id(path: Path, run_id: str) -> bool:
+    """Every row group of ``path`` has ``run_id`` (min = max = run_id, no NULL) in its ``run_id`` column."""
+    metadata = pq.ParquetFile(path).metadata
+    column = metadata.schema.names.index("run_id") if "run_id" in metadata.schema.names else None
+    if column is None:
+        return False
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        if group.num_rows == 0:
+            continue
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max or stats.null_count != 0 or stats.min != run_id or stats.max != run_id:
+            return False
+    return True
+
+
 def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.Table], dict[str, float]]:
-    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.BacktestResult`) and the metrics."""
+    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.BacktestResult`) and the metrics.
+
+    Every table is read whole, the equity ledger included: fine for reports of normal runs, but a very long
+    run's ``run_equity`` file (one row per bar timestamp, ~80 bytes a row in memory) costs O(history) memory
+    here; read ``runs/run_equity/<run_id>.parquet`` a row group at a time (or query the ``run_equity`` view
+    with SQL) for those.
+    """
     if run_id == "latest":
         latest = sorted((wh.root / "runs" / "runs").glob("*.parquet"))
         if not latest:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,11 @@ import pyarrow as pa
 
 from warehouse.errors import QEError
 from warehouse.features.registry import BARS_PER_YEAR
+
+if TYPE_CHECKING:
+    from engine.equity import (
+        EquitySummary,  # annotations only: this module imports no engine code at run time
+    )
 
 #: Trading days per year: daily statistics annualize by trading days (CME dates), not calendar days.
 TRADING_DAYS_PER_YEAR = 252
@@ -308,21 +314,86 @@ def compute_metrics(
 
     notional_held = eq["gross_notional"].to_numpy(dtype=float) if n_bars else np.empty(0)
     metrics["exposure"] = float(np.mean(notional_held > 0)) if n_bars else math.nan
-
-    fl = _frame(fills)
-    if len(fl):
-        traded = float(np.sum(np.abs(_floats(fl, "quantity")) * _floats(fl, "price") * _floats(fl, "multiplier")))
-        commissions = float(np.sum(_floats(fl, "commission")))
-        slippage = float(np.sum(_floats(fl, "slippage")))
-    else:
-        traded = commissions = slippage = 0.0
     mean_equity = float(np.mean(values)) if n_bars else math.nan
-    # Turnover relative to a non-positive account size has no meaning.
-    turnover = traded / mean_equity if mean_equity > 0 else math.nan
-    metrics["turnover"] = turnover
-    metrics["annual_turnover"] = turnover * TRADING_DAYS_PER_YEAR / n_days if n_days else math.nan
-    metrics["commissions"] = commissions
-    metrics["slippage"] = slippage
+    _fill_metrics(metrics, fills, mean_equity, n_days)
+    metrics["final_equity"] = e_end
+    metrics["trading_days"] = float(n_days)
+    metrics["bars"] = float(n_bars)
+    metrics["net_pnl"] = e_end - float(initial_capital)
+    return {key: float(metrics[key]) for key in METRIC_KEYS}
+
+
+def compute_metrics_streaming(
+    summary: EquitySummary,
+    trades: TableLike | None,
+    fills: TableLike | None,
+    *,
+    initial_capital: float,
+    timeframe: str,
+    risk_free_annual: float = 0.0,
+) -> dict[str, float]:
+    """:func:`compute_metrics` of an equity ledger that was never held in memory whole.
+
+    ``summary`` is an :class:`engine.equity.EquitySummary` the equity points were fed to in time order, one
+    chunk at a time (the backtester does it while spilling a long run's equity to Parquet;
+    :func:`engine.equity.summarize_equity` does it for a table or a file). ``trades`` and ``fills`` are the
+    run's tables, as for :func:`compute_metrics`.
+
+    Returns the same keys with the same definitions (see :func:`compute_metrics`). Every value equals the one
+    :func:`compute_metrics` computes from the full table, exactly for the daily statistics, drawdowns, counts
+    and trade statistics; up to floating-point summation order (relative ~1e-13) for the per-bar
+    ``volatility_bars`` / ``sharpe_bars`` (chunk moments merged with Chan's formula) and for ``turnover``
+    (the mean equity is a sum of chunk sums).
+    """
+    k = bars_per_year(timeframe)
+    _check_capital(initial_capital)
+    if float(summary.initial_capital) != float(initial_capital):
+        raise ValueError(f"the summary was built with initial capital {summary.initial_capital}, not {initial_capital}")
+    n_bars = int(summary.points)
+    e_end = float(summary.last_equity) if n_bars else float(initial_capital)
+
+    r_d = _returns(summary.daily_equity(), initial_capital)
+    n_days = len(r_d)
+
+    rf_d = (1.0 + risk_free_annual) ** (1.0 / TRADING_DAYS_PER_YEAR) - 1.0
+    rf_b = (1.0 + risk_free_annual) ** (1.0 / k) - 1.0
+
+    growth = e_end / initial_capital
+    if n_days == 0 or growth < 0:
+        cagr = math.nan
+    else:
+        with np.errstate(over="ignore"):
+            cagr = float(np.power(growth, TRADING_DAYS_PER_YEAR / n_days) - 1.0)
+
+    # per-bar returns from their merged moments (same NaN rules as _volatility / _std / _sharpe)
+    count = int(summary.returns_count)
+    if count >= 2:
+        std_b = math.sqrt(summary.returns_m2 / (count - 1)) if summary.returns_m2 >= 0 else math.nan
+        volatility_bars = std_b * math.sqrt(k)
+        sharpe_bars = ((summary.returns_mean - rf_b) / std_b * math.sqrt(k)
+                       if std_b > _ZERO_STD_RTOL * float(summary.returns_absmax) else math.nan)
+    else:
+        volatility_bars = sharpe_bars = math.nan
+
+    max_dd = float(summary.max_drawdown) if n_bars else 0.0
+    dd_days, dd_bars = _longest_drawdown_streaming(summary, _bar_length(timeframe))
+
+    metrics: dict[str, float] = {
+        "total_return": growth - 1.0,
+        "cagr": cagr,
+        "volatility": _volatility(r_d, TRADING_DAYS_PER_YEAR),
+        "sharpe": _sharpe(r_d, rf_d, TRADING_DAYS_PER_YEAR),
+        "sortino": _sortino(r_d, rf_d, TRADING_DAYS_PER_YEAR),
+        "volatility_bars": volatility_bars,
+        "sharpe_bars": sharpe_bars,
+        "max_drawdown": max(max_dd, 0.0),
+        "max_drawdown_duration_days": dd_days,
+        "max_drawdown_duration_bars": dd_bars,
+    }
+    metrics.update(_trade_metrics(_frame(trades)))
+    metrics["exposure"] = summary.exposed / n_bars if n_bars else math.nan
+    mean_equity = summary.equity_sum / n_bars if n_bars else math.nan
+    _fill_metrics(metrics, fills, mean_equity, n_days)
     metrics["final_equity"] = e_end
     metrics["trading_days"] = float(n_days)
     metrics["bars"] = float(n_bars)
@@ -331,6 +402,23 @@ def compute_metrics(
 
 
 # --- internals -----------------------------------------------------------------------------------------
+
+
+def _fill_metrics(metrics: dict[str, float], fills: TableLike | None, mean_equity: float, n_days: int) -> None:
+    """``turnover``, ``annual_turnover``, ``commissions`` and ``slippage`` from the fills."""
+    fl = _frame(fills)
+    if len(fl):
+        traded = float(np.sum(np.abs(_floats(fl, "quantity")) * _floats(fl, "price") * _floats(fl, "multiplier")))
+        commissions = float(np.sum(_floats(fl, "commission")))
+        slippage = float(np.sum(_floats(fl, "slippage")))
+    else:
+        traded = commissions = slippage = 0.0
+    # Turnover relative to a non-positive account size has no meaning.
+    turnover = traded / mean_equity if mean_equity > 0 else math.nan
+    metrics["turnover"] = turnover
+    metrics["annual_turnover"] = turnover * TRADING_DAYS_PER_YEAR / n_days if n_days else math.nan
+    metrics["commissions"] = commissions
+    metrics["slippage"] = slippage
 
 
 def _check_capital(initial_capital: float) -> None:
@@ -462,6 +550,33 @@ def _longest_drawdown(ts: pd.Series, values: np.ndarray, initial_capital: float,
     if under:
         last = len(values) - 1
         best = max(best, (_days(times[last] - peak_ts), float(last - peak_i)))
+    return best
+
+
+def _longest_drawdown_streaming(summary: EquitySummary, bar: pd.Timedelta) -> tuple[float, float]:
+    """:func:`_longest_drawdown` from an ``EquitySummary``: its finished episodes, plus the two it leaves open.
+
+    The summary holds the longest finished episode that started at a point; the episode that starts at the
+    initial capital (one bar before the first point, the same datetime arithmetic as the reference) and the
+    one still open at the last point are measured here.
+    """
+    if not summary.points:
+        return 0.0, 0.0
+
+    def at(ts_us: int) -> np.datetime64:
+        return np.datetime64(int(ts_us), "us")
+
+    initial_ts = at(summary.first_ts) - bar.to_timedelta64()
+    best = tuple(summary.dd_best)
+    if summary.dd_initial_end is not None:
+        end_ts, end_i = summary.dd_initial_end
+        best = max(best, (_days(at(end_ts) - initial_ts), float(end_i + 1)))
+    last = summary.points - 1
+    if last > summary.dd_peak_i:  # under water at the end
+        if summary.dd_peak_i == -1:
+            best = max(best, (_days(at(summary.last_ts) - initial_ts), float(last + 1)))
+        else:
+            best = max(best, (_days(at(summary.last_ts) - at(summary.dd_peak_ts)), float(last - summary.dd_peak_i)))
     return best
 
 

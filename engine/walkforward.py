@@ -376,8 +376,10 @@ def _stitch(results: list[BacktestResult], *, query: str, strategy: str, config:
         parts["trades"].append(_shift(t["trades"], {"trade_id": offsets["trade"]}))
         parts["events"].append(_shift(t["events"], {"order_id": offsets["order"]}))
         parts["positions"].append(t["positions"])
-        # realized / commissions / slippage are running totals within a run: continue them across windows
-        equity = t["equity"]
+        # realized / commissions / slippage are running totals within a run: continue them across windows.
+        # A window long enough to have spilled its equity to disk is read back whole here (the stitched
+        # result holds every test point in memory: O(test bars), see BacktestResult.equity_table).
+        equity = result.equity_table()
         for name, base in carried.items():
             equity = equity.set_column(equity.column_names.index(name), name, pc.add(equity[name], base))
         parts["equity"].append(equity)
