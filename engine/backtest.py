@@ -245,6 +245,7 @@ class Backtester:
     # -- risk ---------------------------------------------------------------------------------------------
     def kill_switch(self, reason: str = "manual") -> None:
         """Cancel every working order, flatten every position at market, refuse new orders until reset."""
+        self._refresh_now()
         ts = self.now
         self.events.append((ts, "kill_switch", "KILL_SWITCH", None, None, f"triggered: {reason}"))
         if self.risk.state is not RiskState.HALTED:
@@ -253,7 +254,14 @@ class Backtester:
 
     def reset_kill_switch(self) -> None:
         """Explicitly clear the kill switch: new orders are accepted again."""
+        self._refresh_now()
         self._event(self.risk.reset(self.portfolio.equity))
+
+    def _refresh_now(self) -> None:
+        """Stamp what happens next with the bar being processed (strategy calls arrive between bars' bookkeeping)."""
+        if self._columns is not None:
+            current = self._current_bar()
+            self.now, self.trading_day = current[1], current[7]
 
     def sized_target(self, symbol: str, signal: float, instrument_vol: float | None = None) -> int:
         """Contracts for ``signal`` in [-1, 1]: volatility-scaled (if on), then capped by every limit.
@@ -296,6 +304,7 @@ class Backtester:
         if code is None:
             return
         self._event(self.risk.trip(code, equity))
+        self._event(("state", self.risk.state.value, self.risk.reason))
         if code == "MAX_DRAWDOWN":
             self.kill_switch(code)
         elif self.risk.limits.flatten_on_loss_limit:
@@ -318,7 +327,7 @@ class Backtester:
         bar = current if order.symbol == current[0] else self._latest_bar(order.symbol)
         order.order_id = len(self.orders)
         self.orders.append(order)
-        order.ts_submitted = self.now
+        order.ts_submitted = self.now + self.handler.bar_ns  # decided on this bar, submitted at its close
         denial = self.risk.check(order, self, self.trading_day)
         if denial is None and bar is None:
             denial = Denial("NO_MARKET_DATA", f"no bar of {order.symbol} seen yet")
@@ -347,6 +356,7 @@ class Backtester:
 
     def cancel(self, order: Order) -> bool:
         """Cancel a working order."""
+        self._refresh_now()
         return self.handler.cancel(order, self.now, "cancelled by strategy")
 
     def _deny(self, order: Order, denial: Denial) -> None:
@@ -355,12 +365,17 @@ class Backtester:
         order.ts_done = self.now
         self.events.append((self.now, "denial", denial.code, order.symbol, order.order_id, denial.message))
 
-    def _book(self, fill: Fill) -> None:
+    def _book(self, fill: Fill, check: bool = True) -> None:
+        """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all)."""
         for booked in self.portfolio.apply(fill):
             self.strategy.on_fill(booked)
         self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
                                  self.portfolio.slippage))
         self._cash = self.portfolio.cash
+        if check:
+            self._breakers_after_fills()
+
+    def _breakers_after_fills(self) -> None:
         equity = self._cash + self.portfolio.unrealized
         if equity <= self.risk.floor or equity > self.risk.peak:
             self._check_breakers(equity)
@@ -488,10 +503,16 @@ class Backtester:
                             self._roll(sym, last_contract[sym], contract)
                     last_contract[sym] = contract
                 if sym in working:
-                    for fill in handler.on_bar(sym, ts, columns[i_open][i], columns[i_high][i], columns[i_low][i],
-                                               closes[i], columns[i_vol][i], day,
-                                               contracts[i] if contracts is not None else None):
-                        self._book(fill)
+                    fills = handler.on_bar(sym, ts, columns[i_open][i], columns[i_high][i], columns[i_low][i],
+                                           closes[i], columns[i_vol][i], day,
+                                           contracts[i] if contracts is not None else None)
+                    if fills:
+                        # every fill of the bar is booked before the breakers look (a kill switch flattens the
+                        # whole position, not the part booked so far)
+                        self.now, self.trading_day = ts, day
+                        for fill in fills:
+                            self._book(fill, check=False)
+                        self._breakers_after_fills()
                 pos = positions.get(sym)
                 if pos is not None:
                     # inline Portfolio.mark: equity follows every close of a held symbol
@@ -760,7 +781,8 @@ def _load_rolls(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None
         rows = con.sql("SELECT symbol, from_contract, to_contract, from_price, to_price FROM rolls").fetchall()
     except duckdb.Error:
         return {}
-    return {(s, f, t): (fp, tp) for s, f, t, fp, tp in rows if fp is not None and tp is not None}
+    # float(): a roll table built from SQL literals may hold DECIMALs
+    return {(s, f, t): (float(fp), float(tp)) for s, f, t, fp, tp in rows if fp is not None and tp is not None}
 
 
 def strategy_name(strategy: Strategy) -> str:

@@ -469,8 +469,6 @@ def test_weekly_loss_reached_while_reducing_for_the_day_keeps_reducing_for_the_w
     assert orders(result)[3]["status"] == "OPEN"
 
 
-@pytest.mark.xfail(strict=True, reason="backtest.py: a breaker trip records no state event (REDUCING / HALTED); "
-                                       "only the return to ACTIVE is recorded")
 def test_breaker_trip_records_the_state_it_moves_to():
     rows = daily_bars([3970.0, 3940.0, 3910.0, 3880.0, 3880.0, 3880.0])
     plan = {f"{WEEK[0]} 14:00": lambda e: [market("ES", 10)]}
@@ -631,8 +629,6 @@ def test_manual_kill_switch_from_a_strategy_and_reset():
         (utc(T[3]), "ES", 0), (utc(T[3]), "NQ", 0), (utc(T[5]), "ES", 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="backtest.py: kill_switch / reset_kill_switch called from on_bar stamp their "
-                                       "events and cancellations with a stale Backtester.now")
 def test_manual_kill_switch_is_stamped_with_the_current_bar():
     result = manual_kill_run()
     stamps = [(e["ts"], e["kind"], e["code"]) for e in events(result)]
@@ -653,9 +649,6 @@ def gap_run() -> BacktestResult:
     return run(gap_rows(), plan, limits(max_drawdown=0.05))
 
 
-@pytest.mark.xfail(strict=True, reason="backtest.py: the breaker is checked after each fill while the bar's other "
-                                       "fills are not booked yet, so the kill switch sizes its flattening order "
-                                       "without them and a position stays open")
 def test_kill_switch_tripped_by_one_of_several_fills_on_a_bar_still_flattens_everything():
     # After the first limit fill (5 long, re-marked at 3700): 5 * 50 * -300 = -75,000 -> equity 924,988.75
     # <= 950,000 -> MAX_DRAWDOWN. The second limit filled on the same bar (6 long) must be flattened too.
@@ -664,15 +657,11 @@ def test_kill_switch_tripped_by_one_of_several_fills_on_a_bar_still_flattens_eve
     assert result.tables["positions"].to_pylist()[-1]["quantity"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="backtest.py: a breaker tripped by a fill is stamped with a stale "
-                                       "Backtester.now (the last submission), not the fill's bar")
 def test_breaker_tripped_by_a_fill_is_stamped_with_the_fill_bar():
     result = gap_run()
     assert [e["ts"] for e in events(result, "breaker")] == [utc(T[2])]
 
 
-@pytest.mark.xfail(strict=True, reason="backtest.py: a denied order's ts_submitted is its bar's open time; an "
-                                       "accepted order decided on the same bar is submitted at the bar's close")
 def test_denied_and_accepted_orders_share_the_submission_time():
     plan = {T[0]: lambda e: [market("ES", 1), market("ES", 20)]}
     result = run(flat("ES", T[:3], 4000.0), plan, limits(max_position_size=10))
