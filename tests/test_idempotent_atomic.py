@@ -112,3 +112,18 @@ def test_a_conflicting_row_from_another_file_is_reported(wh, tmp_path):
     [report] = ingest(wh, [second], timeframe="1m")
     assert any("replaced different values loaded earlier from another file" in n for n in report.notes)
     assert wh.sql("SELECT close, source FROM contract_bars_1m").to_pylist() == [{"close": 4700.75, "source": str(second)}]
+
+
+def test_duckdb_spills_inside_the_warehouse_and_its_memory_can_be_capped(tmp_path, monkeypatch):
+    import pytest
+
+    from warehouse.errors import QEError
+
+    monkeypatch.setenv("QE_DUCKDB_MEMORY_LIMIT", "512MB")
+    wh = Warehouse(tmp_path / "w")
+    row = wh.sql("SELECT current_setting('memory_limit') AS m, current_setting('temp_directory') AS t").to_pylist()[0]
+    assert row["t"] == str(wh.root / ".duckdb_tmp")
+    assert row["m"].startswith("488") or row["m"].startswith("512")  # DuckDB reports MiB
+    monkeypatch.setenv("QE_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(QEError, match="QE_DUCKDB_MEMORY_LIMIT"):
+        Warehouse(tmp_path / "v").connect()

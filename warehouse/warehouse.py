@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from warehouse import layout, schemas
+from warehouse.errors import QEError
 from warehouse.store import remove_stale_temporaries
 from warehouse.templates import render
 
@@ -84,6 +85,15 @@ class Warehouse:
         """A fresh in-memory connection with all views (e.g. one per thread)."""
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
+        # Large sorts and windows (a backtest feed's ORDER BY, feature builds) spill here, not into the cwd;
+        # QE_DUCKDB_MEMORY_LIMIT (e.g. "2GB") caps DuckDB's memory (default: DuckDB's, 80 % of RAM).
+        con.execute(f"SET temp_directory = '{_quote(self.root / '.duckdb_tmp')}'")
+        limit = os.environ.get("QE_DUCKDB_MEMORY_LIMIT")
+        if limit:
+            try:
+                con.execute(f"SET memory_limit = '{_quote(limit)}'")
+            except duckdb.Error as exc:
+                raise QEError(f"QE_DUCKDB_MEMORY_LIMIT={limit!r}: {str(exc).splitlines()[0]}") from exc
         self._register_reference(con)
         for tf in layout.TIMEFRAMES:
             self._register_bars(con, tf)
