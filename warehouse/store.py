@@ -72,7 +72,10 @@ def remove_stale_temporaries(root: Path, min_age_s: float = 3600.0) -> int:
             if directory.stat().st_mtime < cutoff:
                 shutil.rmtree(directory, ignore_errors=True)
                 removed += 1
+    duckdb_spill = root / ".duckdb_tmp"  # DuckDB manages (and removes) its own spill files
     for tmp in root.rglob(f"*{TMP_SUFFIX}"):
+        if duckdb_spill in tmp.parents:
+            continue
         try:
             if tmp.stat().st_mtime < cutoff:
                 tmp.unlink()
