@@ -143,16 +143,7 @@ class Portfolio:
             trade.exit_quantity += closed
         if fill.contract is not None:
             pos.contract = fill.contract
-        self.realized += fill.realized_pnl
-        self.commissions += fill.commission
-        self.slippage += fill.slippage
-        trade.gross_pnl += fill.realized_pnl
-        trade.commission += fill.commission
-        trade.slippage += fill.slippage
-        fill.trade_id = trade.trade_id
-        fill.position_after = pos.quantity
-        fill.fill_id = len(self.fills)
-        self.fills.append(fill)
+        self._account(fill, trade, pos)
         if pos.quantity == 0:
             del self.positions[symbol]
             trade.exit_ts = fill.ts
@@ -195,6 +186,14 @@ class Portfolio:
             pos.quantity = new
         pos.contract = fill.contract
         pos.multiplier = fill.multiplier
+        self._account(fill, trade, pos)
+        if pos.quantity == 0:
+            pos.avg_price = 0.0
+        self.position_changes.append((fill.ts, symbol, pos.contract, pos.quantity, pos.avg_price))
+        return [fill]
+
+    def _account(self, fill: Fill, trade: TradeRecord, pos: Position) -> None:
+        """Add a booked fill to the account's and the round trip's totals and number it."""
         self.realized += fill.realized_pnl
         self.commissions += fill.commission
         self.slippage += fill.slippage
@@ -205,10 +204,6 @@ class Portfolio:
         fill.position_after = pos.quantity
         fill.fill_id = len(self.fills)
         self.fills.append(fill)
-        if pos.quantity == 0:
-            pos.avg_price = 0.0
-        self.position_changes.append((fill.ts, symbol, pos.contract, pos.quantity, pos.avg_price))
-        return [fill]
 
     def _recompute_marks(self) -> None:
         # Exact totals after every fill, so the incremental marks never drift across a long run.

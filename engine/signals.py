@@ -599,13 +599,10 @@ def _warehouse():
 
 
 def _cli_params(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise QEError(f"parameter must be key=value, not {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
+    """``key=value`` pairs of the command line (the generator checks and converts every value)."""
+    from engine.runner import parse_params
+
+    return parse_params(pairs)
 
 
 @signals_app.command("list")

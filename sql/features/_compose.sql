@@ -5,6 +5,7 @@
   Parameters: base_sql (base.sql rendered over the bar relation), families (list of rendered family SELECTs
   over `base`), features (FeatureSpec list in catalog order, with .name and .type and .family_index).
 -#}
+{% import 'features/_project.sql' as project %}
 WITH base AS (
 {{ base_sql }}
 ){% for family_sql in families %},
@@ -13,13 +14,7 @@ f{{ loop.index0 }} AS (
 ){% endfor %}
 SELECT
     base.symbol,
-    base.ts{% for f in features %},
-{%- if f.type == 'int' %}
-    CAST(f{{ f.family_index }}.{{ f.name }} AS INTEGER) AS {{ f.name }}
-{%- else %}
-    CASE WHEN isfinite(CAST(f{{ f.family_index }}.{{ f.name }} AS DOUBLE)) THEN CAST(f{{ f.family_index }}.{{ f.name }} AS DOUBLE) END AS {{ f.name }}
-{%- endif %}
-{%- endfor %}
+    base.ts{{ project.columns(features) }}
 FROM base
 {%- for family_sql in families %}
 LEFT JOIN f{{ loop.index0 }} USING (symbol, ts)

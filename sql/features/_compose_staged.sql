@@ -6,15 +6,10 @@
   Parameters: files (Parquet paths of the families, in family order), features (FeatureSpec list in catalog
   order, with .name, .type and .family_index).
 -#}
+{% import 'features/_project.sql' as project %}
 SELECT
     f0.symbol,
-    f0.ts{% for f in features %},
-{%- if f.type == 'int' %}
-    CAST(f{{ f.family_index }}.{{ f.name }} AS INTEGER) AS {{ f.name }}
-{%- else %}
-    CASE WHEN isfinite(CAST(f{{ f.family_index }}.{{ f.name }} AS DOUBLE)) THEN CAST(f{{ f.family_index }}.{{ f.name }} AS DOUBLE) END AS {{ f.name }}
-{%- endif %}
-{%- endfor %}
+    f0.ts{{ project.columns(features) }}
 FROM read_parquet('{{ files[0] }}') AS f0
 {%- for path in files[1:] %}
 POSITIONAL JOIN read_parquet('{{ path }}') AS f{{ loop.index }}
