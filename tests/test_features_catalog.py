@@ -58,5 +58,8 @@ def test_point_in_time_truncated_history_gives_the_same_rows(cut):
     bars = _BARS[_BARS.symbol == "ESH4"].reset_index(drop=True)
     full = sql_features(bars, "1m")
     part = sql_features(bars.iloc[:cut], "1m")
+    # rtol 1e-9, not 1e-12: DuckDB's parallel windows sum in a varying order, so two runs of the same query
+    # on the same bars differ in the last bits (seen: 1.5e-12 relative in kc_pos_20). A look-ahead shows up
+    # as a different value, not as the last bits of one.
     pd.testing.assert_frame_equal(part.reset_index(drop=True), full.iloc[:cut].reset_index(drop=True),
-                                  check_exact=False, rtol=1e-12, atol=1e-12)
+                                  check_exact=False, rtol=1e-9, atol=1e-12)
