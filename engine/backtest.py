@@ -18,7 +18,6 @@ of the history. Money conventions are in :mod:`engine.portfolio`; fill conventio
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -27,7 +26,7 @@ from array import array
 from collections import deque
 from functools import partial
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -881,14 +880,6 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
 
 
 def _metrics_timeframe(timeframe: str) -> str:
+    """The timeframe name :func:`engine.metrics.bars_per_year` annualizes (every feed timeframe is one)."""
     return timeframe
 
-
-def params_json(params: dict[str, Any]) -> str:
-    """Parameters as stable JSON for the ledger."""
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-def day_of(ns: int) -> date:
-    """The UTC calendar date of a timestamp in ns (helper for tests and reports)."""
-    return EPOCH + timedelta(days=ns // 86_400_000_000_000)

@@ -99,6 +99,11 @@ class UnknownTimeframeError(QEError, ValueError):
     """The run's timeframe has no bars-per-year entry, so per-bar statistics cannot be annualized."""
 
 
+#: Timeframes the warehouse resamples or stores beyond the feature catalog's three: Globex trades 1,380 minutes
+#: a day (23 h), so 1s = 1,380 x 60 x 252, 5m = 276 x 252, 15m = 92 x 252.
+_RESAMPLED_BARS_PER_YEAR = {"1s": 20_865_600, "5m": 69_552, "15m": 23_184}
+
+
 def bars_per_year(timeframe: str) -> int:
     """Annualization factor of per-bar statistics: trading bars per day x 252.
 
@@ -107,10 +112,11 @@ def bars_per_year(timeframe: str) -> int:
     UnknownTimeframeError
         (a ``ValueError``) naming ``timeframe`` when it is not a key of ``BARS_PER_YEAR``.
     """
+    per_year = {**BARS_PER_YEAR, **_RESAMPLED_BARS_PER_YEAR}
     try:
-        return BARS_PER_YEAR[timeframe]
+        return per_year[timeframe]
     except KeyError:
-        known = ", ".join(sorted(BARS_PER_YEAR))
+        known = ", ".join(sorted(per_year))
         raise UnknownTimeframeError(f"unknown timeframe {timeframe!r}: bars per year are known for {known}") from None
 
 

@@ -7,7 +7,7 @@ and ``TIMESTAMPTZ`` in the run ledger.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 __all__ = ["OrderType", "TimeInForce", "OrderStatus", "Order", "Fill", "market", "limit", "stop", "stop_limit", "mit"]

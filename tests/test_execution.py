@@ -10,15 +10,14 @@ trading date 2024-01-16, and an order decided on a bar is submitted at its close
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, datetime, timezone
 
 import duckdb
 import pytest
 
-from engine.risk import RiskLimits
 from engine.backtest import BacktestConfig, BacktestResult, run_backtest
-from engine.orders import Order, limit, market, mit, stop, stop_limit
+from engine.orders import limit, market, mit, stop, stop_limit
+from engine.risk import RiskLimits
 
 CAPITAL = 1_000_000.0
 FEE = 2.25  # ES, per contract per side

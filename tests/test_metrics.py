@@ -264,8 +264,8 @@ def test_daily_bars_give_the_same_ratios_both_ways():
 
 def test_unknown_timeframe_is_a_value_error_naming_it():
     eq = equity_table(daily_points([101.0]))
-    with pytest.raises(ValueError, match="'5m'"):
-        compute_metrics(eq, None, None, initial_capital=100.0, timeframe="5m")
+    with pytest.raises(ValueError, match="'2m'"):
+        compute_metrics(eq, None, None, initial_capital=100.0, timeframe="2m")
     with pytest.raises(UnknownTimeframeError):
         compute_metrics(equity_table([]), None, None, initial_capital=100.0, timeframe="1w")
 
@@ -548,3 +548,13 @@ def test_unsorted_pandas_input_is_sorted_by_ts():
     eq = equity_table(daily_points([110.0, 99.0])).to_pandas().iloc[::-1]
     assert daily_returns(eq, 100.0).to_list() == pytest.approx([0.10, -0.10])
     assert isinstance(daily_equity(eq, 100.0).index, pd.Index)
+
+
+def test_resampled_timeframes_annualize_by_their_bars_per_globex_year():
+    from engine.metrics import bars_per_year
+
+    # Globex: 23 h = 1,380 minutes a day, 252 days: 5m bars = 276 a day, 15m = 92, 1s = 82,800.
+    assert bars_per_year("5m") == 276 * 252
+    assert bars_per_year("15m") == 92 * 252
+    assert bars_per_year("1s") == 82_800 * 252
+    assert bars_per_year("1m") == 1_380 * 252 and bars_per_year("1h") == 23 * 252
