@@ -316,7 +316,7 @@ def backtest(
     else:
         result = run_backtest(wh, text, make_strategy(strategy, parse_params(param)), cfg)
     path = _write_report(wh, result.run_id, report)
-    _print_run(result.run_id, result.metrics, result.timings, path)
+    _print_run(result.run_id, result.metrics, result.timings, path, result.tables.get("events"))
 
 
 @app.command()
@@ -395,7 +395,7 @@ def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
     return write_report(path, run, tables, metrics)
 
 
-def _print_run(run_id: str, metrics: dict, timings: dict, report: Path) -> None:
+def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=None) -> None:  # noqa: ANN001
     table = Table(title=f"Run {run_id}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -405,8 +405,13 @@ def _print_run(run_id: str, metrics: dict, timings: dict, report: Path) -> None:
         if value is None:
             continue
         pct = name in ("total_return", "cagr", "max_drawdown", "win_rate")
-        table.add_row(name, f"{value * 100:.2f}%" if pct else f"{value:,.2f}")
+        table.add_row(name, "—" if value != value else f"{value * 100:.2f}%" if pct else f"{value:,.2f}")
     console.print(table)
+    if events is not None and events.num_rows:
+        from collections import Counter
+
+        counts = Counter(f"{k} {c}" for k, c in zip(events.column("kind").to_pylist(), events.column("code").to_pylist()))
+        console.print("Risk and engine events: " + ", ".join(f"{n:,} {what}" for what, n in counts.most_common()))
     bars = timings.get("bars", 0)
     loop = timings.get("loop_s", 0.0)
     console.print(f"{int(bars):,} bars; event loop {loop:.2f} s ({loop / bars * 1e6 if bars else 0:.2f} µs/bar), "
