@@ -89,7 +89,7 @@ WHERE r.symbol = 'ES' AND r.ts BETWEEN '2013-12-10' AND '2013-12-19' ORDER BY r.
     _demo_backtest(wh, console)
     console.print(
         "Next: [bold]qe sql \"SELECT * FROM features_1m LIMIT 10\"[/bold], [bold]qe features list[/bold], "
-        "[bold]qe backtest -q \"SELECT * FROM bars_1m WHERE symbol = 'ES'\" -p fast=10 -p slow=40[/bold], "
+        "[bold]qe backtest -q \"SELECT * FROM bars_1m WHERE symbol = 'ES'\" -p fast=10 -p slow=40 --capital 10000000[/bold], "
         "[bold]qe runs[/bold], [bold]qe report latest[/bold], [bold]qe ingest PATH[/bold]."
     )
 
