@@ -354,6 +354,44 @@ def walkforward(
     _print_run(result.run_id, result.stitched.metrics, result.stitched.timings, path)
 
 
+@app.command("risk")
+def risk_cmd(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/JSON run configuration (strict).")] = None,
+) -> None:
+    """The risk limits a run would use: the house defaults, or the [backtest.risk] table of a config file."""
+    from engine.runner import load_config
+
+    limits = load_config(config).risk
+    table = Table(title="Risk limits" + (f" ({config})" if config else " (house defaults)"))
+    table.add_column("limit")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    meaning = {
+        "max_position_size": "contracts per symbol, position + working orders",
+        "max_portfolio_exposure": "sum of notionals / equity",
+        "max_single_position_pct": "one symbol's notional / equity",
+        "max_daily_loss": "REDUCING below (1 - x) * equity at the trading date's start",
+        "max_weekly_loss": "REDUCING below (1 - x) * equity at the week's start",
+        "max_drawdown": "kill switch below (1 - x) * peak equity",
+        "max_correlated_exposure": "sum of notionals in one correlation group / equity",
+        "check_margin": "initial margin of all positions + the order <= equity",
+        "flatten_on_loss_limit": "daily/weekly breakers also flatten",
+        "volatility_scaling": "size = equity * clip(target_vol / vol) / notional",
+        "target_vol": "annualized", "max_vol_scale": "", "min_vol_scale": "", "vol_column": "feature column",
+    }
+    for name, value in limits.model_dump().items():
+        if name == "correlation_groups":
+            continue
+        table.add_row(name, "off" if value is None else str(value), meaning.get(name, ""))
+    console.print(table)
+    groups = Table(title="Correlation groups")
+    groups.add_column("group")
+    groups.add_column("roots")
+    for group, roots in limits.correlation_groups.items():
+        groups.add_row(group, " ".join(roots))
+    console.print(groups)
+
+
 @app.command("report")
 def report_cmd(
     run_id: Annotated[str, typer.Argument(help="Run id (or 'latest').")],

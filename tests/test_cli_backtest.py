@@ -125,3 +125,18 @@ def test_vectorized_signal_column_from_the_command_line(hourly) -> None:  # noqa
     warned = json.loads(qe("sql", "SELECT count(*) AS n FROM run_events WHERE code = 'RISK_NOT_CHECKED'", "--format",
                            "json", warehouse=hourly).stdout)
     assert warned[0]["n"] == 1
+
+
+def test_risk_command_shows_house_defaults_and_config_overrides(tmp_path) -> None:  # noqa: ANN001
+    defaults = qe("risk")
+    assert defaults.returncode == 0, defaults.stderr
+    assert "house defaults" in defaults.stdout and "equity_index" in defaults.stdout
+    config = tmp_path / "r.toml"
+    config.write_text("[backtest.risk]\nmax_drawdown = 0.2\nmax_weekly_loss = 0.07\n")
+    custom = qe("risk", "-c", str(config))
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in custom.stdout.splitlines()
+            if line.count("│") >= 3}
+    assert rows["max_drawdown"] == "0.2" and rows["max_weekly_loss"] == "0.07" and rows["max_daily_loss"] == "0.02"
+    config.write_text("[backtest.risk]\nmax_drawdwn = 0.2\n")
+    bad = qe("risk", "-c", str(config))
+    assert bad.returncode == 1 and "max_drawdwn" in bad.stderr
