@@ -66,6 +66,10 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
   * PCTRANK_240: cume_dist(ORDER BY rv20) over the 240-row frame counts rv20[k] <= rv20[t] (ties included); the
     rows with rv20[t] < rv20[k] <= rv20[t] + 1e-9*rv20[t] (near-ties: equal windows summed in another order) are
     added by an equi-join on the FLOAT cell of rv20 inside 240-row time blocks (vol_near).
+  * Plan shape. A CTE read twice is materialized with all its columns, so only vol_p3 (for vol_near) is: vol_p0
+    is read once (the chunk copies come from an unnest, the filter block totals recompute their z terms from
+    the source). A hash join builds on the side with the smaller estimate; vol_near is packed into one list row
+    so that the final join builds on its few thousand rows (on vol_p3 it cost ~0.4 s and ~300 MB).
 -#}
 {%- set N = bars_per_year %}
 {%- set sqrt_n = sqrt(N) | double %}
@@ -100,6 +104,16 @@ CASE WHEN ({{ x }}) >= 0 THEN sqrt({{ x }}) END
     (x*exp(lam*(n-1))/n sums to y = SMA at input n-1), later ones alpha*x. -#}
 {%- macro zterm(x, i, o, n, a, lam) -%}
 {{ x }} * CASE WHEN {{ i }} < {{ n }} THEN {{ (exp(lam * (n - 1)) / n) | double }} ELSE {{ a | double }} * exp({{ lam | double }} * {{ o }}) END
+{%- endmacro %}
+{#- The filter input terms over the source columns (vol_p0 and the block totals use the same expressions). -#}
+{%- macro z_r() -%}
+CASE WHEN rn >= 1 THEN {{ zterm('r * r', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ e32.L ~ ')', e32.n, e32.a, e32.lam) }} END
+{%- endmacro %}
+{%- macro z_tr(n, a) -%}
+CASE WHEN rn >= 1 THEN {{ zterm('tr', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ tr_L ~ ')', n, a, -ln(1.0 - a)) }} END
+{%- endmacro %}
+{%- macro z_c() -%}
+{{ zterm('c', 'rn', '(rn % ' ~ e20.L ~ ')', e20.n, e20.a, e20.lam) }}
 {%- endmacro %}
 {#- filter output from the in-block sum s, offset o and the two previous block totals t1, t2 -#}
 {%- macro fvalue(s, o, t1, t2, lam, L) -%}
@@ -176,44 +190,43 @@ vol_p0 AS (
         CASE WHEN o > 0 AND c1 > 0 THEN ln(o / c1) END AS ov,
         CASE WHEN o > 0 AND h > 0 AND l > 0 AND c > 0 THEN ln(h / c) * ln(h / o) + ln(l / c) * ln(l / o) END AS rs,
         greatest(rn - 1, 0) % {{ tr_L }} AS o_tr,
-        greatest(rn - 1, 0) // {{ tr_L }} AS blk_tr,
         rn % {{ e20.L }} AS o_c,
-        rn // {{ e20.L }} AS blk_c,
         greatest(rn - 1, 0) % {{ e32.L }} AS o_r,
-        greatest(rn - 1, 0) // {{ e32.L }} AS blk_r,
         -- EMA_32(r^2) fast path: index rn - 1, exact when r is NULL only at rn = 0 (see vol_bad)
-        CASE WHEN rn >= 1 THEN {{ zterm('r * r', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ e32.L ~ ')', e32.n, e32.a, e32.lam) }} END AS z_r,
+        {{ z_r() }} AS z_r,
         {%- for name, n, a in tr_filters %}
-        CASE WHEN rn >= 1 THEN {{ zterm('tr', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ tr_L ~ ')', n, a, -ln(1.0 - a)) }} END AS z_{{ name }},
+        {{ z_tr(n, a) }} AS z_{{ name }},
         {%- endfor %}
-        {{ zterm('c', 'rn', '(rn % ' ~ e20.L ~ ')', e20.n, e20.a, e20.lam) }} AS z_ema20
+        {{ z_c() }} AS z_ema20
     FROM {{ source }}
 ),
--- Block totals of the filter inputs and the carries of the two previous blocks (a few thousand rows).
+-- Block totals of the filter inputs and the carries of the two previous blocks (a few thousand rows). The z terms
+-- are recomputed from the source (the same expressions as in vol_p0), so that vol_p0 is read once and not
+-- materialized.
 vol_tr_carry AS (
     SELECT symbol, blk_tr{% for name, n, a in tr_filters %},
         lag(b_{{ name }}) OVER b AS t1_{{ name }}, lag(b_{{ name }}, 2) OVER b AS t2_{{ name }}{% endfor %}
-    FROM (SELECT symbol, blk_tr{% for name, n, a in tr_filters %}, sum(z_{{ name }}) AS b_{{ name }}{% endfor %}
-          FROM vol_p0 WHERE rn >= 1 GROUP BY symbol, blk_tr)
+    FROM (SELECT symbol, greatest(rn - 1, 0) // {{ tr_L }} AS blk_tr{% for name, n, a in tr_filters %}, sum({{ z_tr(n, a) }}) AS b_{{ name }}{% endfor %}
+          FROM {{ source }} WHERE rn >= 1 GROUP BY ALL)
     WINDOW b AS (PARTITION BY symbol ORDER BY blk_tr)
 ),
 vol_c_carry AS (
     SELECT symbol, blk_c, lag(b) OVER b AS t1_ema20, lag(b, 2) OVER b AS t2_ema20
-    FROM (SELECT symbol, blk_c, sum(z_ema20) AS b FROM vol_p0 GROUP BY symbol, blk_c)
+    FROM (SELECT symbol, rn // {{ e20.L }} AS blk_c, sum({{ z_c() }}) AS b FROM {{ source }} GROUP BY ALL)
     WINDOW b AS (PARTITION BY symbol ORDER BY blk_c)
 ),
 vol_r_carry AS (
     SELECT symbol, blk_r, lag(b) OVER b AS t1_r, lag(b, 2) OVER b AS t2_r
-    FROM (SELECT symbol, blk_r, sum(z_r) AS b FROM vol_p0 WHERE rn >= 1 GROUP BY symbol, blk_r)
+    FROM (SELECT symbol, greatest(rn - 1, 0) // {{ e32.L }} AS blk_r, sum({{ z_r() }}) AS b FROM {{ source }} WHERE rn >= 1 GROUP BY ALL)
     WINDOW b AS (PARTITION BY symbol ORDER BY blk_r)
 ),
 vol_x AS (
-    SELECT *, rn // {{ C }} AS chunk FROM vol_p0
-    UNION ALL
-    SELECT *, rn // {{ C }} + 1 AS chunk FROM vol_p0 WHERE rn % {{ C }} >= {{ C - W }}
+    -- rows in the last W of a chunk are also the first rows of the next chunk
+    SELECT *, unnest(CASE WHEN rn % {{ C }} >= {{ C - W }} THEN [rn // {{ C }}, rn // {{ C }} + 1] ELSE [rn // {{ C }}] END) AS chunk
+    FROM vol_p0
 ),
 vol_s1 AS (
-    SELECT symbol, ts, rn, chunk, c, tr, hl, r, co, ov, rs, h, l, o_tr, blk_tr, o_c, blk_c, o_r, blk_r,
+    SELECT symbol, ts, rn, chunk, c, tr, hl, r, co, ov, rs, h, l, o_tr, o_c, o_r,
         {{- lags(['r'], 1, 6) }}
         {{- lags(['hl', 'co', 'ov', 'rs', 'c', 'h', 'l'], 1, 5) }}
         {%- for name, n, a in tr_filters %}
@@ -250,7 +263,7 @@ vol_p1 AS (
         -- greatest/least skip NULLs, so a window reaching before the partition start is NULL explicitly
         CASE WHEN h_4 IS NOT NULL THEN greatest(h, h_1, h_2, h_3, h_4) END AS hh_s5,
         CASE WHEN l_4 IS NOT NULL THEN least(l, l_1, l_2, l_3, l_4) END AS ll_s5
-    FROM ({{ states('vol_s1', xs5=['r', 'co', 'ov', 'c']) }})
+    FROM ({{ states('(SELECT *, greatest(rn - 1, 0) // ' ~ tr_L ~ ' AS blk_tr, rn // ' ~ e20.L ~ ' AS blk_c, greatest(rn - 1, 0) // ' ~ e32.L ~ ' AS blk_r FROM vol_s1)', xs5=['r', 'co', 'ov', 'c']) }})
     LEFT JOIN vol_tr_carry USING (symbol, blk_tr)
     LEFT JOIN vol_c_carry USING (symbol, blk_c)
     LEFT JOIN vol_r_carry USING (symbol, blk_r)
@@ -313,7 +326,7 @@ vol_pt AS (
     SELECT symbol, rn, rv20 AS x, CAST(rv20 AS FLOAT) AS f, rn // 240 AS blk
     FROM vol_p3 WHERE rv20 > 0
 ),
-vol_near AS (
+vol_near_n AS (
     -- Rows k of the window t-239..t with x[t] < x[k] <= x[t] + 1e-9*abs(x[t]), which cume_dist does not count.
     SELECT p.symbol, p.rn, count(*) AS near
     FROM (SELECT symbol, rn, x, x + {{ eps }} * abs(x) AS y, blk,
@@ -323,6 +336,12 @@ vol_near AS (
         ON k.symbol = p.symbol AND k.f = p.f AND k.vis_blk = p.blk
     WHERE k.x > p.x AND k.x <= p.y AND k.rn <= p.rn AND k.rn >= p.rn - 239
     GROUP BY p.symbol, p.rn
+),
+vol_near AS (
+    -- The same rows, packed into one list and unnested: the optimizer then estimates this side at 1 row and builds
+    -- the final join's hash table on it (a few thousand rows), not on the 1M wide rows of vol_p3.
+    SELECT struct_extract(u, 'symbol') AS symbol, struct_extract(u, 'rn') AS rn, struct_extract(u, 'near') AS near
+    FROM (SELECT unnest(l) AS u FROM (SELECT list({'symbol': symbol, 'rn': rn, 'near': near}) AS l FROM vol_near_n))
 ),
 -- EMA_32(r^2) skips NULL r. Where r is NULL after a partition's first row (non-positive back-adjusted prices), the
 -- row index is not the filter index: those partitions run the filter on their non-NULL rows, numbered.

@@ -44,24 +44,35 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
     RTH membership is by the bar's open minute of day, rth_open <= minute_of_day < rth_close.
   * No feature here is annualized: the timeframe does not change any formula (on 1d bars a session is one bar).
 
-  How (DuckDB evaluates window aggregates of one partition on one thread at ~0.1 s per aggregate and 1M rows, a lag
-  at a tenth of that; so: two sorts, lags for windows of up to 20 rows, few aggregates):
+  How (measured on 1M one-minute bars of one symbol: a window aggregate costs ~0.1-0.3 s of CPU per 1M rows, a lag a
+  few hundredths; every column carried through a window sort, a materialized CTE or a hash join costs time and
+  memory; so: few aggregates, cheap lags, narrow sorts, no wide intermediate read twice):
+  * Two chains over the base. The wide chain sorts the narrow bar columns twice: level 0 takes the lags the window
+    inputs of level 1 need (h[t-1], l[t-1], ln c[t-1], r[t-1], r[t-2], c[t-5], c[t-6]) and the aggregates level 1
+    lags (HH_20, LL_20, the power sums of r); level 1 takes every other lag and aggregate, and one projection
+    finishes all features but the DMI. The DMI chain (+DI, -DI, ADX) runs on h, l, c, TR alone and is joined once
+    at the end (narrow build side).
   * NULL rule 1: o, h, l, c are never NULL in validated bars, so a window of h, l or c is full exactly when
     rn >= n - 1; windows of ln c, r and ln(c / c[t-5]) are NULL when a close they read is <= 0 (counted per window).
+  * HH_20 / LL_20 are max / min window aggregates of level 0; HH_20[t-1] (breakouts) and the 55- and 240-row
+    extremes are lags of them taken 1, 20 and 35 rows apart. Higher-high / lower-low flags are packed into one
+    integer and summed over 10 lags; SUM_10(abs(c - c[t-1])) from lags of c.
   * FLAT_n(x) (R^2, skew, kurt, autocorr, variance ratio) is decided exactly by counting the rows of t-n+2..t where
-    x differs from the row before (change and bad-close counts packed into one integer sum per window length).
+    x differs from the row before (change and bad-close counts packed into one integer sum per window length; the
+    sums are cast to INTEGER at once: DuckDB's HUGEINT sum result is slow to unpack).
   * Moments of r from power sums (log returns have |mean| << sd, so nothing cancels), S_1 telescoped to
-    ln(c / c[t-n]); 60-row regressions with DuckDB's regr_slope / var_samp (Welford states, on the row number);
-    the 20-row regression two-pass from lags, relative to ln c[t]. Checked against the oracle on 1M ES-like bars.
+    ln(c / c[t-n]), SUM_120(r^2) as two consecutive SUM_60; 60-row regressions with DuckDB's regr_slope / var_samp
+    (Welford states, on the row number); the 20-row regression two-pass from lags, relative to ln c[t].
   * +DM, -DM and TR share one exact WILDER_14 (the block method of _filters.sql with the SMA seed folded into the
-    weights, index rn - 1 since they are non-NULL from row 1); ADX, whose DX has NULL rows, uses f.wilder.
+    weights, index rn - 1 since they are non-NULL from row 1 on). ADX, whose DX has NULL rows, runs the same
+    folded-seed block method with the number of earlier non-NULL DX rows as index (blocks of L non-NULL rows):
+    one narrow window for the index, one for the in-block sums; no filtered copy and no join back.
   * Session aggregates are read only by later sessions (high, low, last close) or by rows at or after the row
     they come from (first open, first RTH row and its open).
 -#}
 {% import 'macros.sql' as m %}
-{% import 'features/_filters.sql' as f %}
 {%- set floor = 1e-7 | double %}
-{#- WILDER_14 block constants of the fused +DM / -DM / TR filter (same method and block length as _filters.sql). -#}
+{#- WILDER_14 block constants (same method and block length as _filters.sql). -#}
 {%- set lam = -ln(13.0 / 14.0) %}
 {%- set L = (40.0 / lam) | round(0, 'floor') | int %}
 {#- The distinct RTH windows of the table: sessions aggregate each with integer filters, and the small session
@@ -71,9 +82,12 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
 {%- if (open, close) not in rth_windows %}{% set _ = rth_windows.append((open, close)) %}{% endif %}
 {%- endfor %}
 {%- set bo = '(greatest(rn, 1) - 1) % ' ~ L %}
-{%- set dm_scale -%}
-CASE WHEN rn <= 14 THEN {{ (exp(13 * lam) / 14) | double }} ELSE {{ (1.0 / 14) | double }} * exp({{ lam | double }} * ({{ bo }})) END
-{%- endset %}
+{#- Folded-seed Wilder weight times exp(lam * offset in the block) for the 0-based filter index i: rows 0..13 get
+    x/14 * beta^-(13 - i) (so the decayed sum equals their mean at index 13), later rows alpha * x. -#}
+{%- macro wscale(i, o) -%}
+CASE WHEN {{ i }} <= 13 THEN {{ (exp(13 * lam) / 14) | double }} ELSE {{ (1.0 / 14) | double }} * exp({{ lam | double }} * ({{ o }})) END
+{%- endmacro %}
+{%- set dm_scale = wscale('rn - 1', bo) %}
 {#- ln(a / b), NULL unless both are positive (catalog section 3). -#}
 {%- macro lnq(a, b) -%}
 CASE WHEN {{ a }} > 0 AND {{ b }} > 0 THEN ln({{ a }} / {{ b }}) END
@@ -81,10 +95,6 @@ CASE WHEN {{ a }} > 0 AND {{ b }} > 0 THEN ln({{ a }} / {{ b }}) END
 {#- Rows t-n+1 .. t of the symbol (the lint wants ORDER BY in every named window, so no window inheritance). -#}
 {%- macro rows(n) -%}
 PARTITION BY symbol ORDER BY ts ROWS BETWEEN {{ n - 1 }} PRECEDING AND CURRENT ROW
-{%- endmacro %}
-{#- x<a>, ..., x<b> as an argument list (x0 = x). -#}
-{%- macro lagged(x, a, b) -%}
-{% for k in range(a, b + 1) %}{% if not loop.first %}, {% endif %}{{ x }}{{ k if k else '' }}{% endfor %}
 {%- endmacro %}
 WITH
 -- One row per (symbol, session). The whole-session high, low and last close are read only by the next session;
@@ -120,96 +130,25 @@ sessx AS (
     FROM sess_rth AS cur
     LEFT JOIN sess_rth AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
 ),
--- Level 1, one sort over the bars: every lag, and every window aggregate whose input is a base column. Windows of
--- up to 20 rows are evaluated from lags (a lag costs a tenth of a window aggregate in DuckDB).
-x AS (
-    SELECT symbol, ts, rn, sid, h, l, c, c1, r, lnc, tr,
-        s_rn, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close,
-        {%- for k in range(1, 21) %}
-        lag(h, {{ k }}) OVER w AS h{{ k }}, lag(l, {{ k }}) OVER w AS l{{ k }},
-        {%- endfor %}
-        {%- for k in [2, 3, 4, 5, 6, 7, 8, 9, 10, 59, 60, 61, 119, 120, 121, 122, 123, 124] %}
-        lag(c, {{ k }}) OVER w AS c{{ k }},
-        {%- endfor %}
-        lag(r) OVER w AS r1, lag(r, 2) OVER w AS r2,
-        {%- for k in range(1, 20) %}
-        lag(lnc, {{ k }}) OVER w AS lnc{{ k }},
-        {%- endfor %}
-        sum(r * r) OVER w60 AS s2, sum(r * r * r) OVER w60 AS s3, sum((r * r) * (r * r)) OVER w60 AS s4,
-        regr_slope(lnc, rn) OVER w60 AS slope60, var_samp(lnc) OVER w60 AS var60,
-        max(h) OVER ws AS s_hi, min(l) OVER ws AS s_lo,
-        sum({{ dm_scale }} * tr) OVER wb AS st
-    FROM (SELECT *, CASE WHEN c > 0 THEN ln(c) END AS lnc FROM {{ source }})
-    LEFT JOIN sessx USING (symbol, sid)
-    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w60 AS ({{ rows(60) }}),
-        -- the session so far and the Wilder block so far, as row frames of the same sort
-        ws AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN rn - s_rn PRECEDING AND CURRENT ROW),
-        wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN {{ bo }} PRECEDING AND CURRENT ROW)
-),
-xp AS (
-    SELECT symbol, ts, rn, c, c1, r, r1, s2, s3, s4, slope60, var60, st,
-        {{ lnq('c', 'c5') }} AS lr5,
-        -- Changes and bad closes packed into one integer per row, counted over 59 and 119 rows in level 2.
-        -- FLAT_n(x) over rows t-n+1..t <=> x equals the row before on every row of t-n+2..t.
-        CAST(lnc IS DISTINCT FROM lnc1 AS INTEGER) + 64 * CAST(r IS DISTINCT FROM r1 AS INTEGER)
-            + 4096 * CAST(r1 IS DISTINCT FROM r2 AS INTEGER) + 262144 * CAST(lnc IS NULL AS INTEGER) AS pk59,
-        CAST(r IS DISTINCT FROM r1 AS INTEGER)
-            + 128 * CAST({{ lnq('c', 'c5') }} IS DISTINCT FROM {{ lnq('c1', 'c6') }} AS INTEGER)
-            + 16384 * CAST(lnc IS NULL AS INTEGER) AS pk119,
-        -- Fused WILDER_14 of +DM, -DM and TR (the TR sum is taken in level 1). All three are non-NULL exactly from
-        -- row 1 on (OHLC are never NULL in validated bars), so the filter index is rn - 1 and needs no numbering.
-        -- Block method of _filters.sql; the SMA seed is folded into the weights (rows 1..14 get x/14 *
-        -- beta^-(14 - rn), so the decayed sum equals their mean at row 14). dm_w* = weight * exp(lam * offset).
-        (greatest(rn, 1) - 1) // {{ L }} AS blk,
-        {{ bo }} AS bo,
+-- +DI, -DI and ADX run in a narrow chain of their own (h, l, c, TR), joined to the wide chain at the end.
+-- Level 1 of the DMI chain: h[t-1], l[t-1] and the Wilder weights of +DM, -DM and TR (index rn - 1, folded seed).
+dm0 AS (
+    SELECT symbol, ts, rn, c, (greatest(rn, 1) - 1) // {{ L }} AS blk, {{ bo }} AS bo,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN h - h1 > l1 - l AND h - h1 > 0 THEN h - h1 ELSE 0.0 END END AS dm_wp,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN l1 - l > h - h1 AND l1 - l > 0 THEN l1 - l ELSE 0.0 END END AS dm_wm,
-        CASE WHEN rn >= 1 THEN {{ dm_scale }} * tr END AS dm_wt,
-        -- rows whose window reads a NULL ln c / r / r and r[t-1] / ln(c / c[t-5]) (NULL rule 1)
-        rn >= 59 AND c59 > 0 AS full60,
-        rn >= 60 AND c59 > 0 AND c60 > 0 AS full60r,
-        rn >= 61 AND c59 > 0 AND c60 > 0 AND c61 > 0 AS full61,
-        rn >= 124 AND c119 > 0 AND c120 > 0 AND c121 > 0 AND c122 > 0 AND c123 > 0 AND c124 > 0 AS full124,
-        -- features complete in level 1
-        -- HH_20 / LL_20 from lags; 55 and 240 rows are maxima of these taken 20 (and 35) rows apart in level 2
-        greatest({{ lagged('h', 0, 19) }}) AS hh20,
-        least({{ lagged('l', 0, 19) }}) AS ll20,
-        CASE WHEN rn >= 20 THEN CAST(c > greatest({{ lagged('h', 1, 20) }}) AS INTEGER) END AS breakout_high_20,
-        CASE WHEN rn >= 20 THEN CAST(c < least({{ lagged('l', 1, 20) }}) AS INTEGER) END AS breakout_low_20,
-        {%- for x, op, name in [('h', '>', 'hh_count_10'), ('l', '<', 'll_count_10')] %}
-        CASE WHEN rn >= 10 THEN {% for k in range(10) %}{% if k %} + {% endif %}CAST({{ x }}{{ k if k else '' }} {{ op }} {{ x }}{{ k + 1 }} AS INTEGER){% endfor %} END AS {{ name }},
-        {%- endfor %}
-        CASE WHEN rn >= 1 THEN CAST(h <= h1 AND l >= l1 AS INTEGER) END AS inside_bar,
-        CASE WHEN rn >= 1 THEN CAST(h > h1 AND l < l1 AS INTEGER) END AS outside_bar,
-        -- 20-row regression of ln c on the bar offset j = 0..19 from d_k = ln c[t-k] - ln c (one pass on d: d[0] = 0
-        -- bounds the cancellation by n + 1, and a flat window gives exactly 0); Sxx = 665.
-        CASE WHEN rn >= 19 THEN ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}{{ (9.5 - k) | double }} * (lnc{{ k }} - lnc){% endfor %}) / {{ 665.0 | double }} END AS linreg_slope_20,
-        CASE WHEN rn >= 19 THEN
-            ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc) * (lnc{{ k }} - lnc){% endfor %})
-            - ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc){% endfor %})
-            * ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc){% endfor %}) / 20.0 END AS syy20,
-        CASE WHEN rn >= 10 THEN abs(c - c10) / NULLIF({% for k in range(10) %}{% if k %} + {% endif %}abs(c{{ k if k else '' }} - c{{ k + 1 }}){% endfor %}, 0) END AS efficiency_ratio_10,
-        CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_high') }} END AS dist_prev_session_high,
-        CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_low') }} END AS dist_prev_session_low,
-        CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_close') }} END AS dist_prev_session_close,
-        CASE WHEN sid >= 2 THEN {{ lnq('s_open', 'p_close') }} END AS session_gap,
-        CASE WHEN sid >= 2 AND ts >= rth_ts THEN {{ lnq('rth_open', 'p_rth_close') }} END AS overnight_gap,
-        CASE WHEN sid >= 1 THEN {{ lnq('c', 's_open') }} END AS dist_session_open,
-        CASE WHEN sid >= 1 THEN (c - s_lo) / NULLIF(s_hi - s_lo, 0) END AS session_range_pos,
-        -- telescoped sums: SUM_120 of ln(c / c[t-5]) and the S_1 of r over 60 and 120 rows and of r[t-1] over 60
-        {% for j in range(5) %}{% if j %} + {% endif %}{{ lnq('c' ~ (j if j else ''), 'c' ~ (120 + j)) }}{% endfor %} AS q1,
-        {{ lnq('c', 'c120') }} AS r_sum120,
-        {{ lnq('c', 'c60') }} / 60.0 AS mu,
-        {{ lnq('c1', 'c61') }} / 60.0 AS mup,
-        {{ lnq('c60', 'c61') }} AS r60
-    FROM x
+        CASE WHEN rn >= 1 THEN {{ dm_scale }} * tr END AS dm_wt
+    FROM (
+        SELECT symbol, ts, rn, h, l, c, tr, lag(h) OVER w AS h1, lag(l) OVER w AS l1
+        FROM {{ source }}
+        WINDOW w AS (PARTITION BY symbol ORDER BY ts)
+    )
 ),
 dm_blk AS (
     SELECT symbol, blk,
         {{ exp(-lam * (L - 1)) | double }} * sum(dm_wp) AS tp,
         {{ exp(-lam * (L - 1)) | double }} * sum(dm_wm) AS tm,
         {{ exp(-lam * (L - 1)) | double }} * sum(dm_wt) AS tt
-    FROM xp
+    FROM dm0
     GROUP BY symbol, blk
 ),
 -- the filter value at the end of the previous block (the block before that enters through beta^L)
@@ -221,90 +160,190 @@ dm_carry AS (
     FROM dm_blk
     WINDOW b AS (PARTITION BY symbol ORDER BY blk)
 ),
--- Level 2, one sort over a narrow relation: the windows whose inputs need a lag.
-y AS (
-    SELECT symbol, ts,
+-- Level 2 of the DMI chain: the in-block sums, the filter values (block method) and +DI, -DI, DX.
+dmi AS (
+    SELECT symbol, ts, pdi, mdi, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx
+    FROM (
+        SELECT symbol, ts,
+            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (pdm14 / tr14) END AS pdi,
+            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (mdm14 / tr14) END AS mdi
+        FROM (
+            SELECT symbol, ts, rn, c,
+                exp({{ -lam | double }} * bo) * (sp + {{ exp(-lam) | double }} * cp) AS pdm14,
+                exp({{ -lam | double }} * bo) * (sm + {{ exp(-lam) | double }} * cm) AS mdm14,
+                exp({{ -lam | double }} * bo) * (st + {{ exp(-lam) | double }} * ct) AS tr14
+            FROM (
+                SELECT symbol, ts, rn, c, blk, bo,
+                    sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm, sum(dm_wt) OVER wb AS st
+                FROM dm0
+                WINDOW wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)
+            )
+            LEFT JOIN dm_carry USING (symbol, blk)
+        )
+    )
+),
+-- WILDER_14(DX) skipping the NULL DX rows (catalog section 4): the filter index of a row is the number of non-NULL
+-- DX rows before it; the same block method and folded seed as +DM / -DM / TR, blocks of L non-NULL rows.
+adx_w AS (
+    SELECT symbol, ts, pdi, mdi, ai, ai // {{ L }} AS ablk, ai % {{ L }} AS ao,
+        CASE WHEN dx IS NOT NULL THEN {{ wscale('ai', 'ai % ' ~ L) }} * dx END AS aw
+    FROM (
+        SELECT symbol, ts, pdi, mdi, dx,
+            count(dx) OVER (PARTITION BY symbol ORDER BY ts ROWS UNBOUNDED PRECEDING) - 1 AS ai
+        FROM dmi
+    )
+),
+adx_carry AS (
+    SELECT symbol, ablk,
+        coalesce(lag(total) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(total, 2) OVER b, 0.0) AS carry
+    FROM (
+        SELECT symbol, ablk, {{ exp(-lam * (L - 1)) | double }} * sum(aw) AS total
+        FROM adx_w
+        GROUP BY symbol, ablk
+    )
+    WINDOW b AS (PARTITION BY symbol ORDER BY ablk)
+),
+adx AS (
+    SELECT symbol, ts, pdi, mdi,
+        CASE WHEN aw IS NOT NULL AND ai >= 13 THEN
+            exp({{ -lam | double }} * ao) * (sum(aw) OVER (PARTITION BY symbol, ablk ORDER BY ts ROWS UNBOUNDED PRECEDING)
+                + {{ exp(-lam) | double }} * carry)
+        END AS adx_14
+    FROM adx_w
+    LEFT JOIN adx_carry USING (symbol, ablk)
+),
+-- Level 0 of the wide chain, one sort of the narrow bar columns: the lags the window inputs of level 1 need, and
+-- the window aggregates that level 1 lags: HH_20 / LL_20 (HH_20[t-1] and the 55- and 240-row extremes) and the
+-- power sums of r (SUM_120(r^2) as two consecutive SUM_60).
+x0 AS (
+    SELECT symbol, ts, rn, sid, h, l, c, c1, r, lnc,
+        lag(h) OVER w AS h1, lag(l) OVER w AS l1, lag(lnc) OVER w AS lnc1, lag(r) OVER w AS r1, lag(r, 2) OVER w AS r2,
+        lag(c, 5) OVER w AS c5, lag(c, 6) OVER w AS c6,
+        max(h) OVER w20 AS hh20, min(l) OVER w20 AS ll20,
+        sum(r * r) OVER w60 AS s2, sum(r * r * r) OVER w60 AS s3, sum((r * r) * (r * r)) OVER w60 AS s4
+    FROM (SELECT symbol, ts, rn, sid, h, l, c, c1, r, CASE WHEN c > 0 THEN ln(c) END AS lnc FROM {{ source }})
+    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w20 AS ({{ rows(20) }}), w60 AS ({{ rows(60) }})
+),
+x0p AS (
+    SELECT symbol, ts, rn, sid, c, c1, r, r1, lnc, hh20, ll20, s2, s3, s4,
+        {{ lnq('c', 'c5') }} AS lr5,
+        -- Changes and bad closes packed into one integer per row, counted over 59 and 119 rows in level 1.
+        -- FLAT_n(x) over rows t-n+1..t <=> x equals the row before on every row of t-n+2..t.
+        CAST(lnc IS DISTINCT FROM lnc1 AS INTEGER) + 64 * CAST(r IS DISTINCT FROM r1 AS INTEGER)
+            + 4096 * CAST(r1 IS DISTINCT FROM r2 AS INTEGER) + 262144 * CAST(lnc IS NULL AS INTEGER) AS pk59,
+        CAST(r IS DISTINCT FROM r1 AS INTEGER)
+            + 128 * CAST({{ lnq('c', 'c5') }} IS DISTINCT FROM {{ lnq('c1', 'c6') }} AS INTEGER)
+            + 16384 * CAST(lnc IS NULL AS INTEGER) AS pk119,
+        -- higher high and lower low flags (NULL on row 0), summed over 10 rows from lags in level 1
+        CAST(h > h1 AS INTEGER) + 16 * CAST(l < l1 AS INTEGER) AS hl,
+        CASE WHEN rn >= 1 THEN CAST(h <= h1 AND l >= l1 AS INTEGER) END AS inside_bar,
+        CASE WHEN rn >= 1 THEN CAST(h > h1 AND l < l1 AS INTEGER) END AS outside_bar,
+        h, l
+    FROM x0
+),
+-- Level 1, one sort: the remaining lags and every window aggregate.
+x AS (
+    SELECT symbol, ts, rn, sid, c, c1, r, lnc, hh20, ll20, s2, s3, s4, inside_bar, outside_bar,
+        {%- for k in [2, 3, 4, 5, 6, 7, 8, 9, 10, 59, 60, 61, 119, 120, 121, 122, 123, 124] %}
+        lag(c, {{ k }}) OVER w AS c{{ k }},
+        {%- endfor %}
+        {%- for k in range(1, 20) %}
+        lag(lnc, {{ k }}) OVER w AS lnc{{ k }},
+        {%- endfor %}
+        -- HH_20[t-1] = max(h) of rows t-20..t-1; HH_55 and HH_240 from HH_20 taken 20 (and 35) rows apart
+        lag(hh20) OVER w AS hh20p, lag(ll20) OVER w AS ll20p,
         greatest(hh20, lag(hh20, 20) OVER w, lag(hh20, 35) OVER w) AS hh55,
         least(ll20, lag(ll20, 20) OVER w, lag(ll20, 35) OVER w) AS ll55,
         greatest(hh20{% for k in range(20, 240, 20) %}, lag(hh20, {{ k }}) OVER w{% endfor %}) AS hh240,
         least(ll20{% for k in range(20, 240, 20) %}, lag(ll20, {{ k }}) OVER w{% endfor %}) AS ll240,
-        -- SUM_120(r^2) as two consecutive SUM_60
         s2 + lag(s2, 60) OVER w AS s2_120,
+        hl{% for k in range(1, 10) %} + lag(hl, {{ k }}) OVER w{% endfor %} AS nhl,
         sum(r * r1) OVER w60 AS srr,
         sum(lr5 * lr5) OVER w120 AS q2,
-        sum(pk59) OVER w59 AS n59,
-        sum(pk119) OVER w119 AS n119,
-        sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm
-    FROM xp
-    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w59 AS ({{ rows(59) }}), w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
-        wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)
+        regr_slope(lnc, rn) OVER w60 AS slope60, var_samp(lnc) OVER w60 AS var60,
+        max(h) OVER ws AS s_hi, min(l) OVER ws AS s_lo,
+        -- integer window sums are HUGEINT in DuckDB: cast at once
+        CAST(sum(pk59) OVER w59 AS INTEGER) AS n59,
+        CAST(sum(pk119) OVER w119 AS INTEGER) AS n119
+    FROM x0p
+    LEFT JOIN (SELECT symbol, sid, s_rn FROM sess) USING (symbol, sid)
+    WINDOW w AS (PARTITION BY symbol ORDER BY ts), w59 AS ({{ rows(59) }}),
+        w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
+        -- the session so far, as a row frame of the same sort
+        ws AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN rn - s_rn PRECEDING AND CURRENT ROW)
 ),
--- Central moments of r over 60 rows from power sums: m_k = MEAN((r - mu)^k) expanded in S_j / n. S_1 telescopes to
--- ln(c / c[t-60]); log returns have |mu| << sd, so the expansion loses no significant digits.
-mom AS (
+xm AS (
     SELECT *,
         s2 / 60.0 - mu * mu AS m2,
         s3 / 60.0 - 3.0 * mu * (s2 / 60.0) + 2.0 * mu * mu * mu AS m3,
         s4 / 60.0 - 4.0 * mu * (s3 / 60.0) + 6.0 * (mu * mu) * (s2 / 60.0) - 3.0 * (mu * mu) * (mu * mu) AS m4,
         -- the sums of r[t-1] over the window are those of r over the window shifted by one row
         (s2 - r * r + r60 * r60) / 60.0 - mup * mup AS m2p,
-        exp({{ -lam | double }} * bo) * sp + exp({{ -lam | double }} * (bo + 1)) * cp AS pdm14,
-        exp({{ -lam | double }} * bo) * sm + exp({{ -lam | double }} * (bo + 1)) * cm AS mdm14,
-        exp({{ -lam | double }} * bo) * st + exp({{ -lam | double }} * (bo + 1)) * ct AS tr14,
         n59 % 64 AS lnc_chg59, (n59 // 64) % 64 AS r_chg59, (n59 // 4096) % 64 AS r1_chg59, n59 // 262144 AS bad59,
-        n119 % 128 AS r_chg119, (n119 // 128) % 128 AS lr5_chg119, n119 // 16384 AS bad119
-    FROM xp
-    JOIN y USING (symbol, ts)
-    LEFT JOIN dm_carry USING (symbol, blk)
-),
-dmi AS (
-    SELECT *, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx
+        n119 % 128 AS r_chg119, (n119 // 128) % 128 AS lr5_chg119, n119 // 16384 AS bad119,
+        -- rows whose window reads a NULL ln c / r / r and r[t-1] / ln(c / c[t-5]) (NULL rule 1)
+        rn >= 59 AND c59 > 0 AS full60,
+        rn >= 60 AND c59 > 0 AND c60 > 0 AS full60r,
+        rn >= 61 AND c59 > 0 AND c60 > 0 AND c61 > 0 AS full61,
+        rn >= 124 AND c119 > 0 AND c120 > 0 AND c121 > 0 AND c122 > 0 AND c123 > 0 AND c124 > 0 AS full124,
+        -- 20-row regression of ln c on the bar offset j = 0..19 from d_k = ln c[t-k] - ln c (one pass on d: d[0] = 0
+        -- bounds the cancellation by n + 1, and a flat window gives exactly 0); Sxx = 665.
+        CASE WHEN rn >= 19 THEN ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}{{ (9.5 - k) | double }} * (lnc{{ k }} - lnc){% endfor %}) / {{ 665.0 | double }} END AS linreg_slope_20,
+        CASE WHEN rn >= 19 THEN
+            ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc) * (lnc{{ k }} - lnc){% endfor %})
+            - ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc){% endfor %})
+            * ({% for k in range(1, 20) %}{% if k > 1 %} + {% endif %}(lnc{{ k }} - lnc){% endfor %}) / 20.0 END AS syy20,
+        -- telescoped sums: SUM_120 of ln(c / c[t-5]) and the S_1 of r over 120 rows
+        {% for j in range(5) %}{% if j %} + {% endif %}{{ lnq('c' ~ (j if j else ''), 'c' ~ (120 + j)) }}{% endfor %} AS q1,
+        {{ lnq('c', 'c120') }} AS r_sum120
     FROM (
+        -- S_1 of r over 60 rows and of r[t-1] over 60 rows, telescoped
         SELECT *,
-            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (pdm14 / tr14) END AS pdi,
-            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (mdm14 / tr14) END AS mdi
-        FROM mom
+            {{ lnq('c', 'c60') }} / 60.0 AS mu,
+            {{ lnq('c1', 'c61') }} / 60.0 AS mup,
+            {{ lnq('c60', 'c61') }} AS r60
+        FROM x
     )
-),
-feat AS (
-    SELECT symbol, ts,
-        CASE WHEN rn >= 19 THEN {{ lnq('c', 'hh20') }} END AS dist_high_20,
-        CASE WHEN rn >= 19 THEN {{ lnq('c', 'll20') }} END AS dist_low_20,
-        CASE WHEN rn >= 239 THEN {{ lnq('c', 'hh240') }} END AS dist_high_240,
-        CASE WHEN rn >= 239 THEN {{ lnq('c', 'll240') }} END AS dist_low_240,
-        CASE WHEN rn >= 54 THEN (c - ll55) / NULLIF(hh55 - ll55, 0) END AS donchian_pos_55,
-        breakout_high_20, breakout_low_20,
-        hh_count_10, ll_count_10, inside_bar, outside_bar,
-        pdi AS plus_di_14,
-        mdi AS minus_di_14,
-        linreg_slope_20,
-        CASE WHEN syy20 > 0 THEN linreg_slope_20 * linreg_slope_20 * {{ 665.0 | double }} / syy20 END AS linreg_r2_20,
-        CASE WHEN full60 AND bad59 = 0 THEN slope60 END AS linreg_slope_60,
-        CASE WHEN full60 AND bad59 = 0 AND lnc_chg59 > 0 AND var60 > 0 THEN
-            slope60 * slope60 * {{ 17995.0 | double }} / (59.0 * var60) END AS linreg_r2_60,
-        CASE WHEN full124 AND bad119 = 0 AND r_chg119 > 0 THEN
-            (CASE WHEN lr5_chg119 > 0 THEN q2 - q1 * q1 / 120.0 ELSE 0.0 END)
-            / NULLIF(5.0 * (s2_120 - r_sum120 * r_sum120 / 120.0), 0) END AS variance_ratio_5_120,
-        CASE WHEN full61 AND bad59 = 0 AND r_chg59 > 0 AND r1_chg59 > 0 AND m2 > 0 AND m2p > 0 THEN
-            (srr / 60.0 - mu * mup) / sqrt(m2 * m2p) END AS autocorr_1_60,
-        CASE WHEN full60r AND bad59 = 0 AND r_chg59 > 0 AND m2 > 0 THEN
-            {{ (sqrt(60.0 * 59.0) / 58.0) | double }} * m3 / (m2 * sqrt(m2)) END AS skew_60,
-        CASE WHEN full60r AND bad59 = 0 AND r_chg59 > 0 AND m2 > 0 THEN
-            {{ (59.0 / (58.0 * 57.0)) | double }} * (61.0 * (m4 / (m2 * m2) - 3.0) + 6.0) END AS kurt_60,
-        efficiency_ratio_10, dist_prev_session_high, dist_prev_session_low, dist_prev_session_close, session_gap,
-        overnight_gap, dist_session_open, session_range_pos,
-        dx
-    FROM dmi
-),
-{{ f.wilder('adx14', 'feat', 'dx', 14) }}
+    LEFT JOIN (SELECT symbol, sid, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close FROM sessx) USING (symbol, sid)
+)
 SELECT
-    feat.symbol,
-    feat.ts,
-    dist_high_20, dist_low_20, dist_high_240, dist_low_240, donchian_pos_55, breakout_high_20, breakout_low_20,
-    hh_count_10, ll_count_10, inside_bar, outside_bar,
-    adx14.value AS adx_14,
-    plus_di_14, minus_di_14, linreg_slope_20, linreg_r2_20, linreg_slope_60, linreg_r2_60, variance_ratio_5_120,
-    autocorr_1_60, skew_60, kurt_60, efficiency_ratio_10, dist_prev_session_high, dist_prev_session_low,
-    dist_prev_session_close, session_gap, overnight_gap, dist_session_open, session_range_pos
-FROM feat
-LEFT JOIN adx14 USING (symbol, ts)
+    xm.symbol,
+    xm.ts,
+    CASE WHEN rn >= 19 THEN {{ lnq('c', 'hh20') }} END AS dist_high_20,
+    CASE WHEN rn >= 19 THEN {{ lnq('c', 'll20') }} END AS dist_low_20,
+    CASE WHEN rn >= 239 THEN {{ lnq('c', 'hh240') }} END AS dist_high_240,
+    CASE WHEN rn >= 239 THEN {{ lnq('c', 'll240') }} END AS dist_low_240,
+    CASE WHEN rn >= 54 THEN (c - ll55) / NULLIF(hh55 - ll55, 0) END AS donchian_pos_55,
+    CASE WHEN rn >= 20 THEN CAST(c > hh20p AS INTEGER) END AS breakout_high_20,
+    CASE WHEN rn >= 20 THEN CAST(c < ll20p AS INTEGER) END AS breakout_low_20,
+    CASE WHEN rn >= 10 THEN nhl % 16 END AS hh_count_10,
+    CASE WHEN rn >= 10 THEN nhl // 16 END AS ll_count_10,
+    inside_bar,
+    outside_bar,
+    adx_14,
+    pdi AS plus_di_14,
+    mdi AS minus_di_14,
+    linreg_slope_20,
+    CASE WHEN syy20 > 0 THEN linreg_slope_20 * linreg_slope_20 * {{ 665.0 | double }} / syy20 END AS linreg_r2_20,
+    CASE WHEN full60 AND bad59 = 0 THEN slope60 END AS linreg_slope_60,
+    CASE WHEN full60 AND bad59 = 0 AND lnc_chg59 > 0 AND var60 > 0 THEN
+        slope60 * slope60 * {{ 17995.0 | double }} / (59.0 * var60) END AS linreg_r2_60,
+    CASE WHEN full124 AND bad119 = 0 AND r_chg119 > 0 THEN
+        (CASE WHEN lr5_chg119 > 0 THEN q2 - q1 * q1 / 120.0 ELSE 0.0 END)
+        / NULLIF(5.0 * (s2_120 - r_sum120 * r_sum120 / 120.0), 0) END AS variance_ratio_5_120,
+    CASE WHEN full61 AND bad59 = 0 AND r_chg59 > 0 AND r1_chg59 > 0 AND m2 > 0 AND m2p > 0 THEN
+        (srr / 60.0 - mu * mup) / sqrt(m2 * m2p) END AS autocorr_1_60,
+    CASE WHEN full60r AND bad59 = 0 AND r_chg59 > 0 AND m2 > 0 THEN
+        {{ (sqrt(60.0 * 59.0) / 58.0) | double }} * m3 / (m2 * sqrt(m2)) END AS skew_60,
+    CASE WHEN full60r AND bad59 = 0 AND r_chg59 > 0 AND m2 > 0 THEN
+        {{ (59.0 / (58.0 * 57.0)) | double }} * (61.0 * (m4 / (m2 * m2) - 3.0) + 6.0) END AS kurt_60,
+    CASE WHEN rn >= 10 THEN abs(c - c10) / NULLIF({% for k in range(10) %}{% if k %} + {% endif %}abs(c{{ k if k else '' }} - c{{ k + 1 }}){% endfor %}, 0) END AS efficiency_ratio_10,
+    CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_high') }} END AS dist_prev_session_high,
+    CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_low') }} END AS dist_prev_session_low,
+    CASE WHEN sid >= 2 THEN {{ lnq('c', 'p_close') }} END AS dist_prev_session_close,
+    CASE WHEN sid >= 2 THEN {{ lnq('s_open', 'p_close') }} END AS session_gap,
+    CASE WHEN sid >= 2 AND xm.ts >= rth_ts THEN {{ lnq('rth_open', 'p_rth_close') }} END AS overnight_gap,
+    CASE WHEN sid >= 1 THEN {{ lnq('c', 's_open') }} END AS dist_session_open,
+    CASE WHEN sid >= 1 THEN (c - s_lo) / NULLIF(s_hi - s_lo, 0) END AS session_range_pos
+FROM xm
+LEFT JOIN adx USING (symbol, ts)
