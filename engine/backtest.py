@@ -603,23 +603,19 @@ class Backtester:
 
     def _latest_bar(self, symbol: str) -> tuple | None:
         """The latest bar of ``symbol`` seen so far (searched back through this batch and the previous one)."""
-        k = self._feed_columns
-        for columns, start in ((self._columns, self._i), (self._previous_columns, None)):
-            if columns is None:
-                continue
-            symbols = columns[k["symbol"]]
-            for i in range(len(symbols) - 1 if start is None else start, -1, -1):
-                if symbols[i] == symbol:
-                    contract = columns[k["contract"]][i] if "contract" in k else None
-                    return (symbol, columns[k["ts"]][i], columns[k["open"]][i], columns[k["high"]][i],
-                            columns[k["low"]][i], columns[k["close"]][i], columns[k["volume"]][i],
-                            columns[k["qe_trading_day"]][i], contract)
+        for columns, end in ((self._columns, self._i + 1), (self._previous_columns, None)):
+            if columns is not None:
+                bar = self._latest_bar_in(columns, symbol, end)
+                if bar is not None:
+                    return bar
         return self._last_bars.get(symbol)
 
-    def _latest_bar_in(self, columns: list[list], symbol: str) -> tuple | None:
+    def _latest_bar_in(self, columns: list[list], symbol: str, end: int | None = None) -> tuple | None:
+        """The last row of ``symbol`` in a batch before row ``end`` (default: the whole batch)."""
         k = self._feed_columns
         symbols = columns[k["symbol"]]
-        for i in range(len(symbols) - 1, -1, -1):
+        stop = len(symbols) if end is None else end
+        for i in range(stop - 1, -1, -1):
             if symbols[i] == symbol:
                 contract = columns[k["contract"]][i] if "contract" in k else None
                 return (symbol, columns[k["ts"]][i], columns[k["open"]][i], columns[k["high"]][i], columns[k["low"]][i],

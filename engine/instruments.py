@@ -95,29 +95,25 @@ class InstrumentBook:
 
         ``trading_day`` is the CME trading date as days since 1970-01-01.
         """
-        key = (symbol, trading_day)
-        fee = self._fees.get(key)
-        if fee is None:
-            override = self._overrides.get(symbol.upper())
-            if override is not None and override.fee_per_side is not None:
-                fee = override.fee_per_side
-            else:
-                fee = fee_per_side(self._root_or_fail(symbol, "fee_per_side"), EPOCH + timedelta(days=trading_day))
-            self._fees[key] = fee
-        return fee
+        return self._dated(self._fees, "fee_per_side", symbol, trading_day,
+                           lambda root, day: fee_per_side(root, day))
 
     def initial_margin(self, symbol: str, trading_day: int) -> float:
         """Initial margin per contract in force on a trading date (days since 1970-01-01)."""
+        return self._dated(self._margins, "initial_margin", symbol, trading_day,
+                           lambda root, day: margin_on(root, day)[0])
+
+    def _dated(self, cache: dict, field: str, symbol: str, trading_day: int, lookup) -> float:  # noqa: ANN001
+        """A date-effective amount: the run's override of ``field`` if set, else the table's row; cached."""
         key = (symbol, trading_day)
-        margin = self._margins.get(key)
-        if margin is None:
+        value = cache.get(key)
+        if value is None:
             override = self._overrides.get(symbol.upper())
-            if override is not None and override.initial_margin is not None:
-                margin = override.initial_margin
-            else:
-                margin = margin_on(self._root_or_fail(symbol, "initial_margin"), EPOCH + timedelta(days=trading_day))[0]
-            self._margins[key] = margin
-        return margin
+            value = getattr(override, field) if override is not None else None
+            if value is None:
+                value = lookup(self._root_or_fail(symbol, field), EPOCH + timedelta(days=trading_day))
+            cache[key] = value
+        return value
 
     def _root_or_fail(self, symbol: str, what: str) -> str:
         terms = self.terms(symbol)
