@@ -42,7 +42,7 @@ from engine.feed import BAR_NS, Feed, infer_timeframe, open_feed
 from engine.instruments import EPOCH, InstrumentBook, InstrumentOverride
 from engine.orders import Fill, Order, OrderStatus
 from engine.portfolio import Portfolio
-from engine.risk import Denial, RiskLimits, RiskManager, RiskState, volatility_scaled_contracts
+from engine.risk import Denial, RiskLimits, RiskManager, RiskState, is_reducing, volatility_scaled_contracts
 from engine.slippage import SlippageConfig, make_slippage
 from engine.strategy import FunctionStrategy, Strategy
 from warehouse import schemas
@@ -222,12 +222,12 @@ class Backtester:
     def working_quantity(self, symbol: str) -> int:
         return self.handler.working_quantity(symbol)
 
-    def exposures(self) -> dict[str, int]:
-        """Signed contracts per symbol: position plus working orders."""
-        out = {s: p.quantity for s, p in self.portfolio.positions.items()}
-        for order in self.handler.working_orders():
-            out[order.symbol] = out.get(order.symbol, 0) + order.quantity - order.filled
-        return out
+    def working_buys_sells(self, symbol: str) -> tuple[int, int]:
+        return self.handler.working_buys_sells(symbol)
+
+    def symbols_at_risk(self) -> set[str]:
+        """Symbols with a position or a working order."""
+        return self.portfolio.positions.keys() | self.handler.working.keys()
 
     @property
     def equity(self) -> float:
@@ -292,11 +292,20 @@ class Backtester:
             self._send(order, bypass_risk=True)
 
     def _cancel_risk_adding(self, reason: str) -> None:
-        for order in self.handler.working_orders():
-            held = self.portfolio.position(order.symbol)
-            remaining = order.quantity - order.filled
-            if abs(held + remaining) > abs(held) or (held + remaining) * held < 0:
-                self.handler.cancel(order, self.now, reason)
+        """Cancel every working order that could add risk in the worst case (REDUCING state).
+
+        Per symbol, orders on the side of the position (or any order when flat) are cancelled; orders
+        against it are kept in submission order while, together, they cannot take the position past flat.
+        """
+        for symbol in list(self.handler.working):
+            held = self.portfolio.position(symbol)
+            reducing = 0
+            for order in self.handler.working_orders(symbol):
+                remaining = order.quantity - order.filled
+                if is_reducing(held, remaining, reducing):
+                    reducing += abs(remaining)
+                else:
+                    self.handler.cancel(order, self.now, reason)
 
     def _check_breakers(self, equity: float) -> None:
         code = self.risk.on_equity(equity)

@@ -136,6 +136,17 @@ class BacktestExecutionHandler(ExecutionHandler):
         """Signed contracts still working for ``symbol``."""
         return sum(o.quantity - o.filled for o in self.working.get(symbol, ()))
 
+    def working_buys_sells(self, symbol: str) -> tuple[int, int]:
+        """Contracts still to fill on ``symbol``'s working buys and working sells, both ``>= 0``."""
+        buys = sells = 0
+        for order in self.working.get(symbol, ()):
+            remaining = order.quantity - order.filled
+            if remaining > 0:
+                buys += remaining
+            else:
+                sells -= remaining
+        return buys, sells
+
     def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
                trading_day: int, contract: str | None) -> list[Fill]:
         orders = self.working.get(symbol)

@@ -8,9 +8,20 @@ Pre-trade checks
 :meth:`RiskManager.check` never raises: it returns ``None`` (accepted) or a :class:`Denial` with a stable
 reason code and the numbers, e.g. ``MAX_POSITION_SIZE: requested=12, limit=10``. Orders that reduce risk
 (the projected position is not larger in absolute size and does not flip side) always pass while the
-state is ACTIVE or REDUCING. Projected positions count the position held **and** every working order,
-so a burst of orders cannot slip past a limit one at a time. Notional of a position is
-``|contracts| * multiplier * price`` at the symbol's latest price; percentage limits are fractions of the
+state is ACTIVE or REDUCING.
+
+Limits hold in the **worst case**: working orders never offset a position. For each symbol with position
+``Q``, ``B`` contracts on working buys and ``S`` on working sells (both counted as non-negative, a
+one-cancels-other group once per side), the worst-case position is
+
+    ``W = max(|Q + B|, |Q - S|)``
+
+(every working buy fills, or every working sell fills). A new order adds to ``B`` or ``S``. Size, notional
+and margin use ``W`` after the order for its symbol and ``W`` for every other symbol, so a protective stop
+never frees margin or room under a limit before it has filled. An order is risk-reducing only if it is
+opposite to the position and, with every working order on its side, cannot take the position past flat
+(``S + q <= Q`` for a sell against a long; the mirror for a buy against a short). Notional of a position is
+``W * multiplier * |price|`` at the symbol's latest price; percentage limits are fractions of the
 account's current equity ("capital").
 
 ===========================  =========================================================================
@@ -18,11 +29,11 @@ code                         refused when (after the order)
 ===========================  =========================================================================
 ``HALTED``                   the kill switch has been triggered and not reset (every new order)
 ``REDUCING``                 a loss limit was hit; only risk-reducing orders until it clears
-``MAX_POSITION_SIZE``        ``|Q + W + q| > max_position_size`` contracts
+``MAX_POSITION_SIZE``        ``W > max_position_size`` contracts
 ``MAX_SINGLE_POSITION``      notional of the symbol ``> max_single_position_pct * equity``
 ``MAX_PORTFOLIO_EXPOSURE``   sum of notionals over all symbols ``> max_portfolio_exposure * equity``
 ``MAX_CORRELATED_EXPOSURE``  sum of notionals in the order's correlation group ``> max_correlated_exposure * equity``
-``MARGIN``                   sum of ``|Q + W| * initial margin`` over all symbols ``> equity``
+``MARGIN``                   sum of ``W * initial margin`` over all symbols ``> equity``
 ``NO_MARKET_DATA``           no price of the symbol has been seen yet
 ===========================  =========================================================================
 
@@ -53,6 +64,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from collections.abc import Iterable
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -61,7 +73,7 @@ from engine.instruments import InstrumentBook
 from engine.orders import Order
 
 __all__ = ["Denial", "RiskLimits", "RiskState", "AccountView", "RiskManager", "volatility_scaled_contracts",
-           "week_of"]
+           "week_of", "worst_case", "is_reducing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +146,36 @@ class AccountView(Protocol):
 
     def position(self, symbol: str) -> int: ...
 
-    def working_quantity(self, symbol: str) -> int: ...
+    def working_buys_sells(self, symbol: str) -> tuple[int, int]:
+        """Contracts still to fill on working buys and on working sells of ``symbol``, both ``>= 0``."""
+        ...
 
-    def exposures(self) -> dict[str, int]: ...
+    def symbols_at_risk(self) -> Iterable[str]:
+        """Every symbol with a position or a working order."""
+        ...
 
     def price(self, symbol: str) -> float | None: ...
 
     @property
     def equity(self) -> float: ...
+
+
+def worst_case(position: int, buys: int, sells: int) -> int:
+    """Worst-case absolute position: ``max(|Q + B|, |Q - S|)`` (every working buy fills, or every sell).
+
+    Examples: long 2 with a protective sell stop for 2 -> ``max(2, 0) = 2`` (the stop frees nothing);
+    flat with a resting buy limit for 2 and a market sell for 2 -> ``max(2, 2) = 2``.
+    """
+    return max(abs(position + buys), abs(position - sells))
+
+
+def is_reducing(position: int, quantity: int, same_side_working: int) -> bool:
+    """True when an order of ``quantity`` only reduces ``position`` even in the worst case.
+
+    It must be opposite to the position, and together with the working orders on its side
+    (``same_side_working`` contracts, ``>= 0``) it must not take the position past flat.
+    """
+    return position * quantity < 0 and same_side_working + abs(quantity) <= abs(position)
 
 
 def week_of(trading_day: int) -> int:
@@ -201,16 +235,19 @@ class RiskManager:
         """``None`` if ``order`` may go to the handler, else the first limit it breaks."""
         if self.state is RiskState.HALTED:
             return Denial("HALTED", f"kill switch active ({self.reason}); reset required")
-        current = account.position(order.symbol) + account.working_quantity(order.symbol)
-        projected = current + order.quantity
-        if _reduces(current, projected):
+        symbol, quantity = order.symbol, order.quantity
+        held = account.position(symbol)
+        buys, sells = account.working_buys_sells(symbol)
+        if is_reducing(held, quantity, buys if quantity > 0 else sells):
             return None
+        note = _worst_case_note(held, buys, sells, quantity)
+        projected = worst_case(held, buys + max(quantity, 0), sells + max(-quantity, 0))
         if self.state is RiskState.REDUCING:
-            return Denial("REDUCING", f"only risk-reducing orders ({self.reason}); position={current}, "
-                                      f"requested={projected}")
+            return Denial("REDUCING", f"only risk-reducing orders ({self.reason}); position={held}, "
+                                      f"working buys={buys}, working sells={sells}, order={quantity:+d}")
         limits = self.limits
-        if limits.max_position_size is not None and abs(projected) > limits.max_position_size:
-            return Denial("MAX_POSITION_SIZE", f"requested={abs(projected)}, limit={limits.max_position_size}")
+        if limits.max_position_size is not None and projected > limits.max_position_size:
+            return Denial("MAX_POSITION_SIZE", f"requested={projected}, limit={limits.max_position_size}{note}")
         notional_limits = (limits.max_single_position_pct, limits.max_portfolio_exposure, limits.max_correlated_exposure)
         if any(x is not None for x in notional_limits):
             denial = self._notional(order, projected, account)
@@ -219,6 +256,10 @@ class RiskManager:
         if limits.check_margin:
             return self._margin(order, projected, account, trading_day)
         return None
+
+    def worst_case(self, symbol: str, account: AccountView) -> int:
+        """Worst-case absolute position of ``symbol`` now (see :func:`worst_case`)."""
+        return worst_case(account.position(symbol), *account.working_buys_sells(symbol))
 
     def group(self, symbol: str) -> str:
         """Correlation group of a symbol (config first, then the contracts table)."""
@@ -239,8 +280,9 @@ class RiskManager:
         total = own
         group = self.group(order.symbol)
         in_group = own
-        for symbol, quantity in account.exposures().items():
-            if symbol == order.symbol or not quantity:
+        for symbol in account.symbols_at_risk():
+            quantity = self.worst_case(symbol, account) if symbol != order.symbol else 0
+            if not quantity:
                 continue
             mark = abs(account.price(symbol) or 0.0)
             notional = abs(quantity) * self.instruments.terms(symbol).multiplier * mark
@@ -257,11 +299,13 @@ class RiskManager:
         return None
 
     def _margin(self, order: Order, projected: int, account: AccountView, trading_day: int) -> Denial | None:
-        # sum_s |Q_s + W_s| * IM_s over every symbol, this one at its projected size, against equity
-        required = abs(projected) * self.instruments.initial_margin(order.symbol, trading_day)
-        for symbol, quantity in account.exposures().items():
-            if symbol != order.symbol and quantity:
-                required += abs(quantity) * self.instruments.initial_margin(symbol, trading_day)
+        # sum_s W_s * IM_s over every symbol (worst case: unfilled exits free no margin), this one at its
+        # projected size, against equity
+        required = projected * self.instruments.initial_margin(order.symbol, trading_day)
+        for symbol in account.symbols_at_risk():
+            quantity = self.worst_case(symbol, account) if symbol != order.symbol else 0
+            if quantity:
+                required += quantity * self.instruments.initial_margin(symbol, trading_day)
         equity = account.equity
         if required > equity:
             return Denial("MARGIN", f"required={required:.2f}, equity={equity:.2f}")
@@ -269,7 +313,8 @@ class RiskManager:
 
     def cap_contracts(self, symbol: str, target: int, account: AccountView) -> int:
         """The largest position toward ``target`` that every pre-trade limit allows (0 if none)."""
-        current = account.position(symbol) + account.working_quantity(symbol)
+        buys, sells = account.working_buys_sells(symbol)
+        current = account.position(symbol) + buys - sells
         step = 1 if target > current else -1
         best = current
         for candidate in range(current + step, target + step, step) if target != current else ():
@@ -371,6 +416,8 @@ class RiskManager:
         self.floor = max(floors) if floors else -math.inf
 
 
-def _reduces(current: int, projected: int) -> bool:
-    """True when ``projected`` is no larger than ``current`` in size and on the same side (or flat)."""
-    return abs(projected) <= abs(current) and projected * current >= 0
+def _worst_case_note(held: int, buys: int, sells: int, quantity: int) -> str:
+    """How a worst-case size was reached, when working orders take part in it (else empty)."""
+    if not buys and not sells:
+        return ""
+    return f" (worst case: position {held:+d}, working buys {buys}, working sells {sells}, order {quantity:+d})"

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from engine.backtest import BacktestConfig, BacktestResult, run_backtest
 from engine.instruments import InstrumentBook
-from engine.orders import Order, limit, market
+from engine.orders import Order, limit, market, stop
 from engine.risk import (
     Denial,
     RiskLimits,
@@ -148,7 +148,8 @@ def test_max_position_size_counts_position_and_working_orders():
     }
     result = run(rows, plan, limits(max_position_size=10))
     assert_denied(result, 0, T[0], "MAX_POSITION_SIZE", "requested=12, limit=10")
-    assert_denied(result, 2, T[0], "MAX_POSITION_SIZE", "requested=11, limit=10")
+    assert_denied(result, 2, T[0], "MAX_POSITION_SIZE", "requested=11, limit=10 (worst case: position +0, "
+                                                        "working buys 6, working sells 0, order +5)")
     assert_denied(result, 4, T[2], "MAX_POSITION_SIZE", "requested=15, limit=10")
     assert_denied(result, 5, T[2], "MAX_POSITION_SIZE", "requested=11, limit=10")
     assert [o["status"] for o in orders(result)] == ["DENIED", "FILLED", "DENIED", "FILLED", "DENIED", "DENIED",
@@ -222,6 +223,83 @@ def test_margin_counts_open_positions_in_another_root():
     assert [o["status"] for o in orders(result)] == ["FILLED", "DENIED", "FILLED", "DENIED"]
 
 
+def test_a_protective_stop_does_not_make_room_under_the_position_size_limit():
+    rows = flat("ES", T[:4], 4000.0)
+    plan = {
+        T[0]: lambda e: [market("ES", 2)],  # long 2, filled at T1's open
+        T[1]: lambda e: [stop("ES", -2, 3900.0),  # protective stop: never reached (flat 4000)
+                         market("ES", 2)],  # worst case max(|2 + 2|, |2 - 2|) = 4 > 2
+    }
+    result = run(rows, plan, limits(max_position_size=2))
+    assert_denied(result, 2, T[1], "MAX_POSITION_SIZE", "requested=4, limit=2 (worst case: position +2, "
+                                                        "working buys 0, working sells 2, order +2)")
+    assert result.tables["positions"].to_pylist()[-1]["quantity"] == 2
+
+
+def test_margin_of_a_held_position_is_not_freed_by_an_unfilled_exit_order():
+    times = T[:4]
+    rows = flat("ES", times, 4000.0) + flat("NQ", times, 17000.0)
+    plan = {
+        T[0]: lambda e: [market("ES", 2)],  # 2 * 13,750 = 27,500 <= 40,000
+        T[1]: lambda e: [stop("ES", -2, 3900.0),  # the stop does not reduce the margin the position needs
+                         market("NQ", 1)],  # 2 * 13,750 + 1 * 19,360 = 46,860 > equity
+    }
+    result = run(rows, plan, limits(check_margin=True), initial_capital=40_000.0)
+    # equity at T1 = 40,000 - 2 * 2.25 = 39,995.50 (ES flat at 4000: no unrealized P&L)
+    assert_denied(result, 2, T[1], "MARGIN", "required=46860.00, equity=39995.50")
+    assert [o["status"] for o in orders(result)][:3] == ["FILLED", "OPEN", "DENIED"]
+
+
+def test_a_resting_buy_does_not_let_sells_pass_as_reducing():
+    rows = flat("ES", T[:5], 4000.0)
+    plan = {
+        T[0]: lambda e: [limit("ES", 2, 3000.0)],  # far buy limit, never reached
+        T[1]: lambda e: [market("ES", -2)],  # flat: not reducing; worst case max(|0 + 2|, |0 - 2|) = 2 <= 2
+        T[2]: lambda e: [market("ES", -2)],  # short 2: worst case max(|-2 + 2|, |-2 - 2|) = 4 > 2
+    }
+    result = run(rows, plan, limits(max_position_size=2))
+    assert [o["status"] for o in orders(result)] == ["OPEN", "FILLED", "DENIED"]
+    assert_denied(result, 2, T[2], "MAX_POSITION_SIZE", "requested=4, limit=2 (worst case: position -2, "
+                                                        "working buys 2, working sells 0, order -2)")
+    assert result.tables["positions"].to_pylist()[-1]["quantity"] == -2
+
+
+def test_reducing_state_keeps_only_exits_that_cannot_cross_flat_together():
+    # Long 3; working sells -2 and -2 (submitted in that order) and a buy +1. A daily-loss trip cancels what
+    # could add risk in the worst case: the buy, and the second sell (2 + 2 = 4 > 3 would cross flat).
+    manager_rows = [("ES", T[0], 4000, 4000, 4000, 4000, 1000), ("ES", T[1], 4000, 4000, 4000, 4000, 1000),
+                    ("ES", T[2], 4000, 4000, 3900, 3900, 1000), ("ES", T[3], 3900, 3900, 3900, 3900, 1000)]
+    plan = {T[0]: lambda e: [market("ES", 3)],
+            T[1]: lambda e: [limit("ES", -2, 4500.0), limit("ES", -2, 4600.0), limit("ES", 1, 3000.0)]}
+    # T2 close 3900: equity 1,000,000 - 6.75 - 3 * 50 * 100 = 984,993.25 <= 0.99 * 1,000,000 = 990,000: trips
+    result = run(manager_rows, plan, limits(max_daily_loss=0.01))
+    assert [(o["status"], o["detail"]) for o in orders(result)] == [
+        ("FILLED", ""), ("OPEN", ""), ("CANCELLED", "DAILY_LOSS"), ("CANCELLED", "DAILY_LOSS")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(held=st.integers(-6, 6), working=st.lists(st.integers(-4, 4).filter(bool), max_size=4),
+       quantity=st.integers(-8, 8).filter(bool), size=st.integers(0, 8), state=st.sampled_from(list(RiskState)))
+def test_property_an_accepted_order_keeps_every_fill_combination_within_the_size_limit(held, working, quantity,
+                                                                                        size, state):
+    # Oracle: every subset of the working orders plus the new one may fill, in any combination (brute force).
+    manager = RiskManager(limits(max_position_size=size), BOOK)
+    if state is not RiskState.ACTIVE:
+        manager.set_state(state, "property")
+    book = FakeAccount(positions={"ES": held}, working={"ES": list(working)}, prices={"ES": 4000.0})
+    if manager.check(Order("ES", quantity), book, 19738) is not None:
+        return
+    assert state is not RiskState.HALTED
+    orders_ = [*working, quantity]
+    reachable = [held + sum(q for k, q in enumerate(orders_) if mask >> k & 1) for mask in range(1 << len(orders_))]
+    before = [held + sum(q for k, q in enumerate(working) if mask >> k & 1) for mask in range(1 << len(working))]
+    worst_before = max(abs(p) for p in before)
+    if state is RiskState.REDUCING or max(abs(p) for p in reachable) > size:
+        # only a reducing order may pass: it never makes any combination larger or cross flat
+        assert max(abs(p) for p in reachable) <= worst_before
+        assert all(p * held >= 0 for p in reachable[1 << len(working):])
+
+
 def test_no_market_data_is_a_denial_from_the_risk_manager_and_the_engine():
     rows = flat("ES", T[:4], 4000.0) + flat("NQ", T[1:4], 17000.0)  # NQ's first bar is T1
     plan = {T[0]: lambda e: [market("NQ", 1)],  # no NQ bar seen yet
@@ -252,24 +330,23 @@ def test_denials_never_raise_from_the_risk_manager():
 # =========================================================================================================
 @dataclass
 class FakeAccount:
-    """A minimal AccountView: positions, working quantities, prices and equity."""
+    """A minimal AccountView: positions, working orders (a signed quantity, or a list of them), prices, equity."""
 
     positions: dict[str, int] = field(default_factory=dict)
-    working: dict[str, int] = field(default_factory=dict)
+    working: dict[str, int | list[int]] = field(default_factory=dict)
     prices: dict[str, float] = field(default_factory=dict)
     equity: float = CAPITAL
 
     def position(self, symbol: str) -> int:
         return self.positions.get(symbol, 0)
 
-    def working_quantity(self, symbol: str) -> int:
-        return self.working.get(symbol, 0)
+    def working_buys_sells(self, symbol: str) -> tuple[int, int]:
+        quantities = self.working.get(symbol, [])
+        quantities = quantities if isinstance(quantities, list) else [quantities]
+        return sum(q for q in quantities if q > 0), -sum(q for q in quantities if q < 0)
 
-    def exposures(self) -> dict[str, int]:
-        out = dict(self.positions)
-        for s, q in self.working.items():
-            out[s] = out.get(s, 0) + q
-        return out
+    def symbols_at_risk(self) -> set[str]:
+        return set(self.positions) | set(self.working)
 
     def price(self, symbol: str) -> float | None:
         return self.prices.get(symbol)
@@ -293,14 +370,15 @@ def test_states_reducing_and_halted_in_the_manager():
     manager = RiskManager(RiskLimits(max_position_size=3), InstrumentBook())
     book = FakeAccount(positions={"ES": 8}, working={"ES": -1}, prices={"ES": 4000.0})  # over the size limit
     day = 19738
-    # ACTIVE: 8 - 1 = 7 -> 5 reduces (passes although 5 > 3); 7 -> 8 adds: refused
+    # ACTIVE: long 8 with a working sell of 1; a sell of 2 reduces (1 + 2 <= 8: passes although 8 > 3);
+    # a buy of 1 adds: worst case max(|8 + 1|, |8 - 1|) = 9 > 3, refused
     assert manager.check(Order("ES", -2), book, day) is None
     assert manager.check(Order("ES", 1), book, day).code == "MAX_POSITION_SIZE"
     manager.set_state(RiskState.REDUCING, "test")
-    assert manager.check(Order("ES", -7), book, day) is None  # to flat
+    assert manager.check(Order("ES", -7), book, day) is None  # 1 + 7 = 8: to flat with the working sell
     assert manager.check(Order("ES", 1), book, day) == Denial(
-        "REDUCING", "only risk-reducing orders (test); position=7, requested=8")
-    assert manager.check(Order("ES", -8), book, day).code == "REDUCING"  # 7 -> -1 flips side: not reducing
+        "REDUCING", "only risk-reducing orders (test); position=8, working buys=0, working sells=1, order=+1")
+    assert manager.check(Order("ES", -8), book, day).code == "REDUCING"  # 1 + 8 = 9 > 8 could flip: not reducing
     assert manager.check(Order("NQ", 1), book, day).code == "REDUCING"
     manager.set_state(RiskState.HALTED, "test")
     for order in (Order("ES", -1), Order("ES", -7), Order("ES", 1), Order("NQ", -1)):
@@ -390,11 +468,11 @@ def test_daily_loss_trips_on_the_first_bar_past_the_limit_then_clears_on_the_nex
     assert (limit_order["status"], limit_order["detail"], limit_order["ts_done"]) == (
         "CANCELLED", "DAILY_LOSS", utc(minute(160)))
     reason = "DAILY_LOSS equity=979977.50 <= 980000.00 (day start 1000000.00, limit 0.02)"
-    assert_denied(result, 2, minute(165), "REDUCING", f"only risk-reducing orders ({reason}); position=10, requested=11")
-    assert_denied(result, 3, minute(165), "REDUCING", f"only risk-reducing orders ({reason}); position=10, requested=-2")
+    assert_denied(result, 2, minute(165), "REDUCING", f"only risk-reducing orders ({reason}); position=10, working buys=0, working sells=0, order=+1")
+    assert_denied(result, 3, minute(165), "REDUCING", f"only risk-reducing orders ({reason}); position=10, working buys=0, working sells=0, order=-12")
     assert orders(result)[4]["status"] == "FILLED"
     assert_denied(result, 5, "2024-01-16 22:59", "REDUCING",
-                  f"only risk-reducing orders ({reason}); position=8, requested=9")
+                  f"only risk-reducing orders ({reason}); position=8, working buys=0, working sells=0, order=+1")
     assert orders(result)[6]["status"] == "FILLED"
     # back to ACTIVE at the first bar of trading date 2024-01-17
     assert [(e["ts"], e["code"], e["message"]) for e in events(result, "state") if e["code"] == "ACTIVE"] == [
@@ -434,7 +512,7 @@ def test_weekly_loss_from_several_days_each_under_the_daily_limit():
         (utc(f"{WEEK[3]} 15:00"), "WEEKLY_LOSS", "equity=939977.50 <= 950000.00 (week start 1000000.00, limit 0.05)")]
     reason = "WEEKLY_LOSS equity=939977.50 <= 950000.00 (week start 1000000.00, limit 0.05)"
     assert_denied(result, 1, f"{WEEK[4]} 15:00", "REDUCING",
-                  f"only risk-reducing orders ({reason}); position=10, requested=11")
+                  f"only risk-reducing orders ({reason}); position=10, working buys=0, working sells=0, order=+1")
     assert orders(result)[2]["status"] == "FILLED"  # -5 reduces; filled at Monday's open
     # (the entry into REDUCING has no state event yet: see test_breaker_trip_records_the_state_it_moves_to)
     assert [e["ts"] for e in events(result, "state") if e["code"] == "ACTIVE"] == [utc(f"{WEEK[5]} 15:00")]
