@@ -289,7 +289,7 @@ class Backtester:
                 continue
             order = Order(symbol, -(pos.quantity + pending), tag=origin)
             order.origin = origin
-            self._send(order, bypass_risk=True)
+            self._send(order)
 
     def _cancel_risk_adding(self, reason: str) -> None:
         """Cancel every working order that could add risk in the worst case (REDUCING state).
@@ -331,34 +331,40 @@ class Backtester:
             raise QEError("orders can only be submitted while a bar is being processed")
         current = self._current_bar()
         self.now, self.trading_day = current[1], current[7]
-        # The order trades its own symbol's latest bar (a strategy may order NQ while seeing an ES bar).
-        bar = current if order.symbol == current[0] else self._latest_bar(order.symbol)
         order.order_id = len(self.orders)
         self.orders.append(order)
         order.ts_submitted = self.now + self.handler.bar_ns  # decided on this bar, submitted at its close
         denial = self.risk.check(order, self, self.trading_day)
-        if denial is None and bar is None:
-            denial = Denial("NO_MARKET_DATA", f"no bar of {order.symbol} seen yet")
         if denial is not None:
             self._deny(order, denial)
             return order
-        if bar is not current:
-            # submitted now (at the current bar's close), priced from the symbol's own latest bar
-            bar = (bar[0], current[1], *bar[2:7], current[7], bar[8])
-        for fill in self.handler.submit(order, bar):
-            self._book(fill)
-        return order
+        return self._route(order, current)
 
-    def _send(self, order: Order, bypass_risk: bool = False) -> Order:
+    def _send(self, order: Order) -> Order:
         """Engine-generated orders (kill switch, flattening): numbered and sent without pre-trade checks."""
-        current = self._current_bar()
-        bar = current if order.symbol == current[0] else self._latest_bar(order.symbol)
         order.order_id = len(self.orders)
         self.orders.append(order)
         order.ts_submitted = self.now
+        return self._route(order, self._current_bar())
+
+    def _route(self, order: Order, current: tuple) -> Order:
+        """Hand a numbered, accepted ``order`` decided on bar ``current`` to the broker and book its fills.
+
+        The order trades its own symbol's bar (a strategy may order NQ while seeing an ES bar). When that
+        symbol's bar of the same timestamp has not been seen yet, its latest known bar is older than the
+        decision: the broker is told the close is not known (``close_known=False``) so a signal-close fill
+        waits for the symbol's own bar at the decision time (or the next open), never an older close.
+        """
+        bar = current if order.symbol == current[0] else self._latest_bar(order.symbol)
+        if bar is None:
+            self._deny(order, Denial("NO_MARKET_DATA", f"no bar of {order.symbol} seen yet"))
+            return order
+        close_known = True
         if bar is not current:
+            close_known = bar[1] == current[1]
+            # submitted now (at the current bar's close), priced from the symbol's own latest bar
             bar = (bar[0], current[1], *bar[2:7], current[7], bar[8])
-        for fill in self.handler.submit(order, bar):
+        for fill in self.handler.submit(order, bar, close_known=close_known):
             self._book(fill)
         return order
 

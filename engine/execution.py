@@ -9,7 +9,9 @@ Fill conventions of the simulated broker
 * An order decided on a bar is submitted at that bar's close (``ts + bar length``) and may execute from the
   first bar whose open time is ``>= submission + latency``; with no latency that is the next bar's open.
   The ``signal_close`` convention (``fill="signal_close"``, latency 0) fills MARKET orders at the signal bar's
-  close instead; other order types still start on the next bar.
+  close instead; other order types still start on the next bar. A MARKET order on another symbol fills at
+  that symbol's own close at the decision time: at once when its bar of that timestamp has been seen,
+  else when it arrives (or, if the symbol has no bar then, at its next bar's open), never at an older close.
 * Inside a bar, price travels along a path: ``O -> H -> L -> C`` (``intrabar="ohlc"``) or, adaptively, ``O -> L
   -> H -> C`` when the open is nearer the low (``intrabar="adaptive"``). Orders are checked along it:
   - MARKET: the open.
@@ -43,8 +45,12 @@ class ExecutionHandler(ABC):
     """Where orders go and fills come from; one interface for the simulated broker and a real one."""
 
     @abstractmethod
-    def submit(self, order: Order, bar: tuple) -> list[Fill]:
-        """Accept ``order`` (already numbered and risk-checked) decided on ``bar``; return immediate fills."""
+    def submit(self, order: Order, bar: tuple, close_known: bool = True) -> list[Fill]:
+        """Accept ``order`` (already numbered and risk-checked) decided on ``bar``; return immediate fills.
+
+        ``close_known`` is False when ``bar`` carries the symbol's latest prices but its bar at the decision
+        time has not been seen yet (an order on another symbol than the one whose bar is being processed).
+        """
 
     @abstractmethod
     def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
@@ -101,12 +107,17 @@ class BacktestExecutionHandler(ExecutionHandler):
         self.finished: list[Order] = []
 
     # -- ExecutionHandler -------------------------------------------------------------------------
-    def submit(self, order: Order, bar: tuple) -> list[Fill]:
+    def submit(self, order: Order, bar: tuple, close_known: bool = True) -> list[Fill]:
         symbol, ts, open_, high, low, close, volume, trading_day, contract = bar
         order.ts_submitted = ts + self.bar_ns
         order.active_from = order.ts_submitted + self.latency_ns
         order.trading_date = trading_day
-        if self.fill_at_close and order.order_type is OrderType.MARKET:
+        if self.fill_at_close and order.order_type is OrderType.MARKET and not close_known:
+            # the symbol's close at the decision time is not known yet: wait for its bar of that timestamp
+            order.fill_at_close = True
+            order.close_pending_ts = order.active_from = ts
+            fills = []
+        elif self.fill_at_close and order.order_type is OrderType.MARKET:
             order.fill_at_close = True
             fills = self._fill_at_close(order, symbol, ts, close, volume, trading_day, contract)
             if order.is_done:
@@ -184,6 +195,12 @@ class BacktestExecutionHandler(ExecutionHandler):
     # -- simulation -------------------------------------------------------------------------------
     def _execute(self, order: Order, path: tuple[float, float, float, float], symbol: str, ts: int, volume: int,
                  trading_day: int, contract: str | None, fills: list[Fill]) -> None:
+        if order.close_pending_ts is not None:
+            pending, order.close_pending_ts = order.close_pending_ts, None
+            if ts == pending:  # the symbol's own bar at the decision time: its close
+                fills.extend(self._fill_at_close(order, symbol, ts, path[3], volume, trading_day, contract))
+                return
+            # the symbol had no bar at the decision time: a market order at this (later) bar's open
         found = self._price(order, path)
         one_shot = order.tif in (TimeInForce.IOC, TimeInForce.FOK)
         if found is None:

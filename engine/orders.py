@@ -106,6 +106,9 @@ class Order:
     detail: str = ""
     triggered: bool = False  # STOP_LIMIT: the stop has traded, the order now works as a limit
     fill_at_close: bool = False  # signal-close convention for a MARKET order
+    #: signal-close order on another symbol whose bar at the decision time (this ts, ns) was not seen yet:
+    #: it fills at that bar's close when it arrives, or at the next bar's open if the symbol has none then
+    close_pending_ts: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.quantity, int) or isinstance(self.quantity, bool) or self.quantity == 0:

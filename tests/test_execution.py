@@ -170,6 +170,31 @@ def test_signal_close_order_for_another_symbol_uses_its_own_close():
     assert brief(result) == [(utc(T1), 1, 4002.0)]
 
 
+NQ_FEE, NQ_MULT = 2.25, 20.0
+
+
+def test_signal_close_order_for_a_symbol_streamed_later_fills_at_its_own_close_of_the_decision_bar():
+    # Rows come ordered by (ts, symbol): ES before NQ. Deciding on ES's T1 bar to buy NQ, NQ's T1 bar is not
+    # known yet; its latest known close is T0's 17000, a price that no longer exists once T1 closes at 17170.
+    # The order fills at NQ's own T1 close 17170, stamped at T1's close (16:00), and NQ stays there: the only
+    # result is one commission, 2.25 (filling at 17000 would book (17170 - 17000) * 20 = 3,400 of profit).
+    others = [("NQ", T0, 17000, 17000, 17000, 17000, 1000), ("NQ", T1, 17000, 17170, 17000, 17170, 1000),
+              ("NQ", T2, 17170, 17170, 17170, 17170, 1000)]
+    result = run(BASE, {T1: lambda: market("NQ", 1)}, fill="signal_close", others=others)
+    assert brief(result) == [(utc(T2), 1, 17170.0)]
+    assert result.final_equity == CAPITAL - NQ_FEE
+
+
+def test_signal_close_order_for_a_symbol_without_a_bar_at_the_decision_time_fills_at_its_next_open():
+    # NQ has no T1 bar: its close at the decision time never becomes known; the order is a market order at
+    # NQ's next bar, T2, opening 17180 (never T0's stale 17000).
+    others = [("NQ", T0, 17000, 17000, 17000, 17000, 1000), ("NQ", T2, 17180, 17190, 17175, 17185, 1000)]
+    result = run(BASE, {T1: lambda: market("NQ", 1)}, fill="signal_close", others=others)
+    assert brief(result) == [(utc(T2), 1, 17180.0)]
+    # equity: -2.25 + (17185 - 17180) * 20 = 97.75
+    assert result.final_equity == CAPITAL - NQ_FEE + 100.0
+
+
 # -- LIMIT ------------------------------------------------------------------------------------------------
 SIGNAL = (T0, 4000, 4004, 3996, 4002)
 

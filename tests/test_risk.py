@@ -707,6 +707,21 @@ def test_manual_kill_switch_from_a_strategy_and_reset():
         (utc(T[3]), "ES", 0), (utc(T[3]), "NQ", 0), (utc(T[5]), "ES", 1)]
 
 
+def test_signal_close_kill_switch_flattens_a_later_streamed_symbol_at_its_own_close():
+    # Rows come ordered by (ts, symbol): ES before NQ. Long 1 NQ bought on ES's T1 bar: filled at NQ's own T1
+    # close 17000. The kill switch on ES's T2 bar flattens NQ at NQ's T2 close 16900 (not its stale T1 close
+    # 17000). Result: (16900 - 17000) * 20 - 2 * 2.25 = -2,004.50.
+    rows = flat("ES", T[:4], 4000.0) + [("NQ", T[0], 17100, 17100, 17100, 17100, 1000),
+                                        ("NQ", T[1], 17100, 17100, 17000, 17000, 1000),
+                                        ("NQ", T[2], 17000, 17000, 16900, 16900, 1000),
+                                        ("NQ", T[3], 16900, 16900, 16900, 16900, 1000)]
+    plan = {T[1]: lambda e: [market("NQ", 1)], T[2]: lambda e: e.kill_switch("test")}
+    result = run(rows, plan, RiskLimits.off(), fill="signal_close")
+    assert [(f["ts"], f["quantity"], f["price"]) for f in result.tables["fills"].to_pylist()] == [
+        (utc(T[2]), 1, 17000.0), (utc(T[3]), -1, 16900.0)]
+    assert result.final_equity == CAPITAL - 2_004.50
+
+
 def test_manual_kill_switch_is_stamped_with_the_current_bar():
     result = manual_kill_run()
     stamps = [(e["ts"], e["kind"], e["code"]) for e in events(result)]

@@ -10,7 +10,6 @@ fallback). Money in the hand-worked case comes from the comments, not from the e
 
 from __future__ import annotations
 
-import time
 
 import duckdb
 import numpy as np
@@ -382,17 +381,15 @@ def test_recorded_in_the_warehouse_ledger_as_vectorized(wh) -> None:
 
 
 @pytest.mark.slow
-def test_a_million_bars_in_a_few_seconds() -> None:
+def test_a_million_bars_with_a_roll() -> None:
+    # speed is measured by bench/, not asserted here (a loaded machine must not fail correctness tests)
     n = 1_000_000
     bars = random_walk_bars(n, seed=7)
     contract = ["ESH4"] * (n // 2) + ["ESM4"] * (n - n // 2)
     con = _connection(_table("ES", bars, contract), rolls=[("ES", "ESH4", "ESM4", 4000.0, 4010.0)])
     con.execute(f"CREATE TABLE sig AS {SMA_QUERY}")
     config = _config(timeframe="1m", slippage={"model": "fixed", "ticks": 1})
-    started = time.perf_counter()
     result = run_vectorized(con, "SELECT * FROM sig", "target", config)
-    elapsed = time.perf_counter() - started
     assert result.timings["bars"] == n
     assert result.tables["fills"].num_rows > 100_000
     assert result.tables["equity"].num_rows == n
-    assert elapsed < 15.0, f"{elapsed:.1f} s for 1M bars"  # ~2.5 s on the 2-core dev machine; CI headroom
