@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.equity import DEFAULT_CHUNK_POINTS, EquityRecorder
 from engine.execution import BacktestExecutionHandler
-from engine.feed import BAR_NS, Feed, infer_timeframe, open_feed
+from engine.feed import BAR_NS, Feed, first_trading_days, infer_timeframe, open_feed
 from engine.instruments import EPOCH, InstrumentBook, InstrumentOverride
 from engine.orders import Fill, Order, OrderStatus
 from engine.portfolio import Portfolio
@@ -837,8 +837,11 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
     timeframe = config.timeframe or infer_timeframe(query)
     if timeframe is None:
         raise ConfigError("cannot tell the bar timeframe from the query; give it (--timeframe / BacktestConfig.timeframe)")
-    # The roll table is read before the stream opens: another query on the connection would end the stream.
+    # The roll table and the date span are read before the stream opens: another query on the connection
+    # would end the stream. Fees (and margins, when checked) must cover every date before the first bar.
     rolls = _load_rolls(con)
+    InstrumentBook(config.instruments).check_coverage(first_trading_days(con, query),
+                                                      margins=config.risk.check_margin)
     recording = warehouse is not None and record is not False
     run_id = None
     if recording:

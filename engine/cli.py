@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from warehouse.errors import QEError
 
@@ -477,15 +478,20 @@ def main() -> None:
     except QEError as exc:
         if debug:
             raise
-        err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(1)
     except Exception as exc:
         if debug:
             raise
-        err_console.print(
-            f"[red]Error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False, soft_wrap=True
-        )
+        _print_error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
         sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    """``Error: <message>`` with the message printed literally (it may hold brackets, paths, SQL)."""
+    text = Text("Error:", style="red")
+    text.append(f" {message}")
+    err_console.print(text, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

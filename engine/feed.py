@@ -21,7 +21,7 @@ from sqlglot import exp
 from warehouse.errors import QEError
 from warehouse.templates import render
 
-__all__ = ["REQUIRED_COLUMNS", "Feed", "open_feed", "infer_timeframe", "BAR_NS"]
+__all__ = ["REQUIRED_COLUMNS", "Feed", "open_feed", "first_trading_days", "infer_timeframe", "BAR_NS"]
 
 REQUIRED_COLUMNS = ("symbol", "ts", "open", "high", "low", "close")
 
@@ -100,8 +100,8 @@ def infer_timeframe(query: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def open_feed(con: duckdb.DuckDBPyConnection, query: str, batch_size: int = 65_536) -> Feed:
-    """Start streaming ``query`` (see the module docstring for what it must return)."""
+def _checked_query(con: duckdb.DuckDBPyConnection, query: str) -> tuple[exp.Query, str, list[str]]:
+    """The parsed query, its text without a trailing ``;`` and the columns it returns (required ones checked)."""
     tree = parse_query(query)
     query = query.strip().rstrip(";")
     try:
@@ -111,6 +111,24 @@ def open_feed(con: duckdb.DuckDBPyConnection, query: str, batch_size: int = 65_5
     missing = [c for c in REQUIRED_COLUMNS if c not in returned]
     if missing:
         raise QEError(f"backtest query must return columns {', '.join(REQUIRED_COLUMNS)}; missing: {', '.join(missing)}")
+    return tree, query, returned
+
+
+def first_trading_days(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, int]:
+    """Symbol -> first CME trading date (days since 1970-01-01) of the bars ``query`` returns.
+
+    Run before the stream opens (another query on the connection would end a stream).
+    """
+    _, query, _ = _checked_query(con, query)
+    try:
+        return dict(con.sql(render("backtest_span.sql", query=query)).fetchall())
+    except duckdb.Error as exc:
+        raise QEError(f"backtest query failed: {str(exc).splitlines()[0]}") from exc
+
+
+def open_feed(con: duckdb.DuckDBPyConnection, query: str, batch_size: int = 65_536) -> Feed:
+    """Start streaming ``query`` (see the module docstring for what it must return)."""
+    tree, query, returned = _checked_query(con, query)
     sql = render("backtest_feed.sql", query=query, order_by=tree.args.get("order") is None,
                  has_volume="volume" in returned)
     try:

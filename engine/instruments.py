@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from warehouse.contracts import fee_per_side, load_specs, margin_on, root_of
+from warehouse.contracts import fee_per_side, first_effective_date, load_specs, margin_on, root_of
 from warehouse.errors import ConfigError
 
 __all__ = ["InstrumentOverride", "Terms", "InstrumentBook", "EPOCH"]
@@ -102,6 +102,40 @@ class InstrumentBook:
         """Initial margin per contract in force on a trading date (days since 1970-01-01)."""
         return self._dated(self._margins, "initial_margin", symbol, trading_day,
                            lambda root, day: margin_on(root, day)[0])
+
+    def check_coverage(self, first_days: dict[str, int], *, margins: bool) -> None:
+        """Fail before a run if a fee (or, with ``margins``, margin) row is missing for any date it can need.
+
+        ``first_days`` maps each symbol to its first trading date (days since 1970-01-01); the tables are
+        date-effective, so a row in force on the first date covers every later one. Symbols that are not
+        listed roots and have no override are skipped here (ordering one is refused with its own error).
+
+        Raises
+        ------
+        ConfigError
+            One line naming the symbol, the first uncovered date, the table's first effective date and the
+            two ways out: an earlier row in the table, or an override in the run's configuration.
+        """
+        needs = [("fee_per_side", "fees", self.fee_per_side)]
+        if margins:
+            needs.append(("initial_margin", "margins", self.initial_margin))
+        for symbol, day in sorted(first_days.items()):
+            try:
+                root = self.terms(symbol).root
+            except ConfigError:
+                continue
+            for field, table, lookup in needs:
+                try:
+                    lookup(symbol, day)
+                except KeyError:
+                    first = (EPOCH + timedelta(days=day)).isoformat()
+                    starts = first_effective_date(table, root)
+                    raise ConfigError(
+                        f"{symbol}: the {table} table (warehouse/data/{table}.csv) "
+                        f"{f'starts {starts.isoformat()}' if starts else f'has no row for {root}'}, but the query "
+                        f"has {symbol} bars from trading date {first}: add a {root} row effective on or before "
+                        f"{first}, or set {field} under [backtest.instruments.{symbol}] in the run configuration"
+                    ) from None
 
     def _dated(self, cache: dict, field: str, symbol: str, trading_day: int, lookup) -> float:  # noqa: ANN001
         """A date-effective amount: the run's override of ``field`` if set, else the table's row; cached."""

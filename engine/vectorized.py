@@ -59,7 +59,7 @@ from engine.backtest import (
     _load_rolls,
     _metrics_timeframe,
 )
-from engine.feed import BAR_NS, REQUIRED_COLUMNS, infer_timeframe, parse_query
+from engine.feed import BAR_NS, REQUIRED_COLUMNS, first_trading_days, infer_timeframe, parse_query
 from engine.instruments import InstrumentBook
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
@@ -119,6 +119,7 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
         raise ConfigError(f"unknown timeframe {timeframe!r}; one of {', '.join(BAR_NS)}")
 
     started = time.perf_counter()
+    InstrumentBook(config.instruments).check_coverage(first_trading_days(con, query), margins=False)
     bars = _load(con, query, signal)
     rolls = {key: (float(a), float(b)) for key, (a, b) in _load_rolls(con).items()}
     query_s = time.perf_counter() - started

@@ -140,3 +140,24 @@ def test_risk_command_shows_house_defaults_and_config_overrides(tmp_path) -> Non
     config.write_text("[backtest.risk]\nmax_drawdwn = 0.2\n")
     bad = qe("risk", "-c", str(config))
     assert bad.returncode == 1 and "max_drawdwn" in bad.stderr
+
+
+def test_bars_before_the_fee_table_fail_before_the_run_naming_the_root_and_date(hourly) -> None:  # noqa: ANN001
+    # The LEAN ES hour bars start in October 2013; shifted back one year they begin before the fee and margin
+    # tables (first effective date 2013-01-01). The first hourly bar, 2013-10-06 22:00 UTC (18:00 ET, a Sunday
+    # session open), is trading date 2013-10-07; a year earlier, 2012-10-06 22:00 UTC is 18:00 EDT on
+    # 2012-10-06 -> trading date 2012-10-07.
+    shifted = ("SELECT symbol, ts - INTERVAL 1 YEAR AS ts, open, high, low, close, volume FROM bars_1h "
+               "WHERE symbol = 'ES'")
+    def runs() -> int:
+        return json.loads(qe("sql", "SELECT count(*) AS n FROM runs", "--format", "json", warehouse=hourly).stdout)[0]["n"]
+
+    before = runs()
+    run = qe("backtest", "-q", shifted, warehouse=hourly)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "Error: ES: the fees table (warehouse/data/fees.csv) starts 2013-01-01, but the query has ES bars from "
+        "trading date 2012-10-07: add a ES row effective on or before 2012-10-07, or set fee_per_side under "
+        "[backtest.instruments.ES] in the run configuration"]
+    assert "Traceback" not in run.stderr
+    assert runs() == before  # nothing recorded by the refused run

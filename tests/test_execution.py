@@ -18,6 +18,7 @@ import pytest
 from engine.backtest import BacktestConfig, BacktestResult, run_backtest
 from engine.orders import limit, market, mit, stop, stop_limit
 from engine.risk import RiskLimits
+from warehouse.errors import ConfigError
 
 CAPITAL = 1_000_000.0
 FEE = 2.25  # ES, per contract per side
@@ -626,3 +627,29 @@ def test_close_at_end_slippage_uses_the_last_bar_volume():
                  slippage={"model": "volatility", "impact": 1.0, "window": 20})
     last = fills(result)[-1]
     assert (last["quantity"], last["reference_price"], last["price"]) == (-1, 4001.0, 3997.0)
+
+
+# -- fee and margin coverage ------------------------------------------------------------------------------
+OLD = [("2012-06-05 14:00", 1300, 1302, 1299, 1301), ("2012-06-05 15:00", 1301, 1303, 1300, 1302),
+       ("2012-06-05 16:00", 1302, 1304, 1301, 1303)]
+
+
+def test_bars_before_the_fee_table_are_refused_before_the_first_bar():
+    # fees.csv starts 2013-01-01; trading date 2012-06-05 is not covered: one ConfigError, no run.
+    with pytest.raises(ConfigError, match=r"^ES: the fees table \(warehouse/data/fees.csv\) starts 2013-01-01, but "
+                                          r"the query has ES bars from trading date 2012-06-05"):
+        run(OLD, {OLD[0][0]: lambda: market("ES", 1)})
+
+
+def test_a_fee_override_covers_older_bars_and_margins_are_checked_only_when_the_run_checks_them():
+    # fee_per_side 2.00 from the run's instruments config: buy 1 at T1's open 1301, marked at 1303:
+    # (1303 - 1301) * 50 - 2.00 = 98.00
+    override = {"ES": {"fee_per_side": 2.0}}
+    result = run(OLD, {OLD[0][0]: lambda: market("ES", 1)}, instruments=override)
+    assert brief(result) == [(utc(OLD[1][0]), 1, 1301.0)]
+    assert result.final_equity == CAPITAL + 98.0
+    # with the margin check on, the margins table must cover the dates too
+    with pytest.raises(ConfigError, match=r"^ES: the margins table .* set initial_margin under "
+                                          r"\[backtest.instruments.ES\]"):
+        run(OLD, {OLD[0][0]: lambda: market("ES", 1)}, instruments=override,
+            risk=RiskLimits(**{**RiskLimits.off().model_dump(), "check_margin": True}))

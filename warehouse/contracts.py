@@ -31,6 +31,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "first_effective_date",
     "MONTH_CODES",
     "EXPIRY_RULES",
     "ContractSpec",
@@ -483,6 +484,12 @@ def _effective(table: dict[str, tuple[list[date], list[_R]]], what: str, root: s
         first = dates[0].isoformat() if dates else "none"
         raise KeyError(f"no {what} for {root} effective on {when.isoformat()} (first effective date: {first})")
     return rows[index]
+
+
+def first_effective_date(table: str, root: str) -> date | None:
+    """The earliest ``effective_date`` of ``root`` in ``"fees"`` or ``"margins"`` (None when it has no row)."""
+    dates, _ = {"fees": _fees, "margins": _margins}[table]().get(root, ([], []))
+    return dates[0] if dates else None
 
 
 def margin_on(root: str, day: date | str) -> tuple[float, float]:
