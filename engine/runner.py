@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.backtest import BacktestConfig
-from engine.strategy import FunctionStrategy, Strategy
+from engine.strategy import FunctionStrategy, Strategy, checked_params
 from warehouse.errors import ConfigError
 
 __all__ = ["load_strategy_class", "make_strategy", "parse_params", "load_config"]
@@ -53,6 +53,7 @@ def make_strategy(spec: str, params: dict[str, Any] | None = None) -> Strategy:
     target = load_strategy_class(spec)
     params = params or {}
     if isinstance(target, type) and issubclass(target, Strategy):
+        params = checked_params(target, params, label=spec)
         try:
             return target(**params)
         except (TypeError, ValueError) as exc:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -53,6 +52,7 @@ from typing import Annotated, Any
 
 import typer
 
+from engine.params import Param as SignalParam
 from warehouse.errors import QEError
 
 __all__ = [
@@ -88,54 +88,6 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 # -- header ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SignalParam:
-    """One declared parameter: name, type (int/double/bool/str), default, description, allowed values."""
-
-    name: str
-    type: str
-    default: Any
-    description: str
-    choices: tuple | None = None
-
-    def coerce(self, value: Any, label: str) -> Any:
-        """``value`` (a Python value or the text of ``--param k=v``) as this parameter's type, or QEError."""
-        try:
-            if self.type == "int":
-                if isinstance(value, bool):
-                    raise ValueError
-                if isinstance(value, float):
-                    if not value.is_integer():
-                        raise ValueError
-                    value = int(value)
-                out: Any = int(value)
-            elif self.type == "double":
-                if isinstance(value, bool):
-                    raise ValueError
-                out = float(value)
-                if not math.isfinite(out):
-                    raise ValueError
-            elif self.type == "bool":
-                if isinstance(value, str):
-                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError
-                    out = value.lower() in ("true", "1", "yes")
-                else:
-                    out = bool(value)
-            else:
-                out = str(value)
-        except (TypeError, ValueError):
-            raise QEError(f"{label}: parameter {self.name!r} must be {self.type}, not {value!r}") from None
-        if self.choices is not None and out not in self.choices:
-            allowed = ", ".join(str(c) for c in self.choices)
-            raise QEError(f"{label}: parameter {self.name!r} must be one of {allowed}, not {value!r}")
-        return out
-
-    @property
-    def type_text(self) -> str:
-        return self.type + (" in " + ",".join(str(c) for c in self.choices) if self.choices else "")
 
 
 @dataclass(frozen=True)

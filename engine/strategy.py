@@ -13,15 +13,22 @@ The functional form ``strategy(bar, backtester) -> Optional[Order]`` is wrapped 
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.orders import Fill, Order, OrderType, TimeInForce
+from engine.params import Param
+from warehouse.errors import ConfigError, QEError
 
 if TYPE_CHECKING:
     from engine.backtest import Backtester
 
-__all__ = ["Strategy", "FunctionStrategy"]
+__all__ = ["Strategy", "FunctionStrategy", "declared_params", "checked_params"]
+
+#: Python annotation -> declared parameter type
+_PARAM_TYPES = {int: "int", float: "double", bool: "bool", str: "str"}
 
 
 class Strategy:
@@ -33,6 +40,14 @@ class Strategy:
         Bars of history kept per symbol for :meth:`history` (0 keeps none and saves time in the loop).
     params : dict
         Parameters given at construction (``--param k=v`` on the command line).
+
+    A strategy declares its parameters as the keyword arguments of its ``__init__``, each with a type
+    annotation (``int``, ``float``, ``bool`` or ``str``) and a default::
+
+        def __init__(self, fast: int = 20, slow: int = 50) -> None:
+            super().__init__(fast=fast, slow=slow)
+
+    Given parameters are checked against them before the strategy is built (:func:`checked_params`).
     """
 
     history_size: int = 50
@@ -110,3 +125,53 @@ class FunctionStrategy(Strategy):
 
     def on_bar(self, bar: Any) -> Order | list[Order] | None:
         return self.fn(bar, self.engine)
+
+
+def declared_params(cls: type[Strategy]) -> dict[str, Param]:
+    """The parameters ``cls`` declares: the annotated keyword arguments of its ``__init__`` with defaults.
+
+    Raises
+    ------
+    ConfigError
+        A parameter without a default or with an annotation other than int, float, bool or str (the
+        strategy's own mistake, named so its author can fix it).
+    """
+    init = cls.__init__
+    if init is Strategy.__init__:
+        return {}
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    out: dict[str, Param] = {}
+    for name, parameter in list(inspect.signature(init).parameters.items())[1:]:
+        if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue
+        if parameter.default is parameter.empty:
+            raise ConfigError(f"{cls.__name__}: parameter {name!r} needs a default to be declared")
+        annotation = hints.get(name, type(parameter.default))
+        kind = _PARAM_TYPES.get(annotation)
+        if kind is None:
+            raise ConfigError(f"{cls.__name__}: parameter {name!r} must be annotated int, float, bool or str")
+        out[name] = Param(name, kind, parameter.default, "")
+    return out
+
+
+def checked_params(cls: type[Strategy], params: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+    """``params`` coerced to the types ``cls`` declares; an unknown or ill-typed one is one ConfigError.
+
+    ``label`` names the strategy in the message (default: the class name; the CLI gives its spec).
+
+    Example: ``SmaCross`` with ``{"fats": 5}`` -> ``SmaCross: unknown parameter(s) fats; valid: fast (int,
+    default 20), slow (int, default 50), quantity (int, default 1)``.
+    """
+    declared = declared_params(cls)
+    label = label or cls.__name__
+    unknown = sorted(k for k in params if k not in declared)
+    if unknown:
+        valid = ", ".join(f"{p.name} ({p.type}, default {p.default!r})" for p in declared.values()) or "none"
+        raise ConfigError(f"{label}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+    try:
+        return {key: declared[key].coerce(value, label) for key, value in params.items()}
+    except QEError as exc:  # one line naming the parameter and the type
+        raise ConfigError(str(exc)) from None

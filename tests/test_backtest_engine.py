@@ -19,7 +19,7 @@ from engine.orders import Order, OrderType, limit, market, stop
 from engine.strategies.sma_cross import SmaCross
 from engine.strategy import Strategy
 from tests.backtest_oracle import random_walk_bars, sma_cross_backtest
-from warehouse.errors import QEError
+from warehouse.errors import ConfigError, QEError
 
 #: Risk checks on, with limits that let the 1-contract crossover trade a 1,000,000 account (one ES contract
 #: is ~200,000 notional, so the house defaults of 5 % / 20 % of equity would refuse it).
@@ -324,3 +324,27 @@ def test_orders_need_a_known_instrument_or_an_override() -> None:
     assert result.tables["fills"].column("commission").to_pylist() == [1.0]
     assert result.tables["fills"].column("multiplier").to_pylist() == [100.0]
     assert OrderType.MARKET.value == "MARKET"
+
+
+# -- declared strategy parameters ------------------------------------------------------------------------
+def test_strategy_parameters_are_declared_by_the_init_signature_and_coerced():
+    from engine.strategy import checked_params, declared_params
+
+    class Breakout(Strategy):
+        def __init__(self, lookback: int = 20, band: float = 1.5, short: bool = False, tag: str = "b") -> None:
+            super().__init__(lookback=lookback, band=band, short=short, tag=tag)
+
+    assert {n: (p.type, p.default) for n, p in declared_params(Breakout).items()} == {
+        "lookback": ("int", 20), "band": ("double", 1.5), "short": ("bool", False), "tag": ("str", "b")}
+    # text from --param k=v and JSON values both coerce to the declared types
+    assert checked_params(Breakout, {"lookback": "30", "band": 2, "short": "yes"}) == {
+        "lookback": 30, "band": 2.0, "short": True}
+    with pytest.raises(ConfigError, match=r"^Breakout: unknown parameter\(s\) look_back; valid: lookback \(int, "
+                                          r"default 20\), band \(double, default 1.5\), short \(bool, default False\), "
+                                          r"tag \(str, default 'b'\)$"):
+        checked_params(Breakout, {"look_back": 30})
+    with pytest.raises(ConfigError, match=r"^Breakout: parameter 'lookback' must be int, not 2.5$"):
+        checked_params(Breakout, {"lookback": 2.5})
+    # a strategy that declares nothing accepts nothing
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) x; valid: none"):
+        checked_params(Strategy, {"x": 1})

@@ -74,6 +74,15 @@ def test_backtest_errors_are_one_line(hourly, tmp_path) -> None:  # noqa: ANN001
     bad_config = qe("backtest", "-q", QUERY, "-c", str(config), warehouse=hourly)
     assert bad_config.returncode == 1 and "slipage" in bad_config.stderr
     assert len(bad_config.stderr.strip().splitlines()) == 1
+    misspelt = qe("backtest", "-q", QUERY, "-p", "fats=5", warehouse=hourly)
+    assert misspelt.returncode == 1
+    assert misspelt.stderr.strip().splitlines() == [
+        "Error: engine.strategies.sma_cross:SmaCross: unknown parameter(s) fats; valid: fast (int, default "
+        "20), slow (int, default 50), quantity (int, default 1)"]
+    ill_typed = qe("backtest", "-q", QUERY, "-p", "fast=five", warehouse=hourly)
+    assert ill_typed.returncode == 1
+    assert ill_typed.stderr.strip().splitlines() == [
+        "Error: engine.strategies.sma_cross:SmaCross: parameter 'fast' must be int, not 'five'"]
     unknown = qe("report", "nope", warehouse=hourly)
     assert unknown.returncode == 1 and "unknown run 'nope'" in unknown.stderr
 

@@ -40,10 +40,10 @@ class SignalFollower(Strategy):
 
     history_size = 0
 
-    def __init__(self, column: str = "target", sizing: str = "target", **params: Any) -> None:
+    def __init__(self, column: str = "target", sizing: str = "target") -> None:
         if sizing not in ("target", "engine"):
             raise QEError(f"SignalFollower: sizing must be 'target' or 'engine', not {sizing!r}")
-        super().__init__(column=str(column), sizing=sizing, **params)
+        super().__init__(column=column, sizing=sizing)
         self._checked = False
         self._has_vol = False
 

@@ -29,11 +29,10 @@ class SmaCross(Strategy):
 
     history_size = 0
 
-    def __init__(self, fast: int = 20, slow: int = 50, quantity: int = 1, **params: Any) -> None:
-        fast, slow, quantity = int(fast), int(slow), int(quantity)
+    def __init__(self, fast: int = 20, slow: int = 50, quantity: int = 1) -> None:
         if not 0 < fast < slow:
             raise ValueError(f"SmaCross needs 0 < fast < slow, got fast={fast}, slow={slow}")
-        super().__init__(fast=fast, slow=slow, quantity=quantity, **params)
+        super().__init__(fast=fast, slow=slow, quantity=quantity)
         self._state: dict[str, list] = {}
 
     def on_bar(self, bar: Any) -> Order | None:
