@@ -129,12 +129,6 @@ def read_holder(root: Path) -> Holder | None:
         return None
 
 
-def is_held_here(root: Path) -> bool:
-    """True when this process holds the write lock of ``root``."""
-    entry = _held.get(Path(root).resolve())
-    return entry is not None and entry.depth > 0
-
-
 @contextmanager
 def write_lock(
     root: str | os.PathLike[str],
