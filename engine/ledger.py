@@ -107,8 +107,8 @@ def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest",
     equity_path = getattr(result, "equity_path", None)
     remove_uncommitted(wh.root, keep={Path(equity_path).resolve()} if equity_path is not None else set())
     for key, name in _TABLES.items():
-        if key == "equity" and getattr(result, "equity_path", None) is not None:
-            result.equity_path = _place_equity_file(Path(result.equity_path), run_path(wh.root, name, run_id), run_id)
+        if key == "equity" and equity_path is not None:
+            result.equity_path = _place_equity_file(Path(equity_path), run_path(wh.root, name, run_id), run_id)
             continue
         table = result.tables.get(key)
         if table is not None:
