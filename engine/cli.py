@@ -48,9 +48,34 @@ state = _State()
 def _main(
     warehouse: Annotated[Optional[str], typer.Option("--warehouse", "-w", help="Warehouse directory (default $QE_WAREHOUSE or ./qe_data).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    lock_timeout: Annotated[Optional[float], typer.Option(
+        "--lock-timeout", min=0,
+        help="Seconds a writing command waits for the warehouse write lock (default $QE_LOCK_TIMEOUT or 600).")] = None,
 ) -> None:
+    from warehouse import lock
+
     state.warehouse = warehouse
     state.debug = debug
+    lock.set_default_timeout(lock_timeout)
+    lock.set_command(_command_label(sys.argv[1:]))
+
+
+_GROUPS = ("rolls", "features", "signals")
+_VALUED_OPTIONS = ("--warehouse", "-w", "--lock-timeout")
+
+
+def _command_label(argv: list[str]) -> str:
+    """``qe ingest`` / ``qe features build``: what a lock holder is, for a waiting writer's message."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = not skip and arg in _VALUED_OPTIONS
+            continue
+        words.append(arg)
+        if len(words) == 2 or words[0] not in _GROUPS:
+            break
+    return " ".join(["qe", *words])
 
 
 def _warehouse():  # noqa: ANN202

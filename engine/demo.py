@@ -18,6 +18,7 @@ from engine.risk import RiskLimits
 from engine.synthetic import synthetic_universe
 from loaders.ingest import ingest
 from warehouse import Warehouse
+from warehouse.lock import holds_write_lock
 
 
 def sample_data_dir() -> Path:
@@ -25,6 +26,7 @@ def sample_data_dir() -> Path:
     return Path(str(resources.files("engine").joinpath("sample_data")))
 
 
+@holds_write_lock  # ingest, rolls, features and the recorded backtest as one writer
 def run_demo(wh: Warehouse, console: Console) -> None:
     """Run the demo against ``wh`` (idempotent: a second run changes nothing)."""
     samples = sample_data_dir()

@@ -22,10 +22,9 @@ summary keeps one row per CME trading date (the daily sample) and a few scalars.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
-import uuid
+import weakref
 from array import array
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import schemas
+from warehouse.store import ClaimedDirectory
 
 __all__ = ["DEFAULT_CHUNK_POINTS", "EquityRecorder", "EquitySummary", "summarize_equity"]
 
@@ -211,8 +211,9 @@ class EquityRecorder:
     directory : Path, optional
         Where the spilled file goes (a fresh subdirectory is created in it at the first flush; the
         warehouse's ``.staging`` when the run will be recorded, so the final rename stays on one file
-        system); None: a new temporary directory. The caller owns :attr:`spill_dir` (the backtester ties its
-        removal to the result's lifetime; :meth:`abort` removes it).
+        system; claimed while this recorder lives, so a writer's sweep of ``.staging`` leaves it alone);
+        None: a new temporary directory. The caller owns :attr:`spill_dir` (the backtester ties its removal to
+        the result's lifetime; :meth:`abort` removes it).
     run_id : str, optional
         Written in the ``run_id`` column of spilled chunks (NULL without one; the in-memory table always
         has NULL until recorded).
@@ -236,6 +237,7 @@ class EquityRecorder:
         self.path: Path | None = None  # the spilled file, once there is one
         self.spill_dir: Path | None = None  # the directory this recorder created for it
         self._writer: pq.ParquetWriter | None = None
+        self._claim: ClaimedDirectory | None = None
         self._carry = (0.0, 0.0, 0.0)  # realized, commissions, slippage before the buffer's first point
         self._carry_day = 0  # trading day of the point before the buffer's first one
         self.first_ts_ns: int | None = None
@@ -334,16 +336,16 @@ class EquityRecorder:
         self.last_ts_ns = int(ts_ns[-1])
         del self.ts[:], self.unrealized[:], self.notional[:]
         self.flushed += n
-        if self.spill_dir is not None:
-            # keep the staging directory young: the warehouse sweeps staging directories older than an hour
-            os.utime(self.spill_dir)
         return ts_ns, base
 
     def _open(self) -> None:
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.spill_dir = self.directory / f"equity-{uuid.uuid4().hex}"
-            self.spill_dir.mkdir()
+            # Claimed for as long as this recorder lives: a writer sweeping the warehouse's staging
+            # directory (under the write lock) leaves a running backtest's spill alone, a dead one's not.
+            claim = ClaimedDirectory(self.directory, "equity-")
+            weakref.finalize(self, claim.release)
+            self._claim = claim
+            self.spill_dir = claim.path
         else:
             self.spill_dir = Path(tempfile.mkdtemp(prefix="qe-equity-"))
         self.path = self.spill_dir / EQUITY_FILE
@@ -366,4 +368,6 @@ class EquityRecorder:
                 self._writer = None
         if self.spill_dir is not None:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
+        if self._claim is not None:
+            self._claim.release()
         self.path = None

@@ -4,7 +4,9 @@ Layout: ``<warehouse>/runs/<table>/<run_id>.parquet`` for the tables of :data:`w
 (views ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``,
 ``run_events``, ``run_metrics``). Each file is written atomically and the ``runs`` row is written last, so
 a run is listed only once all of its tables are on disk; a crash in between leaves files that no ``runs``
-row points to, which :func:`load_run` never returns.
+row points to. Neither :func:`load_run` nor the views (which keep only run ids present in ``runs``) ever
+show them, and the next :func:`record_run` deletes them: recording holds the warehouse write lock, so no
+other recording can be halfway through when it looks.
 
 A long backtest's equity ledger is not in memory: the backtester spilled it to a Parquet file
 (``BacktestResult.equity_path``, in the warehouse's ``.staging`` directory when the run is recorded, with
@@ -28,13 +30,14 @@ import pyarrow.parquet as pq
 
 from warehouse import schemas
 from warehouse.errors import QEError
+from warehouse.lock import holds_write_lock
 from warehouse.store import TMP_SUFFIX, fsync_dir, write_parquet_atomic
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
     from warehouse import Warehouse
 
-__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path"]
+__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted"]
 
 #: result.tables key -> ledger table
 _TABLES = {
@@ -89,6 +92,7 @@ def _ts_or_none(ns: int | None) -> datetime | None:
     return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).replace(microsecond=(ns // 1000) % 1_000_000)
 
 
+@holds_write_lock
 def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest", parent_run_id: str | None = None,
                extra_config: dict[str, Any] | None = None) -> str:
     """Write every table of ``result`` and its ``runs`` row; sets and returns ``result.run_id``.
@@ -100,9 +104,11 @@ def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest",
     """
     run_id = result.run_id or new_run_id()
     result.run_id = run_id
+    equity_path = getattr(result, "equity_path", None)
+    remove_uncommitted(wh.root, keep={Path(equity_path).resolve()} if equity_path is not None else set())
     for key, name in _TABLES.items():
-        if key == "equity" and getattr(result, "equity_path", None) is not None:
-            result.equity_path = _place_equity_file(Path(result.equity_path), run_path(wh.root, name, run_id), run_id)
+        if key == "equity" and equity_path is not None:
+            result.equity_path = _place_equity_file(Path(equity_path), run_path(wh.root, name, run_id), run_id)
             continue
         table = result.tables.get(key)
         if table is not None:
@@ -138,6 +144,24 @@ def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest",
     write_parquet_atomic(pa.Table.from_pylist([row], schema=schemas.RUNS), run_path(wh.root, "runs", run_id))
     wh.refresh()
     return run_id
+
+
+def remove_uncommitted(root: Path, keep: set[Path] = frozenset()) -> int:
+    """Delete the ledger files of runs that have no ``runs`` row (a recording that crashed); return how many.
+
+    Call it only while holding the warehouse write lock: every recording holds it, so a run without its
+    ``runs`` row is then never one being recorded right now. Files in ``keep`` (resolved paths) stay.
+    """
+    committed = {p.stem for p in (root / "runs" / "runs").glob("*.parquet")}
+    removed = 0
+    for name in schemas.RUN_TABLES:
+        if name == "runs":
+            continue
+        for path in (root / "runs" / name).glob("*.parquet"):
+            if path.stem not in committed and path.resolve() not in keep:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _place_equity_file(source: Path, target: Path, run_id: str) -> Path:

@@ -54,6 +54,7 @@ import typer
 
 from engine.params import Param as SignalParam
 from warehouse.errors import QEError
+from warehouse.lock import holds_write_lock
 
 __all__ = [
     "BASE_COLUMNS",
@@ -438,6 +439,7 @@ def signals_relation(root: Path, name: str, timeframe: str) -> str:
             "hive_types = {'symbol': VARCHAR, 'year': INTEGER, 'timeframe': VARCHAR})")
 
 
+@holds_write_lock
 def build_signals(wh: Any, name: str, timeframe: str = "1m", symbols: list[str] | None = None,
                   params: Mapping[str, Any] | None = None) -> SignalBuildReport:
     """Compute generator ``name`` and write it to Parquet under ``signals_dir(wh.root, name, timeframe)``.

@@ -59,6 +59,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
+from warehouse.lock import write_lock
 from warehouse.store import TMP_SUFFIX, fsync_dir, sha256_file, write_parquet_atomic
 from warehouse.warehouse import Warehouse
 
@@ -575,12 +576,14 @@ def run_download(
 
         # 5. Ingest every chunk file of the plan not yet in the ingest log (also those of a crashed run, and
         #    chunks fetched again: same path, new bytes, so the ingest replaces what the old file loaded).
-        files = [(c, c.path(root)) for c in chunks if c.path(root).is_file()]
-        pending = _not_ingested(warehouse, files, hashes)
-        if pending:
-            ingest_task = progress.add_task("ingest", total=len(pending))
-            _ingest_chunks(warehouse, pending, quality, summary, lambda: progress.advance(ingest_task))
-        quality.write()
+        #    Under the write lock (never held while fetching): what is pending is decided by the writer.
+        with write_lock(root):
+            files = [(c, c.path(root)) for c in chunks if c.path(root).is_file()]
+            pending = _not_ingested(warehouse, files, hashes)
+            if pending:
+                ingest_task = progress.add_task("ingest", total=len(pending))
+                _ingest_chunks(warehouse, pending, quality, summary, lambda: progress.advance(ingest_task))
+            quality.write()
 
     summary.flags_recorded = quality.recorded_this_run
     refetched = f" ({summary.chunks_refetched} again)" if summary.chunks_refetched else ""
@@ -1014,7 +1017,8 @@ class _QualityLog:
     def write(self) -> None:
         """Replace the plan's file (or remove it when there is nothing to say)."""
         rows = [r for chunk_rows in self.by_chunk.values() for r in chunk_rows] + self.warnings + self.ingest_errors
-        write_parquet_atomic(pa.Table.from_pylist(rows, schema=schemas.DATA_QUALITY), self.path)
+        with write_lock(self.path.parents[1]):  # <root>/data_quality/<file>
+            write_parquet_atomic(pa.Table.from_pylist(rows, schema=schemas.DATA_QUALITY), self.path)
 
 
 def _last_modified(detail: str, condition: DayCondition) -> str:

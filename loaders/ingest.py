@@ -24,6 +24,7 @@ from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
 from warehouse import layout, schemas
 from warehouse.errors import LoadError, QEError
+from warehouse.lock import holds_write_lock
 from warehouse.store import sha256_file, write_parquet_atomic, write_parquet_if_changed
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
@@ -50,6 +51,7 @@ class FileReport:
         return sum(self.quarantined.values())
 
 
+@holds_write_lock  # the read-merge-write of a partition must not interleave with another writer's
 def ingest(
     warehouse: Warehouse,
     paths: Iterable[str | Path],

@@ -94,21 +94,31 @@ def test_incremental_build_equals_a_full_build_and_skips_unchanged_symbols(tmp_p
     pd.testing.assert_frame_equal(incremental.pandas(query), full.pandas(query))
 
 
-def test_a_crashed_build_leaves_only_staging_files_that_are_swept_when_stale(tmp_path):
-    import os
-
+def test_a_killed_builds_staging_files_are_never_read_and_the_next_build_removes_them(tmp_path):
     wh = Warehouse(tmp_path / "w")
     _ingest_frame(wh, _bars("2024-01-02 14:00", 30), tmp_path / "a.parquet")
-    leftover = wh.root / ".staging" / "deadbeef" / "year=2024"
-    leftover.mkdir(parents=True)
-    (leftover / "data_0.parquet").write_bytes(b"PAR1 half")
-    build_features(wh, "1m", registry=build_registry([("features/01_toy.sql", TOY)]))
-    # The views never read staging files.
-    assert wh.sql("SELECT count(*) AS n FROM features_1m").to_pylist()[0]["n"] == 30
-    old = wh.root / ".staging" / "deadbeef"
-    os.utime(old, (old.stat().st_atime - 7200, old.stat().st_mtime - 7200))
-    Warehouse(wh.root)
-    assert not old.exists()
+    registry = build_registry([("features/01_toy.sql", TOY)])
+    build_features(wh, "1m", registry=registry)
+    expected = wh.pandas("SELECT * FROM features_1m ORDER BY ts")
+    # What a build killed mid-way leaves: a staging directory with an empty and a half-written Parquet file
+    # (young: it was killed a moment ago), plus a half-written manifest temporary.
+    leftover = wh.root / ".staging" / "deadbeef"
+    (leftover / "stage").mkdir(parents=True)
+    (leftover / "stage" / "family_0.parquet").write_bytes(b"")
+    (leftover / "out" / "year=2024").mkdir(parents=True)
+    (leftover / "out" / "year=2024" / "data_0.parquet").write_bytes(b"PAR1 half")
+    manifest_tmp = wh.root / "features" / "timeframe=1m" / "._manifest.json.0123.tmp"
+    manifest_tmp.write_text('{"half": ')
+    # The views never read staging files, and a reader (a new Warehouse, a query) deletes nothing.
+    reader = Warehouse(wh.root)
+    assert reader.sql("SELECT count(*) AS n FROM features_1m").to_pylist()[0]["n"] == 30
+    assert leftover.exists() and manifest_tmp.exists()
+    # The next build (a writer under the warehouse lock) removes them; its results are intact.
+    build_features(wh, "1m", registry=registry, full=True)
+    assert not leftover.exists() and not manifest_tmp.exists()
+    assert list((wh.root / ".staging").iterdir()) == []
+    wh.refresh()
+    pd.testing.assert_frame_equal(wh.pandas("SELECT * FROM features_1m ORDER BY ts"), expected)
 
 
 def test_daily_and_hourly_features_of_a_symbol_with_only_minute_bars(tmp_path):

@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from warehouse import layout, schemas
 from warehouse.errors import ConfigError
+from warehouse.lock import holds_write_lock
 from warehouse.store import write_parquet_if_changed
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
@@ -74,6 +75,7 @@ def session_open_utc(trading_day: date) -> datetime:
     return local.astimezone(timezone.utc)
 
 
+@holds_write_lock
 def build_rolls(warehouse: Warehouse, symbols: list[str] | None = None, rule: str | None = None) -> pa.Table:
     """Recompute rolls and front segments for ``symbols`` (all futures symbols by default).
 

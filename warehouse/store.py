@@ -3,16 +3,20 @@
 A partition is replaced by writing a temporary file in the same directory, flushing it to disk and
 renaming it over the old file (``os.replace`` is atomic on POSIX). A crash at any point leaves either the
 old file or the new one, never half of one. Temporary files end in ``.tmp`` so the ``*.parquet`` globs
-behind the views never read them; :func:`remove_stale_temporaries` sweeps what a crash left behind.
+behind the views never read them; :func:`sweep_crash_leftovers` (run by the next writer, under the warehouse
+write lock) removes what a crash left behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,33 +60,99 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(root: Path, min_age_s: float = 3600.0) -> int:
-    """Delete temporary files a crashed writer left under ``root``; return how many.
+#: Staging directories: feature and signal builds write whole year directories here before renaming them,
+#: and a recorded backtest spills its equity ledger here (claimed, see :func:`claim_directory`).
+STAGING = ".staging"
+#: DuckDB's spill directory: DuckDB manages (and removes) its own files.
+DUCKDB_SPILL = ".duckdb_tmp"
+#: Directories written outside the write lock (a download's fetch, HTML reports): a temporary file there may
+#: belong to a live process, so only one older than an hour is a crash leftover.
+UNLOCKED_DIRS = ("downloads", "reports")
 
-    Only files older than ``min_age_s`` go: a younger one may belong to a writer that is still running in
-    another process (an ingest or a download while the user runs ``qe sql``).
+
+def sweep_crash_leftovers(root: Path, unlocked_min_age_s: float = 3600.0) -> int:
+    """Delete what crashed writers left under ``root``; return how many entries went.
+
+    Call it only while holding the warehouse write lock (:func:`warehouse.lock.write_lock` does, on taking
+    it): then no other writer is running, so every staging directory that no live process claims (a killed
+    feature build's, with its empty or half-written Parquet files) and every temporary file of a locked
+    writer is garbage, whatever its age. Temporaries in :data:`UNLOCKED_DIRS` go only when older than
+    ``unlocked_min_age_s``; DuckDB's spill directory is left alone.
     """
     removed = 0
-    if not root.exists():
+    if not root.is_dir():
         return 0
-    cutoff = time.time() - min_age_s
-    staging = root / ".staging"  # feature builds write whole year directories here before renaming them
+    staging = root / STAGING
     if staging.is_dir():
-        for directory in staging.iterdir():
-            if directory.stat().st_mtime < cutoff:
-                shutil.rmtree(directory, ignore_errors=True)
+        with _directory_guard(staging):
+            for entry in staging.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    if _claimed(entry):
+                        continue  # a backtest still running in some process spills here
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
                 removed += 1
-    duckdb_spill = root / ".duckdb_tmp"  # DuckDB manages (and removes) its own spill files
+    cutoff = time.time() - unlocked_min_age_s
     for tmp in root.rglob(f"*{TMP_SUFFIX}"):
-        if duckdb_spill in tmp.parents:
+        top = tmp.relative_to(root).parts[0]
+        if top in (STAGING, DUCKDB_SPILL):
             continue
         try:
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-                removed += 1
+            if top in UNLOCKED_DIRS and tmp.stat().st_mtime >= cutoff:
+                continue
+            tmp.unlink()
+            removed += 1
         except FileNotFoundError:
-            pass  # its writer finished (renamed or removed it) meanwhile
+            pass  # its (unlocked) writer finished meanwhile
     return removed
+
+
+class ClaimedDirectory:
+    """A new directory under a parent, claimed by this process until :meth:`release` (or its death).
+
+    The claim is an advisory lock on the directory itself, so the kernel drops it when the process ends;
+    :func:`sweep_crash_leftovers` skips claimed directories and removes the others.
+    """
+
+    def __init__(self, parent: Path, prefix: str) -> None:
+        parent.mkdir(parents=True, exist_ok=True)
+        # Created and locked under the parent's guard: a sweep never sees it created but not yet claimed.
+        with _directory_guard(parent):
+            self.path = parent / f"{prefix}{uuid.uuid4().hex}"
+            self.path.mkdir()
+            self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        """Drop the claim (the directory stays; remove it or leave it to the next sweep)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+@contextmanager
+def _directory_guard(directory: Path) -> Iterator[None]:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _claimed(directory: Path) -> bool:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+    return False
 
 
 def write_parquet_if_changed(table: pa.Table, path: Path) -> bool:

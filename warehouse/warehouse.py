@@ -20,7 +20,8 @@ Views
 ``instrument_runs``, ``instrument_changes``   front-contract runs in continuous DBN files; changes between them
 ``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``
 ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``, ``run_events``,
-``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``
+``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``; the
+                               views show committed runs only (those with a ``runs`` row)
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import pyarrow as pa
 
 from warehouse import layout, schemas
 from warehouse.errors import QEError
-from warehouse.store import remove_stale_temporaries
 from warehouse.templates import render
 
 #: Non-bar tables: view name -> (directory under the root, schema, hive partition key or None).
@@ -50,6 +50,10 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     **{name: (f"runs/{name}", schema, None) for name, schema in schemas.RUN_TABLES.items()},
 }
 
+#: Run-ledger tables shown only for committed runs (those with a ``runs`` row, which is written last): the
+#: files of a recording that crashed halfway are invisible until the next recording removes them.
+COMMITTED_RUNS_ONLY = frozenset(name for name in schemas.RUN_TABLES if name != "runs")
+
 RESAMPLED = {"bars_5m": 5, "bars_15m": 15}
 
 
@@ -65,7 +69,6 @@ class Warehouse:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root: Path = layout.resolve_root(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.root)
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- connections -------------------------------------------------------------------------------
@@ -155,7 +158,8 @@ class Warehouse:
             hive = f", hive_partitioning = true, hive_types = {{'{hive_key}': VARCHAR}}" if hive_key else ""
             pattern = f"{path}/*/*.parquet" if hive_key else f"{path}/*.parquet"
             columns = ", ".join(([hive_key] if hive_key else []) + [f.name for f in schema])
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet('{_quote(pattern)}'{hive})")
+            committed = " WHERE run_id IN (SELECT run_id FROM runs)" if name in COMMITTED_RUNS_ONLY else ""
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet('{_quote(pattern)}'{hive}){committed}")
         else:
             full = pa.schema([(hive_key, pa.string()), *schema]) if hive_key else schema
             con.register(f"_empty_{name}", full.empty_table())

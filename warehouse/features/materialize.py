@@ -23,6 +23,7 @@ from pathlib import Path
 
 from warehouse.errors import QEError
 from warehouse.features.registry import Registry, StagedQueries, build_registry, staged_queries
+from warehouse.lock import holds_write_lock
 from warehouse.store import fsync_dir, sha256_file
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
@@ -46,6 +47,7 @@ def features_dir(root: Path, timeframe: str) -> Path:
     return root / "features" / f"timeframe={timeframe}"
 
 
+@holds_write_lock
 def build_features(
     wh: Warehouse,
     timeframe: str = "1m",
