@@ -124,3 +124,20 @@ def test_session_and_prior_session_features_are_populated(globex):
     es = sql_features(globex[globex.symbol == "ESH4"], "1m", family_template(PREFIX))
     for name in volume.COLUMNS:
         assert es[name].notna().sum() > 1000, name
+
+
+def test_adosc_keeps_its_digits_on_a_large_ad_offset():
+    """catalog #47, atol=1e-9: 1000 bars of 1e9 contracts push AD to 1e12, then bars of 1..20 contracts. The SQL
+    carries EMA_n(AD) - AD on the increments (AD cancels), so it stays within the catalog tolerance of the exact
+    60-digit value (tests/test_oracle_volume.py, where the naive EMA_3(AD) - EMA_10(AD) is shown to miss it by
+    ~1e-5), and the whole family still matches the oracle on these volumes."""
+    from tests.test_oracle_volume import exact_adosc_3_10_norm, large_ad_offset_bars
+
+    bars = large_ad_offset_bars()
+    exact = exact_adosc_3_10_norm(bars)
+    got = pd.to_numeric(sql_features(bars, "1m", family_template(PREFIX))["adosc_3_10_norm"]).to_numpy(float)
+    tol = catalog()["adosc_3_10_norm"]
+    assert (tol["rtol"], tol["atol"]) == (1e-9, 1e-9)
+    assert np.array_equal(np.isnan(got), np.isnan(exact)) and np.isnan(got[:9]).all()
+    np.testing.assert_allclose(got[9:], exact[9:], rtol=tol["rtol"], atol=tol["atol"])
+    compare_family(PREFIX, volume, bars, "1m")
