@@ -4,10 +4,10 @@ Every column is compared with tests/features_oracle/volatility.py using the cata
 NULL patterns, on synthetic Globex bars (1m, 1h), synthetic session bars (1d), a partition long enough to cross the
 template's chunk boundaries, non-positive (difference-adjusted) prices, and the real ES minute bars.
 
-One documented exception: ``squeeze_on`` inside the synthetic 300-bar stale block. There the Bollinger bands are a
-single price (U = L = MEAN_20(c) = c) and WILDER_10(TR) has decayed below the price floor, so the flag compares
-EMA_20(c) with c at the last ulp; the oracle's sequential recursion and the SQL block-exponential EMA round
-differently. The 1m test checks that every mismatch lies in that regime and nowhere else.
+``squeeze_on`` is NULL where WILDER_10(TR) < 1e-7*abs(c) (catalog #85, NULL rule 4): inside a stale block the
+Bollinger bands are a single price and the decayed ATR would leave the flag to the last ulp of EMA_20(c), where the
+oracle's sequential recursion and the SQL block-exponential EMA round differently. So the whole family, stale block
+included, is compared as is.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import pytest
 
 import tests.features_oracle.volatility as oracle
 from tests.feature_harness import (
-    assert_matches,
     compare_family,
     family_template,
     lean_minute_bars,
     sql_features,
 )
-from tests.features_oracle.common import PRICE_FLOOR, ema, true_range, wilder
 from tests.features_oracle.synthetic import globex_bars, hourly
 
 PREFIX = "03_"
@@ -96,44 +94,33 @@ def test_non_positive_prices_skip_null_returns():
     assert out.loc[out.symbol == "CLK0", "ewma_vol_32"].notna().sum() > 500
 
 
-def _squeeze_ulp_regime(part: pd.DataFrame) -> np.ndarray:
-    """Rows where squeeze_on is decided at the last ulp: a flat 20-row close window (U = L = c) and
-    1.5*WILDER_10(TR) below the price floor, so U < EMA_20 + 1.5*ATR and L > EMA_20 - 1.5*ATR compare c with
-    EMA_20(c) to within its rounding."""
-    c = part["close"].to_numpy(float)
-    flat = pd.Series(c).rolling(20).max().to_numpy() == pd.Series(c).rolling(20).min().to_numpy()
-    atr10 = wilder(true_range(part["high"].to_numpy(float), part["low"].to_numpy(float), c), 10)
-    e20 = ema(c, 20)
-    with np.errstate(invalid="ignore"):
-        return flat & (1.5 * atr10 < PRICE_FLOOR * np.abs(c)) & (np.abs(e20 - c) < 1e-12 * np.abs(c))
-
-
 def test_minute_bars_match_the_oracle(minute_bars):
     """All 30 columns on the synthetic Globex bars (DST, holiday, weekends, missing minutes, zero range, zero
-    volume, the 300-bar stale block, three products); squeeze_on differs only in the ulp regime above."""
-    sql = sql_features(minute_bars, "1m", family_template(PREFIX))
-    others = [name for name in oracle.COLUMNS if name != "squeeze_on"]
-    regime_rows = 0
-    for symbol, part in minute_bars.groupby("symbol", sort=True):
-        part = part.sort_values("ts").reset_index(drop=True)
-        expected = oracle.compute(part, "1m")
-        got = sql[sql.symbol == symbol].reset_index(drop=True)
-        assert len(got) == len(part)
-        assert_matches(got, expected, others, label=f"[{symbol} 1m] ")
-        regime = _squeeze_ulp_regime(part)
-        regime_rows += int(regime.sum())
-        ok = ~regime
-        assert_matches(got[ok].reset_index(drop=True), expected[ok].reset_index(drop=True), ["squeeze_on"],
-                       label=f"[{symbol} 1m, outside the stale-block ulp regime] ")
-        flag = pd.to_numeric(got["squeeze_on"]).to_numpy(float)
-        assert not np.isnan(flag[regime]).any() and set(np.unique(flag[regime])) <= {0.0, 1.0}
-    assert regime_rows > 0  # the stale block does reach the regime: the exception above is exercised
-
-
-@pytest.mark.xfail(strict=True, reason="squeeze_on is decided at the last ulp inside the synthetic stale block "
-                                       "(see test_minute_bars_match_the_oracle); reported, not fudged")
-def test_minute_bars_compare_family_as_is(minute_bars):
+    volume, the 300-bar stale block, three products), squeeze_on included."""
     compare_family(PREFIX, oracle, minute_bars, "1m")
+
+
+def test_squeeze_on_is_null_below_the_price_floor_in_a_stale_feed():
+    """Rows 0..29: o = c = 100, h = 100.5, l = 99.5 (TR = 1 from row 1); rows 30..429 stale: o = h = l = c = 100.
+
+    Hand-worked: every close is 100, so MEAN_20(c) = EMA_20(c) = U = L = 100 (STDP 0) from row 19; WILDER_10(TR) =
+    1 from row 10 to row 29, then 0.9^k on row 29 + k (TR = 0). The flag compares 100 < 100 + 1.5*0.9^k: 1 while
+    that sum still exceeds 100 in float64 (k up to ~313), 0 after it - decided by rounding. With NULL rule 4 it is
+    NULL once 0.9^k < 1e-7*100 = 1e-5: 0.9^109 = 1.028e-5, 0.9^110 = 9.25e-6, so from row 29 + 110 = 139 on.
+    So: NULL on rows 0..18, 1 on rows 19..138, NULL on rows 139..429.
+    """
+    n = 430
+    c = np.full(n, 100.0)
+    h, l = c + 0.5, c - 0.5
+    h[30:] = l[30:] = 100.0
+    assert 0.9**109 >= 1e-5 > 0.9**110 and 100.0 + 1.5 * 0.9**320 == 100.0  # the floor row; the rounding flip
+    bars = pd.DataFrame({"symbol": "ESH4", "ts": pd.date_range("2024-03-05 23:00", periods=n, freq="min", tz="UTC"),
+                         "open": c, "high": h, "low": l, "close": c, "volume": np.full(n, 5, dtype=np.int64)})
+    want = np.full(n, np.nan)
+    want[19:139] = 1.0
+    got = pd.to_numeric(sql_features(bars, "1m", family_template(PREFIX))["squeeze_on"]).to_numpy(float)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(oracle.compute(bars, "1m")["squeeze_on"].to_numpy(), want)
 
 
 def test_header_and_registry():

@@ -124,3 +124,40 @@ def test_session_and_prior_session_features_are_populated(globex):
     es = sql_features(globex[globex.symbol == "ESH4"], "1m", family_template(PREFIX))
     for name in volume.COLUMNS:
         assert es[name].notna().sum() > 1000, name
+
+
+def test_adosc_keeps_its_digits_on_a_large_ad_offset():
+    """catalog #47, atol=1e-9: 1000 bars of 1e9 contracts push AD to 1e12, then bars of 1..20 contracts. The SQL
+    carries EMA_n(AD) - AD on the increments (AD cancels), so it stays within the catalog tolerance of the exact
+    60-digit value (tests/test_oracle_volume.py, where the naive EMA_3(AD) - EMA_10(AD) is shown to miss it by
+    ~1e-5), and the whole family still matches the oracle on these volumes."""
+    from tests.test_oracle_volume import exact_adosc_3_10_norm, large_ad_offset_bars
+
+    bars = large_ad_offset_bars()
+    exact = exact_adosc_3_10_norm(bars)
+    got = pd.to_numeric(sql_features(bars, "1m", family_template(PREFIX))["adosc_3_10_norm"]).to_numpy(float)
+    tol = catalog()["adosc_3_10_norm"]
+    assert (tol["rtol"], tol["atol"]) == (1e-9, 1e-9)
+    assert np.array_equal(np.isnan(got), np.isnan(exact)) and np.isnan(got[:9]).all()
+    np.testing.assert_allclose(got[9:], exact[9:], rtol=tol["rtol"], atol=tol["atol"])
+    compare_family(PREFIX, volume, bars, "1m")
+
+
+def test_ema_ratios_keep_their_values_through_a_long_zero_volume_stretch():
+    """1500 zero-volume bars (rows 800..2299), more than two blocks (L = 520 rows) of the fused filters: EMA_20(sv)
+    and EMA_20(v_s) decay by the same 19/21 per bar, so tick_imbalance_ema_20 stays at its row-799 value, and
+    pvo_12_26 tends to -100 (EMA_12 decays faster than EMA_26). A carry from the two previous blocks alone dropped
+    both EMAs to 0 (NULL) from row 2160 on; the oracle's sequential recursion keeps them."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    low = 4000.0 + 0.25 * np.cumsum(rng.integers(-4, 5, n))
+    close = low + 0.25 * rng.integers(0, 5, n)
+    v = rng.integers(1, 50, n)
+    v[800:2300] = 0
+    bars = pd.DataFrame({"symbol": "ESH4", "ts": pd.date_range("2024-03-05 23:00", periods=n, freq="min", tz="UTC"),
+                         "open": close, "high": low + 1.0, "low": low, "close": close, "volume": v.astype(np.int64)})
+    compare_family(PREFIX, volume, bars, "1m")
+    got = sql_features(bars, "1m", family_template(PREFIX))
+    tie = got["tick_imbalance_ema_20"].to_numpy(float)
+    np.testing.assert_allclose(tie[800:2300], tie[799], rtol=1e-9)
+    np.testing.assert_allclose(got["pvo_12_26"].to_numpy(float)[2000:2300], -100.0, rtol=1e-9)

@@ -412,22 +412,34 @@ def test_stale_flat_block() -> None:
     assert out["variance_ratio_5_120"][620:800].isna().all()
     assert out["efficiency_ratio_10"][510:800].isna().all()  # 0 ÷ 0
     assert out["inside_bar"][501:800].eq(1).all() and out["hh_count_10"][510:800].eq(0).all()
-    # price floor on WILDER_14(TR): the DI become NULL once the decayed ATR is below 1e-7·c, and so does ADX
-    atr = talib.ATR(*(bars[k].to_numpy(float) for k in ("high", "low", "close")), 14)
+    # no price floor on the DI (plain ÷, NULL rule 4): where the decayed ATR is below 1e-7·c the DI, DX and ADX
+    # keep their values and match TA-Lib, whose Wilder sums decay together the same way
+    h, l = bars["high"].to_numpy(float), bars["low"].to_numpy(float)
+    atr = talib.ATR(h, l, c, 14)
     floored = np.flatnonzero(atr < 1e-7 * np.abs(c))
     assert len(floored) > 100
-    for name in ("plus_di_14", "minus_di_14", "adx_14"):
-        assert out[name].iloc[floored].isna().all()
-        assert out[name][:499].iloc[30:].notna().all() and out[name][830:].notna().all()
+    ref = {"adx_14": talib.ADX(h, l, c, 14), "plus_di_14": talib.PLUS_DI(h, l, c, 14),
+           "minus_di_14": talib.MINUS_DI(h, l, c, 14)}
+    for name, b in ref.items():
+        assert out[name][30:].notna().all()
+        assert_close(out[name].to_numpy()[floored], b[floored], 1e-9, 1e-12, name)
 
 
 def test_adx_skips_null_dx() -> None:
-    """ADX keeps its state across NULL DX rows: at the first DX after the gap, ADX = (13·ADX_prev + DX) / 14."""
+    """ADX skips NULL DX rows (section 4): a feed that starts flat has W(TR) = 0, so both DI and DX are NULL until
+    the first move; ADX is then the mean of the first 14 non-NULL DX and continues as (13·ADX[t-1] + DX) / 14."""
     bars = flat_block_bars()
+    n = len(bars)
+    for k in ("open", "high", "low", "close"):
+        bars.loc[:39, k] = 5000.0  # rows 0..39 identical: TR = +DM = -DM = 0 on rows 1..39
     out = compute(bars, "1m")
     pdi, mdi, adx = (out[k].to_numpy() for k in ("plus_di_14", "minus_di_14", "adx_14"))
     dx = 100 * np.abs(pdi - mdi) / (pdi + mdi)
-    gap = np.flatnonzero(np.isnan(dx[100:])) + 100
-    before, after = gap[0] - 1, gap[-1] + 1
-    assert np.isnan(adx[gap]).all() and len(gap) > 100
-    assert adx[after] == pytest.approx((13 * adx[before] + dx[after]) / 14, rel=1e-12)
+    assert np.isnan(pdi[:40]).all() and np.isnan(mdi[:40]).all()  # 0 ÷ W(TR) = 0 is NULL (guarded division)
+    first = int(np.flatnonzero(~np.isnan(dx))[0])
+    assert 40 <= first < n and np.isnan(dx[:first]).all() and not np.isnan(dx[first:]).any()
+    assert np.isnan(adx[: first + 13]).all()
+    assert adx[first + 13] == pytest.approx(np.mean(dx[first : first + 14]), rel=1e-12)
+    assert adx[first + 14] == pytest.approx((13 * adx[first + 13] + dx[first + 14]) / 14, rel=1e-12)
+
+

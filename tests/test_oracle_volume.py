@@ -19,6 +19,7 @@ import pytest
 import talib
 
 from tests.features_oracle import volume
+from tests.features_oracle.common import ema, money_flow_multiplier
 
 ET = ZoneInfo("America/New_York")
 
@@ -40,7 +41,7 @@ TOL = {
     "candle_vol_imbalance_20": (1e-10, 1e-12),
     "session_tick_imbalance": (1e-10, 1e-12),
     "cmf_20": (1e-10, 1e-12),
-    "adosc_3_10_norm": (1e-9, 1e-12),
+    "adosc_3_10_norm": (1e-9, 1e-9),
     "mfi_14": (1e-10, 1e-12),
     "vwap_session_dist": (1e-10, 1e-12),
     "vwap_session_dist_atr": (1e-9, 1e-7),
@@ -533,3 +534,67 @@ def test_hand_worked_mfi_tie_eps():
     assert out[14] == pytest.approx(100 * 98 / 179, rel=1e-13)
     ta = talib.MFI(tp, tp, tp, np.ones(15), 14)[14]
     assert ta == pytest.approx(100 * (98 + tp[8]) / (179 + tp[8]), rel=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------------- adosc precision
+
+
+def large_ad_offset_bars() -> pd.DataFrame:
+    """1000 identical bars (l 4000, h = c 4001) of 1e9 contracts closing at the high (mfm = 1), so AD reaches 1e12
+    (OBV stays 0: the close does not move), then 1000 bars of 1..20 contracts on a random walk whose close sits on
+    a quarter of the unit range (mfm in {-1, -0.5, 0, 0.5, 1}, exact in binary)."""
+    rng = np.random.default_rng(17)
+    n = 2000
+    low = 4000.0 + 0.25 * np.cumsum(np.where(np.arange(n) < 1000, 0, rng.integers(-4, 5, n)))
+    high = low + 1.0
+    close = np.where(np.arange(n) < 1000, high, low + 0.25 * rng.integers(0, 5, n))
+    volume = np.where(np.arange(n) < 1000, 1_000_000_000, rng.integers(1, 21, n)).astype(np.int64)
+    ts = pd.date_range("2024-03-05 23:00", periods=n, freq="min", tz="UTC")
+    return pd.DataFrame({"symbol": "ESH4", "ts": ts, "open": close, "high": high, "low": low, "close": close,
+                         "volume": volume})
+
+
+def exact_adosc_3_10_norm(bars: pd.DataFrame) -> np.ndarray:
+    """Catalog #47 in 60-digit decimal arithmetic (the float64 inputs are exact decimals): AD_t = Σ mfm·v,
+    EMA_n SMA-seeded on AD_0..AD_{n-1}, (EMA_3(AD) - EMA_10(AD)) / MEAN_10(v)."""
+    import decimal
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        D = decimal.Decimal
+        h, l, c = (list(map(D, bars[k].to_numpy(float).tolist())) for k in ("high", "low", "close"))
+        v = [D(int(x)) for x in bars["volume"]]
+        ad, total = [], D(0)
+        for hi, lo, cl, vol in zip(h, l, c, v):
+            total += (((cl - lo) - (hi - cl)) / (hi - lo) if hi != lo else D(0)) * vol
+            ad.append(total)
+
+        def ema(n: int) -> list:
+            out, alpha = [None] * len(ad), D(2) / D(n + 1)
+            out[n - 1] = sum(ad[:n]) / n
+            for t in range(n, len(ad)):
+                out[t] = alpha * ad[t] + (1 - alpha) * out[t - 1]
+            return out
+
+        e3, e10 = ema(3), ema(10)
+        res = np.full(len(ad), np.nan)
+        for t in range(9, len(ad)):
+            res[t] = float((e3[t] - e10[t]) / (sum(v[t - 9 : t + 1]) / 10))
+        return res
+
+
+def test_adosc_keeps_its_digits_on_a_large_ad_offset():
+    """|AD| ~ 1e12 while the bar volume is ~10: the difference of the two EMAs of AD loses |AD|·ε ≈ 1e-4
+    (ulp(1e12) = 2^-13), i.e. ~1e-5 bar volumes; the oracle's increment form stays within atol=1e-9 of the exact
+    value on every row."""
+    bars = large_ad_offset_bars()
+    exact = exact_adosc_3_10_norm(bars)
+    out = volume.compute(bars, "1m")["adosc_3_10_norm"].to_numpy()
+    assert_close("adosc_3_10_norm", out, exact)
+    h, l, c = (bars[k].to_numpy(float) for k in ("high", "low", "close"))
+    v = bars["volume"].to_numpy(float)
+    ad = np.cumsum(money_flow_multiplier(h, l, c) * v)
+    assert abs(ad[-1]) > 9e11
+    naive = (ema(ad, 3) - ema(ad, 10)) / pd.Series(v).rolling(10).mean().to_numpy()
+    rtol, atol = TOL["adosc_3_10_norm"]
+    assert (np.abs(naive - exact)[1300:] > atol + rtol * np.abs(exact[1300:])).sum() > 100  # the naive form fails

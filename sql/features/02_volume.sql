@@ -63,7 +63,8 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
 {#-
   Recursive filters (catalog section 4: SMA seed of the first n inputs, then y = alpha*x + beta*y[-1]) by the
   DESIGN's block method of sql/features/_filters.sql, fused: all filters use one block length L (L*lam >= 40 for
-  the slowest decay, so the two carried blocks leave < e^-80 of the history out; the fastest, EMA_3, keeps
+  the slowest decay, so the two carried blocks leave < e^-80 of the history out - counted from the last block
+  with a non-zero input, so a long run of zero inputs only decays the state; the fastest, EMA_3, keeps
   exp(lam*(L-1)) < 1e163), one GROUP BY for the block totals and one framed sum each in the main window. Per row
   z = w*exp(lam*o) with o = rn % L and w = alpha*x after the seed row; the seed row's SMA is spread over the n
   seed inputs as (x/n)*exp(lam*o_seed), so the in-block sum reaches SMA*exp(lam*o_seed) at the seed row and holds
@@ -119,21 +120,39 @@ vol_sess AS (
     WINDOW before AS (PARTITION BY symbol ORDER BY sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 vol_blk AS (
-    -- carry = the filter's value at the end of the previous block: that block's total plus the one before, decayed.
+    -- carry = the filter's value at the end of the previous block: the end value of the last earlier block k0 whose
+    -- total is not 0 (that total plus beta^L times the one before), decayed by beta^(L*(blk-1-k0)) over the zero
+    -- blocks after it; usually k0 = blk - 1. Through a long stretch of zero volume (or of zero TR) the filters
+    -- decay instead of dropping to 0 after two blocks, so ratios of filters that decay together
+    -- (tick_imbalance_ema_20) and pvo_12_26 keep their values.
     SELECT symbol, blk
 {%- for fl in FILTERS %},
-        coalesce(lag(t_{{ fl[0] }}) OVER wb, 0.0)
-            + {{ exp(ln(1.0 - fl[3]) * L) | double }} * coalesce(lag(t_{{ fl[0] }}, 2) OVER wb, 0.0) AS carry_{{ fl[0] }}
+        coalesce(exp({{ (ln(1.0 - fl[3]) * L) | double }} * (blk - 1 - k_{{ fl[0] }})) * e_{{ fl[0] }}, 0.0) AS carry_{{ fl[0] }}
 {%- endfor %}
     FROM (
-        SELECT symbol, rn // {{ L }} AS blk
+        SELECT symbol, blk
 {%- for fl in FILTERS %},
-            {{ exp(ln(1.0 - fl[3]) * (L - 1)) | double }} * sum({{ z(fl) }}) AS t_{{ fl[0] }}
+            last_value(CASE WHEN t_{{ fl[0] }} <> 0 THEN blk END IGNORE NULLS) OVER bp AS k_{{ fl[0] }},
+            last_value(CASE WHEN t_{{ fl[0] }} <> 0 THEN e_{{ fl[0] }} END IGNORE NULLS) OVER bp AS e_{{ fl[0] }}
 {%- endfor %}
-        FROM {{ source }}
-        GROUP BY symbol, blk
+        FROM (
+            SELECT symbol, blk
+{%- for fl in FILTERS %},
+                t_{{ fl[0] }},
+                t_{{ fl[0] }} + {{ exp(ln(1.0 - fl[3]) * L) | double }} * coalesce(lag(t_{{ fl[0] }}) OVER wb, 0.0) AS e_{{ fl[0] }}
+{%- endfor %}
+            FROM (
+                SELECT symbol, rn // {{ L }} AS blk
+{%- for fl in FILTERS %},
+                    {{ exp(ln(1.0 - fl[3]) * (L - 1)) | double }} * sum({{ z(fl) }}) AS t_{{ fl[0] }}
+{%- endfor %}
+                FROM {{ source }}
+                GROUP BY symbol, blk
+            )
+            WINDOW wb AS (PARTITION BY symbol ORDER BY blk)
+        )
+        WINDOW bp AS (PARTITION BY symbol ORDER BY blk ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
     )
-    WINDOW wb AS (PARTITION BY symbol ORDER BY blk)
 ),
 vol_tod AS (
     -- Its own narrow pass: a window partitioned by minute of day sorts every column it carries.

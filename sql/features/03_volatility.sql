@@ -25,7 +25,7 @@ bb_width_20        | double | n=20      | first=19  | Bollinger (U - L) / MEAN_2
 bb_pctb_20         | double | n=20      | first=19  | Bollinger %b (c - L) / (U - L), L = MEAN_20(c) - 2*STDP_20(c); NULL when U - L < 1e-7*abs(c)
 kc_width_20        | double | n=20,10   | first=19  | Keltner width 4*WILDER_10(TR) / EMA_20(c)
 kc_pos_20          | double | n=20,10   | first=19  | Keltner position (c - (EMA_20(c) - 2*WILDER_10(TR))) / (4*WILDER_10(TR)); price floor on the width
-squeeze_on         | int    | n=20,10   | first=19  | 1 if U < EMA_20(c) + 1.5*WILDER_10(TR) and L > EMA_20(c) - 1.5*WILDER_10(TR) (strict; no floor), else 0
+squeeze_on         | int    | n=20,10   | first=19  | 1 if U < EMA_20(c) + 1.5*WILDER_10(TR) and L > EMA_20(c) - 1.5*WILDER_10(TR) (strict), else 0; NULL where WILDER_10(TR) < 1e-7*abs(c)
 vov_20_60          | double | n=20,60   | first=79  | vol of vol STD_60(rv_cc_20) / MEAN_60(rv_cc_20) (sample sd; coefficient of variation)
 vol_ratio_20_240   | double | n=20,240  | first=240 | rv_cc_20 / rv_cc_240
 vol_ratio_pk_cc_20 | double | n=20      | first=20  | vol_parkinson_20 / rv_cc_20 (range vs close vol)
@@ -37,8 +37,8 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
   * U - L is evaluated as 4*STDP_20(c): algebraically equal, exactly 0 on a flat window, no cancellation with the mean.
   * sqrt of a negative mean (GK / RS / YZ, only possible on inconsistent bars with o or c outside [l, h]) is NULL.
   * The ÷p floor compares with the current close c[t], also for range_expansion_14 (denominator atr_14[t-1]).
-  * squeeze_on has no price floor (the catalog gives none): inside a long stale block both widths decay towards 0
-    and the flag is decided at the last ulp of EMA_20(c) against the decayed WILDER_10(TR).
+  * squeeze_on is NULL where WILDER_10(TR) < 1e-7*abs(c) (NULL rule 4): inside a long stale block both widths
+    decay towards 0 and the comparison would be decided at the last ulp of EMA_20(c) against the decayed ATR.
 
   How it is computed. Cost model (DuckDB 1.5, per 1M rows, one thread; one symbol's window pass runs on one
   thread): a window pass sorts (~0.12 s) and carries its columns (~13 ms each); a lag costs ~6 ms, a frame
@@ -399,8 +399,8 @@ SELECT
     4 * atr10 / NULLIF(ema20, 0) AS kc_width_20,
     {{ pdiv('c - (ema20 - 2 * atr10)', '4 * atr10') }} AS kc_pos_20,
     {%- set w15 = (1.5 | double) ~ ' * atr10' %}
-    -- NULL AND false is false in SQL, so the warm-up NULL is explicit.
-    CASE WHEN c_q20 IS NOT NULL AND ema20 IS NOT NULL AND atr10 IS NOT NULL THEN
+    -- NULL AND false is false in SQL, so the warm-up NULL is explicit; below the price floor the flag is NULL.
+    CASE WHEN c_q20 IS NOT NULL AND ema20 IS NOT NULL AND atr10 >= {{ floor }} * abs(c) THEN
         CAST(c_m20 + 2 * {{ sd }} < ema20 + {{ w15 }} AND c_m20 - 2 * {{ sd }} > ema20 - {{ w15 }} AS INTEGER) END AS squeeze_on,
     vov AS vov_20_60,
     rv20 / NULLIF({{ sqrt_n }} * sqrt(r_q240 / 239), 0) AS vol_ratio_20_240,

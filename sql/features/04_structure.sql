@@ -13,8 +13,8 @@ ll_count_10             | int    | n=10    | first=10    | number of rows k in t
 inside_bar              | int    | n=2     | first=1     | 1 if h <= h[t-1] and l >= l[t-1] (non-strict), else 0
 outside_bar             | int    | n=2     | first=1     | 1 if h > h[t-1] and l < l[t-1] (strict), else 0
 adx_14                  | double | n=14    | first=27    | WILDER_14(DX), DX = 100*abs(+DI - -DI) / (+DI + -DI); NULL DX rows skipped (0-100)
-plus_di_14              | double | n=14    | first=14    | 100*WILDER_14(+DM) / WILDER_14(TR); NULL when WILDER_14(TR) < 1e-7*abs(c) (price floor), 0-100
-minus_di_14             | double | n=14    | first=14    | 100*WILDER_14(-DM) / WILDER_14(TR); price floor as plus_di_14, 0-100
+plus_di_14              | double | n=14    | first=14    | 100*WILDER_14(+DM) / WILDER_14(TR), plain guarded division (no price floor: both sums decay together), 0-100
+minus_di_14             | double | n=14    | first=14    | 100*WILDER_14(-DM) / WILDER_14(TR), plain guarded division as plus_di_14, 0-100
 linreg_slope_20         | double | n=20    | first=19    | OLS slope of ln c on the bar offset over 20 rows (log units per bar)
 linreg_r2_20            | double | n=20    | first=19    | R^2 of that regression (0-1); NULL on a flat window
 linreg_slope_60         | double | n=60    | first=59    | OLS slope of ln c on the bar offset over 60 rows (log units per bar)
@@ -34,8 +34,9 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
 -#}
 {#-
   Readings (catalog sections 3-6; tests/features_oracle/structure.py makes the same choices):
-  * +DI / -DI: NULL rule 4 names WILDER_n(TR), so the DI denominator gets the price floor (÷p); in a stale flat
-    block both DI are NULL, so DX is NULL there and ADX's Wilder filter skips those rows (state kept).
+  * +DI / -DI use plain ÷ (NULL rule 4: only ÷p rows get the price floor). In a stale feed the Wilder sums of
+    +DM, -DM and TR decay by the same factor, so the DI (hence DX and ADX) keep their values, as in TA-Lib;
+    DX is NULL only where a DI is NULL or +DI + -DI = 0, and ADX's Wilder filter skips those rows (state kept).
   * donchian_pos_55 and session_range_pos divide by max - min of raw prices: plain ÷ (exact denominators).
   * kurt_60 is NULL on a flat window like skew_60.
   * autocorr_1_60 needs 60 rows where r and r[t-1] are both non-NULL (first row 61).
@@ -50,7 +51,7 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
   * Two chains over the base. The wide chain sorts the narrow bar columns twice: level 0 takes the lags the window
     inputs of level 1 need (h[t-1], l[t-1], ln c[t-1], r[t-1], r[t-2], c[t-5], c[t-6]) and the aggregates level 1
     lags (HH_20, LL_20, the power sums of r); level 1 takes every other lag and aggregate, and one projection
-    finishes all features but the DMI. The DMI chain (+DI, -DI, ADX) runs on h, l, c, TR alone and is joined once
+    finishes all features but the DMI. The DMI chain (+DI, -DI, ADX) runs on h, l, TR alone and is joined once
     at the end (narrow build side).
   * NULL rule 1: o, h, l, c are never NULL in validated bars, so a window of h, l or c is full exactly when
     rn >= n - 1; windows of ln c, r and ln(c / c[t-5]) are NULL when a close they read is <= 0 (counted per window).
@@ -64,14 +65,15 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
     ln(c / c[t-n]), SUM_120(r^2) as two consecutive SUM_60; 60-row regressions with DuckDB's regr_slope / var_samp
     (Welford states, on the row number); the 20-row regression two-pass from lags, relative to ln c[t].
   * +DM, -DM and TR share one exact WILDER_14 (the block method of _filters.sql with the SMA seed folded into the
-    weights, index rn - 1 since they are non-NULL from row 1 on). ADX, whose DX has NULL rows, runs the same
+    weights, index rn - 1 since they are non-NULL from row 1 on); the carry into a block comes from the last block
+    with a non-zero TR total, so a stale feed longer than two blocks keeps the DI (ratios of sums that decay
+    together) instead of truncating all three sums to 0. ADX, whose DX has NULL rows, runs the same
     folded-seed block method with the number of earlier non-NULL DX rows as index (blocks of L non-NULL rows):
     one narrow window for the index, one for the in-block sums; no filtered copy and no join back.
   * Session aggregates are read only by later sessions (high, low, last close) or by rows at or after the row
     they come from (first open, first RTH row and its open).
 -#}
 {% import 'macros.sql' as m %}
-{%- set floor = 1e-7 | double %}
 {#- WILDER_14 block constants (same method and block length as _filters.sql). -#}
 {%- set lam = -ln(13.0 / 14.0) %}
 {%- set L = (40.0 / lam) | round(0, 'floor') | int %}
@@ -130,15 +132,15 @@ sessx AS (
     FROM sess_rth AS cur
     LEFT JOIN sess_rth AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
 ),
--- +DI, -DI and ADX run in a narrow chain of their own (h, l, c, TR), joined to the wide chain at the end.
+-- +DI, -DI and ADX run in a narrow chain of their own (h, l, TR), joined to the wide chain at the end.
 -- Level 1 of the DMI chain: h[t-1], l[t-1] and the Wilder weights of +DM, -DM and TR (index rn - 1, folded seed).
 dm0 AS (
-    SELECT symbol, ts, rn, c, (greatest(rn, 1) - 1) // {{ L }} AS blk, {{ bo }} AS bo,
+    SELECT symbol, ts, rn, (greatest(rn, 1) - 1) // {{ L }} AS blk, {{ bo }} AS bo,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN h - h1 > l1 - l AND h - h1 > 0 THEN h - h1 ELSE 0.0 END END AS dm_wp,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN l1 - l > h - h1 AND l1 - l > 0 THEN l1 - l ELSE 0.0 END END AS dm_wm,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * tr END AS dm_wt
     FROM (
-        SELECT symbol, ts, rn, h, l, c, tr, lag(h) OVER w AS h1, lag(l) OVER w AS l1
+        SELECT symbol, ts, rn, h, l, tr, lag(h) OVER w AS h1, lag(l) OVER w AS l1
         FROM {{ source }}
         WINDOW w AS (PARTITION BY symbol ORDER BY ts)
     )
@@ -151,29 +153,46 @@ dm_blk AS (
     FROM dm0
     GROUP BY symbol, blk
 ),
--- the filter value at the end of the previous block (the block before that enters through beta^L)
+-- The filter value at the end of the previous block: the end value of the last earlier block k0 with a non-zero
+-- TR total (its total plus beta^L times the one before), decayed by beta^(L*(blk-1-k0)) over the zero blocks after
+-- it. Usually k0 = blk - 1. Through a stale feed (TR = 0, hence +DM = -DM = 0) the three sums decay together, so
+-- +DI and -DI keep their values however long it lasts (a two-block carry would drop them to 0 / 0).
 dm_carry AS (
     SELECT symbol, blk,
-        coalesce(lag(tp) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(tp, 2) OVER b, 0.0) AS cp,
-        coalesce(lag(tm) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(tm, 2) OVER b, 0.0) AS cm,
-        coalesce(lag(tt) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(tt, 2) OVER b, 0.0) AS ct
-    FROM dm_blk
-    WINDOW b AS (PARTITION BY symbol ORDER BY blk)
+        coalesce(exp({{ (-lam * L) | double }} * (blk - 1 - k0)) * ep, 0.0) AS cp,
+        coalesce(exp({{ (-lam * L) | double }} * (blk - 1 - k0)) * em, 0.0) AS cm,
+        coalesce(exp({{ (-lam * L) | double }} * (blk - 1 - k0)) * et, 0.0) AS ct
+    FROM (
+        SELECT symbol, blk,
+            last_value(CASE WHEN tt <> 0 THEN blk END IGNORE NULLS) OVER bp AS k0,
+            last_value(CASE WHEN tt <> 0 THEN ep END IGNORE NULLS) OVER bp AS ep,
+            last_value(CASE WHEN tt <> 0 THEN em END IGNORE NULLS) OVER bp AS em,
+            last_value(CASE WHEN tt <> 0 THEN et END IGNORE NULLS) OVER bp AS et
+        FROM (
+            SELECT symbol, blk, tt,
+                tp + {{ exp(-lam * L) | double }} * coalesce(lag(tp) OVER b, 0.0) AS ep,
+                tm + {{ exp(-lam * L) | double }} * coalesce(lag(tm) OVER b, 0.0) AS em,
+                tt + {{ exp(-lam * L) | double }} * coalesce(lag(tt) OVER b, 0.0) AS et
+            FROM dm_blk
+            WINDOW b AS (PARTITION BY symbol ORDER BY blk)
+        )
+        WINDOW bp AS (PARTITION BY symbol ORDER BY blk ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    )
 ),
 -- Level 2 of the DMI chain: the in-block sums, the filter values (block method) and +DI, -DI, DX.
 dmi AS (
     SELECT symbol, ts, pdi, mdi, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx
     FROM (
         SELECT symbol, ts,
-            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (pdm14 / tr14) END AS pdi,
-            CASE WHEN rn >= 14 AND tr14 <> 0 AND abs(tr14) >= {{ floor }} * abs(c) THEN 100.0 * (mdm14 / tr14) END AS mdi
+            CASE WHEN rn >= 14 AND tr14 <> 0 THEN 100.0 * (pdm14 / tr14) END AS pdi,
+            CASE WHEN rn >= 14 AND tr14 <> 0 THEN 100.0 * (mdm14 / tr14) END AS mdi
         FROM (
-            SELECT symbol, ts, rn, c,
+            SELECT symbol, ts, rn,
                 exp({{ -lam | double }} * bo) * (sp + {{ exp(-lam) | double }} * cp) AS pdm14,
                 exp({{ -lam | double }} * bo) * (sm + {{ exp(-lam) | double }} * cm) AS mdm14,
                 exp({{ -lam | double }} * bo) * (st + {{ exp(-lam) | double }} * ct) AS tr14
             FROM (
-                SELECT symbol, ts, rn, c, blk, bo,
+                SELECT symbol, ts, rn, blk, bo,
                     sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm, sum(dm_wt) OVER wb AS st
                 FROM dm0
                 WINDOW wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)

@@ -5,11 +5,10 @@ this oracle, never here). NULL is NaN. Integer features (flags, counts) are retu
 
 Readings chosen where the catalog text leaves room (each is repeated at the function concerned):
 
-* ``plus_di_14`` / ``minus_di_14``: the formula writes ``÷``, but NULL rule 4 names ``WILDER_n(TR)`` as a
-  price-unit denominator that "counts as zero" below ``1e-7·|c|``; the rule is stated for all features, so the
-  denominator ``WILDER_14(TR)`` gets the price floor (``÷p``). Off a stale flat feed the two readings agree; in a
-  stale block both DI become NULL, hence DX is NULL there and is skipped by ADX's Wilder filter (its output is
-  NULL on those rows and its state is kept).
+* ``plus_di_14`` / ``minus_di_14``: plain ``÷`` as written (NULL rule 4: the price floor applies only where the
+  table marks ``÷p``). In a stale feed the Wilder sums of ±DM and of TR decay by the same factor, so both DI, DX and
+  ADX keep their values there, as in TA-Lib. DX is NULL only where a DI is NULL or ``+DI + −DI = 0``; ADX's Wilder
+  filter skips those rows (its output is NULL there and its state is kept).
 * ``donchian_pos_55`` and ``session_range_pos`` divide by ``max − min`` of raw input prices: plain ``÷`` as written
   (the denominator is exact, not a decayed filter, and rule 4 does not list it).
 * ``kurt_60`` is NULL on a flat window like ``skew_60`` (the kurtosis of a constant series is undefined, and the
@@ -36,7 +35,6 @@ from .common import (
     lag,
     log_ratio,
     minute_of_day,
-    pdiv,
     rolling,
     rth_window,
     session_index,
@@ -183,8 +181,8 @@ def _bar_patterns(h: np.ndarray, l: np.ndarray) -> dict[str, np.ndarray]:
 def _dmi(h: np.ndarray, l: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     """#102-#104: Wilder's directional movement with the catalog's SMA-seeded WILDER_14.
 
-    +DM/−DM and TR start at row 1, so both DI first appear at row 14 (seed = mean of rows 1..14). The DI
-    denominator WILDER_14(TR) gets the price floor (NULL rule 4 names WILDER_n(TR); see module docstring).
+    +DM/−DM and TR start at row 1, so both DI first appear at row 14 (seed = mean of rows 1..14). The DI use
+    plain ÷ (no price floor: numerator and denominator decay together in a stale feed; see module docstring).
     DX is NULL where a DI is NULL or +DI + −DI = 0; WILDER_14(DX) skips those rows (section 4), first at row 27.
     """
     up = h - lag(h, 1)
@@ -193,8 +191,8 @@ def _dmi(h: np.ndarray, l: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     mdm = np.where((dn > up) & (dn > 0), dn, 0.0)
     pdm[0] = mdm[0] = np.nan
     atr = wilder(true_range(h, l, c), 14)
-    plus_di = 100.0 * pdiv(wilder(pdm, 14), atr, c)
-    minus_di = 100.0 * pdiv(wilder(mdm, 14), atr, c)
+    plus_di = 100.0 * gdiv(wilder(pdm, 14), atr)
+    minus_di = 100.0 * gdiv(wilder(mdm, 14), atr)
     dx = 100.0 * gdiv(np.abs(plus_di - minus_di), plus_di + minus_di)
     return {"adx_14": wilder(dx, 14), "plus_di_14": plus_di, "minus_di_14": minus_di}
 

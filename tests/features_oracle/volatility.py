@@ -14,8 +14,8 @@ Readings chosen where the catalog leaves room (a TA-Lib / pandas user's reading)
   cancellation against the mean); ``U`` and ``L`` themselves (``bb_pctb_20``, ``squeeze_on``) are ``MEAN ± 2·STDP``.
 * ``sqrt`` of a negative mean (Garman-Klass / Rogers-Satchell, only possible on inconsistent bars with o or c outside
   [l, h]) is NULL, never NaN-with-warning or an error.
-* ``squeeze_on`` compares with the text's strict inequalities and has no price floor (the catalog gives none); on a
-  long stale block both band widths collapse to ~0 and the flag is decided at the last ulp (see the report).
+* ``squeeze_on`` compares with the text's strict inequalities and is NULL where ``WILDER_10(TR) < 1e-7·|c|`` (NULL
+  rule 4): on a long stale block both band widths collapse to ~0 and the comparison would be decided by rounding.
 * The price floor of ``÷p`` uses the current row's close ``c[t]`` (also for ``range_expansion_14``, whose denominator
   is ``atr_14[t-1]``).
 """
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .common import BARS_PER_YEAR, gdiv, lag, log_ratio, pdiv, rolling, true_range, wilder, ema
+from .common import BARS_PER_YEAR, PRICE_FLOOR, gdiv, lag, log_ratio, pdiv, rolling, true_range, wilder, ema
 
 COLUMNS: list[str] = [
     "rv_cc_5",              # 61
@@ -189,10 +189,13 @@ def bollinger(c: np.ndarray, n: int = 20, width: float = 2.0):
     return mid, sd, mid + width * sd, mid - width * sd
 
 
-def squeeze(upper: np.ndarray, lower: np.ndarray, kc_mid: np.ndarray, atr10: np.ndarray) -> np.ndarray:
-    """#85 1 if ``U < EMA_20 + 1.5·W10`` and ``L > EMA_20 − 1.5·W10`` else 0; NULL where any input is NULL."""
+def squeeze(upper: np.ndarray, lower: np.ndarray, kc_mid: np.ndarray, atr10: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """#85 1 if ``U < EMA_20 + 1.5·W10`` and ``L > EMA_20 − 1.5·W10`` else 0; NULL where any input is NULL or
+    where ``W10 < PRICE_FLOOR·|c|`` (NULL rule 4: the comparison is decided by rounding there)."""
     flag = ((upper < kc_mid + 1.5 * atr10) & (lower > kc_mid - 1.5 * atr10)).astype(float)
     flag[np.isnan(upper) | np.isnan(lower) | np.isnan(kc_mid) | np.isnan(atr10)] = np.nan
+    with np.errstate(invalid="ignore"):
+        flag[atr10 < PRICE_FLOOR * np.abs(c)] = np.nan
     return flag
 
 
@@ -279,7 +282,7 @@ def compute(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     out["bb_pctb_20"] = pdiv(c - bb_lo, bb_range, c)
     out["kc_width_20"] = gdiv(4.0 * atr10, ema20)
     out["kc_pos_20"] = pdiv(c - (ema20 - 2.0 * atr10), 4.0 * atr10, c)
-    out["squeeze_on"] = squeeze(bb_up, bb_lo, ema20, atr10)
+    out["squeeze_on"] = squeeze(bb_up, bb_lo, ema20, atr10, c)
     out["vov_20_60"] = vov(out["rv_cc_20"], 60)
     out["vol_ratio_20_240"] = gdiv(out["rv_cc_20"], out["rv_cc_240"])
     out["vol_ratio_pk_cc_20"] = gdiv(out["vol_parkinson_20"], out["rv_cc_20"])

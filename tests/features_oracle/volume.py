@@ -230,13 +230,38 @@ def candle_vol_imbalance_20(o: np.ndarray, c: np.ndarray, v: np.ndarray) -> np.n
     return gdiv(wsum(np.sign(c - o) * v, 20), wsum(v, 20))
 
 
+def ema_gap_of_running_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """``EMA_n(AD) − AD`` for the running sum ``AD_t = x_0 + … + x_t``, from the increments ``x`` alone (no NULLs).
+
+    The level of AD never enters, so ``EMA_3(AD) − EMA_10(AD)`` keeps its digits however large AD grows (the
+    difference of two EMAs of a running sum ~1e12 loses ``|AD|·ε`` ≈ 1e-4). Section 4's SMA seed at row n−1:
+    ``mean(AD_0..AD_{n−1}) − AD_{n−1} = −mean_j (x_{j+1} + … + x_{n−1})``; after it ``EMA_t = α·AD_t + β·EMA_{t−1}``
+    gives ``EMA_t − AD_t = β·((EMA_{t−1} − AD_{t−1}) − x_t)``.
+    """
+    x = np.asarray(x, float)
+    out = np.full(len(x), np.nan)
+    if len(x) < n:
+        return out
+    beta = 1.0 - 2.0 / (n + 1)
+    tails = np.r_[np.cumsum(x[1:n][::-1])[::-1], 0.0]  # tails[j] = x_{j+1} + … + x_{n−1}, j = 0..n−1
+    gap = -float(np.mean(tails))
+    out[n - 1] = gap
+    for t in range(n, len(x)):
+        gap = beta * (gap - x[t])
+        out[t] = gap
+    return out
+
+
 def _money_flow(h: np.ndarray, l: np.ndarray, c: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
-    """#46, #47: Chaikin money flow and the normalized Chaikin oscillator (AD from row 0)."""
+    """#46, #47: Chaikin money flow and the normalized Chaikin oscillator (AD from row 0).
+
+    ``EMA_3(AD) − EMA_10(AD) = (EMA_3(AD) − AD) − (EMA_10(AD) − AD)``: both gaps come from the increments ``mfv``
+    (``ema_gap_of_running_sum``), so the running level of AD cancels exactly instead of costing ``|AD|·ε``.
+    """
     mfv = money_flow_multiplier(h, l, c) * v
-    ad = np.cumsum(mfv)
     return {
         "cmf_20": gdiv(wsum(mfv, 20), wsum(v, 20)),
-        "adosc_3_10_norm": gdiv(ema(ad, 3) - ema(ad, 10), wmean(v, 10)),
+        "adosc_3_10_norm": gdiv(ema_gap_of_running_sum(mfv, 3) - ema_gap_of_running_sum(mfv, 10), wmean(v, 10)),
     }
 
 
