@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
 from warehouse import layout, schemas
-from warehouse.errors import LoadError, QEError
-from warehouse.store import sha256_file, write_parquet_atomic, write_parquet_if_changed
+from warehouse.errors import LoadError, QEError, WriteError
+from warehouse.store import StagedWrites, sha256_file
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
 
@@ -43,6 +43,9 @@ class FileReport:
     symbols: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    #: Where the file failed: "read" (reader or validation), "write" (a warehouse file could not be
+    #: written; nothing from the file landed) or None.
+    failed_at: str | None = None
 
     @property
     def rows_quarantined(self) -> int:
@@ -97,9 +100,13 @@ def ingest(
             report.notes.extend(raw.notes)
             _ingest_raw(warehouse, path, raw, report)
         except LoadError as exc:
-            report.error = str(exc)
+            report.error, report.failed_at = str(exc), "read"
+        except WriteError as exc:  # staged writes were removed: the warehouse is as it was before this file
+            report.error, report.failed_at = f"{path}: {exc} (nothing from this file was written)", "write"
+            _forget_counts(report)
         except Exception as exc:  # an unexpected failure still names its file and spares the others
             report.error = f"{path}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            report.failed_at = "read"
         reports.append(report)
         touched |= report.symbols
         if on_file is not None:
@@ -139,10 +146,29 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         good_oi, bad_oi = _validate_open_interest(con, raw.open_interest)
         rejected.append(bad_oi)
         staged.extend(_oi_partitions(warehouse.root, good_oi))
-    # Everything is validated before anything is written: a reader error above leaves no trace.
+    # Everything is validated before anything is written: a reader error above leaves no trace. Then every
+    # file this source changes (partitions, its quarantine, definitions, log row) is staged as a temporary
+    # and renamed into place only once all were written, so a full disk leaves the warehouse as it was.
+    batch = StagedWrites()
+    with batch:
+        _stage_file_writes(batch, warehouse.root, key, path, raw, staged, rejected, report)
+        batch.commit()
+
+
+def _stage_file_writes(
+    batch: StagedWrites,
+    root: Path,
+    key: str,
+    path: Path,
+    raw: RawFile,
+    partitions: list[tuple[Path, pa.Table]],
+    rejected: list[pa.Table],
+    report: FileReport,
+) -> None:
+    """Stage every warehouse file one source file changes, filling ``report`` with the counts."""
     replaced_other = stale = 0
-    for target, rows in staged:
-        merged = _merge_partition(target, rows, str(path))
+    for target, rows in partitions:
+        merged = _merge_partition(batch, target, rows, str(path))
         report.rows_loaded += merged.loaded
         report.rows_unchanged += merged.unchanged
         report.partitions_written += int(merged.loaded > 0 or merged.stale_removed > 0)
@@ -155,12 +181,21 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         report.notes.append(f"{stale} row(s) this file loaded before and no longer holds were removed")
     quarantine = pa.concat_tables(rejected) if rejected else schemas.QUARANTINE.empty_table()
     report.quarantined.update(quarantine.column("rule").to_pylist())
-    _replace_source_file(warehouse.root / "quarantine", key, quarantine)
+    batch.stage_if_changed(quarantine, root / "quarantine" / f"source={key}.parquet")
     if raw.definitions is not None:
-        _replace_source_file(warehouse.root / "definitions", key, raw.definitions.cast(schemas.DEFINITIONS))
+        batch.stage_if_changed(raw.definitions.cast(schemas.DEFINITIONS), root / "definitions" / f"source={key}.parquet")
     if raw.instrument_runs is not None:
-        _replace_source_file(warehouse.root / "instrument_runs", key, raw.instrument_runs.cast(schemas.INSTRUMENT_RUNS))
-    _log(warehouse.root, key, path, raw, report)
+        batch.stage_if_changed(
+            raw.instrument_runs.cast(schemas.INSTRUMENT_RUNS), root / "instrument_runs" / f"source={key}.parquet"
+        )
+    batch.stage(_log_entry(path, raw, report), root / "ingest_log" / f"source={key}.parquet")
+
+
+def _forget_counts(report: FileReport) -> None:
+    """Zero what a failed write had counted: none of it landed."""
+    report.rows_loaded = report.rows_unchanged = report.partitions_written = 0
+    report.quarantined.clear()
+    report.symbols.clear()
 
 
 def _validation_connection() -> duckdb.DuckDBPyConnection:
@@ -312,15 +347,15 @@ class MergeResult:
     stale_removed: int = 0
 
 
-def _merge_partition(target: Path, new: pa.Table, source: str) -> MergeResult:
+def _merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: str) -> MergeResult:
     """Merge ``new`` (rows of the file ``source``) into the partition file (see ``sql/merge_partition.sql``).
 
     Keyed by (contract, ts); a new row replaces a stored one with the same key, and rows this file loaded
-    before but no longer holds are dropped. The partition is rewritten atomically, and not at all when
-    nothing changes.
+    before but no longer holds are dropped. The merged partition is staged in ``batch`` (replaced when the
+    batch commits), and not at all when nothing changes.
     """
     if not target.exists():
-        write_parquet_atomic(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
+        batch.stage(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
         return MergeResult(new.num_rows, 0)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -334,17 +369,13 @@ def _merge_partition(target: Path, new: pa.Table, source: str) -> MergeResult:
     result = MergeResult(new.num_rows - unchanged, unchanged, replaced_other, stale)
     if result.loaded > 0 or stale > 0:
         merged = con.sql(render("merge_partition.sql", mode="rows", value_columns=value_columns), params=params)
-        write_parquet_atomic(merged.to_arrow_table().cast(new.schema), target)
+        batch.stage(merged.to_arrow_table().cast(new.schema), target)
     con.close()
     return result
 
 
-def _replace_source_file(directory: Path, key: str, table: pa.Table) -> None:
-    write_parquet_if_changed(table, directory / f"source={key}.parquet")
-
-
-def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> None:
-    entry = pa.table(
+def _log_entry(path: Path, raw: RawFile, report: FileReport) -> pa.Table:
+    return pa.table(
         {
             "file": [str(path)],
             "format": [raw.format],
@@ -357,7 +388,6 @@ def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> 
         },
         schema=schemas.INGEST_LOG,
     )
-    write_parquet_atomic(entry, root / "ingest_log" / f"source={key}.parquet")
 
 
 def _source_key(path: Path) -> str:
