@@ -141,6 +141,7 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         good = checked.filter(pc.is_null(checked["rule"]))
         bad = checked.filter(pc.is_valid(checked["rule"]))
         rejected.append(_quarantine_rows(bad, "bars", tf))
+        report.notes.extend(_conflict_holes(bad, tf))
         staged.extend(_bar_partitions(warehouse.root, tf, good))
     if raw.open_interest is not None:
         good_oi, bad_oi = _validate_open_interest(con, raw.open_interest)
@@ -269,6 +270,20 @@ def _quarantine_rows(bad: pa.Table, table_name: str, tf: str | None) -> pa.Table
         },
         schema=schemas.QUARANTINE,
     )
+
+
+def _conflict_holes(bad: pa.Table, tf: str) -> list[str]:
+    """A note naming the bars left out because the file's rows for them disagree (``duplicate_conflict``)."""
+    rows = bad.filter(pc.equal(bad["rule"], "duplicate_conflict"))
+    if rows.num_rows == 0:
+        return []
+    keys = rows.select(["symbol", "contract", "ts"]).group_by(["symbol", "contract", "ts"]).aggregate([]).sort_by("ts")
+    first = keys.slice(0, 1).to_pylist()[0]
+    return [
+        f"{keys.num_rows} {tf} bar(s) missing: the file holds different rows for the same (symbol, contract, ts), "
+        f"so none was loaded (duplicate_conflict in quarantine; first: {first['contract'] or first['symbol']} "
+        f"{first['ts']:%Y-%m-%d %H:%M:%S} UTC)"
+    ]
 
 
 def _bar_partitions(root: Path, tf: str, good: pa.Table) -> list[tuple[Path, pa.Table]]:
