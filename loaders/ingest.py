@@ -16,10 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from loaders.bad_ticks import find_bad_ticks
 from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
 from warehouse import layout, schemas
@@ -138,6 +140,7 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         checked = con.sql(sql).to_arrow_table()
         con.unregister("raw")
         con.unregister("symbol_map")
+        checked = _flag_bad_ticks(checked)
         good = checked.filter(pc.is_null(checked["rule"]))
         bad = checked.filter(pc.is_valid(checked["rule"]))
         rejected.append(_quarantine_rows(bad, "bars", tf))
@@ -206,6 +209,20 @@ def _validation_connection() -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     con.register("tick_sizes", specs_table().select(["root", "tick_size"]))
     return con
+
+
+def _flag_bad_ticks(checked: pa.Table) -> pa.Table:
+    """Set ``rule``/``detail`` of the rows the bad-tick rules (:mod:`loaders.bad_ticks`) flag among the accepted."""
+    found = find_bad_ticks(checked)
+    if found.positions.size == 0:
+        return checked
+    mask = np.zeros(checked.num_rows, dtype=bool)
+    mask[found.positions] = True  # positions ascend: the replacements below line up with the mask
+    for name, values in (("rule", found.rules), ("detail", found.details)):
+        column = checked[name].combine_chunks()
+        patched = pc.replace_with_mask(column, pa.array(mask), pa.array(values, column.type))
+        checked = checked.set_column(checked.schema.get_field_index(name), name, patched)
+    return checked
 
 
 def _known_contracts(warehouse: Warehouse, raw: RawFile) -> dict[int, str]:
