@@ -4,6 +4,10 @@ Idempotent by construction: a partition is the union of what it held and the new
 (contract, ts) with the new row winning; a partition whose content would not change is not rewritten,
 and a file's quarantine rows replace that file's previous ones. Ingesting the same file twice therefore
 leaves every table as it was.
+
+One file lands all-or-nothing: every warehouse file it changes is staged as a temporary first and renamed
+into place only once all were written (:class:`warehouse.store.StagedWrites`), so a full disk leaves the
+warehouse as it was and the report says "write failed" (``failed_at == "write"``), not "not read".
 """
 
 from __future__ import annotations
