@@ -108,7 +108,10 @@ def ingest(
     _print_ingest_summary(reports)
     failed = [r for r in reports if r.error]
     if failed:
-        raise QEError(f"{len(failed)} of {len(reports)} file(s) could not be read; see above")
+        not_written = sum(r.failed_at == "write" for r in failed)
+        counts = [f"{n} of {len(reports)} file(s) could not be {verb}"
+                  for n, verb in ((len(failed) - not_written, "read"), (not_written, "written")) if n]
+        raise QEError("; ".join(counts) + "; see above")
 
 
 def _print_ingest_summary(reports) -> None:  # noqa: ANN001
@@ -118,7 +121,8 @@ def _print_ingest_summary(reports) -> None:  # noqa: ANN001
     for r in reports:
         name = _short(r.path)
         if r.error:
-            table.add_row(name, r.format or "?", "-", "-", "-", f"[red]not read: {r.error.split(': ', 1)[-1]}[/red]")
+            what = "not written" if r.failed_at == "write" else "not read"
+            table.add_row(name, r.format or "?", "-", "-", "-", f"[red]{what}: {r.error.split(': ', 1)[-1]}[/red]")
             continue
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.quarantined.items())) or "0"
         table.add_row(name, r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", rules)

@@ -4,6 +4,10 @@ Idempotent by construction: a partition is the union of what it held and the new
 (contract, ts) with the new row winning; a partition whose content would not change is not rewritten,
 and a file's quarantine rows replace that file's previous ones. Ingesting the same file twice therefore
 leaves every table as it was.
+
+One file lands all-or-nothing: every warehouse file it changes is staged as a temporary first and renamed
+into place only once all were written (:class:`warehouse.store.StagedWrites`), so a full disk leaves the
+warehouse as it was and the report says "write failed" (``failed_at == "write"``), not "not read".
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from loaders.bad_ticks import find_bad_ticks
 from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
 from warehouse import layout, schemas
-from warehouse.errors import LoadError, QEError
+from warehouse.errors import LoadError, QEError, WriteError
 from warehouse.lock import holds_write_lock
-from warehouse.store import sha256_file, write_parquet_atomic, write_parquet_if_changed
+from warehouse.store import StagedWrites, sha256_file
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
 
@@ -44,6 +50,9 @@ class FileReport:
     symbols: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    #: Where the file failed: "read" (reader or validation), "write" (a warehouse file could not be
+    #: written; nothing from the file landed) or None.
+    failed_at: str | None = None
 
     @property
     def rows_quarantined(self) -> int:
@@ -99,9 +108,13 @@ def ingest(
             report.notes.extend(raw.notes)
             _ingest_raw(warehouse, path, raw, report)
         except LoadError as exc:
-            report.error = str(exc)
+            report.error, report.failed_at = str(exc), "read"
+        except WriteError as exc:  # staged writes were removed: the warehouse is as it was before this file
+            report.error, report.failed_at = f"{path}: {exc} (nothing from this file was written)", "write"
+            _forget_counts(report)
         except Exception as exc:  # an unexpected failure still names its file and spares the others
             report.error = f"{path}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            report.failed_at = "read"
         reports.append(report)
         touched |= report.symbols
         if on_file is not None:
@@ -133,18 +146,39 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         checked = con.sql(sql).to_arrow_table()
         con.unregister("raw")
         con.unregister("symbol_map")
+        checked = _flag_bad_ticks(checked)
         good = checked.filter(pc.is_null(checked["rule"]))
         bad = checked.filter(pc.is_valid(checked["rule"]))
         rejected.append(_quarantine_rows(bad, "bars", tf))
+        report.notes.extend(_conflict_holes(bad, tf))
         staged.extend(_bar_partitions(warehouse.root, tf, good))
     if raw.open_interest is not None:
         good_oi, bad_oi = _validate_open_interest(con, raw.open_interest)
         rejected.append(bad_oi)
         staged.extend(_oi_partitions(warehouse.root, good_oi))
-    # Everything is validated before anything is written: a reader error above leaves no trace.
+    # Everything is validated before anything is written: a reader error above leaves no trace. Then every
+    # file this source changes (partitions, its quarantine, definitions, log row) is staged as a temporary
+    # and renamed into place only once all were written, so a full disk leaves the warehouse as it was.
+    batch = StagedWrites()
+    with batch:
+        _stage_file_writes(batch, warehouse.root, key, path, raw, staged, rejected, report)
+        batch.commit()
+
+
+def _stage_file_writes(
+    batch: StagedWrites,
+    root: Path,
+    key: str,
+    path: Path,
+    raw: RawFile,
+    partitions: list[tuple[Path, pa.Table]],
+    rejected: list[pa.Table],
+    report: FileReport,
+) -> None:
+    """Stage every warehouse file one source file changes, filling ``report`` with the counts."""
     replaced_other = stale = 0
-    for target, rows in staged:
-        merged = _merge_partition(target, rows, str(path))
+    for target, rows in partitions:
+        merged = _merge_partition(batch, target, rows, str(path))
         report.rows_loaded += merged.loaded
         report.rows_unchanged += merged.unchanged
         report.partitions_written += int(merged.loaded > 0 or merged.stale_removed > 0)
@@ -157,12 +191,21 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         report.notes.append(f"{stale} row(s) this file loaded before and no longer holds were removed")
     quarantine = pa.concat_tables(rejected) if rejected else schemas.QUARANTINE.empty_table()
     report.quarantined.update(quarantine.column("rule").to_pylist())
-    _replace_source_file(warehouse.root / "quarantine", key, quarantine)
+    batch.stage_if_changed(quarantine, root / "quarantine" / f"source={key}.parquet")
     if raw.definitions is not None:
-        _replace_source_file(warehouse.root / "definitions", key, raw.definitions.cast(schemas.DEFINITIONS))
+        batch.stage_if_changed(raw.definitions.cast(schemas.DEFINITIONS), root / "definitions" / f"source={key}.parquet")
     if raw.instrument_runs is not None:
-        _replace_source_file(warehouse.root / "instrument_runs", key, raw.instrument_runs.cast(schemas.INSTRUMENT_RUNS))
-    _log(warehouse.root, key, path, raw, report)
+        batch.stage_if_changed(
+            raw.instrument_runs.cast(schemas.INSTRUMENT_RUNS), root / "instrument_runs" / f"source={key}.parquet"
+        )
+    batch.stage(_log_entry(path, raw, report), root / "ingest_log" / f"source={key}.parquet")
+
+
+def _forget_counts(report: FileReport) -> None:
+    """Zero what a failed write had counted: none of it landed."""
+    report.rows_loaded = report.rows_unchanged = report.partitions_written = 0
+    report.quarantined.clear()
+    report.symbols.clear()
 
 
 def _validation_connection() -> duckdb.DuckDBPyConnection:
@@ -172,6 +215,20 @@ def _validation_connection() -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     con.register("tick_sizes", specs_table().select(["root", "tick_size"]))
     return con
+
+
+def _flag_bad_ticks(checked: pa.Table) -> pa.Table:
+    """Set ``rule``/``detail`` of the rows the bad-tick rules (:mod:`loaders.bad_ticks`) flag among the accepted."""
+    found = find_bad_ticks(checked)
+    if found.positions.size == 0:
+        return checked
+    mask = np.zeros(checked.num_rows, dtype=bool)
+    mask[found.positions] = True  # positions ascend: the replacements below line up with the mask
+    for name, values in (("rule", found.rules), ("detail", found.details)):
+        column = checked[name].combine_chunks()
+        patched = pc.replace_with_mask(column, pa.array(mask), pa.array(values, column.type))
+        checked = checked.set_column(checked.schema.get_field_index(name), name, patched)
+    return checked
 
 
 def _known_contracts(warehouse: Warehouse, raw: RawFile) -> dict[int, str]:
@@ -236,6 +293,20 @@ def _quarantine_rows(bad: pa.Table, table_name: str, tf: str | None) -> pa.Table
         },
         schema=schemas.QUARANTINE,
     )
+
+
+def _conflict_holes(bad: pa.Table, tf: str) -> list[str]:
+    """A note naming the bars left out because the file's rows for them disagree (``duplicate_conflict``)."""
+    rows = bad.filter(pc.equal(bad["rule"], "duplicate_conflict"))
+    if rows.num_rows == 0:
+        return []
+    keys = rows.select(["symbol", "contract", "ts"]).group_by(["symbol", "contract", "ts"]).aggregate([]).sort_by("ts")
+    first = keys.slice(0, 1).to_pylist()[0]
+    return [
+        f"{keys.num_rows} {tf} bar(s) missing: the file holds different rows for the same (symbol, contract, ts), "
+        f"so none was loaded (duplicate_conflict in quarantine; first: {first['contract'] or first['symbol']} "
+        f"{first['ts']:%Y-%m-%d %H:%M:%S} UTC)"
+    ]
 
 
 def _bar_partitions(root: Path, tf: str, good: pa.Table) -> list[tuple[Path, pa.Table]]:
@@ -314,15 +385,15 @@ class MergeResult:
     stale_removed: int = 0
 
 
-def _merge_partition(target: Path, new: pa.Table, source: str) -> MergeResult:
+def _merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: str) -> MergeResult:
     """Merge ``new`` (rows of the file ``source``) into the partition file (see ``sql/merge_partition.sql``).
 
     Keyed by (contract, ts); a new row replaces a stored one with the same key, and rows this file loaded
-    before but no longer holds are dropped. The partition is rewritten atomically, and not at all when
-    nothing changes.
+    before but no longer holds are dropped. The merged partition is staged in ``batch`` (replaced when the
+    batch commits), and not at all when nothing changes.
     """
     if not target.exists():
-        write_parquet_atomic(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
+        batch.stage(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
         return MergeResult(new.num_rows, 0)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -336,17 +407,13 @@ def _merge_partition(target: Path, new: pa.Table, source: str) -> MergeResult:
     result = MergeResult(new.num_rows - unchanged, unchanged, replaced_other, stale)
     if result.loaded > 0 or stale > 0:
         merged = con.sql(render("merge_partition.sql", mode="rows", value_columns=value_columns), params=params)
-        write_parquet_atomic(merged.to_arrow_table().cast(new.schema), target)
+        batch.stage(merged.to_arrow_table().cast(new.schema), target)
     con.close()
     return result
 
 
-def _replace_source_file(directory: Path, key: str, table: pa.Table) -> None:
-    write_parquet_if_changed(table, directory / f"source={key}.parquet")
-
-
-def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> None:
-    entry = pa.table(
+def _log_entry(path: Path, raw: RawFile, report: FileReport) -> pa.Table:
+    return pa.table(
         {
             "file": [str(path)],
             "format": [raw.format],
@@ -359,7 +426,6 @@ def _log(root: Path, key: str, path: Path, raw: RawFile, report: FileReport) -> 
         },
         schema=schemas.INGEST_LOG,
     )
-    write_parquet_atomic(entry, root / "ingest_log" / f"source={key}.parquet")
 
 
 def _source_key(path: Path) -> str:

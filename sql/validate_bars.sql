@@ -4,8 +4,10 @@
   contract = the exchange code) and `tick_sizes` (root, tick_size). Output: every row, typed, with `rule` = the first rule it breaks (NULL when
   the row is good) and `detail` = the offending values. Rules, in the order they are checked:
     missing_symbol, bad_symbol, unparseable_timestamp, unparseable_value, price_not_positive_finite,
-    volume_not_nonneg_integer, ohlc_inconsistent, ts_not_aligned, price_off_tick_grid, duplicate_key.
-  A duplicate (symbol, contract, ts) keeps its first good occurrence in file order; later ones are rejected.
+    volume_not_nonneg_integer, ohlc_inconsistent, ts_not_aligned, price_off_tick_grid, then among the rows
+    that pass those: duplicate_key (a repeat of an identical row: the first occurrence in file order stays)
+    and duplicate_conflict (rows with the same key but different values: all of them are rejected, and
+    the detail lists every variant with its row).
   Parameters: tf_us = the timeframe in microseconds (a bar's ts must be a multiple of it since the epoch);
   timeframe (its name, for messages); ts_is_text (parse `ts` from text with macros.parse_ts).
 -#}
@@ -13,6 +15,9 @@
 concat_ws(' ', 'open=' || coalesce(CAST(raw_open AS VARCHAR), 'NULL'), 'high=' || coalesce(CAST(raw_high AS VARCHAR), 'NULL'),
           'low=' || coalesce(CAST(raw_low AS VARCHAR), 'NULL'), 'close=' || coalesce(CAST(raw_close AS VARCHAR), 'NULL'),
           'volume=' || coalesce(CAST(raw_volume AS VARCHAR), 'NULL'))
+{%- endset %}
+{%- set key_text -%}
+'(' || symbol || ', ' || coalesce(contract, 'NULL') || ', ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ')'
 {%- endset %}
 {% import 'macros.sql' as m_ %}
 WITH typed AS (
@@ -77,13 +82,42 @@ ruled AS (
     FROM typed AS t
     LEFT JOIN tick_sizes AS k ON k.root = t.symbol
 ),
+dup_keys AS (
+    -- Keys that more than one otherwise-good row claims. Identical rows are one bar: the first occurrence in
+    -- file order stays. Rows that differ cannot be told apart by position (a row stamped in the wrong time
+    -- zone lands on a real bar further down the file), so none of them is kept.
+    SELECT symbol, coalesce(contract, '') AS contract_key, ts,
+           min(struct_pack(f := _file, r := _row)) AS first_at,
+           min(open) <> max(open) OR min(high) <> max(high) OR min(low) <> max(low) OR min(close) <> max(close)
+               OR min(volume) <> max(volume) OR count(open_interest) NOT IN (0, count(*))
+               OR min(open_interest) <> max(open_interest) AS conflict
+    FROM ruled
+    WHERE first_rule IS NULL
+    GROUP BY ALL
+    HAVING count(*) > 1
+),
+conflicts AS (
+    -- Every variant of a conflicting key, for the quarantine detail (few rows: only conflicting keys).
+    SELECT r.symbol, coalesce(r.contract, '') AS contract_key, r.ts,
+           string_agg('row ' || CAST(r._row AS VARCHAR) || ': ' || {{ values_text }}, '; ' ORDER BY r._file, r._row) AS variants
+    FROM ruled AS r
+    JOIN dup_keys AS d ON d.conflict AND d.symbol = r.symbol AND d.contract_key = coalesce(r.contract, '') AND d.ts = r.ts
+    WHERE r.first_rule IS NULL
+    GROUP BY ALL
+),
 ranked AS (
     SELECT
-        *,
-        CASE WHEN first_rule IS NULL THEN
-            row_number() OVER (PARTITION BY first_rule IS NULL, symbol, coalesce(contract, ''), ts ORDER BY _file, _row)
-        END AS occurrence
-    FROM ruled
+        r.*,
+        CASE
+            WHEN d.conflict THEN 'duplicate_conflict'
+            WHEN struct_pack(f := r._file, r := r._row) <> d.first_at THEN 'duplicate_key'
+        END AS dup_rule,
+        c.variants
+    FROM ruled AS r
+    LEFT JOIN dup_keys AS d
+      ON r.first_rule IS NULL AND d.symbol = r.symbol AND d.contract_key = coalesce(r.contract, '') AND d.ts = r.ts
+    LEFT JOIN conflicts AS c
+      ON d.conflict AND c.symbol = r.symbol AND c.contract_key = coalesce(r.contract, '') AND c.ts = r.ts
 )
 SELECT
     _file,
@@ -98,8 +132,8 @@ SELECT
     close,
     TRY_CAST(volume AS BIGINT) AS volume,
     TRY_CAST(open_interest AS BIGINT) AS open_interest,
-    coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END) AS rule,
-    CASE coalesce(first_rule, CASE WHEN occurrence > 1 THEN 'duplicate_key' END)
+    coalesce(first_rule, dup_rule) AS rule,
+    CASE coalesce(first_rule, dup_rule)
         WHEN 'missing_symbol' THEN 'symbol is empty'
         WHEN 'bad_symbol' THEN 'symbol=' || symbol || ' (letters, digits, ".", "_" and "-" only, at most 32)'
         WHEN 'unparseable_timestamp' THEN 'ts=' || coalesce(CAST(raw_ts AS VARCHAR), 'NULL') || ' is not a timestamp'
@@ -110,7 +144,8 @@ SELECT
         WHEN 'ohlc_inconsistent' THEN {{ values_text }} || ' (need high >= max(open, close) and low <= min(open, close))'
         WHEN 'ts_not_aligned' THEN 'ts=' || strftime(ts, '%Y-%m-%d %H:%M:%S.%f') || ' UTC is not on the ' || '{{ timeframe }}' || ' grid'
         WHEN 'price_off_tick_grid' THEN {{ values_text }} || ' (not multiples of the ' || symbol || ' tick ' || CAST(tick_size AS VARCHAR) || ')'
-        WHEN 'duplicate_key' THEN 'another row has the same (symbol, contract, ts) = (' || symbol || ', '
-            || coalesce(contract, 'NULL') || ', ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ')'
+        WHEN 'duplicate_key' THEN 'another row has the same (symbol, contract, ts) = ' || {{ key_text }} || ' and the same values'
+        WHEN 'duplicate_conflict' THEN 'rows with the same (symbol, contract, ts) = ' || {{ key_text }} || ' disagree, none is kept: '
+            || variants
     END AS detail
 FROM ranked

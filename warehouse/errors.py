@@ -34,3 +34,20 @@ class WarehouseError(QEError):
 
 class ConfigError(QEError):
     """A configuration value or command-line option is invalid."""
+
+
+class WriteError(QEError):
+    """Writing a warehouse file failed (full disk, permissions); what was being written is left as it was.
+
+    Parameters
+    ----------
+    path : str
+        The warehouse file that could not be written.
+    reason : str
+        The operating system's words for it, e.g. ``No space left on device``.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"write failed: {self.path}: {reason}")

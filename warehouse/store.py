@@ -22,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse.errors import WriteError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -35,20 +37,111 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     path : Path
         Destination ``.parquet`` file; parent directories are created.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if table.num_rows == 0:
-        path.unlink(missing_ok=True)
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd")
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    batch = StagedWrites()
+    with batch:
+        batch.stage(table, path)
+        batch.commit()
+
+
+class StagedWrites:
+    """Replace several files all-or-nothing: stage every new file first, rename them only once all are written.
+
+    Each :meth:`stage` writes a complete temporary file beside its target (so the final rename stays on
+    one filesystem) and flushes it to disk; :meth:`commit` then renames every temporary over its target.
+    Writing is what needs disk space and can fail (``ENOSPC``); a rename needs none, so a full disk fails
+    during staging, before any target changed. Leaving the ``with`` block without :meth:`commit` (or on an
+    exception) removes every temporary, so a failed batch leaves no trace.
+
+    Examples
+    --------
+    >>> batch = StagedWrites()                                       # doctest: +SKIP
+    >>> with batch:                                                  # doctest: +SKIP
+    ...     batch.stage(table_a, path_a); batch.stage(table_b, path_b)
+    ...     batch.commit()
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path | None, Path]] = []  # (temporary or None = remove target, target)
+
+    def __enter__(self) -> StagedWrites:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.abort()
+
+    @property
+    def targets(self) -> list[Path]:
+        """The files this batch replaces or removes, in staging order."""
+        return [path for _, path in self._staged]
+
+    def stage(self, table: pa.Table, path: Path) -> None:
+        """Write ``table`` as the next content of ``path`` (an empty table removes ``path`` at commit).
+
+        Raises
+        ------
+        WriteError
+            The temporary could not be written (full disk, permissions); the message names ``path``.
+        """
+        if table.num_rows == 0:
+            self._staged.append((None, path))
+            return
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        self._staged.append((tmp, path))  # recorded first: a half-written temporary is removed too
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as sink:
+                pq.write_table(table, sink, compression="zstd")
+                sink.flush()
+                os.fsync(sink.fileno())
+        except OSError as exc:
+            raise WriteError(str(path), exc.strerror or str(exc)) from exc
+
+    def stage_if_changed(self, table: pa.Table, path: Path) -> bool:
+        """Like :meth:`stage`, but stage nothing when ``path`` already holds ``table`` (or is absent and empty).
+
+        Returns True when something was staged.
+        """
+        if path.exists():
+            try:
+                if pq.read_table(path).equals(table):
+                    return False
+            except (pa.ArrowInvalid, OSError):
+                pass  # unreadable: replace it
+        elif table.num_rows == 0:
+            return False
+        self.stage(table, path)
+        return True
+
+    def commit(self) -> None:
+        """Rename every staged temporary over its target (and remove targets staged empty), then sync directories.
+
+        Raises
+        ------
+        WriteError
+            A rename failed (not a space problem; e.g. the directory became read-only). Targets renamed
+            before it keep their new content; the rest keep their old one.
+        """
+        directories: set[Path] = set()
+        for tmp, path in self._staged:
+            try:
+                if tmp is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(tmp, path)
+            except OSError as exc:
+                raise WriteError(str(path), exc.strerror or str(exc)) from exc
+            if path.parent.exists():
+                directories.add(path.parent)
+        self._staged = []
+        for directory in sorted(directories):
+            fsync_dir(directory)
+
+    def abort(self) -> None:
+        """Remove every temporary not yet renamed; targets are left as they were."""
+        for tmp, _ in self._staged:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._staged = []
 
 
 def fsync_dir(directory: Path) -> None:
@@ -161,16 +254,11 @@ def write_parquet_if_changed(table: pa.Table, path: Path) -> bool:
     Returns True when the file was written (or removed). Re-running a build that produces the same rows
     therefore changes nothing on disk, not even modification times.
     """
-    if path.exists():
-        try:
-            if pq.read_table(path).equals(table):
-                return False
-        except (pa.ArrowInvalid, OSError):
-            pass  # unreadable: replace it
-    elif table.num_rows == 0:
-        return False
-    write_parquet_atomic(table, path)
-    return True
+    batch = StagedWrites()
+    with batch:
+        changed = batch.stage_if_changed(table, path)
+        batch.commit()
+    return changed
 
 
 def sha256_file(path: Path) -> str:
