@@ -100,9 +100,11 @@ class Warehouse:
         for name, (directory, schema, hive_key) in TABLES.items():
             self._register_table(con, name, self.root / directory, schema, hive_key)
         for tf in layout.TIMEFRAMES:
+            contractless = _symbols_with_contractless_bars(self.root / "bars" / f"timeframe={tf}")
             for adjust in (None, "ratio", "diff"):
                 name = f"bars_{tf}" + (f"_adj_{adjust}" if adjust else "")
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("continuous.sql", timeframe=tf, adjust=adjust))
+                sql = render("continuous.sql", timeframe=tf, adjust=adjust, contractless=contractless)
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS " + sql)
         for name, minutes in RESAMPLED.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
         con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
@@ -179,6 +181,30 @@ class Warehouse:
     def close(self) -> None:
         """Close the shared connection."""
         self.refresh()
+
+
+def _symbols_with_contractless_bars(directory: Path) -> list[str]:
+    """Symbols of a timeframe whose stored bars include rows without a contract, from Parquet statistics.
+
+    Only those symbols need the continuous view's per-session choice between contract-less rows and front
+    bars (an anti-join that would otherwise cost every query of ``bars_<tf>`` a second scan); reading the
+    files' footers is O(files), not O(rows). A file without null counts counts as having such rows.
+    """
+    import pyarrow.parquet as pq
+
+    found: set[str] = set()
+    for path in sorted(directory.glob("symbol=*/year=*/*.parquet")):
+        symbol = path.parent.parent.name.removeprefix("symbol=")
+        if symbol in found:
+            continue
+        meta = pq.ParquetFile(path).metadata
+        column = meta.schema.names.index("contract")
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(column).statistics
+            if stats is None or not stats.has_null_count or stats.null_count > 0:
+                found.add(symbol)
+                break
+    return sorted(found)
 
 
 def _parquet_files(path: Path) -> list[Path]:
