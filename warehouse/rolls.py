@@ -119,9 +119,9 @@ def build_rolls(warehouse: Warehouse, symbols: list[str] | None = None, rule: st
         instruments = _instruments(warehouse, symbol)
         expiries = {r["contract"]: r["expiry"] for r in instruments.to_pylist() if r["expiry"] is not None}
         rolls_table, front = _build_symbol(warehouse, symbol, symbol_rule, expiries)
-        write_parquet_if_changed(instruments, warehouse.root / "instruments" / f"{_safe(symbol)}.parquet")
-        write_parquet_if_changed(rolls_table, warehouse.root / "rolls" / f"{_safe(symbol)}.parquet")
-        write_parquet_if_changed(front, warehouse.root / "front_segments" / f"{_safe(symbol)}.parquet")
+        write_parquet_if_changed(instruments, warehouse.root / "instruments" / f"{layout.safe_name(symbol)}.parquet")
+        write_parquet_if_changed(rolls_table, warehouse.root / "rolls" / f"{layout.safe_name(symbol)}.parquet")
+        write_parquet_if_changed(front, warehouse.root / "front_segments" / f"{layout.safe_name(symbol)}.parquet")
         written.append(rolls_table)
     warehouse.refresh()
     built = pa.concat_tables(written) if written else schemas.ROLLS.empty_table()
@@ -402,7 +402,3 @@ def _adjacent_prices(con, symbol: str, roll: Roll) -> tuple[str, None, float | N
     if before[1] is None or after[1] is None or after[1] - before[1] > MAX_ADJACENT_GAP:
         return "gap", None, None, None
     return "adjacent", None, before[0], after[0]
-
-
-def _safe(symbol: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in symbol)

@@ -19,6 +19,7 @@ Views
 ``rolls``, ``front_segments``  roll table and front-contract segments with adjustment factors
 ``instrument_runs``, ``instrument_changes``   front-contract runs in continuous DBN files; changes between them
 ``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``
+``daily_conventions``          per root: its stored daily bars are ``utc_day`` or ``session`` bars (none = UTC days)
 ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``, ``run_events``,
 ``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``
 """
@@ -47,6 +48,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "front_segments": ("front_segments", schemas.FRONT, None),
     "instruments": ("instruments", schemas.INSTRUMENTS, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
+    "daily_conventions": ("daily_conventions", schemas.DAILY_CONVENTIONS, None),
     **{name: (f"runs/{name}", schema, None) for name, schema in schemas.RUN_TABLES.items()},
 }
 

@@ -2,8 +2,9 @@
   The bars features run on, per timeframe: the back-adjusted (ratio) continuous series, or a plain series as is.
     1m: bars_1m_adj_ratio.
     1h: stored hourly bars where a symbol has them, else hourly bars resampled from its adjusted 1m bars.
-    1d: CME session bars (trading date, not UTC day) resampled from the adjusted 1m bars where a symbol has
-        them, else the stored daily bars.
+    1d: CME session bars (trading date, not UTC day): stored session bars where a symbol has them (its
+        `daily_conventions` row says 'session'), else resampled from its adjusted 1m bars, else its stored
+        daily bars (UTC days).
   Parameter: timeframe.
 -#}
 {% import 'macros.sql' as m %}
@@ -18,11 +19,16 @@ FROM bars_1m_adj_ratio
 WHERE symbol NOT IN (SELECT DISTINCT symbol FROM bars_1h_adj_ratio)
 GROUP BY symbol, contract, time_bucket(INTERVAL 1 HOUR, ts)
 {%- else %}
+{%- set session_symbols = "SELECT symbol FROM daily_conventions WHERE convention = 'session'" %}
+SELECT symbol, ts, open, high, low, close, volume FROM bars_1d_adj_ratio
+WHERE symbol IN ({{ session_symbols }})
+UNION ALL
 SELECT symbol, {{ m.session_open(m.trading_date('ts')) }} AS ts, arg_min(open, ts) AS open, max(high) AS high,
        min(low) AS low, arg_max(close, ts) AS close, CAST(sum(volume) AS BIGINT) AS volume
 FROM bars_1m_adj_ratio
+WHERE symbol NOT IN ({{ session_symbols }})
 GROUP BY symbol, contract, {{ m.trading_date('ts') }}
 UNION ALL
 SELECT symbol, ts, open, high, low, close, volume FROM bars_1d_adj_ratio
-WHERE symbol NOT IN (SELECT DISTINCT symbol FROM bars_1m_adj_ratio)
+WHERE symbol NOT IN (SELECT DISTINCT symbol FROM bars_1m_adj_ratio) AND symbol NOT IN ({{ session_symbols }})
 {%- endif %}
