@@ -86,3 +86,15 @@ def test_daily_features_build_with_one_row_per_trading_date(mixed):
     mixed.refresh()
     rows = mixed.sql("SELECT count(*), count(DISTINCT ts) FROM features_1d WHERE symbol = 'ES'").to_pylist()[0]
     assert list(rows.values()) == [4, 4]
+
+
+def test_only_roots_mixing_both_kinds_of_rows_pay_for_the_per_session_choice(mixed, wh, tmp_path):
+    from warehouse.warehouse import _symbols_with_contractless_bars
+
+    path = tmp_path / "spy.csv"
+    path.write_text("symbol,ts,open,high,low,close,volume\nSPY,2024-01-02T14:30:00Z,470.1,472.0,469.5,471.2,1000\n")
+    ingest(wh, [path], timeframe="1m")
+    # A plain series (no contract at all) passes through without the anti-join; ES mixes both kinds.
+    assert _symbols_with_contractless_bars(wh.root / "bars" / "timeframe=1m") == []
+    assert wh.sql("SELECT symbol, contract, close FROM bars_1m").to_pylist() == [{"symbol": "SPY", "contract": None, "close": 471.2}]
+    assert _symbols_with_contractless_bars(mixed.root / "bars" / "timeframe=1m") == ["ES"]

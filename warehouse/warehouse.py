@@ -186,27 +186,33 @@ class Warehouse:
 
 
 def _symbols_with_contractless_bars(directory: Path) -> list[str]:
-    """Symbols of a timeframe whose stored bars include rows without a contract, from Parquet statistics.
+    """Symbols of a timeframe whose stored bars mix rows without a contract and rows with one.
 
     Only those symbols need the continuous view's per-session choice between contract-less rows and front
-    bars (an anti-join that would otherwise cost every query of ``bars_<tf>`` a second scan); reading the
-    files' footers is O(files), not O(rows). A file without null counts counts as having such rows.
+    bars (an anti-join that would otherwise cost every query of ``bars_<tf>`` a second scan). Read from the
+    Parquet statistics (null count against row count), so it is O(files), not O(rows); a file without
+    statistics, or one that cannot be read now, counts as mixing (the anti-join is then merely not needed).
     """
     import pyarrow.parquet as pq
 
-    found: set[str] = set()
+    nulls: dict[str, bool] = {}
+    values: dict[str, bool] = {}
     for path in sorted(directory.glob("symbol=*/year=*/*.parquet")):
         symbol = path.parent.parent.name.removeprefix("symbol=")
-        if symbol in found:
-            continue
-        meta = pq.ParquetFile(path).metadata
-        column = meta.schema.names.index("contract")
-        for i in range(meta.num_row_groups):
-            stats = meta.row_group(i).column(column).statistics
-            if stats is None or not stats.has_null_count or stats.null_count > 0:
-                found.add(symbol)
-                break
-    return sorted(found)
+        try:
+            meta = pq.ParquetFile(path).metadata
+            column = meta.schema.names.index("contract")
+            for i in range(meta.num_row_groups):
+                group = meta.row_group(i)
+                stats = group.column(column).statistics
+                if stats is None or not stats.has_null_count:
+                    nulls[symbol] = values[symbol] = True
+                    continue
+                nulls[symbol] = nulls.get(symbol, False) or stats.null_count > 0
+                values[symbol] = values.get(symbol, False) or stats.null_count < group.num_rows
+        except (OSError, ValueError, pa.ArrowInvalid):
+            nulls[symbol] = values[symbol] = True
+    return sorted(s for s in nulls if nulls[s] and values.get(s, False))
 
 
 def _parquet_files(path: Path) -> list[Path]:
