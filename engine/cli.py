@@ -199,10 +199,17 @@ def rolls_build(
 ) -> None:
     """Recompute the roll table and continuous series with a rule."""
     from engine.output import print_table
+    from warehouse.errors import MissingEvidenceError
     from warehouse.rolls import build_rolls
 
     wh = _warehouse()
-    table = build_rolls(wh, symbols=symbols, rule=rule)
+    try:
+        table = build_rolls(wh, symbols=symbols, rule=rule)
+    except MissingEvidenceError as exc:
+        # The roots with evidence were built: show them, then fail (exit 1) naming the refused roots.
+        if exc.built.num_rows:
+            print_table(exc.built, console, title=f"Rolls ({exc.built.num_rows})")
+        raise
     print_table(table, console, title=f"Rolls ({table.num_rows})")
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from loaders import daily
 from loaders.bad_ticks import find_bad_ticks
 from loaders.detect import expand_paths, read_file
 from loaders.raw import RawFile
@@ -134,14 +135,24 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
     rejected: list[pa.Table] = []
     staged: list[tuple[Path, pa.Table]] = []
     known = _known_contracts(warehouse, raw)
+    daily_symbols: set[str] = set()
+    daily_convention = None
     for tf, table in raw.bars.items():
+        ts_is_text = pa.types.is_string(table.schema.field("ts").type) or pa.types.is_large_string(table.schema.field("ts").type)
+        convention = None
+        if tf == "1d":  # UTC days or session bars: one convention per file (loaders/daily.py)
+            table, convention, notes = daily.prepare(con, table, ts_is_text)
+            daily_convention = convention
+            report.notes.extend(notes)
         con.register("raw", table)
         con.register("symbol_map", _symbol_map(table, known))
         sql = render(
             "validate_bars.sql",
             tf_us=layout.TIMEFRAMES[tf] * 1_000_000,
             timeframe=tf,
-            ts_is_text=pa.types.is_string(table.schema.field("ts").type) or pa.types.is_large_string(table.schema.field("ts").type),
+            ts_is_text=ts_is_text,
+            daily_convention=convention,
+            daily_label=daily.LABELS.get(convention),
         )
         checked = con.sql(sql).to_arrow_table()
         con.unregister("raw")
@@ -149,6 +160,10 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
         checked = _flag_bad_ticks(checked)
         good = checked.filter(pc.is_null(checked["rule"]))
         bad = checked.filter(pc.is_valid(checked["rule"]))
+        if tf == "1d":
+            good, clash = daily.split_conflicts(warehouse.root, good, convention)
+            bad = pa.concat_tables([bad, clash])
+            daily_symbols = set(good["symbol"].to_pylist())
         rejected.append(_quarantine_rows(bad, "bars", tf))
         report.notes.extend(_conflict_holes(bad, tf))
         staged.extend(_bar_partitions(warehouse.root, tf, good))
@@ -162,6 +177,8 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
     batch = StagedWrites()
     with batch:
         _stage_file_writes(batch, warehouse.root, key, path, raw, staged, rejected, report)
+        if daily_symbols:
+            daily.record(batch, warehouse.root, daily_symbols, daily_convention)
         batch.commit()
 
 

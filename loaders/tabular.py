@@ -136,7 +136,8 @@ def _normalize_ts(column: pa.Array) -> pa.Array:
             column = pc.assume_timezone(column, "UTC")
         return pc.cast(column, pa.timestamp("us", tz="UTC"))
     if pa.types.is_date(kind):
-        return pc.cast(pc.cast(column, pa.timestamp("us")), pa.timestamp("us", tz="UTC"))
+        # Bare dates stay text (YYYY-MM-DD): a daily file of dates holds trading dates (loaders/daily.py).
+        return pc.cast(column, pa.string())
     if pa.types.is_integer(kind):
         # Epoch integers: as text, the unit is chosen per row from the digit count (see sql/macros.sql).
         return pc.cast(column, pa.string())

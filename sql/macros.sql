@@ -37,3 +37,14 @@ CASE{% for key, open, close in rth %} WHEN starts_with({{ symbol }}, '{{ key }}'
 {% macro rth_close(symbol, rth, default) -%}
 CASE{% for key, open, close in rth %} WHEN starts_with({{ symbol }}, '{{ key }}') THEN {{ close }}{% endfor %} ELSE {{ default[1] }} END
 {%- endmacro %}
+
+{#- OHLCV of a group of bars (resampling): open of the first bar, highest high, lowest low, close of the last
+    bar, summed volume, and how many bars the group holds. -#}
+{% macro ohlcv_of_group() -%}
+arg_min(open, ts) AS open,
+        max(high) AS high,
+        min(low) AS low,
+        arg_max(close, ts) AS close,
+        CAST(sum(volume) AS BIGINT) AS volume,
+        CAST(count(*) AS INTEGER) AS bar_count
+{%- endmacro %}

@@ -9,7 +9,10 @@
     and duplicate_conflict (rows with the same key but different values: all of them are rejected, and
     the detail lists every variant with its row).
   Parameters: tf_us = the timeframe in microseconds (a bar's ts must be a multiple of it since the epoch);
-  timeframe (its name, for messages); ts_is_text (parse `ts` from text with macros.parse_ts).
+  timeframe (its name, for messages); ts_is_text (parse `ts` from text with macros.parse_ts);
+  daily_convention (1d only, see loaders/daily.py): 'session' = a bar's ts must be the CME session open of a
+  weekday trading date (18:00 ET the evening before), else (utc_day) a multiple of 1 day since the epoch;
+  daily_label (how the file stamps its daily bars, for messages).
 -#}
 {%- set values_text -%}
 concat_ws(' ', 'open=' || coalesce(CAST(raw_open AS VARCHAR), 'NULL'), 'high=' || coalesce(CAST(raw_high AS VARCHAR), 'NULL'),
@@ -71,7 +74,12 @@ ruled AS (
                 THEN 'volume_not_nonneg_integer'
             WHEN t.high < greatest(t.open, t.close) OR t.low > least(t.open, t.close)
                 THEN 'ohlc_inconsistent'
+{%- if daily_convention == 'session' %}
+            WHEN t.ts <> {{ m_.session_open(m_.trading_date('t.ts')) }} OR isodow({{ m_.trading_date('t.ts') }}) > 5
+                THEN 'ts_not_aligned'
+{%- else %}
             WHEN epoch_us(t.ts) % {{ tf_us }} <> 0 THEN 'ts_not_aligned'
+{%- endif %}
             WHEN k.tick_size IS NOT NULL AND greatest(
                      abs(t.open / k.tick_size - round(t.open / k.tick_size)),
                      abs(t.high / k.tick_size - round(t.high / k.tick_size)),
@@ -143,6 +151,7 @@ SELECT
             || coalesce(' open_interest=' || CAST(open_interest AS VARCHAR), '') || ' (must be integers >= 0)'
         WHEN 'ohlc_inconsistent' THEN {{ values_text }} || ' (need high >= max(open, close) and low <= min(open, close))'
         WHEN 'ts_not_aligned' THEN 'ts=' || strftime(ts, '%Y-%m-%d %H:%M:%S.%f') || ' UTC is not on the ' || '{{ timeframe }}' || ' grid'
+{%- if daily_label %} || ': this file has {{ daily_label }}'{% endif %}
         WHEN 'price_off_tick_grid' THEN {{ values_text }} || ' (not multiples of the ' || symbol || ' tick ' || CAST(tick_size AS VARCHAR) || ')'
         WHEN 'duplicate_key' THEN 'another row has the same (symbol, contract, ts) = ' || {{ key_text }} || ' and the same values'
         WHEN 'duplicate_conflict' THEN 'rows with the same (symbol, contract, ts) = ' || {{ key_text }} || ' disagree, none is kept: '

@@ -51,6 +51,17 @@ def _trading_date(ts: pd.Series) -> pd.Series:
     return (ts.dt.tz_convert("America/New_York").dt.tz_localize(None) + pd.Timedelta(hours=6)).dt.date
 
 
+def _front_at_end(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of each ``key`` bucket whose contract is the contract of the bucket's last bar.
+
+    A resampled bar never mixes two contracts: where the contract changes inside a bucket, the bucket is
+    the contract it ends with (the generator draws contracts at random per bar, so this is exercised).
+    """
+    ordered = frame.sort_values("ts")
+    last = ordered.groupby(key)["contract"].transform("last")
+    return ordered[ordered["contract"] == last]
+
+
 @settings(max_examples=40, deadline=None)
 @given(bars=minute_bars(), minutes=st.sampled_from([5, 15, 60]))
 def test_intraday_resample_matches_oracle_and_keeps_invariants(bars, minutes):
@@ -60,8 +71,9 @@ def test_intraday_resample_matches_oracle_and_keeps_invariants(bars, minutes):
     frame = bars.assign(bucket=bars.ts.dt.floor(f"{minutes}min"), day=_trading_date(bars.ts))
     # No bucket spans two sessions: every 1m bar of a bucket has the same trading date.
     assert (frame.groupby(["contract", "bucket"]).day.nunique() == 1).all()
+    kept = _front_at_end(frame, "bucket")
     oracle = (
-        frame.sort_values("ts")
+        kept
         .groupby(["contract", "bucket"])
         .agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"), volume=("volume", "sum"))
         .reset_index()
@@ -72,7 +84,8 @@ def test_intraday_resample_matches_oracle_and_keeps_invariants(bars, minutes):
         assert (got[col].to_numpy() == oracle[col].to_numpy()).all(), col
     assert (got.high >= got[["open", "close"]].max(axis=1)).all()
     assert (got.low <= got[["open", "close"]].min(axis=1)).all()
-    assert got.volume.sum() == bars.volume.sum()
+    assert got.volume.sum() == kept.volume.sum()
+    assert not got.duplicated(["symbol", "ts"]).any()
 
 
 @settings(max_examples=40, deadline=None)
@@ -81,7 +94,7 @@ def test_session_bars_follow_the_cme_trading_date(bars):
     if bars.empty:
         return
     got = _run("resample_session_daily.sql", bars).sort_values(["contract", "trading_date"]).reset_index(drop=True)
-    frame = bars.assign(day=_trading_date(bars.ts)).sort_values("ts")
+    frame = _front_at_end(bars.assign(day=_trading_date(bars.ts)), "day")
     oracle = (
         frame.groupby(["contract", "day"])
         .agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"), volume=("volume", "sum"),
@@ -91,7 +104,8 @@ def test_session_bars_follow_the_cme_trading_date(bars):
     assert list(got.trading_date.dt.date) == list(oracle.day)
     for col in ("open", "high", "low", "close", "volume"):
         assert (got[col].to_numpy() == oracle[col].to_numpy()).all(), col
-    assert got.volume.sum() == bars.volume.sum()
+    assert got.volume.sum() == frame.volume.sum()
+    assert not got.duplicated(["symbol", "trading_date"]).any()
     # Every bar lies inside its session [18:00 ET the day before, 17:00 ET the day].
     for row in got.itertuples():
         # Wall-clock times localized directly (adding hours to midnight would cross the DST switch).

@@ -137,8 +137,9 @@ def test_unknown_rule_is_a_clear_error(daily):
 def _daily_csv(tmp_path, rows):
     from tests.conftest import write_csv
 
+    # Vendor UTC days, stamped 00:00 UTC (a bare date would be a trading date, stamped at its session open).
     return write_csv(tmp_path / "daily.csv", "symbol,ts,open,high,low,close,volume",
-                     [f"{c},{d},1800,1801,1799,1800,{v}" for c, d, v in rows])
+                     [f"{c},{d}T00:00:00Z,1800,1801,1799,1800,{v}" for c, d, v in rows])
 
 
 def test_utc_day_bars_roll_only_after_the_signal_bar_is_complete(wh, tmp_path):

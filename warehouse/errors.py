@@ -51,3 +51,22 @@ class WriteError(QEError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"write failed: {self.path}: {reason}")
+
+
+class MissingEvidenceError(QEError):
+    """A roll rule has no evidence for some roots; their roll tables were left as they were.
+
+    Parameters
+    ----------
+    message : str
+        The one-line explanation (which roots, what to do).
+    refused : list of str
+        The roots that were not rebuilt.
+    built : object
+        What was built for the other roots (a ``pyarrow.Table`` of roll rows), so a caller can still show it.
+    """
+
+    def __init__(self, message: str, refused: list[str], built: object) -> None:
+        self.refused = refused
+        self.built = built
+        super().__init__(message)

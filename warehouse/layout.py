@@ -42,6 +42,11 @@ def bars_glob(root: Path, timeframe: str) -> str:
     return str(root / "bars" / f"timeframe={timeframe}" / "*" / "*" / "*.parquet")
 
 
+def safe_name(symbol: str) -> str:
+    """``symbol`` as a file name: letters, digits, ``.``, ``_`` and ``-`` kept, anything else ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in symbol)
+
+
 def table_dir(root: Path, table: str) -> Path:
     """Directory of a non-bar table (quarantine, definitions, rolls, ...)."""
     return root / table

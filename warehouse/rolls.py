@@ -13,7 +13,10 @@ Rules
     roll takes effect at the open of that day's session.
 ``databento``
     Take the front-contract changes recorded in continuous DBN files (a change of ``instrument_id``);
-    the roll takes effect at the first bar of the new instrument.
+    the roll takes effect at the first bar of the new instrument. A root with no continuous (rank 0) DBN
+    file has no evidence for this rule: asked for explicitly, it is refused for that root (its roll table is
+    left as it was, the other roots are built, then :class:`~warehouse.errors.MissingEvidenceError` names the
+    refused roots); a root that was last built with it and has lost its evidence falls back to the default.
 
 Whatever the rule, a front that has expired is replaced by the next contract that has data, and the
 front never moves back to an earlier expiry. ``from_price`` / ``to_price`` are both contracts' closes on
@@ -35,7 +38,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 
 from warehouse import layout, schemas
-from warehouse.errors import ConfigError
+from warehouse.errors import ConfigError, MissingEvidenceError
 from warehouse.lock import holds_write_lock
 from warehouse.store import write_parquet_if_changed
 from warehouse.templates import render
@@ -93,23 +96,46 @@ def build_rolls(warehouse: Warehouse, symbols: list[str] | None = None, rule: st
     -------
     pyarrow.Table
         The roll rows written, over all symbols.
+
+    Raises
+    ------
+    MissingEvidenceError
+        ``rule`` is ``databento`` and some roots have no continuous DBN file; they are left as they were and
+        named in the message, every other root is built first (the error carries their rows as ``built``).
     """
     if rule is not None:
         parse_rule(rule)
     available = [r[0] for r in warehouse.connect().sql(_symbols_with_contracts_sql()).fetchall()]
     chosen = available if symbols is None else [s for s in symbols if s in available]
     written: list[pa.Table] = []
+    refused: list[str] = []
     for symbol in chosen:
         symbol_rule = rule or _previous_rule(warehouse, symbol) or _default_rule(warehouse, symbol)
+        if parse_rule(symbol_rule)[0] == "databento" and not _has_continuous_files(warehouse, symbol):
+            if rule is not None:
+                # Without instrument changes every bar would stay with the first contract: the continuous
+                # series would silently shrink to one contract. Refuse and keep what this root had.
+                refused.append(symbol)
+                continue
+            symbol_rule = _default_rule(warehouse, symbol)
         instruments = _instruments(warehouse, symbol)
         expiries = {r["contract"]: r["expiry"] for r in instruments.to_pylist() if r["expiry"] is not None}
         rolls_table, front = _build_symbol(warehouse, symbol, symbol_rule, expiries)
-        write_parquet_if_changed(instruments, warehouse.root / "instruments" / f"{_safe(symbol)}.parquet")
-        write_parquet_if_changed(rolls_table, warehouse.root / "rolls" / f"{_safe(symbol)}.parquet")
-        write_parquet_if_changed(front, warehouse.root / "front_segments" / f"{_safe(symbol)}.parquet")
+        write_parquet_if_changed(instruments, warehouse.root / "instruments" / f"{layout.safe_name(symbol)}.parquet")
+        write_parquet_if_changed(rolls_table, warehouse.root / "rolls" / f"{layout.safe_name(symbol)}.parquet")
+        write_parquet_if_changed(front, warehouse.root / "front_segments" / f"{layout.safe_name(symbol)}.parquet")
         written.append(rolls_table)
     warehouse.refresh()
-    return pa.concat_tables(written) if written else schemas.ROLLS.empty_table()
+    built = pa.concat_tables(written) if written else schemas.ROLLS.empty_table()
+    if refused:
+        raise MissingEvidenceError(
+            f"roll rule databento needs continuous DBN files (e.g. ES.v.0) and there are none for "
+            f"{', '.join(refused)}; their roll tables were left as they were. Ingest continuous DBN files for "
+            f"them, or use --rule volume|open_interest|expiry:N",
+            refused,
+            built,
+        )
+    return built
 
 
 def _instruments(warehouse: Warehouse, symbol: str) -> pa.Table:
@@ -148,6 +174,17 @@ def _symbols_with_contracts_sql() -> str:
 def _previous_rule(warehouse: Warehouse, symbol: str) -> str | None:
     row = warehouse.connect().sql("SELECT any_value(rule) FROM front_segments WHERE symbol = ?", params=[symbol]).fetchone()
     return row[0] if row else None
+
+
+def _has_continuous_files(warehouse: Warehouse, symbol: str) -> bool:
+    """Whether a continuous DBN file of the front (rank 0, e.g. ``ES.v.0``) was ingested for ``symbol``.
+
+    A file whose front never changed is evidence too (no roll in its span), so runs count, not changes.
+    """
+    row = warehouse.connect().sql(
+        "SELECT count(*) FROM instrument_runs WHERE symbol = ? AND continuous_symbol LIKE '%.0'", params=[symbol]
+    ).fetchone()
+    return bool(row and row[0] > 0)
 
 
 def _default_rule(warehouse: Warehouse, symbol: str) -> str:
@@ -367,7 +404,3 @@ def _adjacent_prices(con, symbol: str, roll: Roll) -> tuple[str, None, float | N
     if before[1] is None or after[1] is None or after[1] - before[1] > MAX_ADJACENT_GAP:
         return "gap", None, None, None
     return "adjacent", None, before[0], after[0]
-
-
-def _safe(symbol: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in symbol)

@@ -6,6 +6,10 @@ import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
 
+#: How a root's stored daily bars are stamped: ``utc_day`` (00:00 UTC) or ``session`` (CME session open,
+#: 18:00 ET the evening before the trading date). One row per root; a root without one has UTC days.
+DAILY_CONVENTIONS = pa.schema([("symbol", pa.string()), ("convention", pa.string())])
+
 #: Per-contract raw bars inside one (timeframe, symbol, year) partition.
 BARS = pa.schema(
     [

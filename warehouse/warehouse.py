@@ -19,6 +19,7 @@ Views
 ``rolls``, ``front_segments``  roll table and front-contract segments with adjustment factors
 ``instrument_runs``, ``instrument_changes``   front-contract runs in continuous DBN files; changes between them
 ``open_interest``, ``quarantine``, ``ingest_log``, ``data_quality``
+``daily_conventions``          per root: its stored daily bars are ``utc_day`` or ``session`` bars (none = UTC days)
 ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``, ``run_events``,
 ``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``; the
                                views show committed runs only (those with a ``runs`` row)
@@ -47,6 +48,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "front_segments": ("front_segments", schemas.FRONT, None),
     "instruments": ("instruments", schemas.INSTRUMENTS, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
+    "daily_conventions": ("daily_conventions", schemas.DAILY_CONVENTIONS, None),
     **{name: (f"runs/{name}", schema, None) for name, schema in schemas.RUN_TABLES.items()},
 }
 
@@ -103,9 +105,11 @@ class Warehouse:
         for name, (directory, schema, hive_key) in TABLES.items():
             self._register_table(con, name, self.root / directory, schema, hive_key)
         for tf in layout.TIMEFRAMES:
+            contractless = _symbols_with_contractless_bars(self.root / "bars" / f"timeframe={tf}")
             for adjust in (None, "ratio", "diff"):
                 name = f"bars_{tf}" + (f"_adj_{adjust}" if adjust else "")
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("continuous.sql", timeframe=tf, adjust=adjust))
+                sql = render("continuous.sql", timeframe=tf, adjust=adjust, contractless=contractless)
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS " + sql)
         for name, minutes in RESAMPLED.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
         con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
@@ -183,6 +187,36 @@ class Warehouse:
     def close(self) -> None:
         """Close the shared connection."""
         self.refresh()
+
+
+def _symbols_with_contractless_bars(directory: Path) -> list[str]:
+    """Symbols of a timeframe whose stored bars mix rows without a contract and rows with one.
+
+    Only those symbols need the continuous view's per-session choice between contract-less rows and front
+    bars (an anti-join that would otherwise cost every query of ``bars_<tf>`` a second scan). Read from the
+    Parquet statistics (null count against row count), so it is O(files), not O(rows); a file without
+    statistics, or one that cannot be read now, counts as mixing (the anti-join is then merely not needed).
+    """
+    import pyarrow.parquet as pq
+
+    nulls: dict[str, bool] = {}
+    values: dict[str, bool] = {}
+    for path in sorted(directory.glob("symbol=*/year=*/*.parquet")):
+        symbol = path.parent.parent.name.removeprefix("symbol=")
+        try:
+            meta = pq.ParquetFile(path).metadata
+            column = meta.schema.names.index("contract")
+            for i in range(meta.num_row_groups):
+                group = meta.row_group(i)
+                stats = group.column(column).statistics
+                if stats is None or not stats.has_null_count:
+                    nulls[symbol] = values[symbol] = True
+                    continue
+                nulls[symbol] = nulls.get(symbol, False) or stats.null_count > 0
+                values[symbol] = values.get(symbol, False) or stats.null_count < group.num_rows
+        except (OSError, ValueError, pa.ArrowInvalid):
+            nulls[symbol] = values[symbol] = True
+    return sorted(s for s in nulls if nulls[s] and values.get(s, False))
 
 
 def _parquet_files(path: Path) -> list[Path]:
