@@ -1,0 +1,373 @@
+"""The simulated gateway: an asyncio TCP server on 127.0.0.1 with one session per API client.
+
+State (orders, executions, positions, order ids) lives in :class:`GatewaySim` and outlives sessions, as it
+outlives a client's reconnect at a real gateway. A test drives prices with :meth:`GatewaySim.push_bar` /
+:meth:`GatewaySim.push_price`; order events go to the session of the client that placed the order.
+
+What a session answers (request id -> reply):
+
+* handshake ``API\\0`` + ``v<min>..<max>`` -> ``<serverVersion>, <connection time>``; startApi (71) ->
+  managedAccounts (15) + nextValidId (9); a client id already connected -> error 326 and the socket closes.
+* reqPositions (61) -> position (61) per account and contract, positionEnd (62).
+* reqOpenOrders (5) / reqAllOpenOrders (16) -> openOrder (5) + orderStatus (3) per working order, openOrderEnd (53).
+* reqCompletedOrders (99) -> completedOrder (101) per done order, completedOrdersEnd (102).
+* reqAccountUpdates (6) -> updateAccountValue (6), updatePortfolio (7), updateAccountTime (8), accountDownloadEnd (54).
+* reqAccountUpdatesMulti (76) -> accountUpdateMulti (73), accountUpdateMultiEnd (74).
+* reqExecutions (7) -> execDetails (11) + commissionReport (59) per matching execution, execDetailsEnd (55).
+* reqContractDetails (9) -> contractDetails (10) + contractDetailsEnd (52); none or several matches -> error 200.
+* placeOrder (3) -> openOrder + orderStatus, or error 200/201/103/436; cancelOrder (4) -> orderStatus Cancelled +
+  error 202; reqGlobalCancel (58); reqIds (8) -> nextValidId; reqCurrentTime (49) -> currentTime (49).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta
+
+from engine.adapters.ib.gateway_sim import messages as msg
+from engine.adapters.ib.gateway_sim.book import Book, BookEvents, Rejected, SimOrder
+from engine.adapters.ib.gateway_sim.listing import FuturesListing, ListedFuture
+from engine.adapters.ib.gateway_sim.protocol import (
+    In, ProtocolError, connection_time, frame, negotiate, read_frame, read_handshake,
+)
+from engine.adapters.ib.gateway_sim.requests import contract_at, parse_place_order
+from warehouse.contracts import root_of
+
+__all__ = ["GatewaySim", "mask"]
+
+log = logging.getLogger(__name__)
+
+_NO_DEFINITION = "No security definition has been found for the request"
+
+
+def mask(account: str) -> str:
+    """An account id with all but its last 3 characters hidden (``DU1234567`` -> ``******567``)."""
+    return "*" * max(len(account) - 3, 0) + account[-3:]
+
+
+class GatewaySim:
+    """A TWS/IB Gateway stand-in for the real ib_async client.
+
+    Parameters
+    ----------
+    accounts : iterable of str
+        Managed account ids (paper ids start with ``DU``).
+    host, port : str, int
+        Where to listen; port 0 picks a free ephemeral port (see :attr:`port` after :meth:`start`).
+    today : datetime.date, optional
+        The trading date that decides which contracts are listed; default: the clock's UTC date.
+    clock : datetime, optional
+        The simulator's initial time (tz-aware); pushed bars move it. Default: now.
+    participation : float, optional
+        Partial fills: the share of a bar's volume one contract's orders may take.
+    commission_per_contract : float, optional
+        Commission per contract in commission reports; default: the fee table's per-side cost.
+    first_order_id : int
+        The nextValidId of a client that has placed no order.
+    cash : float
+        What account updates report as cash and net liquidation (a paper account starts with 1,000,000).
+    """
+
+    def __init__(self, accounts: Iterable[str] = ("DU1234567",), *, host: str = "127.0.0.1", port: int = 0,
+                 today: date | None = None, clock: datetime | None = None, participation: float | None = None,
+                 commission_per_contract: float | None = None, first_order_id: int = 1,
+                 cash: float = 1_000_000.0) -> None:
+        self.accounts = list(accounts)
+        if not self.accounts:
+            raise ValueError("the gateway needs at least one managed account")
+        self.host = host
+        self.port = port
+        self.book = Book(participation=participation, commission_per_contract=commission_per_contract)
+        if clock is not None:
+            self.book.now = clock
+        self.listing = FuturesListing(today or self.book.now.date())
+        self.first_order_id = first_order_id
+        self.cash = cash
+        self.sessions: dict[int, _Session] = {}
+        #: every request received, as its fields, in arrival order (tests count what reached the gateway)
+        self.received: list[list[str]] = []
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Session] = set()
+        self._last_price: dict[int, float] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> int:
+        """Listen; return the port."""
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("gateway simulator listening on %s:%d, accounts %s", self.host, self.port,
+                 ", ".join(mask(a) for a in self.accounts))
+        return self.port
+
+    async def stop(self) -> None:
+        """Close every session and stop listening (the books are kept)."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._connections):
+            session.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> GatewaySim:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = _Session(self, reader, writer)
+        self._connections.add(session)
+        try:
+            await session.run()
+        finally:
+            self._connections.discard(session)
+            if session.client_id is not None and self.sessions.get(session.client_id) is session:
+                del self.sessions[session.client_id]
+            session.close()
+
+    # -- what tests and the replay drive ----------------------------------------------------------
+    def future(self, contract: str | int) -> ListedFuture:
+        """A listed future by local symbol (``MESH6``) or conId."""
+        found = (self.listing.by_con_id(contract) if isinstance(contract, int)
+                 else next((f for f in self.listing.futures(root_of(contract) or "") if f.local_symbol == contract),
+                           None))
+        if found is None:
+            raise KeyError(f"{contract!r} is not listed at the simulator")
+        return found
+
+    def push_bar(self, contract: str | int, ts: datetime, open_: float, high: float, low: float, close: float,
+                 volume: int = 1_000_000) -> BookEvents:
+        """A bar of ``contract`` opening at ``ts``: match its working orders and report what happened."""
+        future = self.future(contract)
+        events = self.book.push_bar(future, ts, open_, high, low, close, volume)
+        self._last_price[future.con_id] = close
+        self._report(events)
+        return events
+
+    def push_price(self, contract: str | int, price: float, ts: datetime | None = None,
+                   volume: int = 1_000_000) -> BookEvents:
+        """A trade at ``price``: a flat bar (O = H = L = C), at ``ts`` or one second after the clock."""
+        moment = ts or self.book.now.replace(microsecond=0) + _SECOND
+        return self.push_bar(contract, moment, price, price, price, price, volume)
+
+    @property
+    def placed(self) -> list[SimOrder]:
+        """Every order the gateway accepted, in placement order."""
+        return list(self.book.orders.values())
+
+    def requests_of(self, kind: In) -> list[list[str]]:
+        """The received requests with message id ``kind``."""
+        return [f for f in self.received if f and f[0] == str(int(kind))]
+
+    def next_order_id(self, client_id: int) -> int:
+        """The nextValidId for a client: one past the highest order id it has used."""
+        used = [oid for (cid, oid) in self.book.orders if cid == client_id]
+        return max(used, default=self.first_order_id - 1) + 1
+
+    def _report(self, events: BookEvents) -> None:
+        """Send executions and status changes to the owners' sessions: execDetails, then status, then commission."""
+        for execution in events.executions:
+            session = self.sessions.get(execution.order.client_id)
+            if session is not None:
+                session.send(msg.live_fill(execution, session.version))
+        for order in events.updated:
+            self._send_status(order)
+        for execution in events.executions:
+            session = self.sessions.get(execution.order.client_id)
+            if session is not None:
+                session.send(msg.commission_report(execution))
+
+    def _send_status(self, order: SimOrder) -> None:
+        session = self.sessions.get(order.client_id)
+        if session is not None:
+            session.send(msg.open_order(order, session.version))
+            session.send(msg.order_status(order))
+
+    def market_price(self, future: ListedFuture, fallback: float) -> float:
+        return self._last_price.get(future.con_id, fallback)
+
+
+_SECOND = timedelta(seconds=1)
+
+
+class _Session:
+    """One API connection."""
+
+    def __init__(self, sim: GatewaySim, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sim = sim
+        self.reader = reader
+        self.writer = writer
+        self.client_id: int | None = None
+        self.version = 0
+        self._handlers: dict[int, Callable[[list[str]], None]] = {
+            In.START_API: self._start_api,
+            In.REQ_POSITIONS: self._positions,
+            In.REQ_OPEN_ORDERS: lambda f: self._open_orders(self.client_id),
+            In.REQ_ALL_OPEN_ORDERS: lambda f: self._open_orders(None),
+            In.REQ_COMPLETED_ORDERS: self._completed_orders,
+            In.REQ_ACCOUNT_UPDATES: self._account_updates,
+            In.REQ_ACCOUNT_UPDATES_MULTI: self._account_updates_multi,
+            In.REQ_EXECUTIONS: self._executions,
+            In.REQ_CONTRACT_DETAILS: self._contract_details,
+            In.PLACE_ORDER: self._place_order,
+            In.CANCEL_ORDER: self._cancel_order,
+            In.REQ_GLOBAL_CANCEL: self._global_cancel,
+            In.REQ_IDS: lambda f: self.send(msg.next_valid_id(self.sim.next_order_id(self.client_id or 0))),
+            In.REQ_CURRENT_TIME: lambda f: self.send(msg.current_time(int(self.sim.book.now.timestamp()))),
+        }
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
+    async def run(self) -> None:
+        try:
+            low, high, _options = await read_handshake(self.reader)
+            self.version = negotiate(low, high)
+            self.send(frame(self.version, connection_time()))
+            while True:
+                fields = await read_frame(self.reader)
+                if not fields:
+                    continue
+                self.sim.received.append(fields)
+                handler = self._handlers.get(int(fields[0]))
+                if handler is None:
+                    log.debug("ignored request %s", fields[0])
+                else:
+                    handler(fields)
+                await self.writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away
+        except ProtocolError as exc:
+            log.warning("closing a connection that does not speak the TWS protocol: %s", exc)
+
+    # -- startup ----------------------------------------------------------------------------------
+    def _start_api(self, fields: list[str]) -> None:
+        client_id = int(fields[2])
+        if client_id in self.sim.sessions:
+            self.send(msg.error(-1, 326, "Unable to connect as the client id is already in use. "
+                                         "Retry with a unique client id."))
+            self.close()
+            return
+        self.client_id = client_id
+        self.sim.sessions[client_id] = self
+        self.send(msg.managed_accounts(self.sim.accounts))
+        self.send(msg.next_valid_id(self.sim.next_order_id(client_id)))
+
+    def _positions(self, fields: list[str]) -> None:
+        for position in self.sim.book.account_positions():
+            self.send(msg.position(position))
+        self.send(msg.position_end())
+
+    def _open_orders(self, client_id: int | None) -> None:
+        for order in self.sim.book.working(client_id):
+            self.send(msg.open_order(order, self.version))
+            self.send(msg.order_status(order))
+        self.send(msg.open_order_end())
+
+    def _completed_orders(self, fields: list[str]) -> None:
+        for order in self.sim.book.completed():
+            self.send(msg.completed_order(order, self.version))
+        self.send(msg.completed_orders_end())
+
+    def _account_values(self, account: str) -> list[tuple[str, str, str]]:
+        cash = f"{self.sim.cash:.2f}"
+        return [("AccountType", "INDIVIDUAL", ""), ("NetLiquidation", cash, "USD"), ("TotalCashValue", cash, "USD"),
+                ("BuyingPower", f"{4 * self.sim.cash:.2f}", "USD"), ("AvailableFunds", cash, "USD")]
+
+    def _account_updates(self, fields: list[str]) -> None:
+        subscribe, account = fields[2] == "1", fields[3]
+        if not subscribe:
+            return
+        for key, value, currency in self._account_values(account):
+            self.send(msg.account_value(key, value, currency, account))
+        for position in self.sim.book.account_positions():
+            if position.account == account and position.quantity:
+                price = self.sim.market_price(position.future, position.avg_price)
+                self.send(msg.portfolio_value(position, price))
+        self.send(msg.account_time(self.sim.book.now.strftime("%H:%M")))
+        self.send(msg.account_download_end(account))
+
+    def _account_updates_multi(self, fields: list[str]) -> None:
+        req_id, account = int(fields[2]), fields[3]
+        for key, value, currency in self._account_values(account):
+            self.send(msg.account_update_multi(req_id, account, key, value, currency))
+        self.send(msg.account_update_multi_end(req_id))
+
+    def _executions(self, fields: list[str]) -> None:
+        """reqExecutions ``7, 3, reqId, clientId, acctCode, time, symbol, secType, exchange, side``."""
+        req_id, client_id, account, _time, symbol, sec_type, exchange, side = fields[2:10]
+        for e in self.sim.book.executions:
+            o = e.order
+            if ((client_id not in ("", "0") and int(client_id) != o.client_id) or (account and account != o.account)
+                    or (symbol and symbol != o.future.root) or (sec_type and sec_type != "FUT")
+                    or (exchange and exchange != o.future.exchange) or (side and side[0] != o.request.action[0])):
+                continue
+            self.send(msg.exec_details(int(req_id), e, self.version))
+            self.send(msg.commission_report(e))
+        self.send(msg.exec_details_end(int(req_id)))
+
+    # -- contracts --------------------------------------------------------------------------------
+    def _resolve(self, req_id: int, query_fields: list[str], start: int) -> ListedFuture | None:
+        """The one listed future a request names, or None after sending error 200."""
+        query = contract_at(query_fields, start)
+        found = self.sim.listing.match(query)
+        if len(found) == 1:
+            return found[0]
+        text = (_NO_DEFINITION if not found
+                else f"The contract description specified for {query.describe()} is ambiguous.")
+        self.send(msg.error(req_id, 200, text))
+        return None
+
+    def _contract_details(self, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        future = self._resolve(req_id, fields, 3)
+        if future is not None:
+            self.send(msg.contract_details(req_id, future))
+            self.send(msg.contract_details_end(req_id))
+
+    # -- orders -----------------------------------------------------------------------------------
+    def _place_order(self, fields: list[str]) -> None:
+        request = parse_place_order(fields, self.version)
+        future = self._resolve(request.order_id, fields, 2)
+        if future is None:
+            return
+        account = request.account or (self.sim.accounts[0] if len(self.sim.accounts) == 1 else "")
+        if not account:
+            self.send(msg.error(request.order_id, 436, "You must specify an allocation (either a single account, "
+                                                       "group, or profile)."))
+            return
+        if account not in self.sim.accounts:
+            self.send(msg.error(request.order_id, 201, f"Order rejected - reason:account {mask(account)} is not "
+                                                       "managed by this gateway"))
+            return
+        try:
+            order = self.sim.book.place(request, self.client_id or 0, account, future)
+        except Rejected as exc:
+            self.send(msg.error(request.order_id, exc.code, exc.text))
+            return
+        self.sim._send_status(order)
+
+    def _cancel_order(self, fields: list[str]) -> None:
+        order_id = int(fields[2])
+        try:
+            order = self.sim.book.cancel(self.client_id or 0, order_id)
+        except Rejected as exc:
+            self.send(msg.error(order_id, exc.code, exc.text))
+            return
+        self.sim._send_status(order)
+        self.send(msg.error(order_id, 202, "Order Canceled - reason:"))
+
+    def _global_cancel(self, fields: list[str]) -> None:
+        for order in self.sim.book.working():
+            self.sim.book.cancel(order.client_id, order.order_id)
+            self.sim._send_status(order)
+
