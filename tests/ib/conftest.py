@@ -49,3 +49,13 @@ def run(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 20.
     async def bounded() -> Any:
         return await asyncio.wait_for(coro_fn(*args), timeout)
     return asyncio.run(bounded())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
+    """Wait (polling the event loop) until ``condition()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
