@@ -42,6 +42,8 @@ def ib_log() -> LogWatch:
     root.removeHandler(watch)
     root.setLevel(old_level)
     assert watch.errors("ib_async.Decoder") == [], "ib_async's decoder dropped a message"
+    # a status for an order the client does not know means the gateway routed it to the wrong session
+    assert [m for m in watch.errors("ib_async.wrapper") if "No order found" in m] == []
 
 
 def run(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 20.0) -> Any:

@@ -33,18 +33,14 @@ from engine.adapters.ib.gateway_sim.protocol import (
     In, ProtocolError, connection_time, frame, negotiate, read_frame, read_handshake,
 )
 from engine.adapters.ib.gateway_sim.requests import contract_at, parse_place_order
+from engine.adapters.ib.safety import mask
 from warehouse.contracts import root_of
 
-__all__ = ["GatewaySim", "mask"]
+__all__ = ["GatewaySim"]
 
 log = logging.getLogger(__name__)
 
 _NO_DEFINITION = "No security definition has been found for the request"
-
-
-def mask(account: str) -> str:
-    """An account id with all but its last 3 characters hidden (``DU1234567`` -> ``******567``)."""
-    return "*" * max(len(account) - 3, 0) + account[-3:]
 
 
 class GatewaySim:

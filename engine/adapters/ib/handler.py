@@ -1,0 +1,221 @@
+"""``IBExecutionHandler``: the engine's execution seam on Interactive Brokers (ib_async, async API).
+
+The engine's loop is synchronous and bar-driven; IB is asynchronous. The handler bridges them:
+
+* :meth:`connect` (async) checks the port, connects, checks and binds the account, and qualifies every
+  future the strategy trades. Nothing can be submitted before all of that succeeded.
+* :meth:`submit` sends the order (``placeOrder`` returns at once) and returns no fills; IB reports them later.
+* IB's events update the engine :class:`~engine.orders.Order` (filled quantity, average price, final status)
+  and produce engine :class:`~engine.orders.Fill` records once the commission report arrived; :meth:`on_bar`
+  (or :meth:`drain_fills`) hands them to the loop.
+
+Money: ``Fill.commission`` is IB's commission report. The fee table's estimate for the same fill
+(``fee_per_side x |quantity|``) is kept beside it in :attr:`IBExecutionHandler.records` for attribution.
+Fills carry no modelled slippage: ``reference_price`` is the execution price.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ib_async import IB, CommissionReport, Contract, Trade
+from ib_async import Fill as IBFill
+
+from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
+from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
+from engine.execution import ExecutionHandler
+from engine.instruments import EPOCH, InstrumentBook
+from engine.orders import Fill, Order, OrderStatus
+from warehouse.sessions import trading_date
+
+__all__ = ["IBExecutionHandler", "FillRecord"]
+
+log = logging.getLogger(__name__)
+
+_CANCELLED = {"Cancelled", "ApiCancelled", "Inactive"}
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """One IB execution as the engine booked it, with the attribution fields IB adds.
+
+    Attributes
+    ----------
+    fill : engine.orders.Fill
+        ``commission`` is IB's (from the commission report).
+    exec_id, order_ref : str
+    commission_estimate : float
+        The fee table's cost of the same fill, per side times contracts.
+    """
+
+    fill: Fill
+    exec_id: str
+    order_ref: str
+    commission_estimate: float
+
+
+class IBExecutionHandler(ExecutionHandler):
+    """Orders of one strategy, on one account, through TWS or IB Gateway.
+
+    Parameters
+    ----------
+    run_id, strategy : str
+        Together with the engine's order number they make the deterministic ``orderRef``.
+    contracts : mapping of str to str
+        Root -> contract to trade (``{"MES": "202603"}``; ``YYYYMM``, ``YYYYMMDD`` or a local symbol).
+    host, port, client_id
+        Where TWS / IB Gateway listens and this connection's client id (one per role and strategy).
+    account : str, optional
+        The account this strategy trades; default: the only one the gateway manages.
+    live : bool
+        Allow a live port and a live account. Paper otherwise.
+    port_kind : {"paper", "live"}, optional
+        What the port is, for gateways on non-default ports.
+    instruments : InstrumentBook, optional
+        Fee-table estimates (default: the shipped tables).
+    """
+
+    def __init__(self, run_id: str, strategy: str, contracts: Mapping[str, str], *, host: str = "127.0.0.1",
+                 port: int = 7497, client_id: int = 11, account: str | None = None, live: bool = False,
+                 port_kind: PortKind | None = None, instruments: InstrumentBook | None = None) -> None:
+        if not run_id or not strategy:
+            raise SafetyError("an IB strategy needs a run id and a strategy name (they key every orderRef)")
+        self.run_id = run_id
+        self.strategy = strategy
+        self.wanted = dict(contracts)
+        self.host, self.port, self.client_id = host, port, client_id
+        self.requested_account = account
+        self.live = live
+        self.port_kind = port_kind
+        self.instruments = instruments or InstrumentBook()
+        self.ib = IB()
+        #: the account every order goes to; set only once every guard passed
+        self.account: str | None = None
+        self.contracts: dict[str, Contract] = {}
+        self.records: list[FillRecord] = []
+        self._orders: dict[str, Order] = {}  # orderRef -> engine order
+        self._trades: dict[str, Trade] = {}
+        self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
+        self._ready: list[Fill] = []
+
+    # -- connection -------------------------------------------------------------------------------
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect, bind the account and qualify the contracts; raise :class:`SafetyError` on any guard.
+
+        The port is judged before a socket is opened; the account right after the handshake, before
+        anything is sent that could trade.
+        """
+        kind = check_port(self.port, self.live, self.port_kind)
+        await self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=timeout,
+                                   account=self.requested_account or "")
+        try:
+            account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
+            await self._qualify()
+        except BaseException:
+            self.ib.disconnect()
+            raise
+        self.ib.execDetailsEvent += self._on_exec
+        self.ib.commissionReportEvent += self._on_commission
+        self.ib.orderStatusEvent += self._on_status
+        self.account = account
+        log.info("IB %s: %s trades account %s via %s:%d (client id %d)", "live" if self.live else "paper",
+                 self.strategy, mask(account), self.host, self.port, self.client_id)
+
+    async def _qualify(self) -> None:
+        asked = [future_for(root, contract) for root, contract in self.wanted.items()]
+        found = await self.ib.qualifyContractsAsync(*asked)
+        for (root, contract), ask, qualified in zip(self.wanted.items(), asked, found, strict=True):
+            if qualified is None:
+                raise SafetyError(f"IB has no unique {root} future for {contract!r} on {ask.exchange} "
+                                  "(IB error 200: unknown or ambiguous contract)")
+            self.contracts[root] = qualified
+
+    def disconnect(self) -> None:
+        """Close the connection (working orders stay at IB)."""
+        self.ib.disconnect()
+        self.account = None
+
+    # -- ExecutionHandler -------------------------------------------------------------------------
+    def submit(self, order: Order, bar: tuple | None = None) -> list[Fill]:
+        """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`."""
+        if self.account is None or not self.ib.isConnected():
+            raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
+        contract = self.contracts.get(order.symbol)
+        if contract is None:
+            raise SafetyError(f"{order.symbol} is not one of this strategy's contracts ({', '.join(self.contracts)})")
+        ref = order_ref(self.run_id, self.strategy, order.order_id)
+        if ref in self._orders:
+            raise SafetyError(f"order {ref} was already sent; refusing to send it twice")
+        ib_order = to_ib_order(order, self.account, ref)
+        if ib_order.account != self.account:  # the binding is the one thing that must never slip
+            raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
+        self._orders[ref] = order
+        self._trades[ref] = self.ib.placeOrder(contract, ib_order)
+        return []
+
+    def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
+        """Ask IB to cancel; the engine order becomes CANCELLED when IB confirms."""
+        trade = self._trades.get(order_ref(self.run_id, self.strategy, order.order_id))
+        if trade is None or order.is_done or trade.isDone():
+            return False
+        order.detail = reason
+        self.ib.cancelOrder(trade.order)
+        return True
+
+    def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
+               trading_day: int, contract: str | None) -> list[Fill]:
+        """The fills of ``symbol`` that IB reported (with commission) since the last call."""
+        taken = [f for f in self._ready if f.symbol == symbol]
+        self._ready = [f for f in self._ready if f.symbol != symbol]
+        return taken
+
+    def working_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self._orders.values() if not o.is_done and symbol in (None, o.symbol)]
+
+    def drain_fills(self) -> list[Fill]:
+        """Every fill reported since the last call, all symbols."""
+        taken, self._ready = self._ready, []
+        return taken
+
+    # -- IB events --------------------------------------------------------------------------------
+    def _on_exec(self, trade: Trade, fill: IBFill) -> None:
+        order = self._orders.get(trade.order.orderRef)
+        execution = fill.execution
+        if order is None or execution.execId in self._pending:
+            return  # another strategy's or a manual order; or a repeat
+        shares = int(execution.shares)
+        signed = shares if execution.side == "BOT" else -shares
+        ts = int(execution.time.timestamp() * 1e9)
+        day = (trading_date(execution.time) - EPOCH).days
+        order.filled += signed
+        order.fill_value += shares * execution.price
+        if order.filled == order.quantity:
+            order.status, order.ts_done = OrderStatus.FILLED, ts
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+        engine_fill = Fill(order.order_id, ts, order.symbol, fill.contract.localSymbol, signed, execution.price,
+                           execution.price, float(fill.contract.multiplier), 0.0, 0.0, "order", day)
+        self._pending[execution.execId] = (order, engine_fill)
+
+    def _on_commission(self, trade: Trade, fill: IBFill, report: CommissionReport) -> None:
+        pending = self._pending.pop(report.execId, None)
+        if pending is None:
+            return
+        order, engine_fill = pending
+        engine_fill.commission = report.commission
+        estimate = abs(engine_fill.quantity) * self.instruments.fee_per_side(order.symbol, engine_fill.trading_date)
+        self.records.append(FillRecord(engine_fill, report.execId, trade.order.orderRef, estimate))
+        self._ready.append(engine_fill)
+
+    def _on_status(self, trade: Trade) -> None:
+        order = self._orders.get(trade.order.orderRef)
+        if order is None or order.is_done or trade.orderStatus.status not in _CANCELLED:
+            return
+        # An order IB refused (an error before it ever worked) is DENIED; one it stopped working is CANCELLED.
+        refused = any(entry.errorCode not in (0, 202) for entry in trade.log)
+        order.status = OrderStatus.DENIED if refused and order.filled == 0 else OrderStatus.CANCELLED
+        order.ts_done = int(trade.log[-1].time.timestamp() * 1e9) if trade.log else 0
+        last = trade.log[-1].message if trade.log else ""
+        order.detail = last or order.detail or trade.orderStatus.status
