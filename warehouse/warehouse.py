@@ -47,6 +47,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "front_segments": ("front_segments", schemas.FRONT, None),
     "instruments": ("instruments", schemas.INSTRUMENTS, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
+    "order_journal": ("order_journal", schemas.ORDER_JOURNAL, None),
     **{name: (f"runs/{name}", schema, None) for name, schema in schemas.RUN_TABLES.items()},
 }
 

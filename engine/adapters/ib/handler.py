@@ -9,6 +9,13 @@ The engine's loop is synchronous and bar-driven; IB is asynchronous. The handler
   and produce engine :class:`~engine.orders.Fill` records once the commission report arrived; :meth:`on_bar`
   (or :meth:`drain_fills`) hands them to the loop.
 
+Idempotency: with an :class:`~engine.adapters.ib.journal.OrderJournal`, each order is journaled before it is
+sent, an orderRef already journaled is never sent again, and :meth:`connect` reconciles the journal with what
+IB reports (open orders of every client, completed orders, executions) before anything can be submitted:
+journaled orders still working are adopted, fills that happened while away are booked, journaled orders IB
+does not know are reported as missing (never re-sent), and orders on the account that no journal knows are
+reported as external (never adopted or cancelled).
+
 Money: ``Fill.commission`` is IB's commission report. The fee table's estimate for the same fill
 (``fee_per_side x |quantity|``) is kept beside it in :attr:`IBExecutionHandler.records` for attribution.
 Fills carry no modelled slippage: ``reference_price`` is the execution price.
@@ -18,19 +25,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ib_async import IB, CommissionReport, Contract, Trade
 from ib_async import Fill as IBFill
 
+from engine.adapters.ib.journal import JournalEntry, OrderJournal
 from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
 from engine.execution import ExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
-from engine.orders import Fill, Order, OrderStatus
+from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce
 from warehouse.sessions import trading_date
 
-__all__ = ["IBExecutionHandler", "FillRecord"]
+__all__ = ["IBExecutionHandler", "FillRecord", "Reconciliation"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,33 @@ class FillRecord:
     commission_estimate: float
 
 
+@dataclass(slots=True)
+class Reconciliation:
+    """What :meth:`IBExecutionHandler.connect` found at IB for the journaled orders of this run and strategy.
+
+    Attributes
+    ----------
+    working : list of str
+        Journaled orderRefs still working at IB (adopted: their events are tracked again).
+    done : dict of str to str
+        Journaled orderRefs IB reports as completed, with IB's status.
+    missing : list of str
+        Journaled orderRefs IB does not know (crash between journal and send, or older than IB's memory).
+        They are not re-sent.
+    recovered_fills : int
+        Executions of journaled orders booked during reconciliation (fills that happened while away).
+    external : list of str
+        Orders working at IB on this account that no journal entry knows (placed by hand or by another
+        system): reported, never adopted or cancelled.
+    """
+
+    working: list[str] = field(default_factory=list)
+    done: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    recovered_fills: int = 0
+    external: list[str] = field(default_factory=list)
+
+
 class IBExecutionHandler(ExecutionHandler):
     """Orders of one strategy, on one account, through TWS or IB Gateway.
 
@@ -75,11 +110,15 @@ class IBExecutionHandler(ExecutionHandler):
         What the port is, for gateways on non-default ports.
     instruments : InstrumentBook, optional
         Fee-table estimates (default: the shipped tables).
+    journal : OrderJournal, optional
+        Where orders are journaled before they are sent (the warehouse's); without one, orders are only
+        remembered in memory and a restart cannot know what was sent.
     """
 
     def __init__(self, run_id: str, strategy: str, contracts: Mapping[str, str], *, host: str = "127.0.0.1",
                  port: int = 7497, client_id: int = 11, account: str | None = None, live: bool = False,
-                 port_kind: PortKind | None = None, instruments: InstrumentBook | None = None) -> None:
+                 port_kind: PortKind | None = None, instruments: InstrumentBook | None = None,
+                 journal: OrderJournal | None = None) -> None:
         if not run_id or not strategy:
             raise SafetyError("an IB strategy needs a run id and a strategy name (they key every orderRef)")
         self.run_id = run_id
@@ -98,7 +137,11 @@ class IBExecutionHandler(ExecutionHandler):
         self._orders: dict[str, Order] = {}  # orderRef -> engine order
         self._trades: dict[str, Trade] = {}
         self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
+        self._booked: set[str] = set()  # execIds already booked
         self._ready: list[Fill] = []
+        self.journal = journal
+        self._journaled: set[str] = set()
+        self.reconciliation = Reconciliation()
 
     # -- connection -------------------------------------------------------------------------------
     async def connect(self, timeout: float = 10.0) -> None:
@@ -113,12 +156,13 @@ class IBExecutionHandler(ExecutionHandler):
         try:
             account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
             await self._qualify()
+            self.ib.execDetailsEvent += self._on_exec
+            self.ib.commissionReportEvent += self._on_commission
+            self.ib.orderStatusEvent += self._on_status
+            self.reconciliation = await self._reconcile(account)
         except BaseException:
             self.ib.disconnect()
             raise
-        self.ib.execDetailsEvent += self._on_exec
-        self.ib.commissionReportEvent += self._on_commission
-        self.ib.orderStatusEvent += self._on_status
         self.account = account
         log.info("IB %s: %s trades account %s via %s:%d (client id %d)", "live" if self.live else "paper",
                  self.strategy, mask(account), self.host, self.port, self.client_id)
@@ -131,6 +175,48 @@ class IBExecutionHandler(ExecutionHandler):
                 raise SafetyError(f"IB has no unique {root} future for {contract!r} on {ask.exchange} "
                                   "(IB error 200: unknown or ambiguous contract)")
             self.contracts[root] = qualified
+
+    async def _reconcile(self, account: str) -> Reconciliation:
+        """Match the journal with IB's open orders (all clients), completed orders and executions."""
+        found = Reconciliation()
+        if self.journal is None:
+            return found
+        journaled = self.journal.read(self.run_id, self.strategy).to_pylist()
+        known_anywhere = set(self.journal.read().column("order_ref").to_pylist())
+        self._journaled = {row["order_ref"] for row in journaled}
+        open_trades = {t.order.orderRef: t for t in await self.ib.reqAllOpenOrdersAsync()}
+        completed = {t.order.orderRef: t for t in await self.ib.reqCompletedOrdersAsync(False)}
+        fills = self.ib.fills()
+        for row in journaled:
+            ref = row["order_ref"]
+            order = self._orders.get(ref) or _order_from_journal(row)
+            self._orders[ref] = order
+            for fill in fills:
+                exec_id = fill.execution.execId
+                if fill.execution.orderRef == ref and exec_id not in self._booked:
+                    self._book(order, self._engine_fill(order, fill), exec_id, ref, fill.commissionReport.commission)
+                    found.recovered_fills += 1
+            if ref in open_trades:
+                self._trades[ref] = open_trades[ref]
+                found.working.append(ref)
+            elif ref in completed:
+                status = completed[ref].orderStatus.status
+                found.done[ref] = status
+                if not order.is_done:
+                    order.status = OrderStatus.FILLED if order.filled == order.quantity else OrderStatus.CANCELLED
+            else:
+                found.missing.append(ref)
+                if not order.is_done:
+                    order.status = OrderStatus.CANCELLED
+                    order.detail = "journaled but unknown at IB after reconnect: not re-sent"
+        for ref, trade in open_trades.items():
+            if trade.order.account == account and ref not in known_anywhere:
+                found.external.append(ref or f"permId {trade.order.permId}")
+        if found.missing or found.external:
+            log.warning("IB reconciliation for %s: %d journaled order(s) unknown at IB (not re-sent), %d external "
+                        "order(s) on account %s (left alone)", self.strategy, len(found.missing),
+                        len(found.external), mask(account))
+        return found
 
     def disconnect(self) -> None:
         """Close the connection (working orders stay at IB)."""
@@ -146,11 +232,15 @@ class IBExecutionHandler(ExecutionHandler):
         if contract is None:
             raise SafetyError(f"{order.symbol} is not one of this strategy's contracts ({', '.join(self.contracts)})")
         ref = order_ref(self.run_id, self.strategy, order.order_id)
-        if ref in self._orders:
+        if ref in self._orders or ref in self._journaled:
             raise SafetyError(f"order {ref} was already sent; refusing to send it twice")
         ib_order = to_ib_order(order, self.account, ref)
         if ib_order.account != self.account:  # the binding is the one thing that must never slip
             raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
+        if self.journal is not None:  # journaled first: a crash after this line cannot lose the order
+            self.journal.append([JournalEntry(ref, self.run_id, self.strategy, mask(self.account),
+                                              contract.localSymbol, order)])
+        self._journaled.add(ref)
         self._orders[ref] = order
         self._trades[ref] = self.ib.placeOrder(contract, ib_order)
         return []
@@ -182,9 +272,18 @@ class IBExecutionHandler(ExecutionHandler):
     # -- IB events --------------------------------------------------------------------------------
     def _on_exec(self, trade: Trade, fill: IBFill) -> None:
         order = self._orders.get(trade.order.orderRef)
-        execution = fill.execution
-        if order is None or execution.execId in self._pending:
+        if order is None or fill.execution.execId in self._booked or fill.execution.execId in self._pending:
             return  # another strategy's or a manual order; or a repeat
+        self._pending[fill.execution.execId] = (order, self._engine_fill(order, fill))
+
+    def _on_commission(self, trade: Trade, fill: IBFill, report: CommissionReport) -> None:
+        pending = self._pending.pop(report.execId, None)
+        if pending is not None:
+            self._book(*pending, report.execId, trade.order.orderRef, report.commission)
+
+    def _engine_fill(self, order: Order, fill: IBFill) -> Fill:
+        """Apply an IB execution to the engine order; the engine fill (commission still 0) it makes."""
+        execution = fill.execution
         shares = int(execution.shares)
         signed = shares if execution.side == "BOT" else -shares
         ts = int(execution.time.timestamp() * 1e9)
@@ -195,18 +294,15 @@ class IBExecutionHandler(ExecutionHandler):
             order.status, order.ts_done = OrderStatus.FILLED, ts
         else:
             order.status = OrderStatus.PARTIALLY_FILLED
-        engine_fill = Fill(order.order_id, ts, order.symbol, fill.contract.localSymbol, signed, execution.price,
-                           execution.price, float(fill.contract.multiplier), 0.0, 0.0, "order", day)
-        self._pending[execution.execId] = (order, engine_fill)
+        return Fill(order.order_id, ts, order.symbol, fill.contract.localSymbol, signed, execution.price,
+                    execution.price, float(fill.contract.multiplier), 0.0, 0.0, "order", day)
 
-    def _on_commission(self, trade: Trade, fill: IBFill, report: CommissionReport) -> None:
-        pending = self._pending.pop(report.execId, None)
-        if pending is None:
-            return
-        order, engine_fill = pending
-        engine_fill.commission = report.commission
+    def _book(self, order: Order, engine_fill: Fill, exec_id: str, ref: str, commission: float) -> None:
+        """A fill is complete once IB's commission is known: record it and hand it to the loop."""
+        engine_fill.commission = commission
         estimate = abs(engine_fill.quantity) * self.instruments.fee_per_side(order.symbol, engine_fill.trading_date)
-        self.records.append(FillRecord(engine_fill, report.execId, trade.order.orderRef, estimate))
+        self._booked.add(exec_id)
+        self.records.append(FillRecord(engine_fill, exec_id, ref, estimate))
         self._ready.append(engine_fill)
 
     def _on_status(self, trade: Trade) -> None:
@@ -219,3 +315,13 @@ class IBExecutionHandler(ExecutionHandler):
         order.ts_done = int(trade.log[-1].time.timestamp() * 1e9) if trade.log else 0
         last = trade.log[-1].message if trade.log else ""
         order.detail = last or order.detail or trade.orderStatus.status
+
+
+def _order_from_journal(row: dict) -> Order:
+    """The engine order a journal row describes (after a restart the journal is all that is left of it)."""
+    expire = row["expire_ts"]
+    order = Order(row["symbol"], int(row["quantity"]), OrderType(row["order_type"]), limit_price=row["limit_price"],
+                  stop_price=row["stop_price"], tif=TimeInForce(row["tif"]),
+                  expire_ts=None if expire is None else int(expire.timestamp() * 1e9))
+    order.order_id = int(row["order_id"])
+    return order

@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta
 
 from engine.adapters.ib.gateway_sim import messages as msg
 from engine.adapters.ib.gateway_sim.book import Book, BookEvents, Rejected, SimOrder
+from engine.adapters.ib.gateway_sim.faults import Faults
 from engine.adapters.ib.gateway_sim.listing import FuturesListing, ListedFuture
 from engine.adapters.ib.gateway_sim.protocol import (
     In, ProtocolError, connection_time, frame, negotiate, read_frame, read_handshake,
@@ -85,8 +86,9 @@ class GatewaySim:
         #: every request received, as its fields, in arrival order (tests count what reached the gateway)
         self.received: list[list[str]] = []
         self._server: asyncio.Server | None = None
-        self._connections: set[_Session] = set()
+        self.connections: set[_Session] = set()
         self._last_price: dict[int, float] = {}
+        self.faults = Faults(self)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> int:
@@ -101,7 +103,7 @@ class GatewaySim:
         """Close every session and stop listening (the books are kept)."""
         if self._server is not None:
             self._server.close()
-        for session in list(self._connections):
+        for session in list(self.connections):
             session.close()
         if self._server is not None:
             await self._server.wait_closed()
@@ -116,11 +118,11 @@ class GatewaySim:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = _Session(self, reader, writer)
-        self._connections.add(session)
+        self.connections.add(session)
         try:
             await session.run()
         finally:
-            self._connections.discard(session)
+            self.connections.discard(session)
             if session.client_id is not None and self.sessions.get(session.client_id) is session:
                 del self.sessions[session.client_id]
             session.close()

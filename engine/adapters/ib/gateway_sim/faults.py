@@ -1,0 +1,51 @@
+"""Scripted fault injection for the gateway simulator: what a real TWS / IB Gateway does to its clients.
+
+Each fault is a method a test calls at the moment it wants it; the books (orders, executions, positions)
+always survive, as they survive TWS's nightly restart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.adapters.ib.gateway_sim import messages as msg
+
+if TYPE_CHECKING:
+    from engine.adapters.ib.gateway_sim.server import GatewaySim
+
+__all__ = ["Faults", "CONNECTIVITY"]
+
+#: IB's connectivity notices (error messages with reqId -1)
+CONNECTIVITY = {
+    1100: "Connectivity between IB and Trader Workstation has been lost.",
+    1101: "Connectivity between IB and TWS has been restored- data lost.",
+    1102: "Connectivity between IB and TWS has been restored- data maintained.",
+}
+
+
+class Faults:
+    """Faults of one simulator (``sim.faults``)."""
+
+    def __init__(self, sim: GatewaySim) -> None:
+        self.sim = sim
+
+    def drop_connections(self) -> int:
+        """Close every client socket, as a network cut does; the server keeps listening. Returns how many."""
+        sessions = list(self.sim.connections)
+        for session in sessions:
+            session.close()
+        return len(sessions)
+
+    async def restart(self) -> None:
+        """Stop and listen again on the same port (the nightly restart): every client is dropped, state is kept."""
+        port = self.sim.port
+        await self.sim.stop()
+        self.sim.port = port
+        await self.sim.start()
+
+    def notify(self, code: int, text: str | None = None, client_id: int | None = None) -> None:
+        """Send an error/notice not tied to a request (1100/1101/1102, 2104, ...) to one client or all."""
+        body = msg.error(-1, code, text if text is not None else CONNECTIVITY.get(code, f"notice {code}"))
+        for cid, session in list(self.sim.sessions.items()):
+            if client_id in (None, cid):
+                session.send(body)
