@@ -457,6 +457,19 @@ def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=N
     console.print(f"Report: {report}")
 
 
+@app.command("gateway-sim")
+def gateway_sim(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port; 7497/4002 are IB's paper ports).")] = 7497,
+    account: Annotated[list[str], typer.Option("--account", help="Managed account id (repeat for several; paper ids start with DU).")] = ["DU1234567"],  # noqa: B006
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Run the TWS-protocol gateway simulator (orders, fills, positions) for ib_async clients; prints where it listens."""
+    # The simulator lives in the IB adapter package; importing it here keeps ib_async out of the CLI.
+    from engine.adapters.ib.gateway_sim.serve import run
+
+    run(port, account, host)
+
+
 @app.command()
 def demo() -> None:
     """Ingest the shipped sample data, build rolls and continuous series, and show what is there."""
