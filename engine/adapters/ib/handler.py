@@ -23,11 +23,12 @@ Fills carry no modelled slippage: ``reference_price`` is the execution price.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ib_async import IB, CommissionReport, Contract, Trade
+from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
 from ib_async import Fill as IBFill
 
 from engine.adapters.ib.journal import JournalEntry, OrderJournal
@@ -35,7 +36,7 @@ from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
 from engine.execution import ExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
-from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce
+from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
 from warehouse.sessions import trading_date
 
 __all__ = ["IBExecutionHandler", "FillRecord", "Reconciliation"]
@@ -142,6 +143,9 @@ class IBExecutionHandler(ExecutionHandler):
         self.journal = journal
         self._journaled: set[str] = set()
         self.reconciliation = Reconciliation()
+        #: set by :meth:`kill`; no order is sent until :meth:`reset`
+        self.halted = False
+        self._kills = 0
 
     # -- connection -------------------------------------------------------------------------------
     async def connect(self, timeout: float = 10.0) -> None:
@@ -218,6 +222,77 @@ class IBExecutionHandler(ExecutionHandler):
                         len(found.external), mask(account))
         return found
 
+    async def kill(self, all_clients: bool = False, timeout: float = 5.0) -> list[Trade]:
+        """The kill switch at the broker: halt, cancel working orders, flatten the account at market.
+
+        Cancels every order of this client working at IB (``all_clients=True``: IB's global cancel, every
+        client's and manual orders too), waits until IB reports none working, then sends a market order
+        against every non-zero position IB reports for the bound account. New orders are refused until
+        :meth:`reset`. Returns the flattening trades (their fills arrive like any other).
+
+        Raises
+        ------
+        TimeoutError
+            IB still reports working orders after ``timeout`` seconds.
+        """
+        if self.account is None:
+            raise SafetyError("not connected: the kill switch needs the broker")
+        self.halted = True
+        if all_clients:
+            self.ib.reqGlobalCancel()
+        else:
+            for trade in self.ib.openTrades():
+                if trade.order.clientId == self.client_id:
+                    self.ib.cancelOrder(trade.order)
+        await self._until_no_working_orders(all_clients, timeout)
+        flattening = []
+        for position in await self.ib.reqPositionsAsync():
+            if position.account != self.account or not position.position:
+                continue
+            self._kills += 1
+            quantity = -int(position.position)
+            ref = order_ref(self.run_id, self.strategy, f"kill-{self._kills}")
+            order = market(position.contract.symbol, quantity, tif="DAY", tag="kill switch")
+            order.order_id, order.origin = -self._kills, "kill_switch"
+            ib_order = MarketOrder("BUY" if quantity > 0 else "SELL", abs(quantity), account=self.account, tif="DAY",
+                                   orderRef=ref)
+            flattening.append(self._send(ref, position.contract, order, ib_order))
+        await self._until(lambda: all(t.orderStatus.status != "PendingSubmit" for t in flattening), timeout,
+                          "the flattening orders were not acknowledged")
+        log.warning("IB kill switch (%s): cancelled working orders, %d flattening order(s) sent on account %s",
+                    self.strategy, len(flattening), mask(self.account))
+        return flattening
+
+    async def _until_no_working_orders(self, all_clients: bool, timeout: float) -> None:
+        """Poll IB's open orders (its state, not ours) until none of the cancelled ones works any more."""
+        live: list[Trade] = []
+
+        async def none_working() -> bool:
+            live[:] = [t for t in await self.ib.reqAllOpenOrdersAsync()
+                       if (all_clients or t.order.clientId == self.client_id)
+                       and t.orderStatus.status not in _CANCELLED]
+            return not live
+
+        await self._until(none_working, timeout, "orders still working at IB after the kill switch's cancels")
+
+    @staticmethod
+    async def _until(condition, timeout: float, failure: str) -> None:  # noqa: ANN001 - sync or async predicate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            held = condition()
+            if asyncio.iscoroutine(held):
+                held = await held
+            if held:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(failure)
+            await asyncio.sleep(0.02)
+
+    def reset(self) -> None:
+        """Release the kill switch: orders may be sent again."""
+        self.halted = False
+
     def disconnect(self) -> None:
         """Close the connection (working orders stay at IB)."""
         self.ib.disconnect()
@@ -228,6 +303,8 @@ class IBExecutionHandler(ExecutionHandler):
         """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`."""
         if self.account is None or not self.ib.isConnected():
             raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
+        if self.halted:
+            raise SafetyError("the kill switch is engaged: no new orders until reset()")
         contract = self.contracts.get(order.symbol)
         if contract is None:
             raise SafetyError(f"{order.symbol} is not one of this strategy's contracts ({', '.join(self.contracts)})")
@@ -237,13 +314,18 @@ class IBExecutionHandler(ExecutionHandler):
         ib_order = to_ib_order(order, self.account, ref)
         if ib_order.account != self.account:  # the binding is the one thing that must never slip
             raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
+        self._send(ref, contract, order, ib_order)
+        return []
+
+    def _send(self, ref: str, contract: Contract, order: Order, ib_order: object) -> Trade:
+        """Journal, then send; the one place an order leaves."""
         if self.journal is not None:  # journaled first: a crash after this line cannot lose the order
-            self.journal.append([JournalEntry(ref, self.run_id, self.strategy, mask(self.account),
+            self.journal.append([JournalEntry(ref, self.run_id, self.strategy, mask(self.account or ""),
                                               contract.localSymbol, order)])
         self._journaled.add(ref)
         self._orders[ref] = order
-        self._trades[ref] = self.ib.placeOrder(contract, ib_order)
-        return []
+        trade = self._trades[ref] = self.ib.placeOrder(contract, ib_order)
+        return trade
 
     def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
         """Ask IB to cancel; the engine order becomes CANCELLED when IB confirms."""

@@ -22,7 +22,7 @@ IB_ORDER_TYPES = {OrderType.MARKET: "MKT", OrderType.LIMIT: "LMT", OrderType.STO
                   OrderType.STOP_LIMIT: "STP LMT", OrderType.MIT: "MIT"}
 
 
-def order_ref(run_id: str, strategy: str, sequence: int) -> str:
+def order_ref(run_id: str, strategy: str, sequence: int | str) -> str:
     """The deterministic ``orderRef`` ``run/strategy/sequence``: the same order gets the same key after a restart."""
     return f"{run_id}/{strategy}/{sequence}"
 

@@ -6,6 +6,7 @@ always survive, as they survive TWS's nightly restart.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from engine.adapters.ib.gateway_sim import messages as msg
@@ -28,6 +29,15 @@ class Faults:
 
     def __init__(self, sim: GatewaySim) -> None:
         self.sim = sim
+        self._rejections: deque[tuple[int, str]] = deque()
+
+    def reject_next(self, code: int = 201, text: str = "Order rejected - reason:simulated rejection") -> None:
+        """Refuse the next order placed (by any client) with IB error ``code``."""
+        self._rejections.append((code, text))
+
+    def take_rejection(self) -> tuple[int, str] | None:
+        """The scripted rejection for the order being placed now, if any (the server asks once per order)."""
+        return self._rejections.popleft() if self._rejections else None
 
     def drop_connections(self) -> int:
         """Close every client socket, as a network cut does; the server keeps listening. Returns how many."""

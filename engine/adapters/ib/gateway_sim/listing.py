@@ -8,7 +8,6 @@ twelve-month window. Contract ids are deterministic so that tests and restarts a
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import date
 
@@ -92,10 +91,17 @@ class FuturesListing:
         self.today = today
         self._specs = load_specs()
         self._index = {root: k for k, root in enumerate(self._specs)}
+        self._listed: dict[str, tuple[ListedFuture, ...]] = {}
 
-    @functools.cache  # noqa: B019 - one listing per simulator; the cache lives as long as it does
     def futures(self, root: str) -> tuple[ListedFuture, ...]:
         """Listed contracts of ``root`` in expiry order (empty for a root not in the table)."""
+        listed = self._listed.get(root)
+        if listed is None:
+            # Expiry rules consult the exchange calendar (slow the first time): list a root when first asked.
+            listed = self._listed[root] = self._list(root)
+        return listed
+
+    def _list(self, root: str) -> tuple[ListedFuture, ...]:
         spec = self._specs.get(root)
         if spec is None:
             return ()

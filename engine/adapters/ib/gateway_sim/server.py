@@ -348,6 +348,9 @@ class _Session:
                                                        "managed by this gateway"))
             return
         try:
+            scripted = self.sim.faults.take_rejection()
+            if scripted is not None:
+                raise Rejected(*scripted)
             order = self.sim.book.place(request, self.client_id or 0, account, future)
         except Rejected as exc:
             self.send(msg.error(request.order_id, exc.code, exc.text))
