@@ -50,7 +50,7 @@ def test_kill_switch_cancels_flattens_and_refuses_until_reset(all_clients: bool,
                 await until(lambda: len(sim.book.working()) == 3, what="working orders")
 
                 [flatten] = await handler.kill(all_clients=all_clients)
-                with pytest.raises(SafetyError, match="kill switch is engaged"):
+                with pytest.raises(SafetyError, match=r"trading is halted \(KILL_SWITCH\)"):
                     handler.submit(_numbered(market("MES", 1), 4), None)
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=2), *BAR)  # the flattening SELL 2 fills at the open
                 await until(flatten.isDone, what="flattening fill")

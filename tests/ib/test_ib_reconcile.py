@@ -23,8 +23,8 @@ from warehouse import Warehouse
 BAR = (5000.25, 5001.00, 4999.50, 5000.75)
 
 
-def _handler(sim: GatewaySim, journal: OrderJournal) -> IBExecutionHandler:
-    return IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11, journal=journal)
+def _handler(sim: GatewaySim, journal: OrderJournal, client_id: int = 11) -> IBExecutionHandler:
+    return IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=client_id, journal=journal)
 
 
 def _numbered(order, number: int):
@@ -82,8 +82,7 @@ def test_the_journal_is_written_before_the_order_is_sent(tmp_path: Path, ib_log)
                 with pytest.raises(OSError, match="disk full"):
                     broken.submit(_numbered(limit("MES", 1, 4990.00), 1), None)
                 good = OrderJournal(tmp_path)
-                working = _handler(sim, good)
-                working.client_id = 12
+                working = _handler(sim, good, client_id=12)
                 await working.connect()
                 working.submit(_numbered(limit("MES", -2, 5010.00), 7), None)
                 await until(lambda: len(sim.placed) == 1, what="the journaled order at the gateway")

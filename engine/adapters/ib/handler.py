@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
 from ib_async import Fill as IBFill
 
+from engine.adapters.ib.connection import Connection
 from engine.adapters.ib.journal import JournalEntry, OrderJournal
 from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
+from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
 from engine.execution import ExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
@@ -114,12 +116,14 @@ class IBExecutionHandler(ExecutionHandler):
     journal : OrderJournal, optional
         Where orders are journaled before they are sent (the warehouse's); without one, orders are only
         remembered in memory and a restart cannot know what was sent.
+    reconnect : ReconnectPolicy, optional
+        Backoff, heartbeat and the halt limit after a drop (default: :class:`ReconnectPolicy`'s).
     """
 
     def __init__(self, run_id: str, strategy: str, contracts: Mapping[str, str], *, host: str = "127.0.0.1",
                  port: int = 7497, client_id: int = 11, account: str | None = None, live: bool = False,
                  port_kind: PortKind | None = None, instruments: InstrumentBook | None = None,
-                 journal: OrderJournal | None = None) -> None:
+                 journal: OrderJournal | None = None, reconnect: ReconnectPolicy | None = None) -> None:
         if not run_id or not strategy:
             raise SafetyError("an IB strategy needs a run id and a strategy name (they key every orderRef)")
         self.run_id = run_id
@@ -131,6 +135,7 @@ class IBExecutionHandler(ExecutionHandler):
         self.port_kind = port_kind
         self.instruments = instruments or InstrumentBook()
         self.ib = IB()
+        self.connection = Connection(self.ib, host, port, client_id, reconnect or ReconnectPolicy(), self._halt)
         #: the account every order goes to; set only once every guard passed
         self.account: str | None = None
         self.contracts: dict[str, Contract] = {}
@@ -143,9 +148,10 @@ class IBExecutionHandler(ExecutionHandler):
         self.journal = journal
         self._journaled: set[str] = set()
         self.reconciliation = Reconciliation()
-        #: set by :meth:`kill`; no order is sent until :meth:`reset`
-        self.halted = False
+        #: why trading is halted (KILL_SWITCH, DISCONNECTED, GUARD), or None; only :meth:`reset` clears it
+        self.halt_reason: str | None = None
         self._kills = 0
+        self._subscribed = False
 
     # -- connection -------------------------------------------------------------------------------
     async def connect(self, timeout: float = 10.0) -> None:
@@ -154,22 +160,33 @@ class IBExecutionHandler(ExecutionHandler):
         The port is judged before a socket is opened; the account right after the handshake, before
         anything is sent that could trade.
         """
-        kind = check_port(self.port, self.live, self.port_kind)
-        await self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=timeout,
-                                   account=self.requested_account or "")
+        check_port(self.port, self.live, self.port_kind)
+        await self.connection.open(timeout, self.requested_account or "")
         try:
-            account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
-            await self._qualify()
+            await self._establish()
+        except BaseException:
+            self.connection.close()
+            raise
+        self.connection.watch(self._establish)
+
+    async def _establish(self) -> None:
+        """After every (re)connect: guards, contracts, event wiring, reconciliation. Orders only after this."""
+        kind = check_port(self.port, self.live, self.port_kind)
+        account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
+        if self.account is not None and account != self.account:
+            raise SafetyError(f"after reconnecting the gateway offers account {mask(account)}, not the bound "
+                              f"{mask(self.account)}")
+        self.account = None  # no order while reconciling
+        await self._qualify()
+        if not self._subscribed:
             self.ib.execDetailsEvent += self._on_exec
             self.ib.commissionReportEvent += self._on_commission
             self.ib.orderStatusEvent += self._on_status
-            self.reconciliation = await self._reconcile(account)
-        except BaseException:
-            self.ib.disconnect()
-            raise
+            self._subscribed = True
+        self.reconciliation = await self._reconcile(account)
         self.account = account
         log.info("IB %s: %s trades account %s via %s:%d (client id %d)", "live" if self.live else "paper",
-                 self.strategy, mask(account), self.host, self.port, self.client_id)
+                 self.strategy, mask(account), self.host, self.port, self.connection.active_client_id)
 
     async def _qualify(self) -> None:
         asked = [future_for(root, contract) for root, contract in self.wanted.items()]
@@ -181,43 +198,43 @@ class IBExecutionHandler(ExecutionHandler):
             self.contracts[root] = qualified
 
     async def _reconcile(self, account: str) -> Reconciliation:
-        """Match the journal with IB's open orders (all clients), completed orders and executions."""
+        """Match our orders (the journal's, else those sent by this process) with IB's open orders of every
+        client, its completed orders and its executions, by orderRef."""
         found = Reconciliation()
-        if self.journal is None:
-            return found
-        journaled = self.journal.read(self.run_id, self.strategy).to_pylist()
-        known_anywhere = set(self.journal.read().column("order_ref").to_pylist())
-        self._journaled = {row["order_ref"] for row in journaled}
+        if self.journal is not None:
+            for row in self.journal.read(self.run_id, self.strategy).to_pylist():
+                if row["order_ref"] not in self._orders:
+                    self._orders[row["order_ref"]] = _order_from_journal(row)
+            known_anywhere = set(self.journal.read().column("order_ref").to_pylist())
+        else:
+            known_anywhere = set(self._orders)
+        self._journaled |= set(self._orders)
         open_trades = {t.order.orderRef: t for t in await self.ib.reqAllOpenOrdersAsync()}
         completed = {t.order.orderRef: t for t in await self.ib.reqCompletedOrdersAsync(False)}
         fills = self.ib.fills()
-        for row in journaled:
-            ref = row["order_ref"]
-            order = self._orders.get(ref) or _order_from_journal(row)
-            self._orders[ref] = order
+        for ref, order in self._orders.items():
             for fill in fills:
                 exec_id = fill.execution.execId
                 if fill.execution.orderRef == ref and exec_id not in self._booked:
+                    self._pending.pop(exec_id, None)
                     self._book(order, self._engine_fill(order, fill), exec_id, ref, fill.commissionReport.commission)
                     found.recovered_fills += 1
             if ref in open_trades:
                 self._trades[ref] = open_trades[ref]
                 found.working.append(ref)
             elif ref in completed:
-                status = completed[ref].orderStatus.status
-                found.done[ref] = status
+                found.done[ref] = completed[ref].orderStatus.status
                 if not order.is_done:
                     order.status = OrderStatus.FILLED if order.filled == order.quantity else OrderStatus.CANCELLED
-            else:
+            elif not order.is_done:
                 found.missing.append(ref)
-                if not order.is_done:
-                    order.status = OrderStatus.CANCELLED
-                    order.detail = "journaled but unknown at IB after reconnect: not re-sent"
+                order.status = OrderStatus.CANCELLED
+                order.detail = "unknown at IB after reconnect: not re-sent"
         for ref, trade in open_trades.items():
             if trade.order.account == account and ref not in known_anywhere:
                 found.external.append(ref or f"permId {trade.order.permId}")
         if found.missing or found.external:
-            log.warning("IB reconciliation for %s: %d journaled order(s) unknown at IB (not re-sent), %d external "
+            log.warning("IB reconciliation for %s: %d order(s) unknown at IB (not re-sent), %d external "
                         "order(s) on account %s (left alone)", self.strategy, len(found.missing),
                         len(found.external), mask(account))
         return found
@@ -237,12 +254,12 @@ class IBExecutionHandler(ExecutionHandler):
         """
         if self.account is None:
             raise SafetyError("not connected: the kill switch needs the broker")
-        self.halted = True
+        self._halt("KILL_SWITCH")
         if all_clients:
             self.ib.reqGlobalCancel()
         else:
             for trade in self.ib.openTrades():
-                if trade.order.clientId == self.client_id:
+                if trade.order.clientId == self.connection.active_client_id:
                     self.ib.cancelOrder(trade.order)
         await self._until_no_working_orders(all_clients, timeout)
         flattening = []
@@ -269,7 +286,7 @@ class IBExecutionHandler(ExecutionHandler):
 
         async def none_working() -> bool:
             live[:] = [t for t in await self.ib.reqAllOpenOrdersAsync()
-                       if (all_clients or t.order.clientId == self.client_id)
+                       if (all_clients or t.order.clientId == self.connection.active_client_id)
                        and t.orderStatus.status not in _CANCELLED]
             return not live
 
@@ -289,13 +306,21 @@ class IBExecutionHandler(ExecutionHandler):
                 raise TimeoutError(failure)
             await asyncio.sleep(0.02)
 
+    @property
+    def halted(self) -> bool:
+        return self.halt_reason is not None
+
+    def _halt(self, reason: str) -> None:
+        if self.halt_reason is None:
+            self.halt_reason = reason
+
     def reset(self) -> None:
-        """Release the kill switch: orders may be sent again."""
-        self.halted = False
+        """Release a halt (kill switch, long disconnection): orders may be sent again."""
+        self.halt_reason = None
 
     def disconnect(self) -> None:
-        """Close the connection (working orders stay at IB)."""
-        self.ib.disconnect()
+        """Close the connection on purpose (no reconnect; working orders stay at IB)."""
+        self.connection.close()
         self.account = None
 
     # -- ExecutionHandler -------------------------------------------------------------------------
@@ -303,8 +328,8 @@ class IBExecutionHandler(ExecutionHandler):
         """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`."""
         if self.account is None or not self.ib.isConnected():
             raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
-        if self.halted:
-            raise SafetyError("the kill switch is engaged: no new orders until reset()")
+        if self.halt_reason is not None:
+            raise SafetyError(f"trading is halted ({self.halt_reason}): no new orders until reset()")
         contract = self.contracts.get(order.symbol)
         if contract is None:
             raise SafetyError(f"{order.symbol} is not one of this strategy's contracts ({', '.join(self.contracts)})")

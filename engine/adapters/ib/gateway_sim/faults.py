@@ -53,6 +53,14 @@ class Faults:
         self.sim.port = port
         await self.sim.start()
 
+    def freeze(self) -> int:
+        """Make every current connection silent (a half-dead socket): requests are read and never answered,
+        nothing is pushed. New connections are served normally. Returns how many went silent."""
+        sessions = list(self.sim.connections)
+        for session in sessions:
+            session.silent = True
+        return len(sessions)
+
     def notify(self, code: int, text: str | None = None, client_id: int | None = None) -> None:
         """Send an error/notice not tied to a request (1100/1101/1102, 2104, ...) to one client or all."""
         body = msg.error(-1, code, text if text is not None else CONNECTIVITY.get(code, f"notice {code}"))

@@ -201,6 +201,8 @@ class _Session:
         self.writer = writer
         self.client_id: int | None = None
         self.version = 0
+        #: a frozen session (faults.freeze) reads requests and never answers
+        self.silent = False
         self._handlers: dict[int, Callable[[list[str]], None]] = {
             In.START_API: self._start_api,
             In.REQ_POSITIONS: self._positions,
@@ -219,7 +221,7 @@ class _Session:
         }
 
     def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
+        if not self.silent and not self.writer.is_closing():
             self.writer.write(data)
 
     def close(self) -> None:
