@@ -1,4 +1,4 @@
-"""The venue boundary: only engine/adapters/ib imports ib_async (tests may, to drive the real client)."""
+"""The venue boundary: only engine/adapters/ib imports ib_async (tests and bench/ may, to drive the real client)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _imports_ib_async(path: Path) -> bool:
 def test_only_the_ib_adapter_imports_ib_async() -> None:
     offenders = [
         str(path.relative_to(REPO))
-        for top in ("engine", "warehouse", "loaders", "bench")
+        for top in ("engine", "warehouse", "loaders", "sql")
         for path in sorted((REPO / top).rglob("*.py"))
         if ADAPTER not in path.parents and _imports_ib_async(path)
     ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
@@ -145,6 +145,8 @@ class IBExecutionHandler(ExecutionHandler):
         self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
         self._booked: set[str] = set()  # execIds already booked
         self._ready: list[Fill] = []
+        #: called with every booked fill as it completes (a live loop wakes on these instead of polling)
+        self.fill_listeners: list[Callable[[Fill], None]] = []
         self.journal = journal
         self._journaled: set[str] = set()
         self.reconciliation = Reconciliation()
@@ -411,6 +413,8 @@ class IBExecutionHandler(ExecutionHandler):
         self._booked.add(exec_id)
         self.records.append(FillRecord(engine_fill, exec_id, ref, estimate))
         self._ready.append(engine_fill)
+        for listener in list(self.fill_listeners):
+            listener(engine_fill)
 
     def _on_status(self, trade: Trade) -> None:
         order = self._orders.get(trade.order.orderRef)

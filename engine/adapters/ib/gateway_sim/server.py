@@ -87,8 +87,11 @@ class GatewaySim:
         self.received: list[list[str]] = []
         self._server: asyncio.Server | None = None
         self.connections: set[_Session] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._last_price: dict[int, float] = {}
         self.faults = Faults(self)
+        #: called with every accepted order, after its acknowledgement was sent (replays, benchmarks)
+        self.order_listeners: list[Callable[[SimOrder], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> int:
@@ -105,6 +108,9 @@ class GatewaySim:
             self._server.close()
         for session in list(self.connections):
             session.close()
+        # Let every session task see its closed socket and end, so none is left for the loop to cancel.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -119,9 +125,12 @@ class GatewaySim:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = _Session(self, reader, writer)
         self.connections.add(session)
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             await session.run()
         finally:
+            self._tasks.discard(task)
             self.connections.discard(session)
             if session.client_id is not None and self.sessions.get(session.client_id) is session:
                 del self.sessions[session.client_id]
@@ -358,6 +367,8 @@ class _Session:
             self.send(msg.error(request.order_id, exc.code, exc.text))
             return
         self.sim._send_status(order)
+        for listener in list(self.sim.order_listeners):
+            listener(order)
 
     def _cancel_order(self, fields: list[str]) -> None:
         order_id = int(fields[2])
