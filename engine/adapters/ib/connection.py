@@ -90,6 +90,8 @@ class Connection:
         self.ib.errorEvent += on_error
         connecting = asyncio.ensure_future(
             self.ib.connectAsync(self.host, self.port, clientId=client_id, timeout=timeout, account=account))
+        # Whoever abandons the attempt, its outcome is consumed (no "exception was never retrieved").
+        connecting.add_done_callback(lambda task: task.cancelled() or task.exception())
         watcher = asyncio.ensure_future(refused.wait())
         try:
             await asyncio.wait({connecting, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,6 +103,8 @@ class Connection:
             await connecting
         finally:
             watcher.cancel()
+            if not connecting.done():
+                connecting.cancel()
             self.ib.errorEvent -= on_error
 
     # -- staying connected ------------------------------------------------------------------------

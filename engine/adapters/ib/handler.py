@@ -172,7 +172,19 @@ class IBExecutionHandler(ExecutionHandler):
         self.connection.watch(self._establish)
 
     async def _establish(self) -> None:
-        """After every (re)connect: guards, contracts, event wiring, reconciliation. Orders only after this."""
+        """After every (re)connect: guards, contracts, event wiring, reconciliation. Orders only after this.
+
+        A guard that fails because the socket dropped meanwhile (no accounts, no contract details) is a
+        connection problem, not a refusal: it is raised as ``ConnectionError`` so that reconnecting goes on.
+        """
+        try:
+            await self._establish_once()
+        except SafetyError as exc:
+            if not self.ib.isConnected():
+                raise ConnectionError(f"connection lost while establishing the session ({exc})") from exc
+            raise
+
+    async def _establish_once(self) -> None:
         kind = check_port(self.port, self.live, self.port_kind)
         account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
         if self.account is not None and account != self.account:
@@ -193,6 +205,8 @@ class IBExecutionHandler(ExecutionHandler):
     async def _qualify(self) -> None:
         asked = [future_for(root, contract) for root, contract in self.wanted.items()]
         found = await self.ib.qualifyContractsAsync(*asked)
+        if not self.ib.isConnected():  # a drop mid-request is not an unknown contract
+            raise ConnectionError("connection lost while qualifying contracts")
         for (root, contract), ask, qualified in zip(self.wanted.items(), asked, found, strict=True):
             if qualified is None:
                 raise SafetyError(f"IB has no unique {root} future for {contract!r} on {ask.exchange} "
@@ -217,10 +231,14 @@ class IBExecutionHandler(ExecutionHandler):
         for ref, order in self._orders.items():
             for fill in fills:
                 exec_id = fill.execution.execId
-                if fill.execution.orderRef == ref and exec_id not in self._booked:
-                    self._pending.pop(exec_id, None)
-                    self._book(order, self._engine_fill(order, fill), exec_id, ref, fill.commissionReport.commission)
-                    found.recovered_fills += 1
+                if fill.execution.orderRef != ref or exec_id in self._booked or exec_id in self._pending:
+                    continue  # not ours, already booked, or already waiting for its commission report
+                engine_fill = self._engine_fill(order, fill)
+                found.recovered_fills += 1
+                if fill.commissionReport.execId:
+                    self._book(order, engine_fill, exec_id, ref, fill.commissionReport.commission)
+                else:  # IB's commission report is still to come: book the fill when it does
+                    self._pending[exec_id] = (order, engine_fill)
             if ref in open_trades:
                 self._trades[ref] = open_trades[ref]
                 found.working.append(ref)

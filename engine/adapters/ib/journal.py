@@ -57,6 +57,7 @@ class OrderJournal:
 
     def __init__(self, root: Path) -> None:
         self.directory = Path(root) / "order_journal"
+        self._batches: dict[str, list[dict]] = {}
 
     def append(self, entries: Iterable[JournalEntry]) -> Path | None:
         """Write one batch atomically; returns its file (None for an empty batch)."""
@@ -69,13 +70,19 @@ class OrderJournal:
         return path
 
     def read(self, run_id: str | None = None, strategy: str | None = None) -> pa.Table:
-        """Every journaled order (of one run and strategy, if given), oldest batch first."""
+        """Every journaled order (of one run and strategy, if given), oldest batch first.
+
+        Batch files never change once written, so each is read once and kept (reconciling after every
+        reconnect would otherwise re-read the whole journal each time).
+        """
         files = sorted(self.directory.glob("*.parquet")) if self.directory.is_dir() else []
-        tables = [pq.read_table(f, schema=ORDER_JOURNAL) for f in files]
-        table = pa.concat_tables(tables) if tables else ORDER_JOURNAL.empty_table()
-        rows = table.to_pylist()
-        keep = [r for r in rows if run_id in (None, r["run_id"]) and strategy in (None, r["strategy"])]
-        return pa.Table.from_pylist(keep, schema=ORDER_JOURNAL)
+        rows = []
+        for path in files:
+            batch = self._batches.get(path.name)
+            if batch is None:
+                batch = self._batches[path.name] = pq.read_table(path, schema=ORDER_JOURNAL).to_pylist()
+            rows.extend(r for r in batch if run_id in (None, r["run_id"]) and strategy in (None, r["strategy"]))
+        return pa.Table.from_pylist(rows, schema=ORDER_JOURNAL)
 
     def refs(self, run_id: str, strategy: str) -> set[str]:
         """The orderRefs journaled for one run and strategy."""
