@@ -163,3 +163,22 @@ def test_unknown_contract_stops_at_connect(ib_log) -> None:
                 await handler.connect()
             assert not handler.ib.isConnected()
     run(body)
+
+
+def test_no_log_line_shows_a_whole_account_id(ib_log) -> None:
+    """ib_async logs whole Trade/Position objects; the handler's filter masks the accounts in them."""
+    async def body() -> None:
+        async with GatewaySim(["DU1234567"], today=TODAY, clock=CLOCK) as sim:
+            handler = _handler(sim)
+            await handler.connect()
+            try:
+                handler.submit(_numbered(market("MES", 1), 1), None)
+                await until(lambda: len(sim.placed) == 1, what="order")
+                sim.push_bar("MESH6", CLOCK + timedelta(minutes=1), *BAR)
+                await until(lambda: len(handler.records) == 1, what="fill")
+            finally:
+                handler.disconnect()
+    run(body)
+    lines = [r.getMessage() for r in ib_log.records]
+    assert any("******567" in line for line in lines)  # accounts were logged, masked
+    assert not any("DU1234567" in line for line in lines)

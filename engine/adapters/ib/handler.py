@@ -33,6 +33,7 @@ from ib_async import Fill as IBFill
 
 from engine.adapters.ib.connection import Connection
 from engine.adapters.ib.journal import JournalEntry, OrderJournal
+from engine.adapters.ib.logmask import install as mask_accounts_in_logs
 from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
 from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
@@ -163,6 +164,7 @@ class IBExecutionHandler(ExecutionHandler):
         anything is sent that could trade.
         """
         check_port(self.port, self.live, self.port_kind)
+        mask_accounts_in_logs([self.requested_account] if self.requested_account else [])
         await self.connection.open(timeout, self.requested_account or "")
         try:
             await self._establish()
@@ -186,6 +188,7 @@ class IBExecutionHandler(ExecutionHandler):
 
     async def _establish_once(self) -> None:
         kind = check_port(self.port, self.live, self.port_kind)
+        mask_accounts_in_logs(self.ib.managedAccounts())
         account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
         if self.account is not None and account != self.account:
             raise SafetyError(f"after reconnecting the gateway offers account {mask(account)}, not the bound "
