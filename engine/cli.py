@@ -462,12 +462,18 @@ def gateway_sim(
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port; 7497/4002 are IB's paper ports).")] = 7497,
     account: Annotated[list[str], typer.Option("--account", help="Managed account id (repeat for several; paper ids start with DU).")] = ["DU1234567"],  # noqa: B006
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    replay: Annotated[Optional[str], typer.Option(help="Replay this root's warehouse bars (every contract).")] = None,
+    timeframe: Annotated[str, typer.Option(help="Bars to replay: 1m, 1h or 1d.")] = "1m",
+    speed: Annotated[float, typer.Option(help="Bar seconds per wall-clock second (60 = a 1m bar per second); 0 = as fast as possible.")] = 0.0,
 ) -> None:
-    """Run the TWS-protocol gateway simulator (orders, fills, positions) for ib_async clients; prints where it listens."""
-    # The simulator lives in the IB adapter package; importing it here keeps ib_async out of the CLI.
-    from engine.adapters.ib.gateway_sim.serve import run
+    """Run the TWS-protocol gateway simulator (orders, fills, positions, bars) for ib_async clients; prints where it listens."""
+    # The simulator lives in the IB adapter package and does not import ib_async itself.
+    from engine.adapters.ib.gateway_sim.serve import run, warehouse_bars
 
-    run(port, account, host)
+    bars = warehouse_bars(_warehouse(), replay, timeframe) if replay else []
+    if replay and not bars:
+        raise QEError(f"no {timeframe} bars of {replay} in the warehouse to replay")
+    run(port, account, host, bars, speed or None)
 
 
 @app.command()

@@ -8,6 +8,7 @@ decoder converts them with ``int()``. Messages whose decoder unpacks a fixed num
 
 from __future__ import annotations
 
+from engine.adapters.ib.gateway_sim.bars import Bar
 from engine.adapters.ib.gateway_sim.book import SimExecution, SimOrder, SimPosition
 from engine.adapters.ib.gateway_sim.listing import ListedFuture
 from engine.adapters.ib.gateway_sim.protocol import Out, frame, ib_time
@@ -17,6 +18,7 @@ __all__ = [
     "open_order", "open_order_end", "completed_order", "completed_orders_end", "exec_details", "exec_details_end",
     "commission_report", "position", "position_end", "account_value", "portfolio_value", "account_time",
     "account_download_end", "account_update_multi", "account_update_multi_end", "current_time",
+    "historical_data", "historical_data_update", "realtime_bar",
 ]
 
 _NO_REQUEST = -1
@@ -215,3 +217,38 @@ def account_update_multi(req_id: int, account: str, key: str, value: str, curren
 
 def account_update_multi_end(req_id: int) -> bytes:
     return frame(Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id)
+
+
+# -- bars -----------------------------------------------------------------------------------------
+
+
+def _bar_date(bar: Bar, size_s: int, format_date: int) -> str:
+    """formatDate 2: epoch seconds; 1: ``YYYYMMDD`` for daily bars, else ``YYYYMMDD HH:MM:SS UTC``."""
+    if format_date == 2:
+        return str(int(bar.ts.timestamp()))
+    return bar.ts.strftime("%Y%m%d") if size_s >= 86400 else ib_time(bar.ts)
+
+
+def historical_data(req_id: int, start: str, end: str, bars: list[Bar], size_s: int, format_date: int) -> bytes:
+    """``17, reqId, start, end, count, (date, open, high, low, close, volume, wap, barCount) x count``.
+
+    One message carries every bar and ends the request (sv < 196 has no separate end message). The wap is
+    the bar's (H + L + C) / 3, as no trades are simulated inside a bar.
+    """
+    fields: list[object] = [17, req_id, start, end, len(bars)]
+    for b in bars:
+        fields += [_bar_date(b, size_s, format_date), b.open, b.high, b.low, b.close, b.volume,
+                   round((b.high + b.low + b.close) / 3, 10), 1]
+    return frame(*fields)
+
+
+def historical_data_update(req_id: int, bar: Bar, size_s: int, format_date: int) -> bytes:
+    """keepUpToDate: ``90, reqId, barCount, date, open, close, high, low, wap, volume`` (note the order)."""
+    return frame(90, req_id, 1, _bar_date(bar, size_s, format_date), bar.open, bar.close, bar.high, bar.low,
+                 round((bar.high + bar.low + bar.close) / 3, 10), bar.volume)
+
+
+def realtime_bar(req_id: int, bar: Bar) -> bytes:
+    """``50, 3, reqId, time (epoch s, bar start), open, high, low, close, volume, wap, count``."""
+    return frame(50, 3, req_id, int(bar.ts.timestamp()), bar.open, bar.high, bar.low, bar.close, bar.volume,
+                 round((bar.high + bar.low + bar.close) / 3, 10), 1)

@@ -17,6 +17,9 @@ What a session answers (request id -> reply):
 * reqContractDetails (9) -> contractDetails (10) + contractDetailsEnd (52); none or several matches -> error 200.
 * placeOrder (3) -> openOrder + orderStatus, or error 200/201/103/436; cancelOrder (4) -> orderStatus Cancelled +
   error 202; reqGlobalCancel (58); reqIds (8) -> nextValidId; reqCurrentTime (49) -> currentTime (49).
+* reqHistoricalData (20) -> historicalData (17) from the pushed bars, aggregated; with keepUpToDate,
+  historicalDataUpdate (90) per pushed bar until cancelHistoricalData (25); bad size/duration -> error 162.
+* reqRealTimeBars (50) -> realtimeBar (50) per pushed bar until cancelRealTimeBars (51).
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 
 from engine.adapters.ib.gateway_sim import messages as msg
+from engine.adapters.ib.gateway_sim.bars import Bar, BarHistory, bar_seconds, duration, parse_end
 from engine.adapters.ib.gateway_sim.book import Book, BookEvents, Rejected, SimOrder
 from engine.adapters.ib.gateway_sim.faults import Faults
 from engine.adapters.ib.gateway_sim.listing import FuturesListing, ListedFuture
 from engine.adapters.ib.gateway_sim.protocol import (
-    In, ProtocolError, connection_time, frame, negotiate, read_frame, read_handshake,
+    In, ProtocolError, connection_time, frame, ib_time, negotiate, read_frame, read_handshake,
 )
 from engine.adapters.ib.gateway_sim.requests import contract_at, parse_place_order
 from engine.adapters.ib.safety import mask
@@ -77,6 +81,7 @@ class GatewaySim:
         self.host = host
         self.port = port
         self.book = Book(participation=participation, commission_per_contract=commission_per_contract)
+        self.history = BarHistory()
         if clock is not None:
             self.book.now = clock
         self.listing = FuturesListing(today or self.book.now.date())
@@ -150,10 +155,36 @@ class GatewaySim:
                  volume: int = 1_000_000) -> BookEvents:
         """A bar of ``contract`` opening at ``ts``: match its working orders and report what happened."""
         future = self.future(contract)
+        bar = Bar(ts, open_, high, low, close, volume)
+        self.history.add(future.con_id, bar)
         events = self.book.push_bar(future, ts, open_, high, low, close, volume)
         self._last_price[future.con_id] = close
         self._report(events)
+        for session in list(self.sessions.values()):
+            session.on_bar(future, bar)
         return events
+
+    async def replay(self, bars: Iterable[tuple[str, datetime, float, float, float, float, int]],
+                     speed: float | None = None) -> tuple[int, int]:
+        """Push ``(local symbol, ts, open, high, low, close, volume)`` bars in order.
+
+        ``speed`` is bar time per wall-clock second (60: a one-minute bar per second); None or 0 pushes as
+        fast as possible (yielding to clients between bars). Bars of contracts the simulator does not list
+        are skipped. Returns ``(pushed, skipped)``.
+        """
+        pushed = skipped = 0
+        previous: datetime | None = None
+        for contract, ts, open_, high, low, close, volume in bars:
+            wait = (ts - previous).total_seconds() / speed if speed and previous is not None else 0.0
+            await asyncio.sleep(max(wait, 0.0))
+            previous = ts
+            try:
+                self.push_bar(contract, ts, open_, high, low, close, volume)
+            except KeyError:
+                skipped += 1
+                continue
+            pushed += 1
+        return pushed, skipped
 
     def push_price(self, contract: str | int, price: float, ts: datetime | None = None,
                    volume: int = 1_000_000) -> BookEvents:
@@ -212,6 +243,8 @@ class _Session:
         self.version = 0
         #: a frozen session (faults.freeze) reads requests and never answers
         self.silent = False
+        #: bar subscriptions: reqId -> (kind "realtime" | "history", conId, bar seconds, formatDate)
+        self.subscriptions: dict[int, tuple[str, int, int, int]] = {}
         self._handlers: dict[int, Callable[[list[str]], None]] = {
             In.START_API: self._start_api,
             In.REQ_POSITIONS: self._positions,
@@ -227,6 +260,10 @@ class _Session:
             In.REQ_GLOBAL_CANCEL: self._global_cancel,
             In.REQ_IDS: lambda f: self.send(msg.next_valid_id(self.sim.next_order_id(self.client_id or 0))),
             In.REQ_CURRENT_TIME: lambda f: self.send(msg.current_time(int(self.sim.book.now.timestamp()))),
+            In.REQ_HISTORICAL_DATA: self._historical_data,
+            In.CANCEL_HISTORICAL_DATA: lambda f: self.subscriptions.pop(int(f[2]), None),
+            In.REQ_REAL_TIME_BARS: self._real_time_bars,
+            In.CANCEL_REAL_TIME_BARS: lambda f: self.subscriptions.pop(int(f[2]), None),
         }
 
     def send(self, data: bytes) -> None:
@@ -342,6 +379,49 @@ class _Session:
         if future is not None:
             self.send(msg.contract_details(req_id, future))
             self.send(msg.contract_details_end(req_id))
+
+    # -- bars -------------------------------------------------------------------------------------
+    def _historical_data(self, fields: list[str]) -> None:
+        """reqHistoricalData ``20, reqId, contract x12, includeExpired, endDateTime, barSizeSetting,
+        durationStr, useRTH, whatToShow, formatDate, keepUpToDate, chartOptions`` (no version field)."""
+        req_id = int(fields[1])
+        future = self._resolve(req_id, fields, 2)
+        if future is None:
+            return
+        keep = fields[21] == "1"
+        try:
+            size = bar_seconds(fields[16])
+            span = duration(fields[17])
+            end = self.sim.book.now if keep else parse_end(fields[15], self.sim.book.now)
+        except ValueError as exc:
+            self.send(msg.error(req_id, 162, f"Historical Market Data Service error message:{exc}"))
+            return
+        format_date = int(fields[20] or 1)
+        # "now" includes the bar in progress (the last pushed); an explicit end takes bars opening before it.
+        until = end + timedelta(seconds=size) if keep or not fields[15].strip() else end
+        bars = self.sim.history.window(future.con_id, end - span, until, size)
+        self.send(msg.historical_data(req_id, ib_time(end - span), ib_time(end), bars, size, format_date))
+        if keep:
+            self.subscriptions[req_id] = ("history", future.con_id, size, format_date)
+
+    def _real_time_bars(self, fields: list[str]) -> None:
+        """reqRealTimeBars ``50, 3, reqId, contract x12, barSize, whatToShow, useRTH, options``."""
+        req_id = int(fields[2])
+        future = self._resolve(req_id, fields, 3)
+        if future is not None:
+            self.subscriptions[req_id] = ("realtime", future.con_id, 5, 2)
+
+    def on_bar(self, future: ListedFuture, bar: Bar) -> None:
+        """A bar was pushed: feed this session's subscriptions on its contract."""
+        for req_id, (kind, con_id, size, format_date) in list(self.subscriptions.items()):
+            if con_id != future.con_id:
+                continue
+            if kind == "realtime":
+                self.send(msg.realtime_bar(req_id, bar))
+                continue
+            start = datetime.fromtimestamp(int(bar.ts.timestamp()) // size * size, bar.ts.tzinfo)
+            [bucket] = self.sim.history.window(con_id, start, start + timedelta(seconds=size), size)
+            self.send(msg.historical_data_update(req_id, bucket, size, format_date))
 
     # -- orders -----------------------------------------------------------------------------------
     def _place_order(self, fields: list[str]) -> None:
