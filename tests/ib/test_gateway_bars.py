@@ -6,6 +6,7 @@ of 300 s since the epoch, so 15:00 opens one: bars 15:00-15:04 make the first, 1
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 from ib_async import IB, Future
@@ -75,4 +76,26 @@ def test_real_time_bars_and_keep_up_to_date(ib_log) -> None:
         assert (bar.time, bar.open_, bar.high, bar.low, bar.close, bar.volume) == (
             datetime(2026, 3, 2, 15, 6, tzinfo=timezone.utc), 5000.00, 5000.75, 4999.75, 5000.50, 12)
         assert (kept[-1].open, kept[-1].close, kept[-1].volume) == (5000.00, 5000.50, 12)
+    run(body)
+
+
+def test_pacing_violation_and_slow_answers(ib_log) -> None:
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            ib, mes = await _setup(sim)
+            errors: list[int] = []
+            ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+            try:
+                sim.faults.pace_next_history()
+                paced = await ib.reqHistoricalDataAsync(mes, "", "3600 S", "1 min", "TRADES", False)
+                sim.faults.slow(0.3)
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                slow = await ib.reqHistoricalDataAsync(mes, "", "3600 S", "1 min", "TRADES", False)
+                waited = loop.time() - started
+                sim.faults.slow(0.0)
+            finally:
+                ib.disconnect()
+            assert (list(paced), errors) == ([], [162])
+            assert len(slow) == 6 and waited >= 0.3
     run(body)

@@ -182,3 +182,13 @@ def test_no_log_line_shows_a_whole_account_id(ib_log) -> None:
     lines = [r.getMessage() for r in ib_log.records]
     assert any("******567" in line for line in lines)  # accounts were logged, masked
     assert not any("DU1234567" in line for line in lines)
+
+
+def test_broker_factory_builds_ib_and_refuses_schwab_in_one_line() -> None:
+    from engine.adapters import live_execution_handler
+    from warehouse.errors import ConfigError
+
+    handler = live_execution_handler("IB", run_id="run1", strategy="sma", contracts={"MES": "202603"})
+    assert isinstance(handler, IBExecutionHandler) and handler.port == 7497  # TWS paper by default
+    with pytest.raises(ConfigError, match="^Schwab is not supported: quant-engine trades through Interactive Brokers"):
+        live_execution_handler("schwab")

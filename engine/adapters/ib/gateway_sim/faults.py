@@ -30,6 +30,9 @@ class Faults:
     def __init__(self, sim: GatewaySim) -> None:
         self.sim = sim
         self._rejections: deque[tuple[int, str]] = deque()
+        self._paced = 0
+        #: seconds every answer is held back (slow answers); 0 answers at once
+        self.delay_s = 0.0
 
     def reject_next(self, code: int = 201, text: str = "Order rejected - reason:simulated rejection") -> None:
         """Refuse the next order placed (by any client) with IB error ``code``."""
@@ -52,6 +55,21 @@ class Faults:
         await self.sim.stop()
         self.sim.port = port
         await self.sim.start()
+
+    def pace_next_history(self, count: int = 1) -> None:
+        """Refuse the next ``count`` historical-data requests with 162 (a pacing violation)."""
+        self._paced += count
+
+    def take_pacing(self) -> bool:
+        """Whether the historical request being answered now is refused (the server asks once per request)."""
+        if self._paced:
+            self._paced -= 1
+            return True
+        return False
+
+    def slow(self, seconds: float) -> None:
+        """Hold every answer back by ``seconds`` from now on (0 restores prompt answers)."""
+        self.delay_s = seconds
 
     def freeze(self) -> int:
         """Make every current connection silent (a half-dead socket): requests are read and never answered,

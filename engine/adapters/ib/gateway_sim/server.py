@@ -267,6 +267,13 @@ class _Session:
         }
 
     def send(self, data: bytes) -> None:
+        delay = self.sim.faults.delay_s
+        if delay > 0:  # slow answers: in order, each held back by the same delay
+            asyncio.get_running_loop().call_later(delay, self._write, data)
+        else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         if not self.silent and not self.writer.is_closing():
             self.writer.write(data)
 
@@ -389,6 +396,10 @@ class _Session:
         if future is None:
             return
         keep = fields[21] == "1"
+        if self.sim.faults.take_pacing():
+            self.send(msg.error(req_id, 162, "Historical Market Data Service error message:API historical data "
+                                             "query cancelled: pacing violation"))
+            return
         try:
             size = bar_seconds(fields[16])
             span = duration(fields[17])
