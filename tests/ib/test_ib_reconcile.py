@@ -112,7 +112,8 @@ def test_missing_and_external_orders_are_reported_not_touched(tmp_path: Path, ib
             await manual.connectAsync("127.0.0.1", sim.port, clientId=99, timeout=5)
             [mes] = await manual.qualifyContractsAsync(Future("MES", "202603", "CME"))
             manual.placeOrder(mes, LimitOrder("SELL", 1, 5050.00, tif="GTC"))
-            await until(lambda: len(sim.placed) == 1, what="the manual order")
+            manual.placeOrder(mes, LimitOrder("BUY", 1, 4950.00, tif="GTC"))
+            await until(lambda: len(sim.placed) == 2, what="the manual orders")
             handler = _handler(sim, journal)
             await handler.connect()
             try:
@@ -123,7 +124,7 @@ def test_missing_and_external_orders_are_reported_not_touched(tmp_path: Path, ib
                 handler.disconnect()
                 manual.disconnect()
             assert found.missing == ["run1/sma/9"]
-            assert found.external == [f"permId {sim.placed[0].perm_id}"]
-            assert [o.status for o in sim.placed] == ["Submitted"]  # left alone
-            assert len(sim.requests_of(In.PLACE_ORDER)) == 1
+            assert found.external == [f"permId {o.perm_id}" for o in sim.placed]  # both, though neither has a ref
+            assert [o.status for o in sim.placed] == ["Submitted", "Submitted"]  # left alone
+            assert len(sim.requests_of(In.PLACE_ORDER)) == 2
     run(body)

@@ -228,7 +228,8 @@ class IBExecutionHandler(ExecutionHandler):
         else:
             known_anywhere = set(self._orders)
         self._journaled |= set(self._orders)
-        open_trades = {t.order.orderRef: t for t in await self.ib.reqAllOpenOrdersAsync()}
+        open_list = await self.ib.reqAllOpenOrdersAsync()
+        open_trades = {t.order.orderRef: t for t in open_list if t.order.orderRef}
         completed = {t.order.orderRef: t for t in await self.ib.reqCompletedOrdersAsync(False)}
         fills = self.ib.fills()
         for ref, order in self._orders.items():
@@ -253,7 +254,8 @@ class IBExecutionHandler(ExecutionHandler):
                 found.missing.append(ref)
                 order.status = OrderStatus.CANCELLED
                 order.detail = "unknown at IB after reconnect: not re-sent"
-        for ref, trade in open_trades.items():
+        for trade in open_list:  # every one: manual orders usually share the empty orderRef
+            ref = trade.order.orderRef
             if trade.order.account == account and ref not in known_anywhere:
                 found.external.append(ref or f"permId {trade.order.permId}")
         if found.missing or found.external:
