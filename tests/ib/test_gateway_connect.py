@@ -45,6 +45,9 @@ def test_several_accounts_and_duplicate_client_id(ib_log) -> None:
             await first.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=5, raiseSyncErrors=True)
             try:
                 assert first.managedAccounts() == ["DU1111111", "DU2222222"]
+                summary = await first.accountSummaryAsync()
+                assert {(v.account, v.tag, v.value) for v in summary if v.tag == "NetLiquidation"} == {
+                    ("DU1111111", "NetLiquidation", "1000000.00"), ("DU2222222", "NetLiquidation", "1000000.00")}
                 # IB refuses a second connection with a client id in use (error 326) and closes the socket.
                 try:
                     await second.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=1)

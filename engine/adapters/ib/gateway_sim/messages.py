@@ -18,7 +18,7 @@ __all__ = [
     "open_order", "open_order_end", "completed_order", "completed_orders_end", "exec_details", "exec_details_end",
     "commission_report", "position", "position_end", "account_value", "portfolio_value", "account_time",
     "account_download_end", "account_update_multi", "account_update_multi_end", "current_time",
-    "historical_data", "historical_data_update", "realtime_bar",
+    "historical_data", "historical_data_update", "realtime_bar", "account_summary", "account_summary_end",
 ]
 
 _NO_REQUEST = -1
@@ -217,6 +217,14 @@ def account_update_multi(req_id: int, account: str, key: str, value: str, curren
 
 def account_update_multi_end(req_id: int) -> bytes:
     return frame(Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id)
+
+
+def account_summary(req_id: int, account: str, tag: str, value: str, currency: str) -> bytes:
+    return frame(Out.ACCOUNT_SUMMARY, 1, req_id, account, tag, value, currency)
+
+
+def account_summary_end(req_id: int) -> bytes:
+    return frame(Out.ACCOUNT_SUMMARY_END, 1, req_id)
 
 
 # -- bars -----------------------------------------------------------------------------------------
