@@ -349,8 +349,11 @@ class IBExecutionHandler(ExecutionHandler):
         self.account = None
 
     # -- ExecutionHandler -------------------------------------------------------------------------
-    def submit(self, order: Order, bar: tuple | None = None) -> list[Fill]:
-        """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`."""
+    def submit(self, order: Order, bar: tuple | None = None, close_known: bool = True) -> list[Fill]:
+        """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`.
+
+        ``bar`` and ``close_known`` (the seam's signal-close hints) do not apply: IB fills at its own prices.
+        """
         if self.account is None or not self.ib.isConnected():
             raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
         if self.halt_reason is not None:
