@@ -494,6 +494,25 @@ def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=N
     console.print(f"Report: {report}")
 
 
+@app.command("gateway-sim")
+def gateway_sim(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port; 7497/4002 are IB's paper ports).")] = 7497,
+    account: Annotated[list[str], typer.Option("--account", help="Managed account id (repeat for several; paper ids start with DU).")] = ["DU1234567"],  # noqa: B006
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    replay: Annotated[Optional[str], typer.Option(help="Replay this root's warehouse bars (every contract).")] = None,
+    timeframe: Annotated[str, typer.Option(help="Bars to replay: 1m, 1h or 1d.")] = "1m",
+    speed: Annotated[float, typer.Option(help="Bar seconds per wall-clock second (60 = a 1m bar per second); 0 = as fast as possible.")] = 0.0,
+) -> None:
+    """Run the TWS-protocol gateway simulator (orders, fills, positions, bars) for ib_async clients; prints where it listens."""
+    # The simulator lives in the IB adapter package and does not import ib_async itself.
+    from engine.adapters.ib.gateway_sim.serve import run, warehouse_bars
+
+    bars = warehouse_bars(_warehouse(), replay, timeframe) if replay else []
+    if replay and not bars:
+        raise QEError(f"no {timeframe} bars of {replay} in the warehouse to replay")
+    run(port, account, host, bars, speed or None)
+
+
 @app.command()
 def demo() -> None:
     """Ingest the shipped sample data, build rolls and continuous series, and show what is there."""

@@ -302,3 +302,25 @@ RUN_TABLES: dict[str, pa.Schema] = {
     "run_events": RUN_EVENTS,
     "run_metrics": RUN_METRICS,
 }
+
+
+# -- broker order journal --------------------------------------------------------------------------------
+# Append-only: ``<root>/order_journal/<ns>-<uuid>.parquet``, one file per batch, written atomically BEFORE
+# the batch's orders are sent to the broker, so that a restart knows every order that may be out there.
+
+#: One row per order handed to a broker, keyed by its deterministic ``order_ref`` (run/strategy/sequence).
+ORDER_JOURNAL = pa.schema(
+    [
+        ("journaled_at", TS),
+        ("order_ref", pa.string()),
+        ("run_id", pa.string()),
+        ("strategy", pa.string()),
+        ("order_id", pa.int64()),
+        ("broker", pa.string()),  # ib
+        ("account", pa.string()),  # masked to its last 3 characters
+        ("symbol", pa.string()),  # root, as the strategy names it
+        ("contract", pa.string()),  # the exchange contract (local symbol)
+        # the order's terms, typed as in run_orders (quantity signed: + buy, - sell)
+        *(RUN_ORDERS.field(name) for name in ("quantity", "order_type", "tif", "limit_price", "stop_price", "expire_ts")),
+    ]
+)

@@ -49,6 +49,7 @@ TABLES: dict[str, tuple[str, pa.Schema, str | None]] = {
     "instruments": ("instruments", schemas.INSTRUMENTS, None),
     "data_quality": ("data_quality", schemas.DATA_QUALITY, None),
     "daily_conventions": ("daily_conventions", schemas.DAILY_CONVENTIONS, None),
+    "order_journal": ("order_journal", schemas.ORDER_JOURNAL, None),
     **{name: (f"runs/{name}", schema, None) for name, schema in schemas.RUN_TABLES.items()},
 }
 

@@ -1,0 +1,464 @@
+"""``IBExecutionHandler``: the engine's execution seam on Interactive Brokers (ib_async, async API).
+
+The engine's loop is synchronous and bar-driven; IB is asynchronous. The handler bridges them:
+
+* :meth:`connect` (async) checks the port, connects, checks and binds the account, and qualifies every
+  future the strategy trades. Nothing can be submitted before all of that succeeded.
+* :meth:`submit` sends the order (``placeOrder`` returns at once) and returns no fills; IB reports them later.
+* IB's events update the engine :class:`~engine.orders.Order` (filled quantity, average price, final status)
+  and produce engine :class:`~engine.orders.Fill` records once the commission report arrived; :meth:`on_bar`
+  (or :meth:`drain_fills`) hands them to the loop.
+
+Idempotency: with an :class:`~engine.adapters.ib.journal.OrderJournal`, each order is journaled before it is
+sent, an orderRef already journaled is never sent again, and :meth:`connect` reconciles the journal with what
+IB reports (open orders of every client, completed orders, executions) before anything can be submitted:
+journaled orders still working are adopted, fills that happened while away are booked, journaled orders IB
+does not know are reported as missing (never re-sent), and orders on the account that no journal knows are
+reported as external (never adopted or cancelled).
+
+Money: ``Fill.commission`` is IB's commission report. The fee table's estimate for the same fill
+(``fee_per_side x |quantity|``) is kept beside it in :attr:`IBExecutionHandler.records` for attribution.
+Fills carry no modelled slippage: ``reference_price`` is the execution price.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
+from ib_async import Fill as IBFill
+
+from engine.adapters.ib.connection import Connection
+from engine.adapters.ib.journal import JournalEntry, OrderJournal
+from engine.adapters.ib.logmask import install as mask_accounts_in_logs
+from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
+from engine.adapters.ib.reconnect import ReconnectPolicy
+from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
+from engine.execution import ExecutionHandler
+from engine.instruments import EPOCH, InstrumentBook
+from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
+from warehouse.sessions import trading_date
+
+__all__ = ["IBExecutionHandler", "FillRecord", "Reconciliation"]
+
+log = logging.getLogger(__name__)
+
+_CANCELLED = {"Cancelled", "ApiCancelled", "Inactive"}
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """One IB execution as the engine booked it, with the attribution fields IB adds.
+
+    Attributes
+    ----------
+    fill : engine.orders.Fill
+        ``commission`` is IB's (from the commission report).
+    exec_id, order_ref : str
+    commission_estimate : float
+        The fee table's cost of the same fill, per side times contracts.
+    """
+
+    fill: Fill
+    exec_id: str
+    order_ref: str
+    commission_estimate: float
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """What :meth:`IBExecutionHandler.connect` found at IB for the journaled orders of this run and strategy.
+
+    Attributes
+    ----------
+    working : list of str
+        Journaled orderRefs still working at IB (adopted: their events are tracked again).
+    done : dict of str to str
+        Journaled orderRefs IB reports as completed, with IB's status.
+    missing : list of str
+        Journaled orderRefs IB does not know (crash between journal and send, or older than IB's memory).
+        They are not re-sent.
+    recovered_fills : int
+        Executions of journaled orders booked during reconciliation (fills that happened while away).
+    external : list of str
+        Orders working at IB on this account that no journal entry knows (placed by hand or by another
+        system): reported, never adopted or cancelled.
+    """
+
+    working: list[str] = field(default_factory=list)
+    done: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    recovered_fills: int = 0
+    external: list[str] = field(default_factory=list)
+
+
+class IBExecutionHandler(ExecutionHandler):
+    """Orders of one strategy, on one account, through TWS or IB Gateway.
+
+    Parameters
+    ----------
+    run_id, strategy : str
+        Together with the engine's order number they make the deterministic ``orderRef``.
+    contracts : mapping of str to str
+        Root -> contract to trade (``{"MES": "202603"}``; ``YYYYMM``, ``YYYYMMDD`` or a local symbol).
+    host, port, client_id
+        Where TWS / IB Gateway listens and this connection's client id (one per role and strategy).
+    account : str, optional
+        The account this strategy trades; default: the only one the gateway manages.
+    live : bool
+        Allow a live port and a live account. Paper otherwise.
+    port_kind : {"paper", "live"}, optional
+        What the port is, for gateways on non-default ports.
+    instruments : InstrumentBook, optional
+        Fee-table estimates (default: the shipped tables).
+    journal : OrderJournal, optional
+        Where orders are journaled before they are sent (the warehouse's); without one, orders are only
+        remembered in memory and a restart cannot know what was sent.
+    reconnect : ReconnectPolicy, optional
+        Backoff, heartbeat and the halt limit after a drop (default: :class:`ReconnectPolicy`'s).
+    """
+
+    def __init__(self, run_id: str, strategy: str, contracts: Mapping[str, str], *, host: str = "127.0.0.1",
+                 port: int = 7497, client_id: int = 11, account: str | None = None, live: bool = False,
+                 port_kind: PortKind | None = None, instruments: InstrumentBook | None = None,
+                 journal: OrderJournal | None = None, reconnect: ReconnectPolicy | None = None) -> None:
+        if not run_id or not strategy:
+            raise SafetyError("an IB strategy needs a run id and a strategy name (they key every orderRef)")
+        self.run_id = run_id
+        self.strategy = strategy
+        self.wanted = dict(contracts)
+        self.host, self.port, self.client_id = host, port, client_id
+        self.requested_account = account
+        self.live = live
+        self.port_kind = port_kind
+        self.instruments = instruments or InstrumentBook()
+        self.ib = IB()
+        self.connection = Connection(self.ib, host, port, client_id, reconnect or ReconnectPolicy(), self._halt)
+        #: the account every order goes to; set only once every guard passed
+        self.account: str | None = None
+        self.contracts: dict[str, Contract] = {}
+        self.records: list[FillRecord] = []
+        self._orders: dict[str, Order] = {}  # orderRef -> engine order
+        self._trades: dict[str, Trade] = {}
+        self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
+        self._booked: set[str] = set()  # execIds already booked
+        self._ready: list[Fill] = []
+        #: called with every booked fill as it completes (a live loop wakes on these instead of polling)
+        self.fill_listeners: list[Callable[[Fill], None]] = []
+        self.journal = journal
+        self._journaled: set[str] = set()
+        self.reconciliation = Reconciliation()
+        #: why trading is halted (KILL_SWITCH, DISCONNECTED, GUARD), or None; only :meth:`reset` clears it
+        self.halt_reason: str | None = None
+        self._kills = 0
+        self._subscribed = False
+
+    # -- connection -------------------------------------------------------------------------------
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect, bind the account and qualify the contracts; raise :class:`SafetyError` on any guard.
+
+        The port is judged before a socket is opened; the account right after the handshake, before
+        anything is sent that could trade.
+        """
+        check_port(self.port, self.live, self.port_kind)
+        mask_accounts_in_logs([self.requested_account] if self.requested_account else [])
+        await self.connection.open(timeout, self.requested_account or "")
+        try:
+            await self._establish()
+        except BaseException:
+            self.connection.close()
+            raise
+        self.connection.watch(self._establish)
+
+    async def _establish(self) -> None:
+        """After every (re)connect: guards, contracts, event wiring, reconciliation. Orders only after this.
+
+        A guard that fails because the socket dropped meanwhile (no accounts, no contract details) is a
+        connection problem, not a refusal: it is raised as ``ConnectionError`` so that reconnecting goes on.
+        """
+        try:
+            await self._establish_once()
+        except SafetyError as exc:
+            if not self.ib.isConnected():
+                raise ConnectionError(f"connection lost while establishing the session ({exc})") from exc
+            raise
+
+    async def _establish_once(self) -> None:
+        kind = check_port(self.port, self.live, self.port_kind)
+        mask_accounts_in_logs(self.ib.managedAccounts())
+        account = bind_account(self.ib.managedAccounts(), self.requested_account, self.live, self.port, kind)
+        if self.account is not None and account != self.account:
+            raise SafetyError(f"after reconnecting the gateway offers account {mask(account)}, not the bound "
+                              f"{mask(self.account)}")
+        self.account = None  # no order while reconciling
+        await self._qualify()
+        if not self._subscribed:
+            self.ib.execDetailsEvent += self._on_exec
+            self.ib.commissionReportEvent += self._on_commission
+            self.ib.orderStatusEvent += self._on_status
+            self._subscribed = True
+        self.reconciliation = await self._reconcile(account)
+        self.account = account
+        log.info("IB %s: %s trades account %s via %s:%d (client id %d)", "live" if self.live else "paper",
+                 self.strategy, mask(account), self.host, self.port, self.connection.active_client_id)
+
+    async def _qualify(self) -> None:
+        asked = [future_for(root, contract) for root, contract in self.wanted.items()]
+        found = await self.ib.qualifyContractsAsync(*asked)
+        if not self.ib.isConnected():  # a drop mid-request is not an unknown contract
+            raise ConnectionError("connection lost while qualifying contracts")
+        for (root, contract), ask, qualified in zip(self.wanted.items(), asked, found, strict=True):
+            if qualified is None:
+                raise SafetyError(f"IB has no unique {root} future for {contract!r} on {ask.exchange} "
+                                  "(IB error 200: unknown or ambiguous contract)")
+            self.contracts[root] = qualified
+
+    async def _reconcile(self, account: str) -> Reconciliation:
+        """Match our orders (the journal's, else those sent by this process) with IB's open orders of every
+        client, its completed orders and its executions, by orderRef."""
+        found = Reconciliation()
+        if self.journal is not None:
+            for row in self.journal.read(self.run_id, self.strategy).to_pylist():
+                if row["order_ref"] not in self._orders:
+                    self._orders[row["order_ref"]] = _order_from_journal(row)
+            known_anywhere = set(self.journal.read().column("order_ref").to_pylist())
+        else:
+            known_anywhere = set(self._orders)
+        self._journaled |= set(self._orders)
+        open_list = await self.ib.reqAllOpenOrdersAsync()
+        open_trades = {t.order.orderRef: t for t in open_list if t.order.orderRef}
+        completed = {t.order.orderRef: t for t in await self.ib.reqCompletedOrdersAsync(False)}
+        fills = self.ib.fills()
+        for ref, order in self._orders.items():
+            for fill in fills:
+                exec_id = fill.execution.execId
+                if fill.execution.orderRef != ref or exec_id in self._booked or exec_id in self._pending:
+                    continue  # not ours, already booked, or already waiting for its commission report
+                engine_fill = self._engine_fill(order, fill)
+                found.recovered_fills += 1
+                if fill.commissionReport.execId:
+                    self._book(order, engine_fill, exec_id, ref, fill.commissionReport.commission)
+                else:  # IB's commission report is still to come: book the fill when it does
+                    self._pending[exec_id] = (order, engine_fill)
+            if ref in open_trades:
+                self._trades[ref] = open_trades[ref]
+                found.working.append(ref)
+            elif ref in completed:
+                found.done[ref] = completed[ref].orderStatus.status
+                if not order.is_done:
+                    order.status = OrderStatus.FILLED if order.filled == order.quantity else OrderStatus.CANCELLED
+            elif not order.is_done:
+                found.missing.append(ref)
+                order.status = OrderStatus.CANCELLED
+                order.detail = "unknown at IB after reconnect: not re-sent"
+        for trade in open_list:  # every one: manual orders usually share the empty orderRef
+            ref = trade.order.orderRef
+            if trade.order.account == account and ref not in known_anywhere:
+                found.external.append(ref or f"permId {trade.order.permId}")
+        if found.missing or found.external:
+            log.warning("IB reconciliation for %s: %d order(s) unknown at IB (not re-sent), %d external "
+                        "order(s) on account %s (left alone)", self.strategy, len(found.missing),
+                        len(found.external), mask(account))
+        return found
+
+    async def kill(self, all_clients: bool = False, timeout: float = 5.0) -> list[Trade]:
+        """The kill switch at the broker: halt, cancel working orders, flatten the account at market.
+
+        Cancels every order of this client working at IB (``all_clients=True``: IB's global cancel, every
+        client's and manual orders too), waits until IB reports none working, then sends a market order
+        against every non-zero position IB reports for the bound account. New orders are refused until
+        :meth:`reset`. Returns the flattening trades (their fills arrive like any other).
+
+        Raises
+        ------
+        TimeoutError
+            IB still reports working orders after ``timeout`` seconds.
+        """
+        if self.account is None:
+            raise SafetyError("not connected: the kill switch needs the broker")
+        self._halt("KILL_SWITCH")
+        if all_clients:
+            self.ib.reqGlobalCancel()
+        else:
+            for trade in self.ib.openTrades():
+                if trade.order.clientId == self.connection.active_client_id:
+                    self.ib.cancelOrder(trade.order)
+        await self._until_no_working_orders(all_clients, timeout)
+        flattening = []
+        for position in await self.ib.reqPositionsAsync():
+            if position.account != self.account or not position.position:
+                continue
+            self._kills += 1
+            quantity = -int(position.position)
+            ref = order_ref(self.run_id, self.strategy, f"kill-{self._kills}")
+            order = market(position.contract.symbol, quantity, tif="DAY", tag="kill switch")
+            order.order_id, order.origin = -self._kills, "kill_switch"
+            ib_order = MarketOrder("BUY" if quantity > 0 else "SELL", abs(quantity), account=self.account, tif="DAY",
+                                   orderRef=ref)
+            flattening.append(self._send(ref, position.contract, order, ib_order))
+        await self._until(lambda: all(t.orderStatus.status != "PendingSubmit" for t in flattening), timeout,
+                          "the flattening orders were not acknowledged")
+        log.warning("IB kill switch (%s): cancelled working orders, %d flattening order(s) sent on account %s",
+                    self.strategy, len(flattening), mask(self.account))
+        return flattening
+
+    async def _until_no_working_orders(self, all_clients: bool, timeout: float) -> None:
+        """Poll IB's open orders (its state, not ours) until none of the cancelled ones works any more."""
+        live: list[Trade] = []
+
+        async def none_working() -> bool:
+            live[:] = [t for t in await self.ib.reqAllOpenOrdersAsync()
+                       if (all_clients or t.order.clientId == self.connection.active_client_id)
+                       and t.orderStatus.status not in _CANCELLED]
+            return not live
+
+        await self._until(none_working, timeout, "orders still working at IB after the kill switch's cancels")
+
+    @staticmethod
+    async def _until(condition, timeout: float, failure: str) -> None:  # noqa: ANN001 - sync or async predicate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            held = condition()
+            if asyncio.iscoroutine(held):
+                held = await held
+            if held:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(failure)
+            await asyncio.sleep(0.02)
+
+    @property
+    def halted(self) -> bool:
+        return self.halt_reason is not None
+
+    def _halt(self, reason: str) -> None:
+        if self.halt_reason is None:
+            self.halt_reason = reason
+
+    def reset(self) -> None:
+        """Release a halt (kill switch, long disconnection): orders may be sent again."""
+        self.halt_reason = None
+
+    def disconnect(self) -> None:
+        """Close the connection on purpose (no reconnect; working orders stay at IB)."""
+        self.connection.close()
+        self.account = None
+
+    # -- ExecutionHandler -------------------------------------------------------------------------
+    def submit(self, order: Order, bar: tuple | None = None, close_known: bool = True) -> list[Fill]:
+        """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`.
+
+        ``bar`` and ``close_known`` (the seam's signal-close hints) do not apply: IB fills at its own prices.
+        """
+        if self.account is None or not self.ib.isConnected():
+            raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
+        if self.halt_reason is not None:
+            raise SafetyError(f"trading is halted ({self.halt_reason}): no new orders until reset()")
+        contract = self.contracts.get(order.symbol)
+        if contract is None:
+            raise SafetyError(f"{order.symbol} is not one of this strategy's contracts ({', '.join(self.contracts)})")
+        ref = order_ref(self.run_id, self.strategy, order.order_id)
+        if ref in self._orders or ref in self._journaled:
+            raise SafetyError(f"order {ref} was already sent; refusing to send it twice")
+        ib_order = to_ib_order(order, self.account, ref)
+        if ib_order.account != self.account:  # the binding is the one thing that must never slip
+            raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
+        self._send(ref, contract, order, ib_order)
+        return []
+
+    def _send(self, ref: str, contract: Contract, order: Order, ib_order: object) -> Trade:
+        """Journal, then send; the one place an order leaves."""
+        if self.journal is not None:  # journaled first: a crash after this line cannot lose the order
+            self.journal.append([JournalEntry(ref, self.run_id, self.strategy, mask(self.account or ""),
+                                              contract.localSymbol, order)])
+        self._journaled.add(ref)
+        self._orders[ref] = order
+        trade = self._trades[ref] = self.ib.placeOrder(contract, ib_order)
+        return trade
+
+    def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
+        """Ask IB to cancel; the engine order becomes CANCELLED when IB confirms."""
+        trade = self._trades.get(order_ref(self.run_id, self.strategy, order.order_id))
+        if trade is None or order.is_done or trade.isDone():
+            return False
+        order.detail = reason
+        self.ib.cancelOrder(trade.order)
+        return True
+
+    def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
+               trading_day: int, contract: str | None) -> list[Fill]:
+        """The fills of ``symbol`` that IB reported (with commission) since the last call."""
+        taken = [f for f in self._ready if f.symbol == symbol]
+        self._ready = [f for f in self._ready if f.symbol != symbol]
+        return taken
+
+    def working_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self._orders.values() if not o.is_done and symbol in (None, o.symbol)]
+
+    def drain_fills(self) -> list[Fill]:
+        """Every fill reported since the last call, all symbols."""
+        taken, self._ready = self._ready, []
+        return taken
+
+    # -- IB events --------------------------------------------------------------------------------
+    def _on_exec(self, trade: Trade, fill: IBFill) -> None:
+        order = self._orders.get(trade.order.orderRef)
+        if order is None or fill.execution.execId in self._booked or fill.execution.execId in self._pending:
+            return  # another strategy's or a manual order; or a repeat
+        self._pending[fill.execution.execId] = (order, self._engine_fill(order, fill))
+
+    def _on_commission(self, trade: Trade, fill: IBFill, report: CommissionReport) -> None:
+        pending = self._pending.pop(report.execId, None)
+        if pending is not None:
+            self._book(*pending, report.execId, trade.order.orderRef, report.commission)
+
+    def _engine_fill(self, order: Order, fill: IBFill) -> Fill:
+        """Apply an IB execution to the engine order; the engine fill (commission still 0) it makes."""
+        execution = fill.execution
+        shares = int(execution.shares)
+        signed = shares if execution.side == "BOT" else -shares
+        ts = int(execution.time.timestamp() * 1e9)
+        day = (trading_date(execution.time) - EPOCH).days
+        order.filled += signed
+        order.fill_value += shares * execution.price
+        if order.filled == order.quantity:
+            order.status, order.ts_done = OrderStatus.FILLED, ts
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+        return Fill(order.order_id, ts, order.symbol, fill.contract.localSymbol, signed, execution.price,
+                    execution.price, float(fill.contract.multiplier), 0.0, 0.0, "order", day)
+
+    def _book(self, order: Order, engine_fill: Fill, exec_id: str, ref: str, commission: float) -> None:
+        """A fill is complete once IB's commission is known: record it and hand it to the loop."""
+        engine_fill.commission = commission
+        estimate = abs(engine_fill.quantity) * self.instruments.fee_per_side(order.symbol, engine_fill.trading_date)
+        self._booked.add(exec_id)
+        self.records.append(FillRecord(engine_fill, exec_id, ref, estimate))
+        self._ready.append(engine_fill)
+        for listener in list(self.fill_listeners):
+            listener(engine_fill)
+
+    def _on_status(self, trade: Trade) -> None:
+        order = self._orders.get(trade.order.orderRef)
+        if order is None or order.is_done or trade.orderStatus.status not in _CANCELLED:
+            return
+        # An order IB refused (an error before it ever worked) is DENIED; one it stopped working is CANCELLED.
+        refused = any(entry.errorCode not in (0, 202) for entry in trade.log)
+        order.status = OrderStatus.DENIED if refused and order.filled == 0 else OrderStatus.CANCELLED
+        order.ts_done = int(trade.log[-1].time.timestamp() * 1e9) if trade.log else 0
+        last = trade.log[-1].message if trade.log else ""
+        order.detail = last or order.detail or trade.orderStatus.status
+
+
+def _order_from_journal(row: dict) -> Order:
+    """The engine order a journal row describes (after a restart the journal is all that is left of it)."""
+    expire = row["expire_ts"]
+    order = Order(row["symbol"], int(row["quantity"]), OrderType(row["order_type"]), limit_price=row["limit_price"],
+                  stop_price=row["stop_price"], tif=TimeInForce(row["tif"]),
+                  expire_ts=None if expire is None else int(expire.timestamp() * 1e9))
+    order.order_id = int(row["order_id"])
+    return order
