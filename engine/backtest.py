@@ -277,7 +277,9 @@ class Backtester:
                                                  limits.target_vol, limits.min_vol_scale, limits.max_vol_scale)
         else:
             target = int(round(signal * (limits.max_position_size or 1)))
-        return self.risk.cap_contracts(symbol, target, self)
+        # from where market orders already in flight take the position (resting exits do not move it)
+        current = self.portfolio.position(symbol) + self.handler.in_flight_quantity(symbol)
+        return self.risk.cap_contracts(symbol, target, self, current)
 
     def _flatten(self, origin: str) -> None:
         for order in self.handler.working_orders():

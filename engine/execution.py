@@ -147,6 +147,14 @@ class BacktestExecutionHandler(ExecutionHandler):
         """Signed contracts still working for ``symbol``."""
         return sum(o.quantity - o.filled for o in self.working.get(symbol, ()))
 
+    def in_flight_quantity(self, symbol: str) -> int:
+        """Signed contracts still to fill on ``symbol``'s working MARKET orders: what will fill for sure.
+
+        Resting LIMIT/STOP/MIT orders are not counted: they may never fill (a protective stop does not
+        make the position it protects smaller).
+        """
+        return sum(o.quantity - o.filled for o in self.working.get(symbol, ()) if o.order_type is OrderType.MARKET)
+
     def working_buys_sells(self, symbol: str) -> tuple[int, int]:
         """Contracts still to fill on ``symbol``'s working buys and working sells, both ``>= 0``."""
         buys = sells = 0

@@ -48,8 +48,10 @@ class Param:
                     if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                         raise ValueError
                     out = value.lower() in ("true", "1", "yes")
-                else:
+                elif isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
                     out = bool(value)
+                else:  # 2, 0.0, None: not a truth value anyone means
+                    raise ValueError
             else:
                 out = str(value)
         except (TypeError, ValueError):

@@ -249,6 +249,9 @@ class RiskManager:
         if limits.max_position_size is not None and projected > limits.max_position_size:
             return Denial("MAX_POSITION_SIZE", f"requested={projected}, limit={limits.max_position_size}{note}")
         notional_limits = (limits.max_single_position_pct, limits.max_portfolio_exposure, limits.max_correlated_exposure)
+        if any(x is not None for x in notional_limits) or limits.check_margin:
+            if account.price(symbol) is None:  # before any table lookup for a symbol that has not traded yet
+                return Denial("NO_MARKET_DATA", f"no price of {symbol} seen yet")
         if any(x is not None for x in notional_limits):
             denial = self._notional(order, projected, account)
             if denial is not None:
@@ -311,10 +314,15 @@ class RiskManager:
             return Denial("MARGIN", f"required={required:.2f}, equity={equity:.2f}")
         return None
 
-    def cap_contracts(self, symbol: str, target: int, account: AccountView) -> int:
-        """The largest position toward ``target`` that every pre-trade limit allows (0 if none)."""
-        buys, sells = account.working_buys_sells(symbol)
-        current = account.position(symbol) + buys - sells
+    def cap_contracts(self, symbol: str, target: int, account: AccountView, current: int | None = None) -> int:
+        """The largest position toward ``target`` that every pre-trade limit allows.
+
+        ``current`` is where the position is headed already (default: the position plus every working
+        order); the answer is ``current`` itself when no step toward ``target`` passes.
+        """
+        if current is None:
+            buys, sells = account.working_buys_sells(symbol)
+            current = account.position(symbol) + buys - sells
         step = 1 if target > current else -1
         best = current
         for candidate in range(current + step, target + step, step) if target != current else ():

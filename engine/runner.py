@@ -65,17 +65,18 @@ def make_strategy(spec: str, params: dict[str, Any] | None = None) -> Strategy:
     raise ConfigError(f"{spec} is neither a Strategy subclass nor a function")
 
 
-def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """``["fast=10", "name=x"]`` -> ``{"fast": 10, "name": "x"}`` (values read as JSON when they parse)."""
-    out: dict[str, Any] = {}
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    """``["fast=10", "name=x"]`` -> ``{"fast": "10", "name": "x"}``: the text as typed.
+
+    Values stay text: the strategy's (or generator's) declared type converts them, so ``name=1.50`` reaches
+    a ``str`` parameter as ``"1.50"`` and ``fast=five`` is refused by the ``int`` parameter it is meant for.
+    """
+    out: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"parameter must be key=value, not {pair!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
+        out[key.strip()] = value
     return out
 
 

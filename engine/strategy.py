@@ -14,6 +14,7 @@ The functional form ``strategy(bar, backtester) -> Optional[Order]`` is wrapped 
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,13 @@ class Strategy:
         return self.engine.portfolio.cash
 
     def target_position(self, symbol: str, target: int, tag: str = "") -> Order | None:
-        """A market order that takes the position (plus working orders) to ``target`` contracts, or None."""
-        delta = target - self.engine.portfolio.position(symbol) - self.engine.handler.working_quantity(symbol)
+        """A market order that takes the position to ``target`` contracts, or None.
+
+        ``delta = target - position - in-flight market orders``: market orders already on their way count,
+        resting LIMIT/STOP/MIT orders do not (a protective stop under a long 2 leaves a target of 2 with
+        nothing to do; cancel resting orders that no longer fit the target yourself).
+        """
+        delta = target - self.engine.portfolio.position(symbol) - self.engine.handler.in_flight_quantity(symbol)
         if delta == 0:
             return None
         return Order(symbol, delta, OrderType.MARKET, tif=TimeInForce.GTC, tag=tag)
@@ -128,17 +134,22 @@ class FunctionStrategy(Strategy):
 
 
 def declared_params(cls: type[Strategy]) -> dict[str, Param]:
-    """The parameters ``cls`` declares: the annotated keyword arguments of its ``__init__`` with defaults.
+    """The parameters ``cls`` declares.
+
+    The annotated keyword arguments of its ``__init__`` with their defaults (``X | None`` / ``Optional[X]``
+    declares an ``X`` whose default may be None; ``**kwargs`` declares nothing more). A strategy that keeps
+    ``Strategy.__init__`` declares its public class attributes of type int, float, bool or str instead
+    (``threshold = 0.5``; given values are set as attributes by ``Strategy.__init__``).
 
     Raises
     ------
     ConfigError
-        A parameter without a default or with an annotation other than int, float, bool or str (the
-        strategy's own mistake, named so its author can fix it).
+        A parameter without a default or whose type is not int, float, bool or str (the strategy's own
+        mistake, named so its author can fix it).
     """
+    if cls.__init__ is Strategy.__init__:
+        return _class_attribute_params(cls)
     init = cls.__init__
-    if init is Strategy.__init__:
-        return {}
     try:
         hints = typing.get_type_hints(init)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the defaults' types
@@ -149,11 +160,32 @@ def declared_params(cls: type[Strategy]) -> dict[str, Param]:
             continue
         if parameter.default is parameter.empty:
             raise ConfigError(f"{cls.__name__}: parameter {name!r} needs a default to be declared")
-        annotation = hints.get(name, type(parameter.default))
-        kind = _PARAM_TYPES.get(annotation)
+        kind = _param_type(hints.get(name, type(parameter.default)))
         if kind is None:
-            raise ConfigError(f"{cls.__name__}: parameter {name!r} must be annotated int, float, bool or str")
+            raise ConfigError(f"{cls.__name__}: parameter {name!r} must be annotated int, float, bool or str "
+                              "(or one of them | None)")
         out[name] = Param(name, kind, parameter.default, "")
+    return out
+
+
+def _param_type(annotation: Any) -> str | None:
+    """``int`` -> ``"int"``, ``float | None`` -> ``"double"``; None for anything else."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return _PARAM_TYPES.get(annotation)
+
+
+def _class_attribute_params(cls: type[Strategy]) -> dict[str, Param]:
+    """Public int/float/bool/str class attributes of ``cls`` and its bases below :class:`Strategy`."""
+    out: dict[str, Param] = {}
+    for klass in reversed(cls.__mro__[:cls.__mro__.index(Strategy)]):
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in vars(Strategy):
+                continue
+            kind = _PARAM_TYPES.get(type(value))
+            if kind is not None:
+                out[name] = Param(name, kind, value, "")
     return out
 
 

@@ -274,10 +274,10 @@ def walk_forward(wh: Warehouse, query: str, strategy: str, grid: dict[str, list]
     if timeframe is None:
         raise ConfigError("cannot tell the bar timeframe from the query; give it (BacktestConfig.timeframe)")
     config = config.model_copy(update={"timeframe": timeframe})
-    points = grid_points(grid)
     load_strategy_class(strategy)  # fail here, not in a worker, when it cannot be imported
-    for params in points:
-        _check_params(strategy, params)
+    # every grid point as the strategy's declared types (a point it rejects fails here, once, with its name),
+    # so the windows table records the values the runs used
+    points = [_checked_params(strategy, params) for params in grid_points(grid)]
 
     windows = plan_windows(trading_dates(wh, query), train_days, test_days, anchored)
 
@@ -338,8 +338,10 @@ def walk_forward(wh: Warehouse, query: str, strategy: str, grid: dict[str, list]
                              timings={"train_s": train_s, "test_s": total_s - train_s, "total_s": total_s})
 
 
-def _check_params(strategy: str, params: dict[str, Any]) -> None:
-    make_strategy(strategy, params)  # a grid point the strategy rejects fails here, once, with its name
+def _checked_params(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the strategy's declared types; a point the strategy rejects is one ConfigError."""
+    made = make_strategy(strategy, params)
+    return {key: made.params.get(key, value) for key, value in params.items()}
 
 
 def _score(metrics: dict[str, float], metric: str) -> float:

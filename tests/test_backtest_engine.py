@@ -348,3 +348,52 @@ def test_strategy_parameters_are_declared_by_the_init_signature_and_coerced():
     # a strategy that declares nothing accepts nothing
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) x; valid: none"):
         checked_params(Strategy, {"x": 1})
+
+
+def test_strategies_may_declare_parameters_as_class_attributes_or_optional_arguments():
+    from engine.strategy import checked_params, declared_params
+
+    class Threshold(Strategy):  # keeps Strategy.__init__: its public class attributes are its parameters
+        history_size = 0
+        threshold = 0.5
+        side = "long"
+
+    assert {n: (p.type, p.default) for n, p in declared_params(Threshold).items()} == {
+        "threshold": ("double", 0.5), "side": ("str", "long")}
+    assert Threshold(**checked_params(Threshold, {"threshold": "0.7"})).threshold == 0.7
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) history_size"):
+        checked_params(Threshold, {"history_size": "5"})  # an engine setting, not a parameter
+
+    class Band(Strategy):
+        def __init__(self, width: float | None = None, **extra) -> None:  # **extra declares nothing more
+            super().__init__(width=width)
+
+    assert declared_params(Band)["width"].default is None
+    assert checked_params(Band, {"width": "2"}) == {"width": 2.0}
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) height; valid: width \(double, default None\)"):
+        checked_params(Band, {"height": "1"})
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("0", False), ("no", False), ("YES", True)])
+def test_boolean_parameters_accept_only_truth_words(text, expected):
+    from engine.strategy import checked_params
+
+    class Flag(Strategy):
+        def __init__(self, short: bool = False) -> None:
+            super().__init__(short=short)
+
+    assert checked_params(Flag, {"short": text}) == {"short": expected}
+    for bad in ("2", "maybe", 2, 0.0, None):
+        with pytest.raises(ConfigError, match="parameter 'short' must be bool"):
+            checked_params(Flag, {"short": bad})
+
+
+def test_text_parameters_keep_the_text_as_typed():
+    from engine.runner import parse_params
+    from engine.strategy import checked_params
+
+    class Named(Strategy):
+        def __init__(self, label: str = "a", n: int = 1) -> None:
+            super().__init__(label=label, n=n)
+
+    assert checked_params(Named, parse_params(["label=1.50", "n=3"])) == {"label": "1.50", "n": 3}

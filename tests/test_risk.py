@@ -300,6 +300,43 @@ def test_property_an_accepted_order_keeps_every_fill_combination_within_the_size
         assert all(p * held >= 0 for p in reachable[1 << len(working):])
 
 
+def test_margin_check_of_a_symbol_without_a_bar_yet_is_no_market_data_not_a_table_lookup():
+    # MES's margin table starts 2019-05-06; its first bar here is 2019-05-07 (both covered). An MES order on
+    # ES's 2019-05-01 bar has no price yet: NO_MARKET_DATA, never a margin lookup for 2019-05-01.
+    rows = flat("ES", ["2019-05-01 14:00", "2019-05-01 15:00"], 2900.0) + flat("MES", ["2019-05-07 14:00"], 2900.0)
+    plan = {"2019-05-01 14:00": lambda e: [market("MES", 1)]}
+    result = run(rows, plan, limits(check_margin=True))
+    assert_denied(result, 0, "2019-05-01 14:00", "NO_MARKET_DATA", "no price of MES seen yet")
+
+
+class HoldTwo(Strategy):
+    """Long 2 ES with a protective stop, then asks for a target of 2 on every bar."""
+
+    history_size = 0
+
+    def on_bar(self, bar):  # noqa: ANN001, ANN201
+        if bar.ts == ns(T[0]):
+            return market("ES", 2)
+        if bar.ts == ns(T[1]):
+            return stop("ES", -2, 3900.0)
+        return self.target_position("ES", 2)
+
+
+def test_target_position_is_not_moved_by_a_resting_protective_stop():
+    # Long 2 from T1's open; the sell stop -2 rests (never reached at 4000). A target of 2 is already held:
+    # no order (counting the stop as a sale would buy 2 more, position 4).
+    con = duckdb.connect()
+    try:
+        make_table(con, flat("ES", T[:5], 4000.0))
+        result = run_backtest(con, "SELECT * FROM bars", HoldTwo(),
+                              BacktestConfig(timeframe="1h", risk=limits(max_position_size=10)))
+    finally:
+        con.close()
+    assert [(o["quantity"], o["order_type"], o["status"]) for o in orders(result)] == [
+        (2, "MARKET", "FILLED"), (-2, "STOP", "OPEN")]
+    assert result.tables["positions"].to_pylist()[-1]["quantity"] == 2
+
+
 def test_no_market_data_is_a_denial_from_the_risk_manager_and_the_engine():
     rows = flat("ES", T[:4], 4000.0) + flat("NQ", T[1:4], 17000.0)  # NQ's first bar is T1
     plan = {T[0]: lambda e: [market("NQ", 1)],  # no NQ bar seen yet
