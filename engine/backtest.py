@@ -280,9 +280,8 @@ class Backtester:
         return self.risk.cap_contracts(symbol, target, self)
 
     def _flatten(self, origin: str) -> None:
-        for order in self.handler.working_orders():
-            if order.origin != origin:
-                self.handler.cancel(order, self.now, origin.replace("_", " "))
+        # every working order and every held bracket child (a partly filled entry releases no exits here)
+        self.handler.cancel_all(self.now, origin.replace("_", " "), keep_origin=origin)
         for symbol, pos in list(self.portfolio.positions.items()):
             pending = sum(o.quantity - o.filled for o in self.handler.working_orders(symbol))
             if pos.quantity + pending == 0:
@@ -320,6 +319,10 @@ class Backtester:
         """Number ``order``, check it, and hand it to the broker (or record its denial)."""
         if self._columns is None:
             raise QEError("orders can only be submitted while a bar is being processed")
+        if order.parent is not None:  # a bracket child goes in with its entry (a list from bracket() lists both)
+            if order.order_id >= 0:
+                return order
+            raise QEError("a bracket's take-profit and stop-loss are submitted with their entry: submit the entry")
         current = self._current_bar()
         self.now, self.trading_day = current[1], current[7]
         # The order trades its own symbol's latest bar (a strategy may order NQ while seeing an ES bar).
@@ -327,6 +330,7 @@ class Backtester:
         order.order_id = len(self.orders)
         self.orders.append(order)
         order.ts_submitted = self.now + self.handler.bar_ns  # decided on this bar, submitted at its close
+        self._number_children(order)
         denial = self.risk.check(order, self, self.trading_day)
         if denial is None and bar is None:
             denial = Denial("NO_MARKET_DATA", f"no bar of {order.symbol} seen yet")
@@ -363,6 +367,17 @@ class Backtester:
         order.detail = str(denial)
         order.ts_done = self.now
         self.events.append((self.now, "denial", denial.code, order.symbol, order.order_id, denial.message))
+        for child in order.children:  # a denied bracket entry takes its exits with it
+            child.status, child.detail, child.ts_done = OrderStatus.DENIED, f"bracket entry denied: {denial}", self.now
+
+    def _number_children(self, order: Order) -> None:
+        """Number a bracket entry's take-profit and stop-loss right after it (the entry is checked for risk; its
+        exits never add risk: they only work once the entry is done, for what it filled)."""
+        for child in order.children:
+            child.order_id = len(self.orders)
+            child.parent_id = order.order_id
+            child.ts_submitted = order.ts_submitted
+            self.orders.append(child)
 
     def _book(self, fill: Fill, check: bool = True) -> None:
         """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all)."""
@@ -591,8 +606,7 @@ class Backtester:
 
     def _close_all_at_mark(self, ts: int, day: int, reason: str) -> None:
         """Cancel every working order and close every position at its latest mark (slippage and fees apply)."""
-        for order in self.handler.working_orders():
-            self.handler.cancel(order, ts, reason)
+        self.handler.cancel_all(ts, reason)
         for symbol, pos in list(self.portfolio.positions.items()):
             order = Order(symbol, -pos.quantity, tag=reason)
             order.order_id, order.ts_submitted, order.origin = len(self.orders), ts, "end_of_run"
@@ -667,6 +681,8 @@ class Backtester:
                 "origin": [o.origin for o in rows],
                 "tag": [o.tag for o in rows],
                 "detail": [o.detail for o in rows],
+                "parent_id": [o.parent_id for o in rows],
+                "oca_group": [o.oca_group for o in rows],
             },
             schema=schemas.RUN_ORDERS,
         )
