@@ -12,7 +12,8 @@ Linked orders
   ``"OCO sibling filled"``, once nothing remains). This is Interactive Brokers' ``ocaType = 2`` ("remaining
   orders are proportionately reduced in size, with block"): with equal leg sizes proportional reduction is
   reduction by the filled amount, and "block" (overfill protection) is what makes a double fill impossible.
-  IB mapping: ``oca_group`` -> ``Order.ocaGroup``, :data:`OCA_TYPE` -> ``Order.ocaType``.
+  IB mapping: ``oca_group`` -> ``Order.ocaGroup``, :data:`OCA_TYPE` -> ``Order.ocaType``. Cancelling one leg
+  cancels only that leg (the IB handler must check the broker does the same before relying on it).
 * **Brackets**: an entry (the parent) with a take-profit and/or a stop-loss (its children) on the other side.
   Children are held (not working) until the entry is done; they then work for the contracts the entry filled,
   as one OCO group. IB mapping: ``parent_id`` -> ``Order.parentId`` (the entry's IB order id); the entry and
@@ -275,7 +276,8 @@ def bracket(symbol: str, quantity: int, *, entry: float | None = None, take_prof
     tif : TimeInForce
         Time in force of the entry (``expire_ts`` for GTD).
     exit_tif : TimeInForce
-        Time in force of the children (GTC by default: an exit that expires leaves the position unprotected).
+        Time in force of the children (GTC by default: an exit that expires leaves the position unprotected;
+        a DAY exit expires with the trading date the bracket was submitted in).
     """
     if take_profit is None and stop_loss is None:
         raise ValueError("a bracket needs a take_profit or a stop_loss")

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.backtest import Backtester
 from engine.ledger import load_run, record_run, run_path
 from engine.orders import bracket, limit, market, oco, stop
 from engine.risk import RiskLimits
-from tests.test_execution import CAPITAL, FEE, MULT, T0, T1, T2, T3, T4, brief, fills, orders, run, utc
+from tests.test_execution import CAPITAL, T0, T1, T2, T3, T4, brief, fills, orders, run, utc
 from warehouse import Warehouse
 
 SIGNAL = (T0, 4000, 4004, 3996, 4002)
@@ -321,3 +320,29 @@ def test_oco_exit_pair_never_crosses_zero(size, side, distance, bars, participat
     exits = [o for o in orders(result) if o["order_id"] > 0]
     assert sum(abs(o["filled_quantity"]) for o in exits) <= sum(abs(f["quantity"]) for f in fills(result)
                                                                     if f["order_id"] == 0)
+
+
+# -- conventions shared with the other order types ---------------------------------------------------------------
+def test_signal_close_entry_releases_exits_from_the_next_bar_only():
+    # fill = "signal_close": the market entry fills at T0's close 4002. T0 itself traded 4012 (above the
+    # take-profit 4010) before its close, but the exits exist only from then on: they work from T1, which stays
+    # between 3998 and 4006. Long 1 at the end.
+    bars = [(T0, 4000, 4012, 3996, 4002), (T1, 4003, 4006, 3998, 4005)]
+    result = run(bars, {T0: lambda: bracket("ES", 1, take_profit=4010.0, stop_loss=3990.0)}, fill="signal_close")
+    assert brief(result) == [(utc(T1), 1, 4002.0)]  # stamped at T0's close (= T1's open time)
+    assert [o["status"] for o in orders(result)] == ["FILLED", "OPEN", "OPEN"]
+    assert [o["detail"] for o in orders(result)][1:] == ["", ""]  # released (working), no longer held
+
+
+def test_held_exits_move_with_their_entry_on_a_roll():
+    # The roll shifts working orders' prices by (new contract's price - old's); an entry's held exits move too.
+    from engine.execution import BacktestExecutionHandler
+    from engine.feed import BAR_NS
+    from engine.instruments import InstrumentBook
+
+    handler = BacktestExecutionHandler(InstrumentBook({}), BAR_NS["1h"])
+    entry, take_profit, stop_loss = bracket("ES", 1, entry=4000.0, take_profit=4010.0, stop_loss=3990.0)
+    handler.submit(entry, ("ES", 0, 4001.0, 4002.0, 4000.5, 4001.5, 100, 19738, "ESH4"))
+    moved = handler.shift_orders("ES", 20.25)
+    assert moved == [entry, take_profit, stop_loss]
+    assert (entry.limit_price, take_profit.limit_price, stop_loss.stop_price) == (4020.25, 4030.25, 4010.25)
