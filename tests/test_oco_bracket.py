@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.ledger import load_run, record_run, run_path
-from engine.orders import bracket, limit, market, oco, stop
+from engine.orders import bracket, limit, market, oco, stop, stop_limit
 from engine.risk import RiskLimits
 from tests.test_execution import CAPITAL, T0, T1, T2, T3, T4, brief, fills, orders, run, utc
 from warehouse import Warehouse
@@ -346,3 +346,26 @@ def test_held_exits_move_with_their_entry_on_a_roll():
     moved = handler.shift_orders("ES", 20.25)
     assert moved == [entry, take_profit, stop_loss]
     assert (entry.limit_price, take_profit.limit_price, stop_loss.stop_price) == (4020.25, 4030.25, 4010.25)
+
+
+def test_two_legs_on_the_same_stretch_of_the_path_the_nearer_one_fills():
+    # Sell only one of two targets (IB's OCA example): sell limits 4008 (submitted first) and 4006. T2 rises from
+    # its open 4001 to 4012 in one move, passing 4006 before 4008: the 4006 leg fills, although submitted second.
+    bars = [SIGNAL, (T1, 4001, 4004, 3998, 4001), (T2, 4001, 4012, 3999, 4005)]
+    plan = {T0: lambda: market("ES", 1),
+            T1: lambda: oco(limit("ES", -1, 4008.0), limit("ES", -1, 4006.0), group="targets")}
+    result = run(bars, plan)
+    assert brief(result) == [(utc(T1), 1, 4001.0), (utc(T2), -1, 4006.0)]
+    assert [o["status"] for o in orders(result)] == ["FILLED", "CANCELLED", "FILLED"]
+
+
+def test_stop_limit_leg_is_placed_on_the_path_where_its_limit_fills():
+    # Short 1 at T1's open 4001; exits: buy stop-limit (trigger 4004, limit 4005) and buy limit 3995 (take-profit).
+    # T2 O 4001 H 4006 L 3994 (O->H->L): the rise triggers at 4004 and fills the limit at once at 4004 (the
+    # triggered limit's first price 4004 <= 4005), before the fall reaches 3995. Loss (4001 - 4004) * 50 - 4.50.
+    bars = [SIGNAL, (T1, 4001, 4003, 3998, 4001), (T2, 4001, 4006, 3994, 4000)]
+    plan = {T0: lambda: market("ES", -1),
+            T1: lambda: oco(limit("ES", 1, 3995.0), stop_limit("ES", 1, 4004.0, 4005.0), group="exit")}
+    result = run(bars, plan)
+    assert brief(result) == [(utc(T1), -1, 4001.0), (utc(T2), 1, 4004.0)]
+    assert result.final_equity == pytest.approx(CAPITAL - 154.5)
