@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.ledger import load_run, record_run, run_path
-from engine.orders import bracket, limit, market, oco, stop, stop_limit
+from engine.orders import Order, bracket, limit, market, oco, stop, stop_limit
 from engine.risk import RiskLimits
 from tests.test_execution import CAPITAL, T0, T1, T2, T3, T4, brief, fills, orders, run, utc
 from warehouse import Warehouse
@@ -28,6 +28,11 @@ def by_id(result) -> dict[int, dict]:  # noqa: ANN001
 
 def position(result) -> int:  # noqa: ANN001
     return fills(result)[-1]["position_after"] if fills(result) else 0
+
+
+def run_exits(bars: list[tuple], quantity: int, *legs: Order, group: str = "exit"):  # noqa: ANN201
+    """A market entry of ``quantity`` decided on T0 (filled at T1's open), then ``legs`` as one OCO group on T1."""
+    return run(bars, {T0: lambda: market("ES", quantity), T1: lambda: oco(*legs, group=group)})
 
 
 # -- (a) both legs reachable in one bar: the path decides ----------------------------------------------------
@@ -72,9 +77,7 @@ def test_oco_pair_of_plain_orders_fills_only_the_leg_reached_first():
     # independent exits both fill; as one OCO group only one does. Long 1 at T1's open 4003; T2 O 4004 H 4009
     # L 3997: O->H reaches the sell limit 4008 first (filled at 4008), the stop 3998 is cancelled.
     bars = [SIGNAL, (T1, 4003, 4005, 4001, 4004), (T2, 4004, 4009, 3997, 4000)]
-    plan = {T0: lambda: market("ES", 1),
-            T1: lambda: oco(stop("ES", -1, 3998.0), limit("ES", -1, 4008.0), group="exit-1")}
-    result = run(bars, plan)
+    result = run_exits(bars, 1, stop("ES", -1, 3998.0), limit("ES", -1, 4008.0), group="exit-1")
     assert brief(result) == [(utc(T1), 1, 4003.0), (utc(T2), -1, 4008.0)]
     stop_leg = by_id(result)[1]
     assert (stop_leg["status"], stop_leg["detail"], stop_leg["oca_group"]) == ("CANCELLED", "OCO sibling filled", "exit-1")
@@ -352,9 +355,7 @@ def test_two_legs_on_the_same_stretch_of_the_path_the_nearer_one_fills():
     # Sell only one of two targets (IB's OCA example): sell limits 4008 (submitted first) and 4006. T2 rises from
     # its open 4001 to 4012 in one move, passing 4006 before 4008: the 4006 leg fills, although submitted second.
     bars = [SIGNAL, (T1, 4001, 4004, 3998, 4001), (T2, 4001, 4012, 3999, 4005)]
-    plan = {T0: lambda: market("ES", 1),
-            T1: lambda: oco(limit("ES", -1, 4008.0), limit("ES", -1, 4006.0), group="targets")}
-    result = run(bars, plan)
+    result = run_exits(bars, 1, limit("ES", -1, 4008.0), limit("ES", -1, 4006.0))
     assert brief(result) == [(utc(T1), 1, 4001.0), (utc(T2), -1, 4006.0)]
     assert [o["status"] for o in orders(result)] == ["FILLED", "CANCELLED", "FILLED"]
 
@@ -364,8 +365,6 @@ def test_stop_limit_leg_is_placed_on_the_path_where_its_limit_fills():
     # T2 O 4001 H 4006 L 3994 (O->H->L): the rise triggers at 4004 and fills the limit at once at 4004 (the
     # triggered limit's first price 4004 <= 4005), before the fall reaches 3995. Loss (4001 - 4004) * 50 - 4.50.
     bars = [SIGNAL, (T1, 4001, 4003, 3998, 4001), (T2, 4001, 4006, 3994, 4000)]
-    plan = {T0: lambda: market("ES", -1),
-            T1: lambda: oco(limit("ES", 1, 3995.0), stop_limit("ES", 1, 4004.0, 4005.0), group="exit")}
-    result = run(bars, plan)
+    result = run_exits(bars, -1, limit("ES", 1, 3995.0), stop_limit("ES", 1, 4004.0, 4005.0))
     assert brief(result) == [(utc(T1), -1, 4001.0), (utc(T2), 1, 4004.0)]
     assert result.final_equity == pytest.approx(CAPITAL - 154.5)
