@@ -213,7 +213,10 @@ class BacktestExecutionHandler(ExecutionHandler):
         for order in list(orders):
             group = order.oca_group
             if group is None:
-                if not self._expired(order, ts, trading_day) and ts >= order.active_from:
+                tif = order.tif
+                if (tif is TimeInForce.DAY or tif is TimeInForce.GTD) and self._expired(order, ts, trading_day):
+                    continue
+                if ts >= order.active_from:
                     self._execute(order, self._price(order, path), path, bar, fills)
             elif not order.is_done:  # (a leg cancelled by its sibling earlier in this bar is done)
                 if seen is None:
@@ -330,15 +333,18 @@ class BacktestExecutionHandler(ExecutionHandler):
         if (first <= limit + slack) if buy else (first >= limit - slack):
             return first, False, 0
         through = self.limit_through
-        for k in range(1, len(path)):
-            point = path[k]
-            if buy:
-                reached = point < limit - _EPS if through else point <= limit + _EPS
-            else:
-                reached = point > limit + _EPS if through else point >= limit - _EPS
-            if reached:
-                return limit, False, k - 1
-        return None
+        # cheap rejection first (most bars of a resting limit never reach it), then the leg that reaches it
+        if buy:
+            level = limit - _EPS if through else limit + _EPS
+            if not (min(path) < level if through else min(path) <= level):
+                return None
+            k = next(k for k in range(1, len(path)) if (path[k] < level if through else path[k] <= level))
+        else:
+            level = limit + _EPS if through else limit - _EPS
+            if not (max(path) > level if through else max(path) >= level):
+                return None
+            k = next(k for k in range(1, len(path)) if (path[k] > level if through else path[k] >= level))
+        return limit, False, k - 1
 
     def _take_capacity(self, symbol: str, ts: int, volume: int, wanted: int, all_or_none: bool) -> int:
         if self.participation is None:
