@@ -282,9 +282,8 @@ class Backtester:
         return self.risk.cap_contracts(symbol, target, self, current)
 
     def _flatten(self, origin: str) -> None:
-        for order in self.handler.working_orders():
-            if order.origin != origin:
-                self.handler.cancel(order, self.now, origin.replace("_", " "))
+        # every working order and every held bracket child (a partly filled entry releases no exits here)
+        self.handler.cancel_all(self.now, origin.replace("_", " "), keep_origin=origin)
         for symbol, pos in list(self.portfolio.positions.items()):
             pending = sum(o.quantity - o.filled for o in self.handler.working_orders(symbol))
             if pos.quantity + pending == 0:
@@ -298,15 +297,24 @@ class Backtester:
 
         Per symbol, orders on the side of the position (or any order when flat) are cancelled; orders
         against it are kept in submission order while, together, they cannot take the position past flat.
+        The legs of a one-cancels-other group can fill only once between them: the group counts once, and
+        every leg on one side shares the first leg's fate.
         """
         for symbol in list(self.handler.working):
             held = self.portfolio.position(symbol)
             reducing = 0
+            kept: dict[tuple[str, bool], bool] = {}  # (OCO group, buys?) -> kept
             for order in self.handler.working_orders(symbol):
                 remaining = order.quantity - order.filled
-                if is_reducing(held, remaining, reducing):
-                    reducing += abs(remaining)
-                else:
+                side = (order.oca_group, remaining > 0) if order.oca_group is not None else None
+                keep = kept.get(side) if side is not None else None
+                if keep is None:
+                    keep = is_reducing(held, remaining, reducing)
+                    if keep:
+                        reducing += abs(remaining)
+                    if side is not None:
+                        kept[side] = keep
+                if not keep:
                     self.handler.cancel(order, self.now, reason)
 
     def _check_breakers(self, equity: float) -> None:
@@ -331,11 +339,16 @@ class Backtester:
         """Number ``order``, check it, and hand it to the broker (or record its denial)."""
         if self._columns is None:
             raise QEError("orders can only be submitted while a bar is being processed")
+        if order.parent is not None:  # a bracket child goes in with its entry (a list from bracket() lists both)
+            if order.order_id >= 0:
+                return order
+            raise QEError("a bracket's take-profit and stop-loss are submitted with their entry: submit the entry")
         current = self._current_bar()
         self.now, self.trading_day = current[1], current[7]
         order.order_id = len(self.orders)
         self.orders.append(order)
         order.ts_submitted = self.now + self.handler.bar_ns  # decided on this bar, submitted at its close
+        self._number_children(order)
         denial = self.risk.check(order, self, self.trading_day)
         if denial is not None:
             self._deny(order, denial)
@@ -380,6 +393,17 @@ class Backtester:
         order.detail = str(denial)
         order.ts_done = self.now
         self.events.append((self.now, "denial", denial.code, order.symbol, order.order_id, denial.message))
+        for child in order.children:  # a denied bracket entry takes its exits with it
+            child.status, child.detail, child.ts_done = OrderStatus.DENIED, f"bracket entry denied: {denial}", self.now
+
+    def _number_children(self, order: Order) -> None:
+        """Number a bracket entry's take-profit and stop-loss right after it (the entry is checked for risk; its
+        exits never add risk: they only work once the entry is done, for what it filled)."""
+        for child in order.children:
+            child.order_id = len(self.orders)
+            child.parent_id = order.order_id
+            child.ts_submitted = order.ts_submitted
+            self.orders.append(child)
 
     def _book(self, fill: Fill, check: bool = True) -> None:
         """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all)."""
@@ -608,8 +632,7 @@ class Backtester:
 
     def _close_all_at_mark(self, ts: int, day: int, reason: str) -> None:
         """Cancel every working order and close every position at its latest mark (slippage and fees apply)."""
-        for order in self.handler.working_orders():
-            self.handler.cancel(order, ts, reason)
+        self.handler.cancel_all(ts, reason)
         for symbol, pos in list(self.portfolio.positions.items()):
             order = Order(symbol, -pos.quantity, tag=reason)
             order.order_id, order.ts_submitted, order.origin = len(self.orders), ts, "end_of_run"
@@ -684,6 +707,8 @@ class Backtester:
                 "origin": [o.origin for o in rows],
                 "tag": [o.tag for o in rows],
                 "detail": [o.detail for o in rows],
+                "parent_id": [o.parent_id for o in rows],
+                "oca_group": [o.oca_group for o in rows],
             },
             schema=schemas.RUN_ORDERS,
         )

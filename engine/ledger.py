@@ -218,6 +218,14 @@ def _holds_run_id(path: Path, run_id: str) -> bool:
     return True
 
 
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``: columns a run recorded before they existed (nullable additions) are NULL."""
+    for column in schema:
+        if column.name not in table.column_names:
+            table = table.append_column(column.name, pa.nulls(table.num_rows, column.type))
+    return table.select(schema.names).cast(schema)
+
+
 def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.Table], dict[str, float]]:
     """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.BacktestResult`) and the metrics.
 
@@ -238,7 +246,8 @@ def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.T
     tables = {}
     for key, name in _TABLES.items():
         path = run_path(wh.root, name, run_id)
-        tables[key] = pq.read_table(path).cast(schemas.RUN_TABLES[name]) if path.exists() else schemas.RUN_TABLES[name].empty_table()
+        schema = schemas.RUN_TABLES[name]
+        tables[key] = _conform(pq.read_table(path), schema) if path.exists() else schema.empty_table()
     path = run_path(wh.root, "run_metrics", run_id)
     metrics = {}
     if path.exists():

@@ -104,7 +104,11 @@ class Strategy:
         return Order(symbol, delta, OrderType.MARKET, tif=TimeInForce.GTC, tag=tag)
 
     def submit(self, order: Order) -> Order:
-        """Submit an order now (same as returning it from :meth:`on_bar`)."""
+        """Submit an order now (same as returning it from :meth:`on_bar`).
+
+        A bracket (:func:`engine.orders.bracket`) is submitted through its entry: its take-profit and stop-loss
+        go with it (submitting them again is a no-op, so the whole list may be submitted or returned).
+        """
         self.engine.submit(order)
         return order
 

@@ -670,6 +670,8 @@ class _Simulation:
                 "origin": pa.array(["strategy"] * n + ["end_of_run"] * len(end), pa.string()),
                 "tag": pa.array([""] * n + ["end of data"] * len(end), pa.string()),
                 "detail": pa.array(detail.tolist() + [""] * len(end), pa.string()),
+                "parent_id": pa.nulls(total, pa.int64()),  # target positions trade independent market orders
+                "oca_group": pa.nulls(total, pa.string()),
             },
             schema=schemas.RUN_ORDERS,
         )

@@ -36,7 +36,7 @@ def ns(text: str) -> int:
 
 
 Bar = tuple  # (ts text, open, high, low, close[, volume])
-Plan = dict[str, "Order | list[Order] | Callable[[], Order | list[Order]]"]
+Plan = dict[str, "Order | list[Order] | Callable[[], Order | list[Order]] | Callable[[Backtester], ...]"]
 
 
 def run(bars: list[Bar], plan: Plan, *, timeframe: str = "1h", others: list[tuple] = (), on: str = "ES",
@@ -59,7 +59,9 @@ def run(bars: list[Bar], plan: Plan, *, timeframe: str = "1h", others: list[tupl
 
     def strategy(bar, engine):  # noqa: ANN001, ANN202
         todo = by_ns.get(bar.ts) if bar.symbol == on else None
-        return todo() if callable(todo) else todo
+        if not callable(todo):
+            return todo
+        return todo(engine) if todo.__code__.co_argcount else todo()  # a step may take the engine (to cancel ...)
 
     try:
         return run_backtest(con, "SELECT symbol, ts, open, high, low, close, volume FROM bars", strategy,
@@ -376,7 +378,8 @@ def test_adaptive_path_keeps_ohlc_when_open_nearer_the_high():
 
 def test_stop_loss_and_take_profit_inside_one_bar_both_fill():
     # Long 1 at T1's open 4003; then a stop-loss (sell stop 3998) and a take-profit (sell limit 4008) both work.
-    # T2 spans both: the broker has no OCO, so both fill: -1 at 4008 (limit) and -1 at 3998 (stop) -> short 1.
+    # T2 spans both and they are independent orders (no OCO group), so both fill: -1 at 4008 (limit) and -1 at
+    # 3998 (stop) -> short 1. In one OCO group only the first reached fills (tests/test_oco_bracket.py).
     bars = [SIGNAL, (T1, 4003, 4005, 4001, 4004), (T2, 4004, 4009, 3997, 4000)]
     plan = {T0: lambda: market("ES", 1), T1: lambda: [stop("ES", -1, 3998.0), limit("ES", -1, 4008.0)]}
     result = run(bars, plan)

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from engine.backtest import BacktestConfig, BacktestResult, run_backtest
 from engine.instruments import InstrumentBook
-from engine.orders import Order, limit, market, stop
+from engine.orders import Order, limit, market, oco, stop
 from engine.risk import (
     Denial,
     RiskLimits,
@@ -275,6 +275,20 @@ def test_reducing_state_keeps_only_exits_that_cannot_cross_flat_together():
     result = run(manager_rows, plan, limits(max_daily_loss=0.01))
     assert [(o["status"], o["detail"]) for o in orders(result)] == [
         ("FILLED", ""), ("OPEN", ""), ("CANCELLED", "DAILY_LOSS"), ("CANCELLED", "DAILY_LOSS")]
+
+
+def test_reducing_state_keeps_both_legs_of_a_protective_oco_pair():
+    # Long 1 with a take-profit limit -1 and a stop -1 in one OCO group: only one can fill, together they
+    # cannot cross flat, so a daily-loss trip keeps both (cancelling the stop would leave the position bare).
+    rows = [("ES", T[0], 4000, 4000, 4000, 4000, 1000), ("ES", T[1], 4000, 4000, 4000, 4000, 1000),
+            ("ES", T[2], 4000, 4000, 3900, 3900, 1000), ("ES", T[3], 3900, 3900, 3900, 3900, 1000)]
+    plan = {T[0]: lambda e: [market("ES", 1)],
+            T[1]: lambda e: oco(limit("ES", -1, 4500.0), stop("ES", -1, 3000.0), group="exit")}
+    # T2 close 3900: equity 1,000,000 - 2.25 - 50 * 100 = 994,997.75 <= 0.996 * 1,000,000 = 996,000: trips
+    result = run(rows, plan, limits(max_daily_loss=0.004))
+    assert [e["code"] for e in events(result, "breaker")] == ["DAILY_LOSS"]
+    assert [(o["status"], o["oca_group"]) for o in orders(result)] == [
+        ("FILLED", None), ("OPEN", "exit"), ("OPEN", "exit")]
 
 
 @settings(max_examples=300, deadline=None)

@@ -200,6 +200,9 @@ RUN_ORDERS = pa.schema(
         ("origin", pa.string()),  # strategy | roll | kill_switch
         ("tag", pa.string()),
         ("detail", pa.string()),  # denial reason or cancel cause
+        # linked orders (NULL for independent orders and in runs recorded before they existed):
+        ("parent_id", pa.int64()),  # the bracket entry's order_id (IB parentId)
+        ("oca_group", pa.string()),  # one-cancels-other group (IB ocaGroup); bracket exits: "bracket:<entry id>"
     ]
 )
 
