@@ -159,18 +159,19 @@ class Warehouse:
         self, con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: pa.Schema, hive_key: str | None
     ) -> None:
         files = _parquet_files(path)
+        committed = " WHERE run_id IN (SELECT run_id FROM runs)" if name in COMMITTED_RUNS_ONLY else ""
         if files and name in schemas.RUN_TABLES:
             # run-ledger tables gain nullable columns over time (e.g. run_orders.parent_id): runs recorded before
             # a column existed read it as NULL (union by name over the files, then with an empty typed table)
             con.register(f"_empty_{name}", schema.empty_table())
             columns = ", ".join(f.name for f in schema)
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM (SELECT * FROM read_parquet("
-                        f"'{_quote(f'{path}/*.parquet')}', union_by_name = true) UNION ALL BY NAME SELECT * FROM _empty_{name})")
+                        f"'{_quote(f'{path}/*.parquet')}', union_by_name = true) UNION ALL BY NAME SELECT * FROM _empty_{name})"
+                        f"{committed}")
         elif files:
             hive = f", hive_partitioning = true, hive_types = {{'{hive_key}': VARCHAR}}" if hive_key else ""
             pattern = f"{path}/*/*.parquet" if hive_key else f"{path}/*.parquet"
             columns = ", ".join(([hive_key] if hive_key else []) + [f.name for f in schema])
-            committed = " WHERE run_id IN (SELECT run_id FROM runs)" if name in COMMITTED_RUNS_ONLY else ""
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet('{_quote(pattern)}'{hive}){committed}")
         else:
             full = pa.schema([(hive_key, pa.string()), *schema]) if hive_key else schema
