@@ -40,7 +40,8 @@ def first_window(needs: TailNeeds, timeframe: str) -> dt.timedelta | None:
 
 
 def tail_starts(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, needs: TailNeeds,
-                symbols: Sequence[str], since: dt.datetime) -> dict[str, dt.datetime]:
+                symbols: Sequence[str], since: dt.datetime,
+                widths: Sequence[dt.timedelta | None] | None = None) -> dict[str, dt.datetime]:
     """First bar of the tail of each symbol of ``symbols`` that has bars at or after ``since``.
 
     Parameters
@@ -53,13 +54,18 @@ def tail_starts(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, nee
     symbols : sequence of str
     since : datetime
         T, timezone-aware.
+    widths : sequence of timedelta or None, optional
+        Clock windows before T to read, in turn, until every symbol's needs are met in one (None: all the
+        history). Default: :func:`first_window` times :data:`WIDEN`, then everything. A symbol whose needs are
+        met by none is left out of the result.
     """
     params = template_params(timeframe)
     out: dict[str, dt.datetime] = {}
     todo = list(symbols)
-    span = first_window(needs, timeframe)
-    spans = [span * k for k in WIDEN] + [None] if span is not None else [None]
-    for width in spans:
+    if widths is None:
+        span = first_window(needs, timeframe)
+        widths = [span * k for k in WIDEN] + [None] if span is not None else [None]
+    for width in widths:
         if not todo:
             break
         sql = render("features/_tail_start.sql", source=source, rows=needs.rows, sessions=needs.sessions,
@@ -82,12 +88,48 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
 
     Returns an Arrow table ``symbol, ts`` and the registry's features in catalog order with their declared
     types, sorted by (symbol, ts): the rows a full build over ``source`` gives, to the catalog's tolerances.
+
+    ``source`` is read once for the widest first clock window of the families (into a temporary table that
+    every tail start and family query then reads); only a symbol whose needs reach beyond it reads ``source``
+    again (widening windows, then its whole history).
     """
     registry = registry or build_registry(timeframe=timeframe)
     if symbols is None:
         symbols = [r[0] for r in con.sql(f"SELECT DISTINCT symbol FROM {source} ORDER BY 1").fetchall()]
-    parts = [_family_rows(con, source, timeframe, since, list(symbols), registry, family)
-             for family in registry.families]
+    symbols = list(symbols)
+    needs = [family_needs(family) for family in registry.families]
+    spans = [first_window(n, timeframe) for n in needs]
+    width = None if any(s is None for s in spans) else max(spans)
+    tag = uuid.uuid4().hex[:12]
+    window, tail = f"_tail_window_{tag}", f"_tail_rows_{tag}"
+    con.execute(f"CREATE TEMP TABLE {window} AS SELECT * FROM {source} "
+                "WHERE list_contains($symbols, symbol) AND ($lo IS NULL OR ts >= $lo)",
+                {"symbols": symbols, "lo": None if width is None else since - width})
+    try:
+        starts, wider = [], set()
+        for n in needs:
+            found = tail_starts(con, window, timeframe, n, symbols, since, [width])
+            rest = [s for s in symbols if s not in found]
+            if rest and width is not None:
+                more = tail_starts(con, source, timeframe, n, rest, since)
+                wider |= set(more)
+                found |= more
+            starts.append(found)
+        # The rows every family's tail needs, once: from the window, or from the source where a tail is wider.
+        first = {s: min(found[s] for found in starts if s in found) for s in symbols if any(s in f for f in starts)}
+        _register_starts(con, f"{tail}_starts", first)
+        con.execute(
+            f"CREATE TEMP TABLE {tail} AS SELECT b.* FROM {window} AS b JOIN {tail}_starts AS s "
+            "ON s.symbol = b.symbol AND b.ts >= s.start_ts WHERE NOT list_contains($wider, b.symbol) "
+            f"UNION ALL SELECT b.* FROM {source} AS b JOIN {tail}_starts AS s "
+            "ON s.symbol = b.symbol AND b.ts >= s.start_ts WHERE list_contains($wider, b.symbol)",
+            {"wider": sorted(wider)})
+        con.unregister(f"{tail}_starts")
+        parts = [_family_rows(con, tail, timeframe, since, found, registry, family)
+                 for found, family in zip(starts, registry.families)]
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {window}")
+        con.execute(f"DROP TABLE IF EXISTS {tail}")
     keys = parts[0].select(["symbol", "ts"])
     for part in parts[1:]:
         # Every family sees the same rows from since on; side by side by position needs exactly that.
@@ -100,14 +142,17 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
     return pa.table(columns)
 
 
+def _register_starts(con: duckdb.DuckDBPyConnection, name: str, starts: dict[str, dt.datetime]) -> None:
+    con.register(name, pa.table({"symbol": pa.array(list(starts), pa.string()),
+                                 "start_ts": pa.array(list(starts.values()), pa.timestamp("us", tz="UTC"))}))
+
+
 def _family_rows(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, since: dt.datetime,
-                 symbols: list[str], registry: Registry, family: Family) -> pa.Table:
-    """One family's rows from ``since`` on, over each symbol's tail for that family's needs."""
-    starts = tail_starts(con, source, timeframe, family_needs(family), symbols, since)
+                 starts: dict[str, dt.datetime], registry: Registry, family: Family) -> pa.Table:
+    """One family's rows from ``since`` on, over each symbol's tail (from ``starts``) in ``source``."""
     view = f"_tail_{uuid.uuid4().hex[:12]}"
     table = f"{view}_starts"
-    con.register(table, pa.table({"symbol": pa.array(list(starts), pa.string()),
-                                  "start_ts": pa.array(list(starts.values()), pa.timestamp("us", tz="UTC"))}))
+    _register_starts(con, table, starts)
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT b.* FROM {source} AS b "
                     f"JOIN {table} AS s ON s.symbol = b.symbol AND b.ts >= s.start_ts")
