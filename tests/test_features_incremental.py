@@ -150,3 +150,28 @@ def test_window_read_first_is_widened_when_it_is_too_short(minute):
     finally:
         incremental.first_window = original
     assert narrow == wide
+
+
+@pytest.fixture(scope="module")
+def short() -> pd.DataFrame:
+    return globex_bars(symbols=("ESH4",), sessions=3, seed=11)
+
+
+def test_appending_bars_never_changes_earlier_tail_rows(short):
+    """No look-ahead on the tail path: rows before the appended bars are the same with or without them."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    registry = build_registry(timeframe="1m")
+
+    @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(k=st.integers(2600, len(short) - 201), back=st.integers(1, 300), m=st.integers(1, 200))
+    def check(k: int, back: int, m: int) -> None:
+        since = short.ts[k - back].to_pydatetime()
+        before = tail_features(_connect(short[:k]), "bars", "1m", since, registry=registry).to_pandas()
+        after = tail_features(_connect(short[:k + m]), "bars", "1m", since, registry=registry).to_pandas()
+        assert len(before) == back
+        assert_matches(after[:back].reset_index(drop=True), before, [s.name for s in registry.features])
+        assert after[:back][["symbol", "ts"]].reset_index(drop=True).equals(before[["symbol", "ts"]])
+
+    check()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from functools import lru_cache
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +23,12 @@ import pyarrow as pa
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, family_needs
 from warehouse.templates import render
+
+@lru_cache(maxsize=4)
+def shipped_registry(timeframe: str) -> Registry:
+    """The shipped templates' registry, built once per process (rendering and checking them takes ~1-2 s)."""
+    return build_registry(timeframe=timeframe)
+
 
 #: Length of one bar, for the clock window that is read first.
 BAR = {"1m": dt.timedelta(minutes=1), "1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1)}
@@ -93,7 +100,7 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
     every tail start and family query then reads); only a symbol whose needs reach beyond it reads ``source``
     again (widening windows, then its whole history).
     """
-    registry = registry or build_registry(timeframe=timeframe)
+    registry = registry or shipped_registry(timeframe)
     if symbols is None:
         symbols = [r[0] for r in con.sql(f"SELECT DISTINCT symbol FROM {source} ORDER BY 1").fetchall()]
     symbols = list(symbols)

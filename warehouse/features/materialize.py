@@ -27,14 +27,13 @@ import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
 
 from warehouse.errors import QEError
-from warehouse.features.incremental import tail_features
-from warehouse.features.registry import Registry, StagedQueries, build_registry, staged_queries
+from warehouse.features.incremental import shipped_registry, tail_features
+from warehouse.features.registry import Registry, StagedQueries, staged_queries
 from warehouse.lock import holds_write_lock
 from warehouse.store import fsync_dir, sha256_file
 from warehouse.templates import render
@@ -86,7 +85,9 @@ def build_features(
     """
     if timeframe not in TIMEFRAMES:
         raise QEError(f"features are built on {', '.join(TIMEFRAMES)} bars, not {timeframe!r}")
-    registry = registry or build_registry(timeframe=timeframe)
+    # The tail bounds are derived for the shipped templates only (see _is_shipped).
+    tail_safe = registry is None or _is_shipped(registry, timeframe)
+    registry = registry or shipped_registry(timeframe)
     con = wh.connect()
     con.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS {render('features/_source.sql', timeframe=timeframe)}")
     available = [r[0] for r in con.sql("SELECT DISTINCT symbol FROM feature_source ORDER BY 1").fetchall()]
@@ -99,7 +100,6 @@ def build_features(
     signature = _registry_signature(registry)
     report = BuildReport(timeframe)
     queries = staged_queries(registry, "symbol_bars", timeframe)
-    tail_safe = _is_shipped(registry, timeframe)
     for i, symbol in enumerate(chosen, start=1):
         years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
         days = _day_fingerprints(con, symbol)
@@ -168,9 +168,8 @@ def _tail_since(changed: list[str], days: dict[str, str], previous: dict, signat
     return min(dt.datetime.fromisoformat(f) for f in firsts)
 
 
-@lru_cache(maxsize=4)
 def _shipped_signature(timeframe: str) -> str:
-    return _registry_signature(build_registry(timeframe=timeframe))
+    return _registry_signature(shipped_registry(timeframe))
 
 
 def _is_shipped(registry: Registry, timeframe: str) -> bool:
