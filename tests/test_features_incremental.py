@@ -175,3 +175,18 @@ def test_appending_bars_never_changes_earlier_tail_rows(short):
         assert after[:back][["symbol", "ts"]].reset_index(drop=True).equals(before[["symbol", "ts"]])
 
     check()
+
+
+def test_a_stale_stretch_longer_than_every_warm_up_is_read_from_before_it():
+    """Through 2,600 flat zero-volume bars (more than the 2,031-row bound) the filters only decay; the tail
+    reaches back to the last active bar's warm-up (the anchors), so the decayed states and NULLs still match."""
+    bars = globex_bars(symbols=("ESH4",), sessions=5, seed=2)
+    stale = slice(2600, 5200)
+    close = bars.close[stale.start - 1]
+    bars.loc[stale, ["open", "high", "low", "close"]] = close
+    bars.loc[stale, "volume"] = 0
+    case = Case(bars, "1m")
+    since = case.bars.ts[stale.stop - 60]
+    starts = tail_starts(case.con, "bars", "1m", family_needs(case.registry.families[2]), ["ESH4"], since.to_pydatetime())
+    assert pd.Timestamp(starts["ESH4"]) <= case.bars.ts[stale.start - 1 - 2031]
+    case.check(since)
