@@ -45,7 +45,7 @@ from warehouse.errors import QEError
 from warehouse.features.headers import FeatureSpec
 from warehouse.features.registry import Family
 
-#: Weight of the dropped history, ``e^-DECADES`` (the templates' own truncation, see the module docstring).
+#: The dropped history weighs at most ``e^-DECAY_EXPONENT`` (the templates' own truncation; module docstring).
 DECAY_EXPONENT = 40.0
 
 
