@@ -233,7 +233,8 @@ def features_build(
     symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols (default all).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every symbol, changed or not.")] = False,
 ) -> None:
-    """Materialize the features to Parquet (only symbols whose bars changed, unless --full)."""
+    """Materialize the features to Parquet (only symbols whose bars changed, unless --full; a symbol whose bars
+    changed only from some trading date on gets just the rows from that date, from a bounded tail)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from warehouse.features.materialize import build_features
@@ -250,7 +251,8 @@ def features_build(
         )
     console.print(
         f"features_{timeframe}: built {len(report.built)} symbol(s) ({report.rows:,} rows; "
-        f"{report.partitions_written} partition(s) written, {report.partitions_unchanged} unchanged), "
+        f"{report.partitions_written} partition(s) written, {report.partitions_unchanged} unchanged; "
+        f"{len(report.tail)} from a bounded tail, only their changed rows), "
         f"{len(report.skipped)} unchanged symbol(s) skipped"
     )
 

@@ -8,10 +8,18 @@ end of that year, and it is kept when the fingerprint of those bars is unchanged
 last year only; recomputed values of older years would differ at most in the last bits of floating-point
 sums, which is no reason to rewrite them). Each replacement is atomic (DuckDB writes to a staging directory on
 the same file system, then each file is renamed into place). ``--full`` recomputes and rewrites every symbol.
+
+Bounded tail. With the shipped catalog templates, a symbol whose bars changed only from a trading date D on (a
+fingerprint per date of every source bar: an appended session, or a corrected bar in the last one) is not recomputed
+from its first bar: the rows from D's first bar on are computed from a bounded tail of history
+(:func:`warehouse.features.incremental.tail_features`, equal to the full build to the catalog's tolerances),
+and only the year partitions from D's year on are rewritten: the stored rows before D plus the new rows,
+written to a temporary file and renamed into place.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -21,8 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from warehouse.errors import QEError
-from warehouse.features.registry import Registry, StagedQueries, build_registry, staged_queries
+from warehouse.features.incremental import shipped_registry, tail_features
+from warehouse.features.registry import Registry, StagedQueries, staged_queries
 from warehouse.lock import holds_write_lock
 from warehouse.store import fsync_dir, sha256_file
 from warehouse.templates import render
@@ -41,6 +52,8 @@ class BuildReport:
     partitions_written: int = 0
     partitions_unchanged: int = 0
     rows: int = 0
+    #: Symbols whose changed rows were computed from a bounded tail (not from their first bar).
+    tail: list[str] = field(default_factory=list)
 
 
 def features_dir(root: Path, timeframe: str) -> Path:
@@ -72,7 +85,9 @@ def build_features(
     """
     if timeframe not in TIMEFRAMES:
         raise QEError(f"features are built on {', '.join(TIMEFRAMES)} bars, not {timeframe!r}")
-    registry = registry or build_registry(timeframe=timeframe)
+    # The tail bounds are derived for the shipped templates only (see _is_shipped).
+    tail_safe = registry is None or _is_shipped(registry, timeframe)
+    registry = registry or shipped_registry(timeframe)
     con = wh.connect()
     con.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS {render('features/_source.sql', timeframe=timeframe)}")
     available = [r[0] for r in con.sql("SELECT DISTINCT symbol FROM feature_source ORDER BY 1").fetchall()]
@@ -87,22 +102,31 @@ def build_features(
     queries = staged_queries(registry, "symbol_bars", timeframe)
     for i, symbol in enumerate(chosen, start=1):
         years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
+        days = _day_fingerprints(con, symbol)
         fingerprint = _combine(years)
         previous = manifest.get(symbol)
         previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
-        if not full and previous["all"] == fingerprint and _has_partitions(wh.root, timeframe, symbol):
+        changed = sorted(d for d in set(days) | set(previous.get("days", {}))
+                         if days.get(d) != previous.get("days", {}).get(d))
+        if not full and previous["all"] == fingerprint and not changed and _has_partitions(wh.root, timeframe, symbol):
             report.skipped.append(symbol)
         else:
             # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
             literal = symbol.replace("'", "''")
             con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
-            keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
-            written, unchanged, rows = _write_symbol(wh.root, con, queries, timeframe, symbol, keep)
+            since = _tail_since(changed, days, previous, signature) if tail_safe and not full else None
+            if since is not None and _has_partitions(wh.root, timeframe, symbol):
+                new = tail_features(con, "symbol_bars", timeframe, since, [symbol], registry)
+                written, unchanged, rows = _splice_symbol(wh.root, con, timeframe, symbol, since, new)
+                report.tail.append(symbol)
+            else:
+                keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
+                written, unchanged, rows = _write_symbol(wh.root, con, queries, timeframe, symbol, keep)
             report.partitions_written += written
             report.partitions_unchanged += unchanged
             report.rows += rows
             report.built.append(symbol)
-            manifest[symbol] = {"all": fingerprint, "years": years}
+            manifest[symbol] = {"all": fingerprint, "years": years, "days": days, "signature": signature}
             _write_manifest(manifest_path, manifest)
         if on_symbol is not None:
             on_symbol(symbol, i, len(chosen))
@@ -123,6 +147,73 @@ def _year_fingerprints(con, symbol: str) -> dict[str, str]:  # noqa: ANN001
         running.update(repr(row).encode())
         out[str(row[0])] = running.copy().hexdigest()[:24]
     return out
+
+
+def _day_fingerprints(con, symbol: str) -> dict[str, str]:  # noqa: ANN001
+    """Per trading date: ``"count:hash sum:first ts"`` of the source bars (``sql/features/_day_fingerprints.sql``)."""
+    rows = con.execute(render("features/_day_fingerprints.sql"), {"symbol": symbol}).fetchall()
+    return {d: f"{n}:{h}:{first.isoformat()}" for d, n, h, first in rows}
+
+
+def _tail_since(changed: list[str], days: dict[str, str], previous: dict, signature: str) -> dt.datetime | None:
+    """Where the rows to recompute start: the first bar (now or before) of the earliest changed trading date; or
+    None for a rebuild from the first bar: no day fingerprints or another registry last time, or the change
+    reaches the first date (a back-adjustment after a roll rescales every earlier price, so every date changes)."""
+    before = previous.get("days") or {}
+    if not changed or previous.get("signature") != signature or not before:
+        return None
+    if changed[0] <= min([*days, *before]):
+        return None
+    firsts = [fp.split(":", 2)[2] for fp in (days.get(changed[0]), before.get(changed[0])) if fp]
+    return min(dt.datetime.fromisoformat(f) for f in firsts)
+
+
+def _shipped_signature(timeframe: str) -> str:
+    return _registry_signature(shipped_registry(timeframe))
+
+
+def _is_shipped(registry: Registry, timeframe: str) -> bool:
+    """The tail bounds (warehouse/features/tail.py) are derived for the shipped catalog templates only; another
+    registry (a user's template, a test's toy) is rebuilt from each symbol's first bar."""
+    return _registry_signature(registry) == _shipped_signature(timeframe)
+
+
+def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datetime,  # noqa: ANN001
+                   new: pa.Table) -> tuple[int, int, int]:
+    """Replace the rows with ``ts >= since`` of one symbol by ``new``; return (written, unchanged, rows).
+
+    Only the year partitions from ``since``'s year on are touched: each becomes its stored rows before ``since``
+    plus the new rows of that year, written to a temporary file beside it and renamed into place (atomic)."""
+    target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
+    name = f"_splice_{uuid.uuid4().hex[:12]}"
+    con.register(name, new)
+    cut = f"TIMESTAMPTZ '{since.isoformat()}'"
+    try:
+        new_years = {r[0] for r in con.sql(f"SELECT DISTINCT year(ts) FROM {name}").fetchall()}
+        old_years = {int(p.parent.name.split("=", 1)[1]) for p in target_dir.glob("year=*/data.parquet")}
+        years = sorted(y for y in new_years | old_years if y >= since.year)
+        written = 0
+        for year in years:
+            target = target_dir / f"year={year}" / "data.parquet"
+            parts = [f"SELECT * EXCLUDE (symbol) FROM {name} WHERE year(ts) = {year}"]
+            if target.exists():
+                parts.insert(0, f"SELECT * FROM read_parquet('{_quote(target)}', hive_partitioning = false) "
+                                f"WHERE ts < {cut}")
+            count = con.sql(f"SELECT count(*) FROM ({' UNION ALL '.join(parts)})").fetchone()[0]
+            if count == 0:
+                shutil.rmtree(target.parent, ignore_errors=True)
+                written += 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".data.{uuid.uuid4().hex}.tmp")
+            con.execute(f"COPY ({' UNION ALL '.join(parts)} ORDER BY ts) TO '{_quote(tmp)}' "
+                        "(FORMAT parquet, COMPRESSION zstd)")
+            os.replace(tmp, target)  # same directory: atomic
+            fsync_dir(target.parent)
+            written += 1
+        return written, len(old_years - set(years)), new.num_rows
+    finally:
+        con.unregister(name)
 
 
 def _combine(years: dict[str, str]) -> str:

@@ -1,0 +1,193 @@
+"""Feature rows from a point T on, computed from a bounded tail of history: equal to the full build's rows.
+
+``compute_tail(wh, "1m", ["ES"], T)`` runs the same family templates as the full build, but over only the bars
+from a per-symbol, per-family start row before T (what :mod:`warehouse.features.tail` derives from the registry,
+located by ``sql/features/_tail_start.sql``), and returns the rows with ``ts >= T``. This is the resumable
+state of the feature build: the incremental rebuild of a changed day and the live path of one new bar.
+
+The start is found in the bars of a clock window before T (``lo``), so the live path does not read a symbol's
+whole history; when the window does not hold everything a family needs (a long stale stretch, a gap, too few
+sessions) the window is widened, and finally the whole history is read, where every need is met by definition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from functools import lru_cache
+
+import duckdb
+import pyarrow as pa
+
+from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
+from warehouse.features.tail import TailNeeds, family_needs
+from warehouse.templates import render
+
+@lru_cache(maxsize=4)
+def shipped_registry(timeframe: str) -> Registry:
+    """The shipped templates' registry, built once per process (rendering and checking them takes ~1-2 s)."""
+    return build_registry(timeframe=timeframe)
+
+
+#: Length of one bar, for the clock window that is read first.
+BAR = {"1m": dt.timedelta(minutes=1), "1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1)}
+#: Clock windows tried before the whole history, as multiples of the first one.
+WIDEN = (1, 4)
+
+
+def first_window(needs: TailNeeds, timeframe: str) -> dt.timedelta | None:
+    """Clock span before T that usually holds the tail: twice the rows as bars (halts, weekends and holidays
+    take less than half of the clock) plus 7/5 calendar days per session (weekends) and 4 days of slack.
+    ``None`` (read everything) on daily bars, whose whole history is small."""
+    if timeframe == "1d":
+        return None
+    sessions = max(needs.sessions, 20 if needs.tod else 0, 2 if needs.rth else 0)
+    return 2 * needs.rows * BAR[timeframe] + dt.timedelta(days=sessions * 7 / 5 + 4)
+
+
+def tail_starts(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, needs: TailNeeds,
+                symbols: Sequence[str], since: dt.datetime,
+                widths: Sequence[dt.timedelta | None] | None = None) -> dict[str, dt.datetime]:
+    """First bar of the tail of each symbol of ``symbols`` that has bars at or after ``since``.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+    source : str
+        Bar relation (symbol, ts, open, high, low, close, volume).
+    timeframe : {"1m", "1h", "1d"}
+    needs : TailNeeds
+    symbols : sequence of str
+    since : datetime
+        T, timezone-aware.
+    widths : sequence of timedelta or None, optional
+        Clock windows before T to read, in turn, until every symbol's needs are met in one (None: all the
+        history). Default: :func:`first_window` times :data:`WIDEN`, then everything. A symbol whose needs are
+        met by none is left out of the result.
+    """
+    params = template_params(timeframe)
+    out: dict[str, dt.datetime] = {}
+    todo = list(symbols)
+    if widths is None:
+        span = first_window(needs, timeframe)
+        widths = [span * k for k in WIDEN] + [None] if span is not None else [None]
+    for width in widths:
+        if not todo:
+            break
+        sql = render("features/_tail_start.sql", source=source, rows=needs.rows, sessions=needs.sessions,
+                     tod=needs.tod, rth=needs.rth, anchors=needs.anchors, rth_table=params["rth"],
+                     rth_default=params["rth_default"], windowed=width is not None)
+        rows = con.execute(sql, {"since": since, "lo": None if width is None else since - width,
+                                 "symbols": todo}).fetchall()
+        for symbol, start, complete in rows:
+            if complete:
+                out[symbol] = start
+        found = {r[0] for r in rows}
+        # Symbols without rows at or after since are done (nothing to compute); incomplete ones read more.
+        todo = [s for s in todo if s in found and s not in out]
+    return out
+
+
+def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, since: dt.datetime,
+                  symbols: Sequence[str] | None = None, registry: Registry | None = None) -> pa.Table:
+    """Feature rows with ``ts >= since`` of ``symbols`` (default: all in ``source``), from bounded tails.
+
+    Returns an Arrow table ``symbol, ts`` and the registry's features in catalog order with their declared
+    types, sorted by (symbol, ts): the rows a full build over ``source`` gives, to the catalog's tolerances.
+
+    ``source`` is read once for the widest first clock window of the families (into a temporary table that
+    every tail start and family query then reads); only a symbol whose needs reach beyond it reads ``source``
+    again (widening windows, then its whole history).
+    """
+    registry = registry or shipped_registry(timeframe)
+    if symbols is None:
+        symbols = [r[0] for r in con.sql(f"SELECT DISTINCT symbol FROM {source} ORDER BY 1").fetchall()]
+    symbols = list(symbols)
+    needs = [family_needs(family) for family in registry.families]
+    spans = [first_window(n, timeframe) for n in needs]
+    width = None if any(s is None for s in spans) else max(spans)
+    tag = uuid.uuid4().hex[:12]
+    window, tail = f"_tail_window_{tag}", f"_tail_rows_{tag}"
+    con.execute(f"CREATE TEMP TABLE {window} AS SELECT * FROM {source} "
+                "WHERE list_contains($symbols, symbol) AND ($lo IS NULL OR ts >= $lo)",
+                {"symbols": symbols, "lo": None if width is None else since - width})
+    try:
+        starts, wider = [], set()
+        for n in needs:
+            found = tail_starts(con, window, timeframe, n, symbols, since, [width])
+            rest = [s for s in symbols if s not in found]
+            if rest and width is not None:
+                more = tail_starts(con, source, timeframe, n, rest, since)
+                wider |= set(more)
+                found |= more
+            starts.append(found)
+        # The rows every family's tail needs, once: from the window, or from the source where a tail is wider.
+        first = {s: min(found[s] for found in starts if s in found) for s in symbols if any(s in f for f in starts)}
+        _register_starts(con, f"{tail}_starts", first)
+        con.execute(
+            f"CREATE TEMP TABLE {tail} AS SELECT b.* FROM {window} AS b JOIN {tail}_starts AS s "
+            "ON s.symbol = b.symbol AND b.ts >= s.start_ts WHERE NOT list_contains($wider, b.symbol) "
+            f"UNION ALL SELECT b.* FROM {source} AS b JOIN {tail}_starts AS s "
+            "ON s.symbol = b.symbol AND b.ts >= s.start_ts WHERE list_contains($wider, b.symbol)",
+            {"wider": sorted(wider)})
+        con.unregister(f"{tail}_starts")
+        parts = [_family_rows(con, tail, timeframe, since, found, registry, family)
+                 for found, family in zip(starts, registry.families)]
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {window}")
+        con.execute(f"DROP TABLE IF EXISTS {tail}")
+    keys = parts[0].select(["symbol", "ts"])
+    for part in parts[1:]:
+        # Every family sees the same rows from since on; side by side by position needs exactly that.
+        if not part.select(["symbol", "ts"]).equals(keys):
+            raise AssertionError("feature families returned different rows for the same tail")
+    columns = {"symbol": keys.column("symbol"), "ts": keys.column("ts")}
+    for part in parts:
+        for name in part.column_names[2:]:
+            columns[name] = part.column(name)
+    return pa.table(columns)
+
+
+def _register_starts(con: duckdb.DuckDBPyConnection, name: str, starts: dict[str, dt.datetime]) -> None:
+    con.register(name, pa.table({"symbol": pa.array(list(starts), pa.string()),
+                                 "start_ts": pa.array(list(starts.values()), pa.timestamp("us", tz="UTC"))}))
+
+
+def _family_rows(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, since: dt.datetime,
+                 starts: dict[str, dt.datetime], registry: Registry, family: Family) -> pa.Table:
+    """One family's rows from ``since`` on, over each symbol's tail (from ``starts``) in ``source``."""
+    view = f"_tail_{uuid.uuid4().hex[:12]}"
+    table = f"{view}_starts"
+    _register_starts(con, table, starts)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT b.* FROM {source} AS b "
+                    f"JOIN {table} AS s ON s.symbol = b.symbol AND b.ts >= s.start_ts")
+        query = feature_query(Registry([family], registry.base_sql), view, timeframe)
+        return con.execute(f"SELECT * FROM ({query}) WHERE ts >= $since ORDER BY symbol, ts",
+                           {"since": since}).to_arrow_table()
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+        con.unregister(table)
+
+
+def compute_tail(wh_or_con, timeframe: str, symbols: Sequence[str] | None, since_ts: dt.datetime,  # noqa: ANN001
+                 registry: Registry | None = None) -> pa.Table:
+    """Feature rows with ``ts >= since_ts`` from the warehouse's feature source bars (see :func:`tail_features`).
+
+    Parameters
+    ----------
+    wh_or_con : Warehouse or duckdb.DuckDBPyConnection
+        A connection must already have the ``feature_source`` view (``sql/features/_source.sql``).
+    timeframe : {"1m", "1h", "1d"}
+    symbols : sequence of str, optional
+    since_ts : datetime
+        Timezone-aware; the first feature row returned is the first bar at or after it.
+    registry : Registry, optional
+    """
+    con = wh_or_con
+    if not isinstance(wh_or_con, duckdb.DuckDBPyConnection):
+        con = wh_or_con.connect()
+        con.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS "
+                    f"{render('features/_source.sql', timeframe=timeframe)}")
+    return tail_features(con, "feature_source", timeframe, since_ts, symbols, registry)
