@@ -32,8 +32,13 @@ def _mount_signals() -> None:
 
 _mount_signals()
 
-console = Console()
-err_console = Console(stderr=True)
+def _consoles() -> tuple[Console, Console]:
+    from engine.output import make_console
+
+    return make_console(), make_console(stderr=True)
+
+
+console, err_console = _consoles()
 
 
 class _State:
@@ -107,11 +112,22 @@ def ingest(
                              on_file=lambda r: progress.update(task, advance=1, description=Path(r.path).name))
     _print_ingest_summary(reports)
     failed = [r for r in reports if r.error]
+    if len(failed) == 1:
+        raise QEError(_failure_line(failed[0]))
     if failed:
+        # One plain line per file (a table cell may be wrapped), then the count as the final line.
+        for r in failed:
+            _print_error(_failure_line(r))
         not_written = sum(r.failed_at == "write" for r in failed)
         counts = [f"{n} of {len(reports)} file(s) could not be {verb}"
                   for n, verb in ((len(failed) - not_written, "read"), (not_written, "written")) if n]
-        raise QEError("; ".join(counts) + "; see above")
+        raise QEError("; ".join(counts))
+
+
+def _failure_line(report) -> str:  # noqa: ANN001
+    """``<path>: <reason>`` of a file that failed (readers' messages already start with the path)."""
+    error = str(report.error)
+    return error if error.startswith(report.path) else f"{report.path}: {error}"
 
 
 def _print_ingest_summary(reports) -> None:  # noqa: ANN001
@@ -122,15 +138,15 @@ def _print_ingest_summary(reports) -> None:  # noqa: ANN001
         name = _short(r.path)
         if r.error:
             what = "not written" if r.failed_at == "write" else "not read"
-            table.add_row(name, r.format or "?", "-", "-", "-", f"[red]{what}: {r.error.split(': ', 1)[-1]}[/red]")
+            table.add_row(Text(name), r.format or "?", "-", "-", "-", Text(f"{what}: {r.error.split(': ', 1)[-1]}", style="red"))
             continue
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.quarantined.items())) or "0"
-        table.add_row(name, r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", rules)
+        table.add_row(Text(name), r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", Text(rules))
     console.print(table)
     for r in reports:
         for note in r.notes:
             if not note.startswith("DBN v"):  # the decoder's header line is detail, not news
-                console.print(f"  {_short(r.path)}: {note}", highlight=False)
+                console.print(f"  {_short(r.path)}: {note}", highlight=False, markup=False)
     total_q = sum(r.rows_quarantined for r in reports)
     console.print(
         f"{sum(r.rows_loaded for r in reports):,} rows loaded, {sum(r.rows_unchanged for r in reports):,} unchanged, "
@@ -161,8 +177,18 @@ def sql(
     try:
         result = wh.sql(query)
     except duckdb.Error as exc:
-        raise QEError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+        raise QEError(f"SQL error: {sql_error_text(exc)}") from exc
     write_result(result, fmt, out, console, limit)
+
+
+def sql_error_text(exc: Exception) -> str:
+    """DuckDB's message on one line, with its hints (``Did you mean "bars_1m_adj_ratio"?``) kept.
+
+    The ``LINE 1: ...`` excerpt and its caret line are dropped: they only make sense on their own lines.
+    """
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [line for line in lines if line and not line.startswith("LINE ") and set(line) != {"^"}]
+    return " ".join(kept)
 
 
 @app.command()
@@ -177,7 +203,9 @@ def contracts() -> None:
             SELECT c.root, c.ib_exchange AS exchange, c.databento_venue AS venue, c.currency, c.tick_size,
                    c.tick_value, c.multiplier, c.rth_open_et || '-' || c.rth_close_et AS rth_et,
                    c.correlation_group AS "group", c.contract_months AS months, c.expiry_rule,
-                   m.initial_margin, m.maintenance_margin, f.total_per_side AS fees_per_side
+                   CAST(m.initial_margin AS DECIMAL(18, 2)) AS initial_margin,
+                   CAST(m.maintenance_margin AS DECIMAL(18, 2)) AS maintenance_margin,
+                   CAST(f.total_per_side AS DECIMAL(18, 2)) AS fees_per_side
             FROM contracts c
             LEFT JOIN (SELECT root, arg_max(initial_margin, effective_date) AS initial_margin,
                               arg_max(maintenance_margin, effective_date) AS maintenance_margin
@@ -279,7 +307,7 @@ def features_show(
     registry = build_registry(timeframe=timeframe)
     spec = registry.spec(name)
     console.print(f"[bold]{spec.name}[/bold] ({spec.family}, {spec.type}; window {spec.window}; warm-up {spec.warmup})")
-    console.print(spec.description)
+    console.print(spec.description, markup=False, highlight=False)
     console.print(f"reads: {', '.join(registry.lineage(name)) or '-'}   template: sql/{spec.template}")
     console.print(Syntax(registry.family_of(name).sql, "sql", word_wrap=True))
 
@@ -392,7 +420,7 @@ def risk_cmd(
     from engine.runner import load_config
 
     limits = load_config(config).risk
-    table = Table(title="Risk limits" + (f" ({config})" if config else " (house defaults)"))
+    table = Table(title=Text("Risk limits" + (f" ({config})" if config else " (house defaults)")))
     table.add_column("limit")
     table.add_column("value", justify="right")
     table.add_column("meaning")
@@ -412,13 +440,13 @@ def risk_cmd(
     for name, value in limits.model_dump().items():
         if name == "correlation_groups":
             continue
-        table.add_row(name, "off" if value is None else str(value), meaning.get(name, ""))
+        table.add_row(name, Text("off" if value is None else str(value)), meaning.get(name, ""))
     console.print(table)
     groups = Table(title="Correlation groups")
     groups.add_column("group")
     groups.add_column("roots")
     for group, roots in limits.correlation_groups.items():
-        groups.add_row(group, " ".join(roots))
+        groups.add_row(Text(group), Text(" ".join(roots)))
     console.print(groups)
 
 
@@ -430,7 +458,7 @@ def report_cmd(
     """Write the self-contained HTML report of a recorded run."""
     wh = _warehouse()
     path = _write_report(wh, run_id, out)
-    console.print(f"Report: {path}")
+    console.print(f"Report: {path}", markup=False)
 
 
 @app.command()
@@ -441,7 +469,7 @@ def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -
     wh = _warehouse()
     table = wh.sql(
         """
-        SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, round(r.final_equity, 2) AS final_equity,
+        SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, CAST(r.final_equity AS DECIMAL(18, 2)) AS final_equity,
                round(max(m.value) FILTER (WHERE m.name = 'total_return') * 100, 2) AS return_pct,
                round(max(m.value) FILTER (WHERE m.name = 'sharpe'), 2) AS sharpe,
                round(max(m.value) FILTER (WHERE m.name = 'max_drawdown') * 100, 2) AS max_dd_pct,
@@ -479,12 +507,13 @@ def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=N
         from collections import Counter
 
         counts = Counter(f"{k} {c}" for k, c in zip(events.column("kind").to_pylist(), events.column("code").to_pylist()))
-        console.print("Risk and engine events: " + ", ".join(f"{n:,} {what}" for what, n in counts.most_common()))
+        console.print("Risk and engine events: " + ", ".join(f"{n:,} {what}" for what, n in counts.most_common()),
+                      markup=False)
     bars = timings.get("bars", 0)
     loop = timings.get("loop_s", 0.0)
     console.print(f"{int(bars):,} bars; event loop {loop:.2f} s ({loop / bars * 1e6 if bars else 0:.2f} µs/bar), "
                   f"query {timings.get('query_s', 0) + timings.get('feed_s', 0):.2f} s")
-    console.print(f"Report: {report}")
+    console.print(f"Report: {report}", markup=False)
 
 
 @app.command()

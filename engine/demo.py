@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from engine.output import print_table
 from engine.risk import RiskLimits
@@ -30,7 +32,7 @@ def sample_data_dir() -> Path:
 def run_demo(wh: Warehouse, console: Console) -> None:
     """Run the demo against ``wh`` (idempotent: a second run changes nothing)."""
     samples = sample_data_dir()
-    console.rule(f"[bold]quant-engine demo[/bold] — warehouse {wh.root}")
+    console.print(Text.assemble(("quant-engine demo", "bold"), f" — warehouse {wh.root}"))
     console.print("Sample data: real CME ES bars (LEAN), real Databento ESH1 fixtures, and a SYNTHETIC 5-root universe.")
     synthetic = wh.root / "samples" / "synthetic_universe.parquet"
     synthetic.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,7 @@ def run_demo(wh: Warehouse, console: Console) -> None:
         f"{quarantined:,} quarantined, {len(failed)} unreadable."
     )
     for r in failed:
-        console.print(f"[red]  {r.error}[/red]")
+        console.print(Text(f"  {r.error}", style="red"))
 
     print_table(
         wh.sql(
@@ -80,12 +82,12 @@ def run_demo(wh: Warehouse, console: Console) -> None:
     query = """SELECT trading_date, contract, open, high, low, close, volume
 FROM session_bars_1d WHERE symbol = 'ES' AND trading_date BETWEEN '2013-12-01' AND '2013-12-21'
 ORDER BY trading_date"""
-    console.print(f"[bold]Sample query[/bold] (CME session bars of the continuous ES, raw prices):\n[cyan]{query}[/cyan]")
+    console.print(f"[bold]Sample query[/bold] (CME session bars of the continuous ES, raw prices):\n[cyan]{escape(query)}[/cyan]")
     print_table(wh.sql(query), console)
     query = """SELECT r.ts, r.contract, r.close AS raw_close, a.close AS ratio_adjusted, d.close AS diff_adjusted
 FROM bars_1d r JOIN bars_1d_adj_ratio a USING (symbol, ts) JOIN bars_1d_adj_diff d USING (symbol, ts)
 WHERE r.symbol = 'ES' AND r.ts BETWEEN '2013-12-10' AND '2013-12-19' ORDER BY r.ts"""
-    console.print(f"[bold]Back-adjusted vs raw around the ESZ3 -> ESH4 roll[/bold]:\n[cyan]{query}[/cyan]")
+    console.print(f"[bold]Back-adjusted vs raw around the ESZ3 -> ESH4 roll[/bold]:\n[cyan]{escape(query)}[/cyan]")
     print_table(wh.sql(query), console)
     _demo_features(wh, console)
     _demo_backtest(wh, console)
@@ -114,7 +116,7 @@ def _demo_features(wh: Warehouse, console: Console) -> None:
     if wanted:
         query = (f"SELECT symbol, ts, {', '.join(wanted)} FROM features_1m WHERE symbol = 'ES' "
                  "AND ts >= '2013-12-18 14:30' ORDER BY ts LIMIT 8")
-        console.print(f"[bold]A few features[/bold] (ratio-adjusted continuous ES):\n[cyan]{query}[/cyan]")
+        console.print(f"[bold]A few features[/bold] (ratio-adjusted continuous ES):\n[cyan]{escape(query)}[/cyan]")
         print_table(wh.sql(query), console)
 
 
@@ -177,4 +179,4 @@ def _demo_backtest(wh: Warehouse, console: Console) -> None:
     )
     run, tables, metrics = load_run(wh, result.run_id)
     path = write_report(wh.root / "reports" / f"{result.run_id}.html", run, tables, metrics)
-    console.print(f"HTML report (open it in a browser, works offline): [bold]{path}[/bold]")
+    console.print(f"HTML report (open it in a browser, works offline): [bold]{escape(str(path))}[/bold]")

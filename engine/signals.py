@@ -536,9 +536,9 @@ signals_app = typer.Typer(no_args_is_help=True, help="Signal generators as SQL: 
 
 
 def _console():
-    from rich.console import Console
+    from engine.output import make_console
 
-    return Console()
+    return make_console()
 
 
 def _warehouse():
@@ -613,5 +613,6 @@ def signals_build(
     report = build_signals(_warehouse(), name, timeframe, symbols, _cli_params(param))
     _console().print(
         f"signals {report.name} {report.timeframe}: {report.rows:,} rows for {len(report.symbols)} symbol(s) "
-        f"({', '.join(report.symbols) or '-'}), {report.files} file(s) in {report.path} ({report.seconds:.2f} s)"
+        f"({', '.join(report.symbols) or '-'}), {report.files} file(s) in {report.path} ({report.seconds:.2f} s)",
+        markup=False, highlight=False,
     )

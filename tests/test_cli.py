@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,8 @@ def test_unreadable_file_exits_1_with_its_name(tmp_path):
     empty.write_text("")
     result = qe("ingest", str(empty), warehouse=tmp_path / "w")
     assert result.returncode == 1
-    assert "empty.csv" in result.stdout and result.stderr.strip().startswith("Error: 1 of 1 file(s) could not be read")
+    assert "empty.csv" in result.stdout and result.stderr.strip().startswith(f"Error: {empty}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_contracts_lists_the_fifteen_roots(tmp_path):
@@ -108,3 +110,72 @@ def test_download_rejects_an_unknown_root(tmp_path):
                 env={"DATABENTO_API_KEY": "db-test-not-a-real-key"})
     assert result.returncode == 1 and "XX" in result.stderr
     assert "db-test-not-a-real-key" not in result.stderr + result.stdout
+
+
+# -- errors and output: literal, untruncated, exact (issue 11, items 1-4) ---------------------------------
+
+MISSING = "missing required column(s) low, close, volume; expected symbol, ts, open, high, low, close, volume"
+
+
+def _bad_csv(directory: Path, name: str) -> Path:
+    path = directory / name
+    path.write_text("symbol,ts,open,high\nES,2024-01-02T00:00:00Z,1,2\n")
+    return path
+
+
+def test_ingest_errors_name_each_file_on_its_own_line_and_the_table_is_not_cut(tmp_path):
+    deep = tmp_path / "a_rather_long_directory_name_for_the_vendor_files" / "and_another_level_below_it"
+    deep.mkdir(parents=True)
+    first, second = _bad_csv(deep, "trunc.ohlcv-1m.first.csv"), _bad_csv(deep, "trunc.ohlcv-1m.second.csv")
+    result = qe("ingest", str(first), str(second), warehouse=tmp_path / "w", env={"COLUMNS": "80"})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"Error: {first}: {MISSING}") and lines[1].startswith(f"Error: {second}: {MISSING}")
+    assert lines[2] == "Error: 2 of 2 file(s) could not be read"
+    # Not on a terminal: the summary table is as wide as it needs, whatever $COLUMNS says.
+    assert os.path.relpath(first, REPO) in result.stdout and f"not read: {MISSING}" in result.stdout
+
+
+def test_sql_prints_brackets_and_markup_literally(tmp_path):
+    result = qe("sql", "SELECT 'c[t] / c[t-1]' AS x, '[bold]hi[/bold]' AS y, 'a[/]' AS \"[z]\"", warehouse=tmp_path / "w")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "c[t]" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["c[t] / c[t-1]", "[bold]hi[/bold]", "a[/]"]
+    assert "[z]" in result.stdout
+
+
+def test_sql_error_with_markup_is_printed_literally(tmp_path):
+    result = qe("sql", "SELECT * FROM \"[bold]x[/]\"", warehouse=tmp_path / "w")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("Error: SQL error: Catalog Error: Table with name [bold]x[/] does not exist!")
+
+
+def test_features_list_keeps_bracketed_descriptions(tmp_path):
+    result = qe("features", "list", warehouse=tmp_path / "w")
+    assert "simple return c / c[t-1] - 1 (fraction; NULL when c[t-1] = 0)" in result.stdout
+    assert "ln(c / c[t-5])" in result.stdout
+
+
+def test_duckdb_hint_is_kept_on_the_error_line(tmp_path):
+    result = qe("sql", "SELECT * FROM bars_1m_adj_rato", warehouse=tmp_path / "w")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ('Error: SQL error: Catalog Error: Table with name bars_1m_adj_rato does not exist! '
+                                     'Did you mean "bars_1m_adj_ratio"?')
+
+
+def _row(stdout: str, first: str) -> list[str]:
+    line = next(line for line in stdout.splitlines() if line.startswith(f"│ {first} "))
+    return [cell.strip() for cell in line.strip("│ ").split("│")]
+
+
+def test_ticks_and_multipliers_are_exact_and_money_has_separators_and_cents(tmp_path):
+    listing = qe("contracts", warehouse=tmp_path / "w")
+    assert listing.returncode == 0, listing.stderr
+    header = _row(listing.stdout.replace("┃", "│"), "root")
+    zf, six_j, six_e = (dict(zip(header, _row(listing.stdout, root))) for root in ("ZF", "6J", "6E"))
+    assert (zf["tick_size"], zf["tick_value"], zf["multiplier"]) == ("0.0078125", "7.8125", "1,000")
+    assert (six_j["tick_size"], six_j["multiplier"]) == ("0.0000005", "12,500,000")
+    assert six_e["tick_size"] == "0.00005"
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", zf[c]) for c in ("initial_margin", "maintenance_margin", "fees_per_side"))
+    money = qe("sql", "SELECT 28425612.37::DOUBLE AS equity, 0.1::DOUBLE + 0.2::DOUBLE AS noise", warehouse=tmp_path / "w")
+    assert _row(money.stdout, "28,425,612.37") == ["28,425,612.37", "0.3"]
