@@ -18,10 +18,14 @@ from rich.text import Text
 
 from warehouse.errors import QEError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="quant-engine: futures bars, SQL features, backtests.")
-rolls_app = typer.Typer(no_args_is_help=True, help="Roll tables and continuous series.")
+# rich_markup_mode=None: help is printed as written ("[backtest.risk]" is text, not markup) and flags show no
+# value placeholder (rich help shows "--debug <bool>").
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="quant-engine: futures bars, SQL features, backtests.")
+rolls_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Roll tables and continuous series.")
 app.add_typer(rolls_app, name="rolls")
-features_app = typer.Typer(no_args_is_help=True, help="The feature catalog as SQL: build, list, show, lineage.")
+features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="The feature catalog as SQL: build, list, show, lineage.")
 app.add_typer(features_app, name="features")
 
 def _mount_signals() -> None:
@@ -87,6 +91,17 @@ def _warehouse():  # noqa: ANN202
     from warehouse import Warehouse
 
     return Warehouse(state.warehouse)
+
+
+def _existing_warehouse():  # noqa: ANN202
+    """The warehouse of a command that reads it: one that is not there is an error, never created empty."""
+    from warehouse.coverage import missing_warehouse_message
+    from warehouse.layout import resolve_root
+
+    root = resolve_root(state.warehouse)
+    if not root.is_dir():
+        raise QEError(missing_warehouse_message(root))
+    return _warehouse()
 
 
 @app.command()
@@ -173,12 +188,20 @@ def sql(
 
     from engine.output import write_result
 
-    wh = _warehouse()
+    from warehouse.coverage import has_bars, unbuilt_features, unbuilt_features_message
+
+    wh = _existing_warehouse()
     try:
         result = wh.sql(query)
     except duckdb.Error as exc:
+        unbuilt = unbuilt_features(wh.root, query)
+        if unbuilt:  # the binder names a feature column; the cause is the missing build
+            raise QEError(f"{unbuilt_features_message(unbuilt)} (SQL error: {sql_error_text(exc)})") from exc
         raise QEError(f"SQL error: {sql_error_text(exc)}") from exc
     write_result(result, fmt, out, console, limit)
+    if not has_bars(wh.root):  # on stderr: a csv/json answer on stdout stays clean
+        err_console.print(f"note: the warehouse {wh.root} holds no bars yet (load some with qe ingest PATH or qe demo; "
+                          "another warehouse: --warehouse DIR or QE_WAREHOUSE)", markup=False, highlight=False)
 
 
 def sql_error_text(exc: Exception) -> str:
@@ -194,9 +217,15 @@ def sql_error_text(exc: Exception) -> str:
 @app.command()
 def contracts() -> None:
     """List contract specifications (tick, multiplier, hours, margins and fees in effect today)."""
-    from engine.output import print_table
+    import tempfile
 
-    wh = _warehouse()
+    from engine.output import print_table
+    from warehouse import Warehouse
+    from warehouse.layout import resolve_root
+
+    # The specs ship with the code: they need no warehouse, and listing them must not create one.
+    scratch = None if resolve_root(state.warehouse).is_dir() else tempfile.TemporaryDirectory()
+    wh = Warehouse(scratch.name) if scratch else _warehouse()
     print_table(
         wh.sql(
             """
@@ -227,19 +256,23 @@ def rolls_build(
 ) -> None:
     """Recompute the roll table and continuous series with a rule."""
     from engine.output import print_table
+    from warehouse.coverage import check_symbols_known
     from warehouse.rolls import build_rolls
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
+    check_symbols_known(wh.root, symbols)
     table = build_rolls(wh, symbols=symbols, rule=rule)
     print_table(table, console, title=f"Rolls ({table.num_rows})")
 
 
 @rolls_app.command("show")
-def rolls_show(symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s")] = None) -> None:
+def rolls_show(
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Roots to show (default all).")] = None,
+) -> None:
     """Show the roll table."""
     from engine.output import print_table
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
     rows = wh.sql("SELECT * FROM rolls ORDER BY symbol, roll_ts")
     if symbols:
         import pyarrow.compute as pc
@@ -259,7 +292,7 @@ def features_build(
 
     from warehouse.features.materialize import build_features
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
     with Progress(
         TextColumn(f"[bold]features {timeframe}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.description}"), console=err_console, transient=True, disable=not err_console.is_terminal,
@@ -297,7 +330,7 @@ def features_list() -> None:
 @features_app.command("show")
 def features_show(
     name: Annotated[str, typer.Argument(help="Feature name.")],
-    timeframe: Annotated[str, typer.Option("--timeframe", "-t")] = "1m",
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="1m|1h|1d: the bars the SQL reads.")] = "1m",
 ) -> None:
     """The rendered SQL of the family that computes NAME, and its lineage."""
     from rich.syntax import Syntax
@@ -361,12 +394,14 @@ def backtest(
     """Run a strategy over the bars a SQL query returns; record the run and write its HTML report."""
     from engine.backtest import run_backtest
     from engine.runner import load_config, make_strategy, parse_params
+    from warehouse.coverage import check_query_data
 
     if (query is None) == (query_file is None):
         raise QEError("give exactly one of --query and --query-file")
     text = query if query is not None else query_file.read_text(encoding="utf-8")
     cfg = load_config(config, timeframe=timeframe, fill=fill, initial_capital=capital)
-    wh = _warehouse()
+    wh = _existing_warehouse()
+    check_query_data(wh.root, text)
     if signal is not None:
         from engine.vectorized import run_vectorized
 
@@ -388,18 +423,20 @@ def walkforward(
     metric: Annotated[str, typer.Option("--metric", help="In-sample metric to maximise.")] = "sharpe",
     processes: Annotated[int, typer.Option("--processes", help="Worker processes for the grid.")] = 2,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/JSON run configuration (strict).")] = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Bar length; inferred from the query's views when omitted.")] = None,
 ) -> None:
     """Walk-forward: choose parameters in each training window, trade them out of sample, stitch and record."""
     from engine.output import print_table
     from engine.runner import load_config, parse_params
     from engine.walkforward import walk_forward
+    from warehouse.coverage import check_query_data
 
     values: dict[str, list] = {}
     for key, value in parse_params(grid).items():
         values[key] = list(parse_params([f"v={v}" for v in str(value).split(",")]).values()) if isinstance(value, str) else [value]
     cfg = load_config(config, timeframe=timeframe)
-    wh = _warehouse()
+    wh = _existing_warehouse()
+    check_query_data(wh.root, query)
     result = walk_forward(wh, query, strategy, values, train_days=train_days, test_days=test_days, anchored=anchored,
                           metric=metric, config=cfg, processes=processes)
     import pyarrow as pa
@@ -456,7 +493,7 @@ def report_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML path (default <warehouse>/reports/<run>.html).")] = None,
 ) -> None:
     """Write the self-contained HTML report of a recorded run."""
-    wh = _warehouse()
+    wh = _existing_warehouse()
     path = _write_report(wh, run_id, out)
     console.print(f"Report: {path}", markup=False)
 
@@ -466,7 +503,7 @@ def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -
     """Recorded runs with their headline metrics (query them all with qe sql ... FROM runs / run_metrics)."""
     from engine.output import print_table
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
     table = wh.sql(
         """
         SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, CAST(r.final_equity AS DECIMAL(18, 2)) AS final_equity,
@@ -518,7 +555,12 @@ def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=N
 
 @app.command()
 def demo() -> None:
-    """Ingest the shipped sample data, build rolls and continuous series, and show what is there."""
+    """Run the pipeline on the shipped sample data: ingest, rolls, features, a recorded backtest, its report.
+
+    Ingests the sample bars into the warehouse (creating it), builds the roll table and continuous series,
+    builds the features, runs a portfolio backtest of the composite signal through the risk manager, records
+    it in the run ledger and writes its HTML report. Running it again loads no bar twice (it records a new run).
+    """
     from engine.demo import run_demo
 
     run_demo(_warehouse(), console)
@@ -530,9 +572,13 @@ def main() -> None:
     Usage errors are click's own (message and exit 2). Everything else that escapes a command is one
     ``Error:`` line and exit 1, or the traceback with ``--debug``.
     """
-    debug = "--debug" in sys.argv
+    # --debug is accepted anywhere (click knows it only before the subcommand): moved to the front.
+    args = sys.argv[1:]
+    debug = "--debug" in args
+    if debug:
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
-        app()
+        app(args=args, prog_name="qe")
     except QEError as exc:
         if debug:
             raise

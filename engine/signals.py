@@ -532,7 +532,8 @@ def _quote(path: Path) -> str:
 
 # -- command line ---------------------------------------------------------------------------------------
 
-signals_app = typer.Typer(no_args_is_help=True, help="Signal generators as SQL: list, params, show, build.")
+signals_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Signal generators as SQL: list, params, show, build.")
 
 
 def _console():
