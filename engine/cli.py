@@ -501,6 +501,7 @@ def report_cmd(
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -> None:
     """Recorded runs with their headline metrics (query them all with qe sql ... FROM runs / run_metrics)."""
+    from engine.metrics import MIN_TRADING_DATES_ANNUALIZED
     from engine.output import print_table
 
     wh = _existing_warehouse()
@@ -508,15 +509,18 @@ def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -
         """
         SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, CAST(r.final_equity AS DECIMAL(18, 2)) AS final_equity,
                round(max(m.value) FILTER (WHERE m.name = 'total_return') * 100, 2) AS return_pct,
-               round(max(m.value) FILTER (WHERE m.name = 'sharpe'), 2) AS sharpe,
+               CASE WHEN max(m.value) FILTER (WHERE m.name = 'trading_days') < $min_days
+                    THEN 'n/m (' || CAST(max(m.value) FILTER (WHERE m.name = 'trading_days') AS BIGINT) || ' days)'
+                    ELSE CAST(round(max(m.value) FILTER (WHERE m.name = 'sharpe'), 2) AS VARCHAR) END AS sharpe,
                round(max(m.value) FILTER (WHERE m.name = 'max_drawdown') * 100, 2) AS max_dd_pct,
                CAST(max(m.value) FILTER (WHERE m.name = 'trades') AS BIGINT) AS trades
         FROM runs r LEFT JOIN run_metrics m USING (run_id)
         GROUP BY ALL ORDER BY r.run_id DESC LIMIT $limit
         """,
-        {"limit": limit},
+        {"limit": limit, "min_days": MIN_TRADING_DATES_ANNUALIZED},
     )
     print_table(table, console, title="Runs")
+    console.print(f"sharpe n/m: not meaningful on fewer than {MIN_TRADING_DATES_ANNUALIZED} trading dates", markup=False)
 
 
 def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
@@ -529,16 +533,29 @@ def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
 
 
 def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=None) -> None:  # noqa: ANN001
+    from engine.metrics import ANNUALIZED_METRICS, annualized_note, gross_pnl
+
     table = Table(title=f"Run {run_id}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    too_short = annualized_note(metrics)
+    metrics = {**metrics, **gross_pnl(metrics)}
     for name in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "profit_factor",
-                 "commissions", "slippage", "final_equity"):
-        value = metrics.get(name)
-        if value is None:
+                 "gross_pnl", "commissions", "slippage", "net_pnl", "final_equity", "trading_days"):
+        if name not in metrics:
             continue
+        value = metrics[name]
         pct = name in ("total_return", "cagr", "max_drawdown", "win_rate")
-        table.add_row(name, "—" if value != value else f"{value * 100:.2f}%" if pct else f"{value:,.2f}")
+        undefined = value is None or value != value  # NULL in the ledger, NaN fresh from the run
+        if too_short and name in ANNUALIZED_METRICS:
+            shown = too_short
+        elif undefined:
+            shown = "—"
+        elif name in ("trades", "trading_days"):
+            shown = f"{value:,.0f}"
+        else:
+            shown = f"{value * 100:.2f}%" if pct else f"{value:,.2f}"
+        table.add_row(name, shown)
     console.print(table)
     if events is not None and events.num_rows:
         from collections import Counter

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from engine.metrics import drawdown, monthly_returns
+from engine.metrics import ANNUALIZED_METRICS, annualized_note, drawdown, monthly_returns
 
 #: At most this many points per chart series reach the HTML.
 MAX_CHART_POINTS = 2000
@@ -283,10 +283,12 @@ def metric_rows(metrics: dict[str, float]) -> list[dict[str, str]]:
         ``{"name", "label", "value"}`` per metric.
     """
     names = [n for n in METRIC_FORMATS if n in metrics] + sorted(n for n in metrics if n not in METRIC_FORMATS)
+    too_short = annualized_note(metrics)
     rows = []
     for name in names:
         label, kind = METRIC_FORMATS.get(name, (name.replace("_", " ").capitalize(), "ratio"))
-        rows.append({"name": name, "label": label, "value": format_value(metrics[name], kind)})
+        value = too_short if too_short and name in ANNUALIZED_METRICS else format_value(metrics[name], kind)
+        rows.append({"name": name, "label": label, "value": value})
     return rows
 
 

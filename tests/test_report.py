@@ -287,6 +287,15 @@ def test_metrics_are_formatted() -> None:
     assert report.format_value(float("nan"), "pct") == "—"
 
 
+def test_annualized_ratios_are_not_shown_on_too_few_trading_dates() -> None:
+    short = {"total_return": -0.027, "sharpe": -117.6, "cagr": -0.5, "volatility": 0.3, "trading_days": 10.0}
+    shown = {r["name"]: r["value"] for r in report.metric_rows(short)}
+    assert shown["sharpe"] == shown["cagr"] == shown["volatility"] == "not meaningful (10 trading dates; needs 60)"
+    assert shown["total_return"] == "-2.70%" and shown["trading_days"] == "10"
+    enough = {r["name"]: r["value"] for r in report.metric_rows({**short, "trading_days": 60.0})}
+    assert (enough["sharpe"], enough["cagr"]) == ("-117.60", "-50.00%")
+
+
 def test_charts_embed_equity_and_drawdown() -> None:
     html = report.render_report(run_row(), full_tables(), METRICS)
     data = embedded_data(html)
