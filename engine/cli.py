@@ -410,6 +410,22 @@ def backtest(
         result = run_backtest(wh, text, make_strategy(strategy, parse_params(param)), cfg)
     path = _write_report(wh, result.run_id, report)
     _print_run(result.run_id, result.metrics, result.timings, path, result.tables.get("events"))
+    if not result.metrics.get("trades"):
+        _warn_if_signal_never_set(wh, text, signal)
+
+
+def _warn_if_signal_never_set(wh, query: str, signal: Optional[str]) -> None:  # noqa: ANN001
+    """A run without trades whose signal column is NULL on every row of a symbol: say why (warm-up)."""
+    from engine.signal_checks import all_null_symbols, null_signal_warning, warm_up
+
+    con = wh.connect()
+    column = signal or "signal"
+    if column not in con.sql(f"SELECT * FROM ({query}) LIMIT 0").columns:
+        return
+    empty = all_null_symbols(con, query, f'"{column}"')
+    if empty:
+        err_console.print(f"warning: {null_signal_warning('backtest', empty, warm_up(query), column)}",
+                          markup=False, highlight=False)
 
 
 @app.command()
@@ -616,4 +632,8 @@ def _print_error(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m engine.cli` runs this file as __main__; run the importable engine.cli instead, so that the
+    # sub-apps that read `engine.cli.state` (qe signals: --warehouse) see this run's options.
+    from engine import cli as _cli
+
+    _cli.main()

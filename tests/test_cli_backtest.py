@@ -197,3 +197,20 @@ def test_a_run_without_trades_stores_null_names_its_file_and_hides_annualized_ra
                                "win_rate"]}]
     listed = qe("runs", warehouse=hourly).stdout
     assert f"{strategy}:idle" in listed and "n/m (15 days)" in listed
+
+
+def test_built_signals_are_a_view_and_a_signal_null_everywhere_is_explained(hourly) -> None:  # noqa: ANN001
+    assert qe("features", "build", "-t", "1h", warehouse=hourly).returncode == 0
+    built = qe("signals", "build", "composite", "-t", "1h", warehouse=hourly)
+    assert built.returncode == 0, built.stderr
+    # rv_pctrank_20_240 ranks 240 values of rv_cc_20, itself first defined on row 19: first row 259, so 260
+    # bars of history; the LEAN ES hour sample has 195 bars.
+    why = "signal is NULL on every row of ES (195 bars); its features need 260 bars of history (rv_pctrank_20_240)"
+    assert built.stderr.strip() == f"warning: signals composite 1h: {why}, so nothing can trade"
+    view = json.loads(qe("sql", "SELECT count(*) AS n, count(signal) AS s FROM signals_composite_1h", "--format", "json",
+                         warehouse=hourly).stdout)
+    assert view == [{"n": 195, "s": 0}]
+    query = qe("signals", "show", "composite", "-t", "1h", warehouse=hourly).stdout
+    run = qe("backtest", "-q", query, "-s", "engine.strategies.signal_follower:SignalFollower", warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip() == f"warning: backtest: {why}, so nothing can trade"
