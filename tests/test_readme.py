@@ -68,3 +68,13 @@ def test_the_sample_run_config_works_with_every_command_the_readme_uses_it_with(
     assert signal.stderr.startswith("Error: --signal (the vectorized path) has no volume participation cap: remove "
                                     "participation = 0.1 from [backtest] in the run configuration, or run it through "
                                     "the event engine with a strategy instead of --signal")
+
+
+def test_the_readme_says_where_qe_is_and_how_to_get_the_browser_tests():
+    using = README.index("## Using it")
+    first_example = README.index("qe ingest", using)
+    assert ".venv/bin/qe" in README[using:first_example] and "source .venv/bin/activate" in README[using:first_example]
+    quickstart = README[:using]
+    assert "skipped" in quickstart and "chromium" in quickstart and "QE_REQUIRE_BROWSER=1" in quickstart
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "QE_REQUIRE_BROWSER=1" in ci and "apt-get install" in ci  # what the README says .ci/run does
