@@ -22,11 +22,12 @@ def readme_block(language: str, containing: str) -> str:
     return next(b for b in blocks if containing in b)
 
 
-def readme_commands(containing: str) -> list[str]:
+def readme_commands(containing: str = "") -> list[str]:
     """Every ``qe ...`` command of the README's bash blocks that mentions ``containing``, as written.
 
     Lines may hold several commands separated by `` ; `` and end with a ``# comment``; an optional part in
-    brackets (``qe risk [-c run.toml]``) is taken.
+    brackets (``qe risk [-c run.toml]``, ``[--symbols ES]``) is taken, and of alternatives
+    (``--rule volume | open_interest``) the first.
     """
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", README, re.DOTALL):
@@ -34,8 +35,13 @@ def readme_commands(containing: str) -> list[str]:
             line = re.sub(r"\s+#\s.*$", "", line).strip()
             for command in line.split(" ; "):
                 if command.startswith("qe ") and containing in command:
-                    commands.append(re.sub(r"\[(-c [^\]]+)\]", r"\1", command))
+                    command = re.sub(r"(\S+)(?: \| \S+)+", r"\1", command)  # alternatives a | b | c: the first
+                    commands.append(re.sub(r"\[(-[^\]]+)\]", r"\1", command))
     return commands
+
+
+#: README commands that cannot run in a test: paths of the reader's own files and a paid download.
+NOT_RUNNABLE = ("~/", "bars.csv", "qe download")
 
 
 def run_in_bash(command: str, warehouse: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -78,3 +84,24 @@ def test_the_readme_says_where_qe_is_and_how_to_get_the_browser_tests():
     assert "skipped" in quickstart and "chromium" in quickstart and "QE_REQUIRE_BROWSER=1" in quickstart
     ci = (REPO / ".ci" / "run").read_text()
     assert "QE_REQUIRE_BROWSER=1" in ci and "apt-get install" in ci  # what the README says .ci/run does
+
+
+@pytest.fixture(scope="module")
+def demo_warehouse(tmp_path_factory) -> Path:  # noqa: ANN001
+    """A fresh warehouse after the quickstart's ``qe demo``: what a reader has when trying the examples."""
+    root = tmp_path_factory.mktemp("readme_demo") / "qe_data"
+    result = qe("demo", warehouse=root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_every_readme_command_runs_as_written_after_the_demo(demo_warehouse, tmp_path):
+    (tmp_path / "run.toml").write_text(readme_block("toml", "[backtest]"))
+    commands = [c for c in readme_commands() if not any(mark in c for mark in NOT_RUNNABLE)]
+    assert len(commands) >= 20  # the examples of "Using it" and "Backtests"
+    failed = []
+    for command in commands:
+        result = run_in_bash(command, demo_warehouse, tmp_path)
+        if result.returncode != 0 or "Traceback" in result.stderr:
+            failed.append(f"{command}\n  -> {result.stderr.strip()[-500:]}")
+    assert not failed, "\n".join(failed)
