@@ -351,7 +351,7 @@ def features_lineage(name: Annotated[str, typer.Argument(help="Feature name.")])
     from warehouse.features.registry import build_registry
 
     registry = build_registry()
-    console.print(f"{name}: {', '.join(registry.lineage(name)) or '-'}")
+    console.print(f"{name}: {', '.join(registry.lineage(name)) or '-'}", markup=False, highlight=False)
 
 
 @app.command()
@@ -536,7 +536,8 @@ def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -
         {"limit": limit, "min_days": MIN_TRADING_DATES_ANNUALIZED},
     )
     print_table(table, console, title="Runs")
-    console.print(f"sharpe n/m: not meaningful on fewer than {MIN_TRADING_DATES_ANNUALIZED} trading dates", markup=False)
+    if any(str(v).startswith("n/m") for v in table.column("sharpe").to_pylist()):
+        console.print(f"sharpe n/m: not meaningful on fewer than {MIN_TRADING_DATES_ANNUALIZED} trading dates", markup=False)
 
 
 def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
