@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 import weakref
 from array import array
@@ -823,11 +824,16 @@ def _load_rolls(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None
 
 
 def strategy_name(strategy: Strategy) -> str:
-    """``module:Class`` (or the function's name) for the run ledger."""
+    """``module:Class`` or ``/path/to/file.py:Class`` (or the function's name) for the run ledger."""
     if isinstance(strategy, FunctionStrategy):
-        return f"{getattr(strategy.fn, '__module__', '?')}:{strategy.name}"
+        return f"{_module_label(getattr(strategy.fn, '__module__', '?'))}:{strategy.name}"
     cls = type(strategy)
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return f"{_module_label(cls.__module__)}:{cls.__qualname__}"
+
+
+def _module_label(module_name: str) -> str:
+    """The module's name, or the file a strategy was loaded from (``file.py:Name`` on the command line)."""
+    return getattr(sys.modules.get(module_name), "__qe_strategy_file__", module_name)
 
 
 def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: BacktestConfig | None = None,

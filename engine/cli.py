@@ -18,10 +18,14 @@ from rich.text import Text
 
 from warehouse.errors import QEError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="quant-engine: futures bars, SQL features, backtests.")
-rolls_app = typer.Typer(no_args_is_help=True, help="Roll tables and continuous series.")
+# rich_markup_mode=None: help is printed as written ("[backtest.risk]" is text, not markup) and flags show no
+# value placeholder (rich help shows "--debug <bool>").
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="quant-engine: futures bars, SQL features, backtests.")
+rolls_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Roll tables and continuous series.")
 app.add_typer(rolls_app, name="rolls")
-features_app = typer.Typer(no_args_is_help=True, help="The feature catalog as SQL: build, list, show, lineage.")
+features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="The feature catalog as SQL: build, list, show, lineage.")
 app.add_typer(features_app, name="features")
 
 def _mount_signals() -> None:
@@ -32,8 +36,13 @@ def _mount_signals() -> None:
 
 _mount_signals()
 
-console = Console()
-err_console = Console(stderr=True)
+def _consoles() -> tuple[Console, Console]:
+    from engine.output import make_console
+
+    return make_console(), make_console(stderr=True)
+
+
+console, err_console = _consoles()
 
 
 class _State:
@@ -84,6 +93,17 @@ def _warehouse():  # noqa: ANN202
     return Warehouse(state.warehouse)
 
 
+def _existing_warehouse():  # noqa: ANN202
+    """The warehouse of a command that reads it: one that is not there is an error, never created empty."""
+    from warehouse.coverage import missing_warehouse_message
+    from warehouse.layout import resolve_root
+
+    root = resolve_root(state.warehouse)
+    if not root.is_dir():
+        raise QEError(missing_warehouse_message(root))
+    return _warehouse()
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories (DBN, LEAN zip, CSV, Parquet).")],
@@ -107,11 +127,22 @@ def ingest(
                              on_file=lambda r: progress.update(task, advance=1, description=Path(r.path).name))
     _print_ingest_summary(reports)
     failed = [r for r in reports if r.error]
+    if len(failed) == 1:
+        raise QEError(_failure_line(failed[0]))
     if failed:
+        # One plain line per file (a table cell may be wrapped), then the count as the final line.
+        for r in failed:
+            _print_error(_failure_line(r))
         not_written = sum(r.failed_at == "write" for r in failed)
         counts = [f"{n} of {len(reports)} file(s) could not be {verb}"
                   for n, verb in ((len(failed) - not_written, "read"), (not_written, "written")) if n]
-        raise QEError("; ".join(counts) + "; see above")
+        raise QEError("; ".join(counts))
+
+
+def _failure_line(report) -> str:  # noqa: ANN001
+    """``<path>: <reason>`` of a file that failed (readers' messages already start with the path)."""
+    error = str(report.error)
+    return error if error.startswith(report.path) else f"{report.path}: {error}"
 
 
 def _print_ingest_summary(reports) -> None:  # noqa: ANN001
@@ -122,15 +153,15 @@ def _print_ingest_summary(reports) -> None:  # noqa: ANN001
         name = _short(r.path)
         if r.error:
             what = "not written" if r.failed_at == "write" else "not read"
-            table.add_row(name, r.format or "?", "-", "-", "-", f"[red]{what}: {r.error.split(': ', 1)[-1]}[/red]")
+            table.add_row(Text(name), r.format or "?", "-", "-", "-", Text(f"{what}: {r.error.split(': ', 1)[-1]}", style="red"))
             continue
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.quarantined.items())) or "0"
-        table.add_row(name, r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", rules)
+        table.add_row(Text(name), r.format, f"{r.rows_read:,}", f"{r.rows_loaded:,}", f"{r.rows_unchanged:,}", Text(rules))
     console.print(table)
     for r in reports:
         for note in r.notes:
             if not note.startswith("DBN v"):  # the decoder's header line is detail, not news
-                console.print(f"  {_short(r.path)}: {note}", highlight=False)
+                console.print(f"  {_short(r.path)}: {note}", highlight=False, markup=False)
     total_q = sum(r.rows_quarantined for r in reports)
     console.print(
         f"{sum(r.rows_loaded for r in reports):,} rows loaded, {sum(r.rows_unchanged for r in reports):,} unchanged, "
@@ -157,27 +188,53 @@ def sql(
 
     from engine.output import write_result
 
-    wh = _warehouse()
+    from warehouse.coverage import has_bars, unbuilt_features, unbuilt_features_message
+
+    wh = _existing_warehouse()
     try:
         result = wh.sql(query)
     except duckdb.Error as exc:
-        raise QEError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+        unbuilt = unbuilt_features(wh.root, query)
+        if unbuilt:  # the binder names a feature column; the cause is the missing build
+            raise QEError(f"{unbuilt_features_message(unbuilt)} (SQL error: {sql_error_text(exc)})") from exc
+        raise QEError(f"SQL error: {sql_error_text(exc)}") from exc
     write_result(result, fmt, out, console, limit)
+    if not has_bars(wh.root):  # on stderr: a csv/json answer on stdout stays clean
+        err_console.print(f"note: the warehouse {wh.root} holds no bars yet (load some with qe ingest PATH or qe demo; "
+                          "another warehouse: --warehouse DIR or QE_WAREHOUSE)", markup=False, highlight=False)
+
+
+def sql_error_text(exc: Exception) -> str:
+    """DuckDB's message on one line, with its hints (``Did you mean "bars_1m_adj_ratio"?``) kept.
+
+    The ``LINE 1: ...`` excerpt and its caret line are dropped: they only make sense on their own lines.
+    """
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [line for line in lines if line and not line.startswith("LINE ") and set(line) != {"^"}]
+    return " ".join(kept)
 
 
 @app.command()
 def contracts() -> None:
     """List contract specifications (tick, multiplier, hours, margins and fees in effect today)."""
-    from engine.output import print_table
+    import tempfile
 
-    wh = _warehouse()
+    from engine.output import print_table
+    from warehouse import Warehouse
+    from warehouse.layout import resolve_root
+
+    # The specs ship with the code: they need no warehouse, and listing them must not create one.
+    scratch = None if resolve_root(state.warehouse).is_dir() else tempfile.TemporaryDirectory()
+    wh = Warehouse(scratch.name) if scratch else _warehouse()
     print_table(
         wh.sql(
             """
             SELECT c.root, c.ib_exchange AS exchange, c.databento_venue AS venue, c.currency, c.tick_size,
                    c.tick_value, c.multiplier, c.rth_open_et || '-' || c.rth_close_et AS rth_et,
                    c.correlation_group AS "group", c.contract_months AS months, c.expiry_rule,
-                   m.initial_margin, m.maintenance_margin, f.total_per_side AS fees_per_side
+                   CAST(m.initial_margin AS DECIMAL(18, 2)) AS initial_margin,
+                   CAST(m.maintenance_margin AS DECIMAL(18, 2)) AS maintenance_margin,
+                   CAST(f.total_per_side AS DECIMAL(18, 2)) AS fees_per_side
             FROM contracts c
             LEFT JOIN (SELECT root, arg_max(initial_margin, effective_date) AS initial_margin,
                               arg_max(maintenance_margin, effective_date) AS maintenance_margin
@@ -199,10 +256,12 @@ def rolls_build(
 ) -> None:
     """Recompute the roll table and continuous series with a rule."""
     from engine.output import print_table
+    from warehouse.coverage import check_symbols_known
     from warehouse.errors import MissingEvidenceError
     from warehouse.rolls import build_rolls
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
+    check_symbols_known(wh.root, symbols)
     try:
         table = build_rolls(wh, symbols=symbols, rule=rule)
     except MissingEvidenceError as exc:
@@ -214,11 +273,13 @@ def rolls_build(
 
 
 @rolls_app.command("show")
-def rolls_show(symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s")] = None) -> None:
+def rolls_show(
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Roots to show (default all).")] = None,
+) -> None:
     """Show the roll table."""
     from engine.output import print_table
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
     rows = wh.sql("SELECT * FROM rolls ORDER BY symbol, roll_ts")
     if symbols:
         import pyarrow.compute as pc
@@ -239,7 +300,7 @@ def features_build(
 
     from warehouse.features.materialize import build_features
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
     with Progress(
         TextColumn(f"[bold]features {timeframe}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.description}"), console=err_console, transient=True, disable=not err_console.is_terminal,
@@ -278,7 +339,7 @@ def features_list() -> None:
 @features_app.command("show")
 def features_show(
     name: Annotated[str, typer.Argument(help="Feature name.")],
-    timeframe: Annotated[str, typer.Option("--timeframe", "-t")] = "1m",
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="1m|1h|1d: the bars the SQL reads.")] = "1m",
 ) -> None:
     """The rendered SQL of the family that computes NAME, and its lineage."""
     from rich.syntax import Syntax
@@ -288,7 +349,7 @@ def features_show(
     registry = build_registry(timeframe=timeframe)
     spec = registry.spec(name)
     console.print(f"[bold]{spec.name}[/bold] ({spec.family}, {spec.type}; window {spec.window}; warm-up {spec.warmup})")
-    console.print(spec.description)
+    console.print(spec.description, markup=False, highlight=False)
     console.print(f"reads: {', '.join(registry.lineage(name)) or '-'}   template: sql/{spec.template}")
     console.print(Syntax(registry.family_of(name).sql, "sql", word_wrap=True))
 
@@ -299,7 +360,7 @@ def features_lineage(name: Annotated[str, typer.Argument(help="Feature name.")])
     from warehouse.features.registry import build_registry
 
     registry = build_registry()
-    console.print(f"{name}: {', '.join(registry.lineage(name)) or '-'}")
+    console.print(f"{name}: {', '.join(registry.lineage(name)) or '-'}", markup=False, highlight=False)
 
 
 @app.command()
@@ -342,12 +403,14 @@ def backtest(
     """Run a strategy over the bars a SQL query returns; record the run and write its HTML report."""
     from engine.backtest import run_backtest
     from engine.runner import load_config, make_strategy, parse_params
+    from warehouse.coverage import check_query_data
 
     if (query is None) == (query_file is None):
         raise QEError("give exactly one of --query and --query-file")
     text = query if query is not None else query_file.read_text(encoding="utf-8")
     cfg = load_config(config, timeframe=timeframe, fill=fill, initial_capital=capital)
-    wh = _warehouse()
+    wh = _existing_warehouse()
+    check_query_data(wh.root, text)
     if signal is not None:
         from engine.vectorized import run_vectorized
 
@@ -356,6 +419,22 @@ def backtest(
         result = run_backtest(wh, text, make_strategy(strategy, parse_params(param)), cfg)
     path = _write_report(wh, result.run_id, report)
     _print_run(result.run_id, result.metrics, result.timings, path, result.tables.get("events"))
+    if not result.metrics.get("trades"):
+        _warn_if_signal_never_set(wh, text, signal)
+
+
+def _warn_if_signal_never_set(wh, query: str, signal: Optional[str]) -> None:  # noqa: ANN001
+    """A run without trades whose signal column is NULL on every row of a symbol: say why (warm-up)."""
+    from engine.signal_checks import all_null_symbols, null_signal_warning, warm_up
+
+    con = wh.connect()
+    column = signal or "signal"
+    if column not in con.sql(f"SELECT * FROM ({query}) LIMIT 0").columns:
+        return
+    empty = all_null_symbols(con, query, f'"{column}"')
+    if empty:
+        err_console.print(f"warning: {null_signal_warning('backtest', empty, warm_up(query), column)}",
+                          markup=False, highlight=False)
 
 
 @app.command()
@@ -369,18 +448,20 @@ def walkforward(
     metric: Annotated[str, typer.Option("--metric", help="In-sample metric to maximise.")] = "sharpe",
     processes: Annotated[int, typer.Option("--processes", help="Worker processes for the grid.")] = 2,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/JSON run configuration (strict).")] = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Bar length; inferred from the query's views when omitted.")] = None,
 ) -> None:
     """Walk-forward: choose parameters in each training window, trade them out of sample, stitch and record."""
     from engine.output import print_table
     from engine.runner import load_config, parse_params
     from engine.walkforward import walk_forward
+    from warehouse.coverage import check_query_data
 
     values: dict[str, list] = {}
     for key, value in parse_params(grid).items():
         values[key] = list(parse_params([f"v={v}" for v in str(value).split(",")]).values()) if isinstance(value, str) else [value]
     cfg = load_config(config, timeframe=timeframe)
-    wh = _warehouse()
+    wh = _existing_warehouse()
+    check_query_data(wh.root, query)
     result = walk_forward(wh, query, strategy, values, train_days=train_days, test_days=test_days, anchored=anchored,
                           metric=metric, config=cfg, processes=processes)
     import pyarrow as pa
@@ -401,7 +482,7 @@ def risk_cmd(
     from engine.runner import load_config
 
     limits = load_config(config).risk
-    table = Table(title="Risk limits" + (f" ({config})" if config else " (house defaults)"))
+    table = Table(title=Text("Risk limits" + (f" ({config})" if config else " (house defaults)")))
     table.add_column("limit")
     table.add_column("value", justify="right")
     table.add_column("meaning")
@@ -421,13 +502,13 @@ def risk_cmd(
     for name, value in limits.model_dump().items():
         if name == "correlation_groups":
             continue
-        table.add_row(name, "off" if value is None else str(value), meaning.get(name, ""))
+        table.add_row(name, Text("off" if value is None else str(value)), meaning.get(name, ""))
     console.print(table)
     groups = Table(title="Correlation groups")
     groups.add_column("group")
     groups.add_column("roots")
     for group, roots in limits.correlation_groups.items():
-        groups.add_row(group, " ".join(roots))
+        groups.add_row(Text(group), Text(" ".join(roots)))
     console.print(groups)
 
 
@@ -437,30 +518,35 @@ def report_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML path (default <warehouse>/reports/<run>.html).")] = None,
 ) -> None:
     """Write the self-contained HTML report of a recorded run."""
-    wh = _warehouse()
+    wh = _existing_warehouse()
     path = _write_report(wh, run_id, out)
-    console.print(f"Report: {path}")
+    console.print(f"Report: {path}", markup=False)
 
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -> None:
     """Recorded runs with their headline metrics (query them all with qe sql ... FROM runs / run_metrics)."""
+    from engine.metrics import MIN_TRADING_DATES_ANNUALIZED
     from engine.output import print_table
 
-    wh = _warehouse()
+    wh = _existing_warehouse()
     table = wh.sql(
         """
-        SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, round(r.final_equity, 2) AS final_equity,
+        SELECT r.run_id, r.kind, r.strategy, r.timeframe, r.symbols, r.bars, CAST(r.final_equity AS DECIMAL(18, 2)) AS final_equity,
                round(max(m.value) FILTER (WHERE m.name = 'total_return') * 100, 2) AS return_pct,
-               round(max(m.value) FILTER (WHERE m.name = 'sharpe'), 2) AS sharpe,
+               CASE WHEN max(m.value) FILTER (WHERE m.name = 'trading_days') < $min_days
+                    THEN 'n/m (' || CAST(max(m.value) FILTER (WHERE m.name = 'trading_days') AS BIGINT) || ' days)'
+                    ELSE CAST(round(max(m.value) FILTER (WHERE m.name = 'sharpe'), 2) AS VARCHAR) END AS sharpe,
                round(max(m.value) FILTER (WHERE m.name = 'max_drawdown') * 100, 2) AS max_dd_pct,
                CAST(max(m.value) FILTER (WHERE m.name = 'trades') AS BIGINT) AS trades
         FROM runs r LEFT JOIN run_metrics m USING (run_id)
         GROUP BY ALL ORDER BY r.run_id DESC LIMIT $limit
         """,
-        {"limit": limit},
+        {"limit": limit, "min_days": MIN_TRADING_DATES_ANNUALIZED},
     )
     print_table(table, console, title="Runs")
+    if any(str(v).startswith("n/m") for v in table.column("sharpe").to_pylist()):
+        console.print(f"sharpe n/m: not meaningful on fewer than {MIN_TRADING_DATES_ANNUALIZED} trading dates", markup=False)
 
 
 def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
@@ -473,27 +559,41 @@ def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
 
 
 def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=None) -> None:  # noqa: ANN001
+    from engine.metrics import ANNUALIZED_METRICS, annualized_note, gross_pnl
+
     table = Table(title=f"Run {run_id}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    too_short = annualized_note(metrics)
+    metrics = {**metrics, **gross_pnl(metrics)}
     for name in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "profit_factor",
-                 "commissions", "slippage", "final_equity"):
-        value = metrics.get(name)
-        if value is None:
+                 "gross_pnl", "commissions", "slippage", "net_pnl", "final_equity", "trading_days"):
+        if name not in metrics:
             continue
+        value = metrics[name]
         pct = name in ("total_return", "cagr", "max_drawdown", "win_rate")
-        table.add_row(name, "—" if value != value else f"{value * 100:.2f}%" if pct else f"{value:,.2f}")
+        undefined = value is None or value != value  # NULL in the ledger, NaN fresh from the run
+        if too_short and name in ANNUALIZED_METRICS:
+            shown = too_short
+        elif undefined:
+            shown = "—"
+        elif name in ("trades", "trading_days"):
+            shown = f"{value:,.0f}"
+        else:
+            shown = f"{value * 100:.2f}%" if pct else f"{value:,.2f}"
+        table.add_row(name, shown)
     console.print(table)
     if events is not None and events.num_rows:
         from collections import Counter
 
         counts = Counter(f"{k} {c}" for k, c in zip(events.column("kind").to_pylist(), events.column("code").to_pylist()))
-        console.print("Risk and engine events: " + ", ".join(f"{n:,} {what}" for what, n in counts.most_common()))
+        console.print("Risk and engine events: " + ", ".join(f"{n:,} {what}" for what, n in counts.most_common()),
+                      markup=False)
     bars = timings.get("bars", 0)
     loop = timings.get("loop_s", 0.0)
     console.print(f"{int(bars):,} bars; event loop {loop:.2f} s ({loop / bars * 1e6 if bars else 0:.2f} µs/bar), "
                   f"query {timings.get('query_s', 0) + timings.get('feed_s', 0):.2f} s")
-    console.print(f"Report: {report}")
+    console.print(f"Report: {report}", markup=False)
 
 
 @app.command("gateway-sim")
@@ -509,7 +609,7 @@ def gateway_sim(
     # The simulator lives in the IB adapter package and does not import ib_async itself.
     from engine.adapters.ib.gateway_sim.serve import run, warehouse_bars
 
-    bars = warehouse_bars(_warehouse(), replay, timeframe) if replay else []
+    bars = warehouse_bars(_existing_warehouse(), replay, timeframe) if replay else []
     if replay and not bars:
         raise QEError(f"no {timeframe} bars of {replay} in the warehouse to replay")
     run(port, account, host, bars, speed or None)
@@ -517,7 +617,12 @@ def gateway_sim(
 
 @app.command()
 def demo() -> None:
-    """Ingest the shipped sample data, build rolls and continuous series, and show what is there."""
+    """Run the pipeline on the shipped sample data: ingest, rolls, features, a recorded backtest, its report.
+
+    Ingests the sample bars into the warehouse (creating it), builds the roll table and continuous series,
+    builds the features, runs a portfolio backtest of the composite signal through the risk manager, records
+    it in the run ledger and writes its HTML report. Running it again loads no bar twice (it records a new run).
+    """
     from engine.demo import run_demo
 
     run_demo(_warehouse(), console)
@@ -529,9 +634,13 @@ def main() -> None:
     Usage errors are click's own (message and exit 2). Everything else that escapes a command is one
     ``Error:`` line and exit 1, or the traceback with ``--debug``.
     """
-    debug = "--debug" in sys.argv
+    # --debug is accepted anywhere (click knows it only before the subcommand): moved to the front.
+    args = sys.argv[1:]
+    debug = "--debug" in args
+    if debug:
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
-        app()
+        app(args=args, prog_name="qe")
     except QEError as exc:
         if debug:
             raise
@@ -552,4 +661,8 @@ def _print_error(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m engine.cli` runs this file as __main__; run the importable engine.cli instead, so that the
+    # sub-apps that read `engine.cli.state` (qe signals: --warehouse) see this run's options.
+    from engine import cli as _cli
+
+    _cli.main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import uuid
 from datetime import datetime, timezone
@@ -72,6 +73,26 @@ def code_version() -> str:
     return f"{version}+src.{digest.hexdigest()[:12]}"
 
 
+def _metric_value(value: Any) -> float | None:
+    """A metric as stored: NULL, not NaN, when it is undefined (no trades, one day), so ``ORDER BY value DESC``
+    does not rank such runs first (DuckDB orders NaN above every number)."""
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def latest_run_id(wh: Warehouse) -> str:
+    """The most recent top-level run: a walk-forward's window runs (which have a parent) are parts of it."""
+    con = wh.new_connection()  # views registered now: the shared one may predate the first run's files
+    try:
+        row = con.sql("SELECT run_id FROM runs WHERE parent_run_id IS NULL "
+                      "ORDER BY created_at DESC, run_id DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise QEError(f"no runs recorded in {wh.root}")
+    return row[0]
+
+
 def run_path(root: Path, table: str, run_id: str) -> Path:
     """File of one ledger table of one run."""
     return root / "runs" / table / f"{run_id}.parquet"
@@ -115,7 +136,7 @@ def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest",
             write_parquet_atomic(_with_run_id(table, run_id, schemas.RUN_TABLES[name]), run_path(wh.root, name, run_id))
     metrics = pa.table(
         {"run_id": [run_id] * len(result.metrics), "name": list(result.metrics),
-         "value": [float(v) for v in result.metrics.values()]},
+         "value": [_metric_value(v) for v in result.metrics.values()]},
         schema=schemas.RUN_METRICS,
     )
     write_parquet_atomic(metrics, run_path(wh.root, "run_metrics", run_id))
@@ -235,10 +256,7 @@ def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.T
     with SQL) for those.
     """
     if run_id == "latest":
-        latest = sorted((wh.root / "runs" / "runs").glob("*.parquet"))
-        if not latest:
-            raise QEError(f"no runs recorded in {wh.root}")
-        run_id = latest[-1].stem
+        run_id = latest_run_id(wh)
     head = run_path(wh.root, "runs", run_id)
     if not head.exists():
         raise QEError(f"unknown run {run_id!r} in {wh.root} (list them with: qe runs)")

@@ -94,6 +94,47 @@ NAN_METRICS = {
 
 TableLike = pa.Table | pd.DataFrame
 
+#: Fewest CME trading dates on which annualized metrics are shown as numbers. An annualized ratio scales a
+#: few days' mean and spread by sqrt(252) (or compounds a few days' return to a year): on 10 days one good
+#: or bad day gives a "Sharpe" of +-100. About three months (60 dates) is the least on which they say anything.
+MIN_TRADING_DATES_ANNUALIZED = 60
+
+#: Metrics scaled to a year, hidden below :data:`MIN_TRADING_DATES_ANNUALIZED` trading dates.
+ANNUALIZED_METRICS = frozenset({"cagr", "volatility", "sharpe", "sortino", "volatility_bars", "sharpe_bars",
+                                "annual_turnover"})
+
+
+def gross_pnl(metrics: dict[str, float | None]) -> dict[str, float]:
+    """``{"gross_pnl": net_pnl + commissions + slippage}``: the P&L before costs, to print beside them.
+
+    Slippage is already inside the fill prices, so both costs are added back to the net. Empty when a
+    component is missing or undefined.
+    """
+    parts = [metrics.get(k) for k in ("net_pnl", "commissions", "slippage")]
+    if any(v is None or v != v for v in parts):
+        return {}
+    return {"gross_pnl": float(sum(parts))}
+
+
+def annualized_note(metrics: dict[str, float | None]) -> str | None:
+    """What to print instead of an annualized metric of a run too short for one, else None.
+
+    Parameters
+    ----------
+    metrics : dict
+        A run's metrics, with ``trading_days`` (the number of CME trading dates).
+
+    Returns
+    -------
+    str or None
+        ``"not meaningful (10 trading dates; needs 60)"`` when ``trading_days`` is below
+        :data:`MIN_TRADING_DATES_ANNUALIZED`, else ``None`` (also when the count is unknown).
+    """
+    days = metrics.get("trading_days")
+    if days is None or days != days or days >= MIN_TRADING_DATES_ANNUALIZED:
+        return None
+    return f"not meaningful ({int(days)} trading dates; needs {MIN_TRADING_DATES_ANNUALIZED})"
+
 
 class UnknownTimeframeError(QEError, ValueError):
     """The run's timeframe has no bars-per-year entry, so per-bar statistics cannot be annualized."""

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from engine.metrics import drawdown, monthly_returns
+from engine.metrics import ANNUALIZED_METRICS, annualized_note, drawdown, monthly_returns
 
 #: At most this many points per chart series reach the HTML.
 MAX_CHART_POINTS = 2000
@@ -35,6 +35,9 @@ MAX_TRADES = 500
 MAX_EVENTS = 500
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 DASH = "—"
+#: A stretch without equity points longer than this is drawn narrow (the time axis is broken there): the
+#: sample's 2014-2020 hole would otherwise squeeze six years of trading into two thin slivers.
+GAP_DAYS = 30
 
 #: Metric name -> (label, format). Formats: pct, money, ratio, int, days. Unknown names use ``ratio``.
 METRIC_FORMATS: dict[str, tuple[str, str]] = {
@@ -48,7 +51,7 @@ METRIC_FORMATS: dict[str, tuple[str, str]] = {
     "max_drawdown": ("Max drawdown", "pct"),
     "max_drawdown_duration_days": ("Max drawdown duration", "days"),
     "max_drawdown_duration_bars": ("Max drawdown duration (bars)", "int"),
-    "trades": ("Trades", "int"),
+    "trades": ("Closed trades", "int"),
     "win_rate": ("Win rate", "pct"),
     "profit_factor": ("Profit factor", "ratio"),
     "avg_trade": ("Average trade", "money"),
@@ -97,6 +100,8 @@ def render_report(run: dict, tables: dict[str, pa.Table], metrics: dict[str, flo
         "query": run.get("query") or "",
         "metrics": metric_rows(metrics),
         "chart_data": chart_data(equity, initial),
+        "gap_notes": [f"{_fmt_date(a)} → {_fmt_date(b)}" for a, b in data_gaps(equity)],
+        "gap_days": GAP_DAYS,
         "monthly": monthly_rows(equity, initial),
         "trades": trade_rows(tables.get("trades")),
         "events": event_summary(tables.get("events")),
@@ -215,16 +220,30 @@ def chart_data(equity: pd.DataFrame, initial_capital: float, max_points: int = M
     Returns
     -------
     dict
-        ``{"equity": {"x": [...], "y": [...]}, "drawdown": {...}, "points": n}``; ``x`` in epoch ms.
+        ``{"equity": {"x": [...], "y": [...]}, "drawdown": {...}, "points": n, "gaps": [[start, end], ...]}``;
+        ``x`` and the gaps (see :func:`data_gaps`) in epoch ms.
     """
     if equity.empty:
-        return {"equity": {"x": [], "y": []}, "drawdown": {"x": [], "y": []}, "points": 0}
+        return {"equity": {"x": [], "y": []}, "drawdown": {"x": [], "y": []}, "points": 0, "gaps": []}
     dd = drawdown(equity, initial_capital=initial_capital)
     return {
         "equity": _series(equity["ts"], equity["equity"], max_points),
         "drawdown": _series(dd["ts"], dd["drawdown"], max_points),
         "points": len(equity),
+        "gaps": [[int(a), int(b)] for a, b in data_gaps(equity)],
     }
+
+
+def data_gaps(equity: pd.DataFrame, days: int = GAP_DAYS) -> list[tuple[int, int]]:
+    """``(last point before, first point after)`` in epoch ms of every hole longer than ``days`` in ``equity``.
+
+    Computed on the full series (before downsampling), so a gap is found whatever the chart keeps.
+    """
+    if len(equity) < 2:
+        return []
+    millis = _epoch_ms(equity["ts"])
+    wide = np.flatnonzero(np.diff(millis) > days * 86_400_000)
+    return [(int(millis[i]), int(millis[i + 1])) for i in wide]
 
 
 def _series(ts: pd.Series, values: pd.Series, max_points: int) -> dict[str, list]:
@@ -283,10 +302,12 @@ def metric_rows(metrics: dict[str, float]) -> list[dict[str, str]]:
         ``{"name", "label", "value"}`` per metric.
     """
     names = [n for n in METRIC_FORMATS if n in metrics] + sorted(n for n in metrics if n not in METRIC_FORMATS)
+    too_short = annualized_note(metrics)
     rows = []
     for name in names:
         label, kind = METRIC_FORMATS.get(name, (name.replace("_", " ").capitalize(), "ratio"))
-        rows.append({"name": name, "label": label, "value": format_value(metrics[name], kind)})
+        value = too_short if too_short and name in ANNUALIZED_METRICS else format_value(metrics[name], kind)
+        rows.append({"name": name, "label": label, "value": value})
     return rows
 
 
@@ -335,14 +356,21 @@ def trade_rows(table: pa.Table | None, limit: int = MAX_TRADES) -> dict[str, Any
     Returns
     -------
     dict
-        ``rows`` (formatted dicts), ``total`` and ``hidden`` (trades not listed).
+        ``rows`` (formatted dicts), ``total``, ``open`` (still held at the end), ``hidden`` (trades not
+        listed) and ``count_text``: the count the metrics use (closed trades) beside the rows listed.
     """
     if table is None or table.num_rows == 0:
-        return {"rows": [], "total": 0, "hidden": 0}
+        return {"rows": [], "total": 0, "open": 0, "hidden": 0, "count_text": "No trades."}
     if "entry_ts" in table.column_names:
         table = table.sort_by([("entry_ts", "ascending")])
     rows = [_trade_row(t) for t in table.slice(0, limit).to_pylist()]
-    return {"rows": rows, "total": table.num_rows, "hidden": max(0, table.num_rows - limit)}
+    still_open = table.column("exit_ts").null_count if "exit_ts" in table.column_names else 0
+    closed = table.num_rows - still_open
+    text = f"{table.num_rows:,} trade{'s' if table.num_rows != 1 else ''}: {closed:,} closed"
+    if still_open:
+        text += f", {still_open:,} still open at the end of the data (not in the metrics, which count closed trades)"
+    return {"rows": rows, "total": table.num_rows, "open": still_open, "hidden": max(0, table.num_rows - limit),
+            "count_text": text + "."}
 
 
 def _trade_row(trade: dict) -> dict[str, Any]:
@@ -498,6 +526,10 @@ def _fmt_price(value: Any) -> str:
     text = f"{number:,.6f}".rstrip("0")
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def _fmt_date(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC).strftime("%Y-%m-%d")
 
 
 def _fmt_ts(value: Any) -> str:

@@ -35,6 +35,7 @@ def load_strategy_class(spec: str) -> Any:
         unique = f"qe_user_strategy_{abs(hash(str(path)))}"
         loader = importlib.util.spec_from_file_location(unique, path)
         module = importlib.util.module_from_spec(loader)
+        module.__qe_strategy_file__ = str(path)  # the ledger names the file, not this generated module name
         sys.modules[unique] = module
         loader.loader.exec_module(module)
     else:

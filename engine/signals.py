@@ -424,6 +424,8 @@ class SignalBuildReport:
     rows: int = 0
     files: int = 0
     seconds: float = 0.0
+    #: A warning when ``signal`` is NULL on every row of some symbol (too little history), else None.
+    warning: str | None = None
 
 
 def signals_dir(root: Path, name: str, timeframe: str) -> Path:
@@ -508,8 +510,19 @@ def build_signals(wh: Any, name: str, timeframe: str = "1m", symbols: list[str] 
         _write_manifest(target_dir / "_build.json", report, sql)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    wh.refresh()  # the signals_<name>_<tf> view now reads the new files
+    report.warning = _null_signal_warning(wh, gen.name, timeframe, sql, report.symbols)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _null_signal_warning(wh: Any, name: str, timeframe: str, sql: str, symbols: list[str]) -> str | None:
+    from engine.signal_checks import all_null_symbols, null_signal_warning, warm_up
+
+    if not symbols:
+        return None
+    empty = all_null_symbols(wh.connect(), signals_relation(wh.root, name, timeframe))
+    return null_signal_warning(f"signals {name} {timeframe}", empty, warm_up(sql)) if empty else None
 
 
 def _write_manifest(path: Path, report: SignalBuildReport, sql: str) -> None:
@@ -532,13 +545,14 @@ def _quote(path: Path) -> str:
 
 # -- command line ---------------------------------------------------------------------------------------
 
-signals_app = typer.Typer(no_args_is_help=True, help="Signal generators as SQL: list, params, show, build.")
+signals_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Signal generators as SQL: list, params, show, build.")
 
 
 def _console():
-    from rich.console import Console
+    from engine.output import make_console
 
-    return Console()
+    return make_console()
 
 
 def _warehouse():
@@ -609,9 +623,14 @@ def signals_build(
     symbols: Annotated[list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeatable or comma-separated; default all).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Parameter key=value (repeatable).")] = None,
 ) -> None:
-    """Materialize the signals of NAME to Parquet under <warehouse>/signals/NAME/timeframe=TF/."""
+    """Materialize the signals of NAME to Parquet under <warehouse>/signals/NAME/timeframe=TF/ (view signals_NAME_TF)."""
     report = build_signals(_warehouse(), name, timeframe, symbols, _cli_params(param))
     _console().print(
         f"signals {report.name} {report.timeframe}: {report.rows:,} rows for {len(report.symbols)} symbol(s) "
-        f"({', '.join(report.symbols) or '-'}), {report.files} file(s) in {report.path} ({report.seconds:.2f} s)"
+        f"({', '.join(report.symbols) or '-'}), {report.files} file(s) in {report.path} ({report.seconds:.2f} s)",
+        markup=False, highlight=False,
     )
+    if report.warning:
+        from engine.output import make_console
+
+        make_console(stderr=True).print(f"warning: {report.warning}", markup=False, highlight=False)

@@ -76,6 +76,11 @@ _FILL_COLUMNS = ("order_id", "ts", "day", "sym", "contract", "qty", "price", "re
                  "after", "trade", "kind", "point", "pos_contract", "avg")
 
 
+#: How to keep a setting the vectorized path cannot honour: the same column through the event engine.
+_EVENT_ENGINE = ("run it through the event engine with a strategy instead of --signal "
+                 "(-s engine.strategies.signal_follower:SignalFollower -p column=NAME trades the target column NAME)")
+
+
 def run_vectorized(source: Any, query: str, signal: str = "target", config: BacktestConfig | None = None,
                    *, record: bool | None = None) -> BacktestResult:
     """Backtest the target-position column ``signal`` of ``query`` (see the module docstring).
@@ -105,11 +110,13 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
 
     config = config or BacktestConfig()
     if config.slippage.model not in SUPPORTED_SLIPPAGE:
-        raise ConfigError(f"the vectorized path supports slippage models {', '.join(SUPPORTED_SLIPPAGE)}, not "
-                          f"{config.slippage.model!r}; run the strategy through the event engine (run_backtest)")
+        raise ConfigError(f"--signal (the vectorized path) supports [backtest.slippage] model = "
+                          f"{' | '.join(repr(m) for m in SUPPORTED_SLIPPAGE)}, not {config.slippage.model!r}: change "
+                          f"it in the run configuration, or {_EVENT_ENGINE}")
     if config.participation is not None:
-        raise ConfigError("the vectorized path has no volume participation cap (participation must be None); "
-                          "run the strategy through the event engine (run_backtest)")
+        # Name what the user can change (the config key, the command-line alternative), not a Python function.
+        raise ConfigError(f"--signal (the vectorized path) has no volume participation cap: remove participation = "
+                          f"{config.participation} from [backtest] in the run configuration, or {_EVENT_ENGINE}")
     warehouse = source if isinstance(source, Warehouse) else None
     con = warehouse.connect() if warehouse is not None else source
     timeframe = config.timeframe or infer_timeframe(query)

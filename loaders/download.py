@@ -55,6 +55,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from warehouse import schemas
@@ -512,7 +513,7 @@ def run_download(
     root = warehouse.root
     chunks = plan.chunks
     summary = DownloadSummary(chunks_total=len(chunks))
-    console.print(f"Plan: {plan.describe()}: {len(chunks)} chunk(s)", highlight=False)
+    console.print(f"Plan: {plan.describe()}: {len(chunks)} chunk(s)", highlight=False, markup=False)
 
     # 1. Conditions first: whether a chunk on disk is still current depends on them.
     current = _dataset_conditions(source, plan, console)
@@ -530,7 +531,7 @@ def run_download(
         console.print(
             f"{len(stale)} chunk(s) on disk changed at Databento since their download; fetching them again "
             f"(e.g. {first.chunk.describe()}: {'; '.join(first.changes[:3])}{'; ...' if len(first.changes) > 3 else ''})",
-            highlight=False,
+            highlight=False, markup=False,
         )
     if todo:
         cost = sum(
@@ -594,7 +595,7 @@ def run_download(
         highlight=False,
     )
     for error in summary.ingest_errors:
-        console.print(f"[yellow]not ingested:[/yellow] {error}", highlight=False)
+        console.print(f"[yellow]not ingested:[/yellow] {escape(error)}", highlight=False)
     return summary
 
 
@@ -792,7 +793,7 @@ def _dataset_conditions(source: HistoricalSource, plan: DownloadPlan, console: C
         rows = _call(lambda: source.get_dataset_condition(plan.dataset, str(plan.start), str(last)), "dataset condition check")
     except (QEError, OSError) as exc:  # OSError covers connection errors (requests' included)
         console.print(
-            f"[yellow]could not check the dataset condition[/yellow] ({type(exc).__name__}: {_one_line(str(exc))}); "
+            f"[yellow]could not check the dataset condition[/yellow] ({type(exc).__name__}: {escape(_one_line(str(exc)))}); "
             "falling back to the file rule: chunk files on disk count as done, and no condition is recorded this run",
             highlight=False,
         )

@@ -121,6 +121,12 @@ def test_walkforward_command_records_the_stitched_run(hourly, risk_config) -> No
     children = json.loads(qe("sql", "SELECT count(*) AS n FROM runs c JOIN runs p ON c.parent_run_id = p.run_id "
                                     "WHERE p.kind = 'walkforward'", "--format", "json", warehouse=hourly).stdout)
     assert children[0]["n"] == counts["walkforward_window"]
+    # "latest" is the latest top-level run: the stitched walk-forward, not its last window
+    stitched = json.loads(qe("sql", "SELECT run_id FROM runs WHERE kind = 'walkforward'", "--format", "json",
+                             warehouse=hourly).stdout)[0]["run_id"]
+    latest = qe("report", "latest", warehouse=hourly)
+    assert latest.returncode == 0, latest.stderr
+    assert latest.stdout.strip().endswith(f"{stitched}.html")
 
 
 def test_vectorized_signal_column_from_the_command_line(hourly) -> None:  # noqa: ANN001
@@ -170,3 +176,41 @@ def test_bars_before_the_fee_table_fail_before_the_run_naming_the_root_and_date(
         "[backtest.instruments.ES] in the run configuration"]
     assert "Traceback" not in run.stderr
     assert runs() == before  # nothing recorded by the refused run
+
+
+def test_a_run_without_trades_stores_null_names_its_file_and_hides_annualized_ratios(hourly, tmp_path) -> None:  # noqa: ANN001
+    strategy = tmp_path / "idle.py"
+    strategy.write_text("def idle(bar, engine):\n    return None\n")
+    run = qe("backtest", "-q", QUERY, "-s", f"{strategy}:idle", warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    # The 195 ES hour bars fall on 15 CME trading dates (2013-10-07..11, 11-18, 12-02, 12-17, 12-18, 12-20,
+    # 2020-01-02, 01-03, 01-06..08): below the 60 that annualized ratios need.
+    shown = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in run.stdout.splitlines() if line.count("│") == 3}
+    assert shown["sharpe"] == shown["cagr"] == "not meaningful (15 trading dates; needs 60)"
+    assert (shown["trades"], shown["trading_days"], shown["win_rate"]) == ("0", "15", "—")
+    assert (shown["gross_pnl"], shown["commissions"], shown["net_pnl"]) == ("0.00", "0.00", "0.00")
+    rows = json.loads(qe("sql", "SELECT r.strategy, list(m.name ORDER BY m.name) FILTER (WHERE m.value IS NULL) AS nulls, "
+                                "count(*) FILTER (WHERE isnan(m.value)) AS nans FROM runs r JOIN run_metrics m USING (run_id) "
+                                "WHERE r.strategy LIKE '%idle' GROUP BY ALL", "--format", "json", warehouse=hourly).stdout)
+    assert rows == [{"strategy": f"{strategy}:idle", "nans": 0,
+                     "nulls": ["avg_loss", "avg_trade", "avg_win", "profit_factor", "sharpe", "sharpe_bars", "sortino",
+                               "win_rate"]}]
+    listed = qe("runs", warehouse=hourly).stdout
+    assert f"{strategy}:idle" in listed and "n/m (15 days)" in listed
+
+
+def test_built_signals_are_a_view_and_a_signal_null_everywhere_is_explained(hourly) -> None:  # noqa: ANN001
+    assert qe("features", "build", "-t", "1h", warehouse=hourly).returncode == 0
+    built = qe("signals", "build", "composite", "-t", "1h", warehouse=hourly)
+    assert built.returncode == 0, built.stderr
+    # rv_pctrank_20_240 ranks 240 values of rv_cc_20, itself first defined on row 19: first row 259, so 260
+    # bars of history; the LEAN ES hour sample has 195 bars.
+    why = "signal is NULL on every row of ES (195 bars); its features need 260 bars of history (rv_pctrank_20_240)"
+    assert built.stderr.strip() == f"warning: signals composite 1h: {why}, so nothing can trade"
+    view = json.loads(qe("sql", "SELECT count(*) AS n, count(signal) AS s FROM signals_composite_1h", "--format", "json",
+                         warehouse=hourly).stdout)
+    assert view == [{"n": 195, "s": 0}]
+    query = qe("signals", "show", "composite", "-t", "1h", warehouse=hourly).stdout
+    run = qe("backtest", "-q", query, "-s", "engine.strategies.signal_follower:SignalFollower", warehouse=hourly)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip() == f"warning: backtest: {why}, so nothing can trade"

@@ -113,4 +113,7 @@ def test_the_cli_says_a_file_was_not_written_rather_than_not_read(tmp_path):
     assert proc.returncode == 1
     assert "not written: write failed:" in proc.stdout and "No space left on device" in proc.stdout
     assert "not read" not in proc.stdout
-    assert proc.stderr.strip() == "Error: 1 of 1 file(s) could not be written; see above"
+    # one failed file: the error line is that file and its reason (issue 11)
+    partition = tmp_path / "w" / "bars" / "timeframe=1m" / "symbol=ES" / "year=2023" / "data.parquet"
+    assert proc.stderr.strip() == (f"Error: {path}: write failed: {partition}: No space left on device "
+                                   "(nothing from this file was written)")

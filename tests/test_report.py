@@ -287,6 +287,15 @@ def test_metrics_are_formatted() -> None:
     assert report.format_value(float("nan"), "pct") == "—"
 
 
+def test_annualized_ratios_are_not_shown_on_too_few_trading_dates() -> None:
+    short = {"total_return": -0.027, "sharpe": -117.6, "cagr": -0.5, "volatility": 0.3, "trading_days": 10.0}
+    shown = {r["name"]: r["value"] for r in report.metric_rows(short)}
+    assert shown["sharpe"] == shown["cagr"] == shown["volatility"] == "not meaningful (10 trading dates; needs 60)"
+    assert shown["total_return"] == "-2.70%" and shown["trading_days"] == "10"
+    enough = {r["name"]: r["value"] for r in report.metric_rows({**short, "trading_days": 60.0})}
+    assert (enough["sharpe"], enough["cagr"]) == ("-117.60", "-50.00%")
+
+
 def test_charts_embed_equity_and_drawdown() -> None:
     html = report.render_report(run_row(), full_tables(), METRICS)
     data = embedded_data(html)
@@ -377,6 +386,89 @@ def test_empty_trades_events_and_equity() -> None:
     assert data["equity"] == {"x": [], "y": []} and data["drawdown"] == {"x": [], "y": []}
     html = report.render_report(run_row(), {"equity": small_equity()}, METRICS)  # missing keys are fine
     assert "No trades." in html and "No risk events." in html
+
+
+def test_report_leads_with_results_and_collapses_the_query() -> None:
+    html = report.render_report(run_row(), full_tables(), METRICS)
+    order = [html.index(marker) for marker in ('id="metrics"', 'id="equity-chart"', 'id="drawdown-chart"',
+                                               'id="trades"', 'id="run-details"', 'id="run-query"')]
+    assert order == sorted(order)
+    header = html[html.index("<header>"):html.index("</header>")]
+    assert "<pre" not in header and "SELECT" not in header
+    details = re.search(r'<section id="run-details">.*?<details>(.*?)</details>', html, re.DOTALL).group(1)
+    assert '<pre id="run-query">' in details and '<pre id="run-params">' in details
+    assert re.search(r"<summary>The query \(\d+ lines?\) and the parameters</summary>", details)
+
+
+def test_trade_count_agrees_with_the_rows_listed() -> None:
+    # trades_table(3): trades 1 and 2 closed, trade 3 still open (no exit)
+    html = report.render_report(run_row(), {"equity": small_equity(), "trades": trades_table(3)}, {"trades": 2.0})
+    assert ('<p class="note" id="trades-count">3 trades: 2 closed, 1 still open at the end of the data (not in the '
+            'metrics, which count closed trades).</p>') in html
+    assert re.search(r'<th>Closed trades</th><td data-metric="trades">2</td>', html)
+    assert report.trade_rows(trades_table(2))["count_text"] == "2 trades: 2 closed."
+
+
+def test_a_long_data_gap_breaks_the_time_axis() -> None:
+    before = [(ts(dt.date(2013, 12, 20), 0, h), dt.date(2013, 12, 20), 1_000_000.0 + h) for h in (14, 15)]
+    after = [(ts(dt.date(2020, 1, 2), 0, h), dt.date(2020, 1, 2), 1_000_100.0 + h) for h in (14, 15)]
+    html = report.render_report(run_row(), {"equity": equity_table(before + after)}, METRICS)
+    # 2013-12-20 15:00 UTC and 2020-01-02 14:00 UTC in epoch milliseconds
+    assert embedded_data(html)["gaps"] == [[1_387_551_600_000, 1_577_973_600_000]]
+    assert ("The time axis is broken where the data stops for more than 30 days (shaded): "
+            "2013-12-20 → 2020-01-02.") in html
+    short = report.render_report(run_row(), {"equity": small_equity()}, METRICS)
+    assert embedded_data(short)["gaps"] == [] and 'id="chart-gaps"' not in short
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node to run the report's JavaScript")
+def test_the_time_scale_draws_a_gap_narrow() -> None:
+    template = (Path(report.__file__).parent / "templates" / "report.html.j2").read_text()
+    source = re.search(r"(  function timeScale\(.*?\n  }\n)", template, re.DOTALL).group(1)
+    # Data on [0, 100] and [900, 1000], a gap [100, 900]: the gap takes 4 % of the width, each millisecond of
+    # data (200 in all) 0.96 / 200 = 0.0048.
+    probe = source + """
+    var s = timeScale(0, 1000, [[100, 900]]);
+    console.log(JSON.stringify([s.unit(0), s.unit(50), s.unit(100), s.unit(900), s.unit(950), s.unit(1000),
+                                s.time(0.76), s.segments.length]));
+    """
+    out = subprocess.run(["node", "-e", probe], capture_output=True, text=True, check=True).stdout
+    values = json.loads(out)
+    assert values == pytest.approx([0, 0.24, 0.48, 0.52, 0.76, 1, 950, 2])
+
+
+#: A minimal DOM for running the report's script under node (no browser here): elements record attributes
+#: and children; enough for the plotter, whose output is then inspected.
+NODE_DOM = """
+function node(name) { return { name: name, attrs: {}, children: [], dataset: {}, textContent: "",
+  setAttribute: function (k, v) { this.attrs[k] = v; }, appendChild: function (c) { this.children.push(c); },
+  addEventListener: function () {} }; }
+var els = { "report-error": node("div"), "report-data": node("script"), "equity-chart": node("div"),
+  "drawdown-chart": node("div") };
+els["report-data"].textContent = DATA;
+els["equity-chart"].dataset.kind = "money"; els["drawdown-chart"].dataset.kind = "pct";
+var document = { body: { dataset: {} }, getElementById: function (id) { return els[id]; },
+  createElementNS: function (ns, n) { return node(n); }, createElement: function (n) { return node(n); } };
+var window = { addEventListener: function () {} };
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node to run the report's JavaScript")
+def test_the_plotter_breaks_the_line_at_a_gap_under_node() -> None:
+    before = [(ts(dt.date(2013, 12, 20), 0, h), dt.date(2013, 12, 20), 1_000_000.0 + h) for h in (14, 15, 16)]
+    after = [(ts(dt.date(2020, 1, 2), 0, h), dt.date(2020, 1, 2), 999_000.0 + h) for h in (14, 15, 16)]
+    html = report.render_report(run_row(), {"equity": equity_table(before + after)}, METRICS)
+    data = re.search(r'id="report-data">(.*?)</script>', html, re.DOTALL).group(1)
+    script = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)[-1]
+    probe = NODE_DOM.replace("DATA", json.dumps(data)) + script + """
+    var svg = els["equity-chart"].children[0];
+    console.log(JSON.stringify({ rendered: document.body.dataset.rendered, error: els["report-error"].textContent,
+      line: svg.children.filter(function (c) { return c.attrs["class"] === "line"; })[0].attrs.d,
+      gaps: svg.children.filter(function (c) { return c.attrs["class"] === "gap"; }).length }));
+    """
+    out = json.loads(subprocess.run(["node", "-e", probe], capture_output=True, text=True, check=True).stdout)
+    assert (out["rendered"], out["error"], out["gaps"]) == ("ok", "", 1)
+    assert out["line"].count("M") == 2 and out["line"].count("L") == 4  # two stretches of three points
 
 
 def test_write_report_is_atomic(tmp_path: Path) -> None:

@@ -328,10 +328,10 @@ def test_last_order_never_fills_with_next_open_and_stays_open() -> None:
 
 def test_unsupported_configuration_is_a_clear_error() -> None:
     con = _hand_connection()
-    with pytest.raises(ConfigError, match="slippage models none, fixed.*'proportional'"):
+    with pytest.raises(ConfigError, match=r"\[backtest.slippage\] model = 'none' \| 'fixed', not 'proportional'"):
         run_vectorized(con, "SELECT * FROM bars", "target",
                        BacktestConfig(timeframe="1m", slippage={"model": "proportional", "bps": 1}))
-    with pytest.raises(ConfigError, match="participation"):
+    with pytest.raises(ConfigError, match=r"remove participation = 0.1 from \[backtest\]"):
         run_vectorized(con, "SELECT * FROM bars", "target", BacktestConfig(timeframe="1m", participation=0.1))
     with pytest.raises(ConfigError, match="timeframe"):
         run_vectorized(con, "SELECT * FROM bars", "target")

@@ -12,6 +12,7 @@ Views
 ``bars_<tf>_adj_diff``         the same, back-adjusted by difference
 ``bars_5m``, ``bars_15m``, ``bars_1h_from_1m``   resampled from ``bars_1m``
 ``features_1m``, ``features_1h``, ``features_1d``  materialized features (symbol, ts, catalog columns)
+``signals_<name>_<tf>``        built signals (``qe signals build``), one view per generator and timeframe
 ``session_bars_1d``            CME session bars (trading date, not UTC day) from ``bars_1m``
 ``contracts``, ``margins``, ``fees``   contract specifications and date-effective margins and fees
 ``definitions``                Databento instrument definitions (expirations, tick sizes, multipliers)
@@ -116,6 +117,7 @@ class Warehouse:
         con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
         for tf in ("1m", "1h", "1d"):
             self._register_features(con, tf)
+        self._register_signals(con)
         con.execute("CREATE OR REPLACE VIEW bars_1h_from_1m AS " + render("resample_intraday.sql", source="bars_1m", minutes=60))
         con.execute("CREATE OR REPLACE VIEW session_bars_1d AS " + render("resample_session_daily.sql", source="bars_1m"))
         return con
@@ -144,16 +146,19 @@ class Warehouse:
     def _register_features(self, con: duckdb.DuckDBPyConnection, tf: str) -> None:
         directory = self.root / "features" / f"timeframe={tf}"
         if any(directory.glob("symbol=*/year=*/*.parquet")):
-            glob = str(directory / "symbol=*" / "year=*" / "*.parquet")
-            con.execute(
-                f"CREATE OR REPLACE VIEW features_{tf} AS SELECT symbol, * EXCLUDE (symbol, year, timeframe) FROM read_parquet("
-                f"'{_quote(glob)}', hive_partitioning = true, hive_types = {{'symbol': VARCHAR, 'year': INTEGER, 'timeframe': VARCHAR}}, union_by_name = true)"
-            )
+            _partitioned_view(con, f"features_{tf}", directory)
         else:
             con.execute(
                 f"CREATE OR REPLACE VIEW features_{tf} AS SELECT CAST(NULL AS VARCHAR) AS symbol, "
                 "CAST(NULL AS TIMESTAMPTZ) AS ts WHERE false"
             )
+
+    def _register_signals(self, con: duckdb.DuckDBPyConnection) -> None:
+        """``signals_<name>_<tf>`` over each built ``signals/<name>/timeframe=<tf>`` (``qe signals build``)."""
+        for directory in sorted((self.root / "signals").glob("*/timeframe=*")):
+            if not any(directory.glob("symbol=*/year=*/*.parquet")):
+                continue
+            _partitioned_view(con, f"signals_{directory.parent.name}_{directory.name.split('=', 1)[1]}", directory)
 
     def _register_table(
         self, con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: pa.Schema, hive_key: str | None
@@ -226,6 +231,15 @@ def _symbols_with_contractless_bars(directory: Path) -> list[str]:
         except (OSError, ValueError, pa.ArrowInvalid):
             nulls[symbol] = values[symbol] = True
     return sorted(s for s in nulls if nulls[s] and values.get(s, False))
+
+
+def _partitioned_view(con: duckdb.DuckDBPyConnection, name: str, directory: Path) -> None:
+    """View ``name`` over ``directory/symbol=*/year=*/*.parquet``: ``symbol`` first, the partition keys dropped."""
+    glob = str(directory / "symbol=*" / "year=*" / "*.parquet")
+    con.execute(
+        f'CREATE OR REPLACE VIEW "{name}" AS SELECT symbol, * EXCLUDE (symbol, year, timeframe) FROM read_parquet('
+        f"'{_quote(glob)}', hive_partitioning = true, hive_types = {{'symbol': VARCHAR, 'year': INTEGER, 'timeframe': VARCHAR}}, union_by_name = true)"
+    )
 
 
 def _parquet_files(path: Path) -> list[Path]:
