@@ -37,6 +37,7 @@ from engine.adapters.ib.logmask import install as mask_accounts_in_logs
 from engine.adapters.ib.orders import future_for, oca_name, order_ref, to_ib_order
 from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
+from engine.adapters.ib.subscriptions import Subscription, Subscriptions
 from engine.execution import ExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
 from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
@@ -155,6 +156,9 @@ class IBExecutionHandler(ExecutionHandler):
         self.halt_reason: str | None = None
         self._kills = 0
         self._subscribed = False
+        #: data subscriptions, re-requested after 1101 and after every reconnect (1102 keeps them)
+        self.subscriptions = Subscriptions(self.ib)
+        self.connection.on_restored.append(self.subscriptions.on_restored)
 
     # -- connection -------------------------------------------------------------------------------
     async def connect(self, timeout: float = 10.0) -> None:
@@ -347,6 +351,26 @@ class IBExecutionHandler(ExecutionHandler):
         """Close the connection on purpose (no reconnect; working orders stay at IB)."""
         self.connection.close()
         self.account = None
+
+    # -- data -------------------------------------------------------------------------------------
+    async def subscribe_bars(self, root: str, bar_size: str = "1 min", duration: str = "1 D", what: str = "TRADES",
+                             use_rth: bool = False) -> Subscription:
+        """Historical bars of ``root``'s contract kept up to date (``keepUpToDate``); renewed after drops."""
+        return await self.subscriptions.add(Subscription("history", root, self._contract(root), bar_size, duration,
+                                                         what, use_rth))
+
+    async def subscribe_realtime_bars(self, root: str, what: str = "TRADES", use_rth: bool = False) -> Subscription:
+        """IB's 5-second real-time bars of ``root``'s contract; renewed after drops."""
+        return await self.subscriptions.add(Subscription("realtime", root, self._contract(root), what=what,
+                                                         use_rth=use_rth))
+
+    def _contract(self, root: str) -> Contract:
+        if self.account is None:
+            raise SafetyError("not connected: call connect() before subscribing to bars")
+        contract = self.contracts.get(root)
+        if contract is None:
+            raise SafetyError(f"{root} is not one of this strategy's contracts ({', '.join(self.contracts)})")
+        return contract
 
     # -- ExecutionHandler -------------------------------------------------------------------------
     def submit(self, order: Order, bar: tuple | None = None, close_known: bool = True) -> list[Fill]:
