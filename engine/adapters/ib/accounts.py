@@ -173,7 +173,7 @@ class IBConfig(BaseModel):
                                   live=live, port_kind=account.port_kind, **options)
 
 
-def load_ib_config(source: Path | dict[str, Any]) -> IBConfig:
+def load_ib_config(source: Path | str | dict[str, Any]) -> IBConfig:
     """An :class:`IBConfig` from a TOML/JSON file (its ``[ib]`` table, or the whole file) or a dict.
 
     Raises
