@@ -14,6 +14,7 @@ from ib_async import IB, Future, LimitOrder, MarketOrder, StopOrder
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
+from engine.adapters.ib.journal import OrderJournal
 from engine.orders import OCA_TYPE, OrderStatus, bracket, market, oco, stop
 from engine.orders import limit as limit_order
 from tests.ib.conftest import CLOCK, TODAY, run, until
@@ -36,10 +37,13 @@ def _books_agree(handler: IBExecutionHandler, sim: GatewaySim) -> None:
     assert ours == theirs
 
 
-def test_bracket_take_profit_first_cancels_the_stop(ib_log) -> None:
+def test_bracket_take_profit_first_cancels_the_stop(tmp_path, ib_log) -> None:
+    journal = OrderJournal(tmp_path)
+
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11)
+            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11,
+                                         journal=journal)
             await handler.connect()
             try:
                 entry, take, protect = _numbered(bracket("MES", 1, take_profit=5010.00, stop_loss=4990.00), 1)
@@ -72,6 +76,11 @@ def test_bracket_take_profit_first_cancels_the_stop(ib_log) -> None:
         _books_agree(handler, sim)
         [position] = sim.book.account_positions()
         assert position.quantity == 0  # +1 - 1; (5010 - 5000.25) x 5 = 48.75 made
+        # the three legs were journaled as one batch, linked as the engine links them
+        assert len(list(journal.directory.glob("*.parquet"))) == 1
+        rows = journal.read("run1", "sma").select(["order_ref", "quantity", "parent_id", "oca_group"]).to_pylist()
+        assert [tuple(r.values()) for r in rows] == [
+            ("run1/sma/1", 1, None, None), ("run1/sma/2", -1, 1, "bracket:1"), ("run1/sma/3", -1, 1, "bracket:1")]
     run(body)
 
 
@@ -197,4 +206,39 @@ def test_cancelling_an_unfilled_entry_ends_its_exits_and_a_leg_only_itself(cance
             else:  # IB cancels only that leg: the entry and the stop still work (held)
                 assert statuses == [OrderStatus.OPEN, OrderStatus.CANCELLED, OrderStatus.OPEN]
                 assert [o.status for o in sim.placed] == ["Submitted", "Cancelled", "PreSubmitted"]
+    run(body)
+
+
+def test_a_restarted_process_adopts_the_working_exits_of_a_bracket(tmp_path, ib_log) -> None:
+    journal = OrderJournal(tmp_path)
+
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
+            first = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11, journal=journal)
+            await first.connect()
+            first.submit(_numbered(bracket("MES", 1, take_profit=5010.00, stop_loss=4990.00), 1)[0], None)
+            await until(lambda: len(sim.placed) == 3, what="the bracket at the gateway")
+            sim.push_bar("MESH6", CLOCK + MINUTE, 5000.25, 5001.00, 4999.50, 5000.75)  # entry buys 1 at 5000.25
+            await until(lambda: len(first.records) == 1, what="entry fill")
+            first.disconnect()  # the process ends; the exits keep working at IB
+            second = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11,
+                                        journal=journal)
+            await second.connect()
+            try:
+                found = second.reconciliation
+                assert (found.working, found.done) == (["run1/sma/2", "run1/sma/3"], {"run1/sma/1": "Filled"})
+                assert (found.recovered_fills, found.missing, found.external) == (1, [], [])
+                take, protect = (second.working_orders()[k] for k in (0, 1))
+                assert [(o.quantity, o.parent_id, o.oca_group) for o in (take, protect)] == [
+                    (-1, 1, "bracket:1"), (-1, 1, "bracket:1")]
+                # O 4995 H 4996 L 4985 C 4988: the stop sells at 4990; IB cancels the take-profit
+                sim.push_bar("MESH6", CLOCK + 2 * MINUTE, 4995.00, 4996.00, 4985.00, 4988.00)
+                await until(lambda: take.is_done and protect.is_done and len(second.records) == 2, what="exit")
+            finally:
+                second.disconnect()
+            assert (protect.status, protect.filled, protect.avg_fill_price) == (OrderStatus.FILLED, -1, 4990.00)
+            assert take.status is OrderStatus.CANCELLED
+            assert len(sim.requests_of(In.PLACE_ORDER)) == 3  # nothing sent again
+            [position] = sim.book.account_positions()
+            assert position.quantity == 0
     run(body)

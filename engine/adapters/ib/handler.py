@@ -502,7 +502,7 @@ class IBExecutionHandler(ExecutionHandler):
         if order is None or order.is_done:
             return
         status = trade.orderStatus.status
-        if order.parent is not None or order.oca_group is not None:
+        if order.parent_id is not None or order.oca_group is not None:
             # IB resizes linked orders itself: a bracket exit to the entry's fill, an OCA leg by its sibling's
             size = int(trade.order.totalQuantity)
             if size > 0:
@@ -526,4 +526,5 @@ def _order_from_journal(row: dict) -> Order:
                   stop_price=row["stop_price"], tif=TimeInForce(row["tif"]),
                   expire_ts=None if expire is None else int(expire.timestamp() * 1e9))
     order.order_id = int(row["order_id"])
+    order.parent_id, order.oca_group = row.get("parent_id"), row.get("oca_group")  # (null in older files)
     return order

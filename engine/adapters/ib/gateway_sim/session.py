@@ -303,6 +303,8 @@ class Session:
         self.send(msg.error(order_id, 202, "Order Canceled - reason:"))
 
     def _global_cancel(self, fields: list[str]) -> None:
+        for client_id, order_id in list(self.sim.book.staged):  # untransmitted orders go too
+            self.sim.book.cancel(client_id, order_id)
         for order in self.sim.book.working():
             if not order.is_done:  # (a held child may have ended with its parent already)
                 for ended in self.sim.book.cancel(order.client_id, order.order_id):
