@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from engine.backtest import BacktestConfig
+from engine.configfile import read_table
 from engine.strategy import FunctionStrategy, Strategy, checked_params
 from warehouse.errors import ConfigError
 
@@ -83,16 +82,7 @@ def parse_params(pairs: list[str] | None) -> dict[str, str]:
 
 def load_config(path: Path | None, **overrides: Any) -> BacktestConfig:
     """A :class:`BacktestConfig` from a TOML or JSON file (strict), with command-line overrides on top."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        data = data.get("backtest", data)
+    data: dict[str, Any] = {} if path is None else read_table(path, "backtest")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return BacktestConfig.model_validate(data)

@@ -325,5 +325,7 @@ ORDER_JOURNAL = pa.schema(
         ("contract", pa.string()),  # the exchange contract (local symbol)
         # the order's terms, typed as in run_orders (quantity signed: + buy, - sell)
         *(RUN_ORDERS.field(name) for name in ("quantity", "order_type", "tif", "limit_price", "stop_price", "expire_ts")),
+        # linked orders: the bracket entry's order_id and the OCO group, as in run_orders (older files: null)
+        *(RUN_ORDERS.field(name) for name in ("parent_id", "oca_group")),
     ]
 )

@@ -34,9 +34,10 @@ from ib_async import Fill as IBFill
 from engine.adapters.ib.connection import Connection
 from engine.adapters.ib.journal import JournalEntry, OrderJournal
 from engine.adapters.ib.logmask import install as mask_accounts_in_logs
-from engine.adapters.ib.orders import future_for, order_ref, to_ib_order
+from engine.adapters.ib.orders import future_for, oca_name, order_ref, to_ib_order
 from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
+from engine.adapters.ib.subscriptions import Subscription, Subscriptions
 from engine.execution import ExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
 from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
@@ -155,6 +156,9 @@ class IBExecutionHandler(ExecutionHandler):
         self.halt_reason: str | None = None
         self._kills = 0
         self._subscribed = False
+        #: data subscriptions, re-requested after 1101 and after every reconnect (1102 keeps them)
+        self.subscriptions = Subscriptions(self.ib)
+        self.connection.on_restored.append(self.subscriptions.on_restored)
 
     # -- connection -------------------------------------------------------------------------------
     async def connect(self, timeout: float = 10.0) -> None:
@@ -348,9 +352,36 @@ class IBExecutionHandler(ExecutionHandler):
         self.connection.close()
         self.account = None
 
+    # -- data -------------------------------------------------------------------------------------
+    async def subscribe_bars(self, root: str, bar_size: str = "1 min", duration: str = "1 D", what: str = "TRADES",
+                             use_rth: bool = False) -> Subscription:
+        """Historical bars of ``root``'s contract kept up to date (``keepUpToDate``); renewed after drops."""
+        return await self.subscriptions.add(Subscription("history", root, self._contract(root), bar_size, duration,
+                                                         what, use_rth))
+
+    async def subscribe_realtime_bars(self, root: str, what: str = "TRADES", use_rth: bool = False) -> Subscription:
+        """IB's 5-second real-time bars of ``root``'s contract; renewed after drops."""
+        return await self.subscriptions.add(Subscription("realtime", root, self._contract(root), what=what,
+                                                         use_rth=use_rth))
+
+    def _contract(self, root: str) -> Contract:
+        if self.account is None:
+            raise SafetyError("not connected: call connect() before subscribing to bars")
+        contract = self.contracts.get(root)
+        if contract is None:
+            raise SafetyError(f"{root} is not one of this strategy's contracts ({', '.join(self.contracts)})")
+        return contract
+
     # -- ExecutionHandler -------------------------------------------------------------------------
     def submit(self, order: Order, bar: tuple | None = None, close_known: bool = True) -> list[Fill]:
         """Send ``order`` to IB; fills arrive through :meth:`on_bar` / :meth:`drain_fills`.
+
+        A bracket entry (``order.children``, numbered by the engine) goes out with its exits as IB
+        parent/child orders: the entry and the first child with ``transmit=False``, the last child with
+        ``transmit=True`` and every child with ``parentId`` = the entry's IB order id, so IB receives the
+        bracket whole; the exits share the OCA group ``bracket:<entry id>``. An OCO leg goes out in its
+        group (:func:`~engine.adapters.ib.orders.oca_name`, ``ocaType`` :data:`~engine.orders.OCA_TYPE`).
+        Every leg is journaled before the first is sent.
 
         ``bar`` and ``close_known`` (the seam's signal-close hints) do not apply: IB fills at its own prices.
         """
@@ -358,27 +389,51 @@ class IBExecutionHandler(ExecutionHandler):
             raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
         if self.halt_reason is not None:
             raise SafetyError(f"trading is halted ({self.halt_reason}): no new orders until reset()")
+        if order.parent is not None:
+            raise SafetyError("a bracket's take-profit and stop-loss are sent with their entry: submit the entry")
         contract = self.contracts.get(order.symbol)
         if contract is None:
             raise SafetyError(f"{order.symbol} is not one of this strategy's contracts ({', '.join(self.contracts)})")
-        ref = order_ref(self.run_id, self.strategy, order.order_id)
-        if ref in self._orders or ref in self._journaled:
-            raise SafetyError(f"order {ref} was already sent; refusing to send it twice")
-        ib_order = to_ib_order(order, self.account, ref)
-        if ib_order.account != self.account:  # the binding is the one thing that must never slip
-            raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
-        self._send(ref, contract, order, ib_order)
+        legs = [order, *order.children]
+        for child in order.children:  # the engine's bracket semantics: the exits are one OCO group
+            child.parent_id = order.order_id
+            child.oca_group = child.oca_group or f"bracket:{order.order_id}"
+        outgoing = []
+        for leg in legs:
+            ref = order_ref(self.run_id, self.strategy, leg.order_id)
+            if leg.order_id < 0 or ref in self._orders or ref in self._journaled:
+                raise SafetyError(f"order {ref} was already sent (or is not numbered); refusing to send it twice")
+            group = None if leg.oca_group is None else oca_name(self.run_id, self.strategy, leg.oca_group)
+            ib_order = to_ib_order(leg, self.account, ref, group)
+            if ib_order.account != self.account:  # the binding is the one thing that must never slip
+                raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
+            outgoing.append((ref, contract, leg, ib_order))
+        if order.children:
+            parent_ib = outgoing[0][3]
+            parent_ib.orderId = self.ib.client.getReqId()
+            for k, (_, _, _, ib_order) in enumerate(outgoing):
+                ib_order.transmit = k == len(outgoing) - 1  # nothing works before the last leg arrives
+                if k:
+                    ib_order.parentId = parent_ib.orderId
+        self._send_all(outgoing)
         return []
 
     def _send(self, ref: str, contract: Contract, order: Order, ib_order: object) -> Trade:
-        """Journal, then send; the one place an order leaves."""
-        if self.journal is not None:  # journaled first: a crash after this line cannot lose the order
+        """Journal, then send one order."""
+        return self._send_all([(ref, contract, order, ib_order)])[0]
+
+    def _send_all(self, outgoing: list[tuple[str, Contract, Order, object]]) -> list[Trade]:
+        """Journal every order (one atomic batch), then send them in order; the one place orders leave."""
+        if self.journal is not None:  # journaled first: a crash after this line cannot lose an order
             self.journal.append([JournalEntry(ref, self.run_id, self.strategy, mask(self.account or ""),
-                                              contract.localSymbol, order)])
-        self._journaled.add(ref)
-        self._orders[ref] = order
-        trade = self._trades[ref] = self.ib.placeOrder(contract, ib_order)
-        return trade
+                                              contract.localSymbol, order) for ref, contract, order, _ in outgoing])
+        trades = []
+        for ref, contract, order, ib_order in outgoing:
+            self._journaled.add(ref)
+            self._orders[ref] = order
+            trades.append(self.ib.placeOrder(contract, ib_order))
+            self._trades[ref] = trades[-1]
+        return trades
 
     def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
         """Ask IB to cancel; the engine order becomes CANCELLED when IB confirms."""
@@ -444,7 +499,17 @@ class IBExecutionHandler(ExecutionHandler):
 
     def _on_status(self, trade: Trade) -> None:
         order = self._orders.get(trade.order.orderRef)
-        if order is None or order.is_done or trade.orderStatus.status not in _CANCELLED:
+        if order is None or order.is_done:
+            return
+        status = trade.orderStatus.status
+        if order.parent_id is not None or order.oca_group is not None:
+            # IB resizes linked orders itself: a bracket exit to the entry's fill, an OCA leg by its sibling's
+            size = int(trade.order.totalQuantity)
+            if size > 0:
+                order.quantity = size if order.quantity > 0 else -size
+            if status == "Filled" and order.filled == order.quantity:
+                order.status = OrderStatus.FILLED
+        if status not in _CANCELLED:
             return
         # An order IB refused (an error before it ever worked) is DENIED; one it stopped working is CANCELLED.
         refused = any(entry.errorCode not in (0, 202) for entry in trade.log)
@@ -461,4 +526,5 @@ def _order_from_journal(row: dict) -> Order:
                   stop_price=row["stop_price"], tif=TimeInForce(row["tif"]),
                   expire_ts=None if expire is None else int(expire.timestamp() * 1e9))
     order.order_id = int(row["order_id"])
+    order.parent_id, order.oca_group = row.get("parent_id"), row.get("oca_group")  # (null in older files)
     return order

@@ -43,7 +43,8 @@ class JournalEntry:
         return {"journaled_at": at, "order_ref": self.order_ref, "run_id": self.run_id, "strategy": self.strategy,
                 "order_id": o.order_id, "broker": "ib", "account": self.account, "symbol": o.symbol,
                 "contract": self.contract, "quantity": o.quantity, "order_type": o.order_type.value,
-                "tif": o.tif.value, "limit_price": o.limit_price, "stop_price": o.stop_price, "expire_ts": expire}
+                "tif": o.tif.value, "limit_price": o.limit_price, "stop_price": o.stop_price, "expire_ts": expire,
+                "parent_id": o.parent_id, "oca_group": o.oca_group}
 
 
 class OrderJournal:

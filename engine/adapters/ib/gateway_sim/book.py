@@ -10,6 +10,17 @@ participation: with ``participation=p`` at most ``floor(p * volume)`` contracts 
 IB's view is kept beside it: IB statuses, permIds, executions (``execId``), positions per account and
 contract with IB's futures ``avgCost`` (average price times multiplier; commissions are not folded in).
 Realized P&L is not computed (the commission report sends it unset).
+
+Linked orders are the backtest broker's too (``engine/orders.py``):
+
+* ``transmit=False`` stages an order at the gateway (IB shows it, nothing works) until an order of the same
+  client with ``transmit=True`` sends it: a bracket's last child sends its parent and every staged sibling
+  at once, so a half-built bracket never works.
+* ``parentId`` makes a bracket: the children are held (PreSubmitted) until the parent is done, then work
+  for the contracts the parent filled, as one OCA group (cancelled if it filled none).
+* ``ocaGroup`` with ``ocaType`` 2 (the engine's :data:`~engine.orders.OCA_TYPE`): the leg reached first
+  fills, every other leg is reduced by what it filled and cancelled once nothing is left; never two filled.
+  Other ocaTypes are refused (201): the simulator models only the engine's.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from engine.adapters.ib.gateway_sim.listing import ListedFuture
 from engine.adapters.ib.gateway_sim.requests import PlaceOrder
 from engine.execution import BacktestExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
-from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce
+from engine.orders import OCA_TYPE, Fill, Order, OrderStatus, OrderType, TimeInForce
 from warehouse.sessions import trading_date
 
 __all__ = ["Rejected", "SimOrder", "SimExecution", "SimPosition", "Book", "ORDER_TYPES", "TIFS"]
@@ -154,48 +165,98 @@ class Book:
         self._exec_seq = itertools.count(1)
         self.now = datetime.now(timezone.utc)
         self._by_perm: dict[int, SimOrder] = {}
+        #: orders sent with ``transmit=False``, waiting for the order that transmits them
+        self.staged: dict[tuple[int, int], SimOrder] = {}
 
     # -- orders -----------------------------------------------------------------------------------
-    def place(self, request: PlaceOrder, client_id: int, account: str, future: ListedFuture) -> SimOrder:
+    def place(self, request: PlaceOrder, client_id: int, account: str, future: ListedFuture) -> list[SimOrder]:
         """Accept a new order (validated here; the caller resolved contract and account).
+
+        Returns the orders that started working now: none for a staged order (``transmit=False``), else the
+        order with every staged order it transmits (a bracket's parent first, then its children).
 
         Raises
         ------
         Rejected
-            Unsupported type or TIF, missing prices, fractional or zero quantity, a bad goodTillDate, or a
-            duplicate order id for this client (IB error 103).
+            Unsupported type, TIF or ocaType, missing prices, fractional or zero quantity, a bad goodTillDate,
+            a duplicate order id for this client (IB error 103), or a parentId that names no staged order.
         """
-        if (client_id, request.order_id) in self.orders:
+        if (client_id, request.order_id) in self.orders or (client_id, request.order_id) in self.staged:
             raise Rejected(103, f"Duplicate order id {request.order_id}")
+        if request.oca_group and request.oca_type != OCA_TYPE:
+            raise Rejected(201, f"Order rejected - reason:ocaType {request.oca_type} is not simulated "
+                                f"(only {OCA_TYPE}: reduce the other legs, with block)")
+        if request.parent_id and (client_id, request.parent_id) not in self.staged:
+            raise Rejected(201, f"Order rejected - reason:parent order {request.parent_id} is not waiting for its "
+                                "children (send the parent with transmit=False first)")
         matching = _matching_order(request, future)
-        perm_id = next(self._perm_ids)
-        # The matcher numbers orders by permId: IB order ids repeat across clients, permIds do not.
-        matching.order_id = perm_id
-        # Submitted "on" the current instant; the order may execute from the next pushed bar on.
-        self.matcher.submit(matching, (future.local_symbol, 0, 0.0, 0.0, 0.0, 0.0, 0, self._trading_day(), None))
-        matching.active_from = 0
-        status = "PreSubmitted" if request.order_type in _TRIGGERED else "Submitted"
-        order = SimOrder(request.order_id, client_id, perm_id, account, future, request, matching, status)
-        self.orders[(client_id, request.order_id)] = order
-        self._by_perm[perm_id] = order
-        return order
+        if request.oca_group and not request.parent_id:  # OCA names are per account at IB
+            matching.oca_group = f"{account}|{request.oca_group}"
+        staged = SimOrder(request.order_id, client_id, 0, account, future, request, matching, "PreSubmitted")
+        self.staged[(client_id, request.order_id)] = staged
+        if not request.transmit:
+            return []
+        root = request.parent_id or request.order_id
+        group = [o for key, o in self.staged.items()
+                 if key[0] == client_id and (key[1] == root or o.request.parent_id == root)]
+        for order in group:
+            del self.staged[(client_id, order.order_id)]
+        parent = next(o for o in group if o.order_id == root)
+        children = [o for o in group if o is not parent]
+        try:
+            self._link(parent, children)
+            for order in group:
+                # The matcher numbers orders by permId: IB order ids repeat across clients, permIds do not.
+                order.perm_id = order.matching.order_id = next(self._perm_ids)
+            for child in children:
+                child.matching.parent_id = parent.perm_id
+            # Submitted "on" the current instant; the order may execute from the next pushed bar on.
+            self.matcher.submit(parent.matching,
+                                (future.local_symbol, 0, 0.0, 0.0, 0.0, 0.0, 0, self._trading_day(), None))
+        except ValueError as exc:
+            raise Rejected(201, f"Order rejected - reason:{exc}") from exc
+        parent.matching.active_from = 0
+        for order in group:
+            if order is parent:
+                order.status = "PreSubmitted" if order.request.order_type in _TRIGGERED else "Submitted"
+            self.orders[(client_id, order.order_id)] = order
+            self._by_perm[order.perm_id] = order
+        return [parent, *children]
 
-    def cancel(self, client_id: int, order_id: int) -> SimOrder:
-        """Cancel a working order.
+    @staticmethod
+    def _link(parent: SimOrder, children: list[SimOrder]) -> None:
+        """Make ``children`` the parent's bracket exits in the matcher (held until the parent is done)."""
+        for child in children:
+            if child.future.con_id != parent.future.con_id:
+                raise ValueError("a bracket's children must trade the parent's contract")
+            if (child.matching.quantity > 0) == (parent.matching.quantity > 0):
+                raise ValueError("a bracket's children must trade the other side of the parent")
+            child.matching.parent = parent.matching
+        parent.matching.children = tuple(c.matching for c in children)
+
+    def cancel(self, client_id: int, order_id: int) -> list[SimOrder]:
+        """Cancel a working (or staged) order; returns it and every order the cancel ended with it (the held
+        children of a bracket parent that filled nothing).
 
         Raises
         ------
         Rejected
             10147 unknown order id, 161 the order is already done.
         """
+        staged = self.staged.pop((client_id, order_id), None)
+        if staged is not None:
+            self._close(staged, "Cancelled")
+            return [staged]
         order = self.orders.get((client_id, order_id))
         if order is None:
             raise Rejected(10147, f"OrderId {order_id} that needs to be cancelled is not found.")
         if order.is_done:
             raise Rejected(161, f"Cancel attempted when order is not in a cancellable state. Order permId ={order.perm_id}")
+        done_before = len(self.matcher.finished)
         self.matcher.cancel(order.matching, _ns(self.now), "cancelled by the client")
-        self._close(order, "Cancelled")
-        return order
+        events = BookEvents()
+        self._settle(done_before, events)
+        return events.updated
 
     def working(self, client_id: int | None = None) -> list[SimOrder]:
         """Orders still working (one client's, or all)."""
@@ -212,20 +273,33 @@ class Book:
         self.now = ts
         events = BookEvents()
         done_before = len(self.matcher.finished)
+        # sizes before the bar: OCA reductions and released bracket children change them without a fill
+        sizes = {id(o): o.matching.quantity for o in self.working() if o.future.con_id == future.con_id}
         fills = self.matcher.on_bar(future.local_symbol, _ns(ts), open_, high, low, close, volume,
                                     self._trading_day(), future.local_symbol)
         for fill in fills:
             order = self._by_perm[fill.order_id]
             events.executions.append(self._execute(order, fill))
             events.touch(order)
+        self._settle(done_before, events)
+        for order in self.working():
+            if order.future.con_id == future.con_id and sizes.get(id(order)) != order.matching.quantity:
+                events.touch(order)
+        for order in events.updated:
+            if not order.is_done and order.status == "PreSubmitted" and (
+                    order.filled or order.request.order_type not in _TRIGGERED):
+                order.status = "Submitted"  # filling, or a released bracket child that needs no trigger
+        return events
+
+    def _settle(self, done_before: int, events: BookEvents) -> None:
+        """Close the orders the matcher finished since ``done_before`` and release the children it released."""
         for matching in self.matcher.finished[done_before:]:
             order = self._by_perm[matching.order_id]
             self._close(order, "Filled" if matching.status is OrderStatus.FILLED else "Cancelled")
             events.touch(order)
-        for order in events.updated:
-            if not order.is_done and order.status == "PreSubmitted" and order.filled:
-                order.status = "Submitted"
-        return events
+            for child in matching.children:
+                if not child.is_done:  # released: working now, for the contracts the parent filled
+                    events.touch(self._by_perm[child.order_id])
 
     def _execute(self, order: SimOrder, fill: Fill) -> SimExecution:
         shares = abs(fill.quantity)

@@ -80,8 +80,14 @@ class Faults:
         return len(sessions)
 
     def notify(self, code: int, text: str | None = None, client_id: int | None = None) -> None:
-        """Send an error/notice not tied to a request (1100/1101/1102, 2104, ...) to one client or all."""
+        """Send an error/notice not tied to a request (1100/1101/1102, 2104, ...) to one client or all.
+
+        1101 ("data lost") also ends the notified sessions' bar subscriptions, as at IB: a client that does
+        not ask again receives no more bars.
+        """
         body = msg.error(-1, code, text if text is not None else CONNECTIVITY.get(code, f"notice {code}"))
         for cid, session in list(self.sim.sessions.items()):
             if client_id in (None, cid):
+                if code == 1101:
+                    session.subscriptions.clear()
                 session.send(body)

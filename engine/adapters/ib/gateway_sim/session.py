@@ -282,26 +282,31 @@ class Session:
             scripted = self.sim.faults.take_rejection()
             if scripted is not None:
                 raise Rejected(*scripted)
-            order = self.sim.book.place(request, self.client_id or 0, account, future)
+            working = self.sim.book.place(request, self.client_id or 0, account, future)
         except Rejected as exc:
             self.send(msg.error(request.order_id, exc.code, exc.text))
             return
-        self.sim._send_status(order)
-        for listener in list(self.sim.order_listeners):
-            listener(order)
+        for order in working:  # none while staged (transmit=False); a whole bracket when its last child arrives
+            self.sim._send_status(order)
+            for listener in list(self.sim.order_listeners):
+                listener(order)
 
     def _cancel_order(self, fields: list[str]) -> None:
         order_id = int(fields[2])
         try:
-            order = self.sim.book.cancel(self.client_id or 0, order_id)
+            ended = self.sim.book.cancel(self.client_id or 0, order_id)
         except Rejected as exc:
             self.send(msg.error(order_id, exc.code, exc.text))
             return
-        self.sim._send_status(order)
+        for order in ended:
+            self.sim._send_status(order)
         self.send(msg.error(order_id, 202, "Order Canceled - reason:"))
 
     def _global_cancel(self, fields: list[str]) -> None:
+        for client_id, order_id in list(self.sim.book.staged):  # untransmitted orders go too
+            self.sim.book.cancel(client_id, order_id)
         for order in self.sim.book.working():
-            self.sim.book.cancel(order.client_id, order.order_id)
-            self.sim._send_status(order)
+            if not order.is_done:  # (a held child may have ended with its parent already)
+                for ended in self.sim.book.cancel(order.client_id, order.order_id):
+                    self.sim._send_status(ended)
 
