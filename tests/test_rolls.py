@@ -174,3 +174,14 @@ def test_instruments_take_expiry_and_specs_from_definitions_else_the_rule(wh):
     assert (rows["ESZ3"]["expiry"], rows["ESZ3"]["expiry_source"]) == (date(2013, 12, 20), "rule")
     assert (rows["ESH1"]["expiry"], rows["ESH1"]["expiry_source"], rows["ESH1"]["spec_source"]) == (date(2021, 3, 19), "definition", "definition")
     assert all(r["multiplier"] == 50 and r["tick_size"] == 0.25 for r in rows.values())
+
+
+def test_front_contracts_for_trading_come_from_the_roll_table(daily):
+    from warehouse.errors import ConfigError
+    from warehouse.rolls import front_contracts
+
+    # The ESZ3 -> ESH4 roll takes effect at the session opening Sunday 2013-12-15 23:00 UTC (see above).
+    assert front_contracts(daily, ["ES"], at=datetime(2013, 12, 12, 15, tzinfo=timezone.utc)) == {"ES": "ESZ3"}
+    assert front_contracts(daily, ["ES"], at=datetime(2013, 12, 17, 15, tzinfo=timezone.utc)) == {"ES": "ESH4"}
+    with pytest.raises(ConfigError, match=r"^no front contract for NQ: ingest its bars and run qe rolls build"):
+        front_contracts(daily, ["ES", "NQ"])

@@ -60,6 +60,37 @@ class Roll:
     rule: str
 
 
+def front_contracts(warehouse: Warehouse, roots: list[str], at: datetime | None = None) -> dict[str, str]:
+    """The front contract of each root from the roll table's front segments (what a live run trades).
+
+    Parameters
+    ----------
+    roots : list of str
+    at : datetime, optional
+        The moment (UTC) whose front is wanted: the latest segment with ``valid_from <= at`` (the first
+        segment has no ``valid_from``); default: the latest segment (the front after the last stored bar).
+
+    Raises
+    ------
+    ConfigError
+        A root without front segments (no bars, or rolls not built), naming what to run.
+    """
+    rows = warehouse.sql(
+        # the first segment's valid_from is NULL: it holds from the first bar on
+        "SELECT symbol, arg_max(contract, coalesce(valid_from, TIMESTAMPTZ '0001-01-01 00:00:00+00')) AS contract "
+        "FROM front_segments WHERE list_contains($roots, symbol) "
+        "AND ($at IS NULL OR valid_from IS NULL OR valid_from <= $at) GROUP BY symbol",
+        {"roots": list(roots), "at": at},
+    ).to_pylist()
+    found = {r["symbol"]: r["contract"] for r in rows}
+    missing = [r for r in roots if r not in found]
+    if missing:
+        raise ConfigError(f"no front contract for {', '.join(missing)}"
+                          f"{' at ' + at.isoformat() if at else ''}: ingest its bars and run qe rolls build, "
+                          "or name the contract explicitly")
+    return found
+
+
 def parse_rule(rule: str) -> tuple[str, int]:
     """Split ``expiry:5`` into ("expiry", 5); other rules carry no number."""
     name, _, number = rule.partition(":")

@@ -13,7 +13,9 @@ from ib_async import IB, Future, LimitOrder
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.safety import SafetyError
+from engine.instruments import InstrumentBook
 from engine.orders import OrderStatus, limit, market, stop
+from engine.risk import RiskLimits, RiskManager, RiskState
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 BAR = (5000.25, 5001.00, 4999.50, 5000.75)
@@ -38,7 +40,8 @@ def test_kill_switch_cancels_flattens_and_refuses_until_reset(all_clients: bool,
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
             manual = await _manual_order(sim)
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11)
+            risk = RiskManager(RiskLimits.off(), InstrumentBook())
+            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11, risk=risk)
             await handler.connect()
             try:
                 handler.submit(_numbered(market("MES", 2), 1), None)
@@ -50,6 +53,8 @@ def test_kill_switch_cancels_flattens_and_refuses_until_reset(all_clients: bool,
                 await until(lambda: len(sim.book.working()) == 3, what="working orders")
 
                 [flatten] = await handler.kill(all_clients=all_clients)
+                # the run's risk manager halts too: the strategy's orders stop before the handler
+                assert (risk.state, risk.reason) == (RiskState.HALTED, "KILL_SWITCH (IB handler)")
                 with pytest.raises(SafetyError, match=r"trading is halted \(KILL_SWITCH\)"):
                     handler.submit(_numbered(market("MES", 1), 4), None)
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=2), *BAR)  # the flattening SELL 2 fills at the open

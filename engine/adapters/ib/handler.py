@@ -41,6 +41,7 @@ from engine.adapters.ib.subscriptions import Subscription, Subscriptions
 from engine.execution import ExecutionHandler
 from engine.instruments import EPOCH, InstrumentBook
 from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
+from engine.risk import RiskManager, RiskState
 from warehouse.sessions import trading_date
 
 __all__ = ["IBExecutionHandler", "FillRecord", "Reconciliation"]
@@ -120,12 +121,17 @@ class IBExecutionHandler(ExecutionHandler):
         remembered in memory and a restart cannot know what was sent.
     reconnect : ReconnectPolicy, optional
         Backoff, heartbeat and the halt limit after a drop (default: :class:`ReconnectPolicy`'s).
+    risk : RiskManager, optional
+        The run's risk manager: a halt here (kill switch, disconnected longer than the limit) also moves it
+        to HALTED with the reason code, so the strategy's orders are refused before they reach the handler.
+        :meth:`reset` releases only the handler; the risk manager needs its own explicit reset.
     """
 
     def __init__(self, run_id: str, strategy: str, contracts: Mapping[str, str], *, host: str = "127.0.0.1",
                  port: int = 7497, client_id: int = 11, account: str | None = None, live: bool = False,
                  port_kind: PortKind | None = None, instruments: InstrumentBook | None = None,
-                 journal: OrderJournal | None = None, reconnect: ReconnectPolicy | None = None) -> None:
+                 journal: OrderJournal | None = None, reconnect: ReconnectPolicy | None = None,
+                 risk: RiskManager | None = None) -> None:
         if not run_id or not strategy:
             raise SafetyError("an IB strategy needs a run id and a strategy name (they key every orderRef)")
         self.run_id = run_id
@@ -154,6 +160,7 @@ class IBExecutionHandler(ExecutionHandler):
         self.reconciliation = Reconciliation()
         #: why trading is halted (KILL_SWITCH, DISCONNECTED, GUARD), or None; only :meth:`reset` clears it
         self.halt_reason: str | None = None
+        self.risk = risk
         self._kills = 0
         self._subscribed = False
         #: data subscriptions, re-requested after 1101 and after every reconnect (1102 keeps them)
@@ -342,6 +349,8 @@ class IBExecutionHandler(ExecutionHandler):
     def _halt(self, reason: str) -> None:
         if self.halt_reason is None:
             self.halt_reason = reason
+        if self.risk is not None and self.risk.state is not RiskState.HALTED:
+            self.risk.set_state(RiskState.HALTED, f"{reason} (IB handler)")
 
     def reset(self) -> None:
         """Release a halt (kill switch, long disconnection): orders may be sent again."""
