@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from ib_async import IB, Future, LimitOrder
+from ib_async import IB, Future, LimitOrder, MarketOrder
 
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
@@ -113,7 +113,12 @@ def test_missing_and_external_orders_are_reported_not_touched(tmp_path: Path, ib
             [mes] = await manual.qualifyContractsAsync(Future("MES", "202603", "CME"))
             manual.placeOrder(mes, LimitOrder("SELL", 1, 5050.00, tif="GTC"))
             manual.placeOrder(mes, LimitOrder("BUY", 1, 4950.00, tif="GTC"))
-            await until(lambda: len(sim.placed) == 2, what="the manual orders")
+            # ... and a position held by hand in a contract the strategy does not trade (June, not March)
+            [june] = await manual.qualifyContractsAsync(Future("MES", "202606", "CME"))
+            manual.placeOrder(june, MarketOrder("BUY", 3))
+            await until(lambda: len(sim.placed) == 3, what="the manual orders")
+            sim.push_bar("MESM6", CLOCK + timedelta(minutes=1), 5050.00, 5050.00, 5050.00, 5050.00)
+            await until(lambda: sim.placed[2].status == "Filled", what="the manual position")
             handler = _handler(sim, journal)
             await handler.connect()
             try:
@@ -124,7 +129,9 @@ def test_missing_and_external_orders_are_reported_not_touched(tmp_path: Path, ib
                 handler.disconnect()
                 manual.disconnect()
             assert found.missing == ["run1/sma/9"]
-            assert found.external == [f"permId {o.perm_id}" for o in sim.placed]  # both, though neither has a ref
-            assert [o.status for o in sim.placed] == ["Submitted", "Submitted"]  # left alone
-            assert len(sim.requests_of(In.PLACE_ORDER)) == 2
+            working = [o for o in sim.placed if o.status == "Submitted"]
+            assert found.external == [f"permId {o.perm_id}" for o in working]  # both, though neither has a ref
+            assert [o.status for o in sim.placed] == ["Submitted", "Submitted", "Filled"]  # left alone
+            assert (found.positions, found.external_positions) == ({"MESM6": 3}, {"MESM6": 3})
+            assert len(sim.requests_of(In.PLACE_ORDER)) == 3
     run(body)

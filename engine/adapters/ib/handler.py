@@ -88,6 +88,12 @@ class Reconciliation:
     external : list of str
         Orders working at IB on this account that no journal entry knows (placed by hand or by another
         system): reported, never adopted or cancelled.
+    positions : dict of str to int
+        IB's positions on this account by local symbol (``MESH6``), for the engine's books to be checked
+        against (the live loop compares them with its ledger).
+    external_positions : dict of str to int
+        The positions of ``positions`` in contracts this strategy does not trade: reported, never flattened
+        or adopted.
     """
 
     working: list[str] = field(default_factory=list)
@@ -95,6 +101,8 @@ class Reconciliation:
     missing: list[str] = field(default_factory=list)
     recovered_fills: int = 0
     external: list[str] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    external_positions: dict[str, int] = field(default_factory=dict)
 
 
 class IBExecutionHandler(ExecutionHandler):
@@ -269,6 +277,17 @@ class IBExecutionHandler(ExecutionHandler):
             ref = trade.order.orderRef
             if trade.order.account == account and ref not in known_anywhere:
                 found.external.append(ref or f"permId {trade.order.permId}")
+        traded = {contract.conId for contract in self.contracts.values()}
+        for position in await self.ib.reqPositionsAsync():
+            if position.account != account or not position.position:
+                continue
+            local = position.contract.localSymbol or position.contract.symbol
+            found.positions[local] = int(position.position)
+            if position.contract.conId not in traded:
+                found.external_positions[local] = int(position.position)
+        if found.external_positions:
+            log.warning("IB reconciliation for %s: positions in contracts %s does not trade: %s (left alone)",
+                        mask(account), self.strategy, found.external_positions)
         if found.missing or found.external:
             log.warning("IB reconciliation for %s: %d order(s) unknown at IB (not re-sent), %d external "
                         "order(s) on account %s (left alone)", self.strategy, len(found.missing),
