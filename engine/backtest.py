@@ -286,7 +286,7 @@ class Backtester:
         # every working order and every held bracket child (a partly filled entry releases no exits here)
         self.handler.cancel_all(self.now, origin.replace("_", " "), keep_origin=origin)
         for symbol, pos in list(self.portfolio.positions.items()):
-            pending = sum(o.quantity - o.filled for o in self.handler.working_orders(symbol))
+            pending = self.handler.working_quantity(symbol)
             if pos.quantity + pending == 0:
                 continue
             order = Order(symbol, -(pos.quantity + pending), tag=origin)

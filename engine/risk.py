@@ -271,9 +271,7 @@ class RiskManager:
 
     def _notional(self, order: Order, projected: int, account: AccountView) -> Denial | None:
         equity = account.equity
-        price = account.price(order.symbol)
-        if price is None:
-            return Denial("NO_MARKET_DATA", f"no price of {order.symbol} seen yet")
+        price = account.price(order.symbol)  # known: check() refuses a symbol without a price first
         limits = self.limits
         multiplier = self.instruments.terms(order.symbol).multiplier
         own = abs(projected) * multiplier * abs(price)  # prices can be negative (CL, April 2020)
