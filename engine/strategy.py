@@ -4,7 +4,7 @@
 Python values (``bar.symbol``, ``bar.close``, ``bar.rsi_14``; ``bar["rsi_14"]`` works too); ``bar.ts`` is
 the bar's open time in integer nanoseconds since the epoch (UTC) and ``bar.qe_trading_day`` its CME
 trading date in days since 1970-01-01 (cheap integers: the loop runs a million bars in about a second).
-It returns an :class:`~engine.orders.Order`, a list of orders or ``None``; orders may also be submitted
+It returns an :class:`~engine.core.orders.Order`, a list of orders or ``None``; orders may also be submitted
 with :meth:`Strategy.submit`. The strategy sees its account through the helpers below.
 
 The functional form ``strategy(bar, backtester) -> Optional[Order]`` is wrapped by
@@ -19,12 +19,12 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.orders import Fill, Order, OrderType, TimeInForce
-from engine.params import Param
+from engine.core.orders import Fill, Order, OrderType, TimeInForce
+from engine.core.params import Param
 from warehouse.errors import ConfigError, QEError
 
 if TYPE_CHECKING:
-    from engine.backtest import Backtester
+    from engine.backtest.run import Backtester
 
 __all__ = ["Strategy", "FunctionStrategy", "declared_params", "checked_params"]
 
@@ -106,7 +106,7 @@ class Strategy:
     def submit(self, order: Order) -> Order:
         """Submit an order now (same as returning it from :meth:`on_bar`).
 
-        A bracket (:func:`engine.orders.bracket`) is submitted through its entry: its take-profit and stop-loss
+        A bracket (:func:`engine.core.orders.bracket`) is submitted through its entry: its take-profit and stop-loss
         go with it (submitting them again is a no-op, so the whole list may be submitted or returned).
         """
         self.engine.submit(order)

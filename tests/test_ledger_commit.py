@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest import BacktestConfig, run_backtest
-from engine.ledger import load_run
+from engine.backtest.run import BacktestConfig, run_backtest
+from engine.results.ledger import load_run
 from engine.risk import RiskLimits
 from engine.strategies.sma_cross import SmaCross
 from warehouse import Warehouse
@@ -44,7 +44,7 @@ def _crash_while_recording(root: Path) -> str:
     script = textwrap.dedent(
         f"""
         import os
-        import engine.ledger as ledger
+        import engine.results.ledger as ledger
         from tests.test_ledger_commit import _backtest
         from warehouse import Warehouse
         real = ledger.write_parquet_atomic

@@ -5,8 +5,8 @@ The engine's loop is synchronous and bar-driven; IB is asynchronous. The handler
 * :meth:`connect` (async) checks the port, connects, checks and binds the account, and qualifies every
   future the strategy trades. Nothing can be submitted before all of that succeeded.
 * :meth:`submit` sends the order (``placeOrder`` returns at once) and returns no fills; IB reports them later.
-* IB's events update the engine :class:`~engine.orders.Order` (filled quantity, average price, final status)
-  and produce engine :class:`~engine.orders.Fill` records once the commission report arrived; :meth:`on_bar`
+* IB's events update the engine :class:`~engine.core.orders.Order` (filled quantity, average price, final status)
+  and produce engine :class:`~engine.core.orders.Fill` records once the commission report arrived; :meth:`on_bar`
   (or :meth:`drain_fills`) hands them to the loop.
 
 Idempotency: with an :class:`~engine.adapters.ib.journal.OrderJournal`, each order is journaled before it is
@@ -38,9 +38,9 @@ from engine.adapters.ib.orders import future_for, oca_name, order_ref, to_ib_ord
 from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
 from engine.adapters.ib.subscriptions import Subscription, Subscriptions
-from engine.execution import ExecutionHandler
-from engine.instruments import EPOCH, InstrumentBook
-from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
+from engine.execution.base import ExecutionHandler
+from engine.core.instruments import EPOCH, InstrumentBook
+from engine.core.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
 from engine.risk import RiskManager, RiskState
 from warehouse.sessions import trading_date
 
@@ -57,7 +57,7 @@ class FillRecord:
 
     Attributes
     ----------
-    fill : engine.orders.Fill
+    fill : engine.core.orders.Fill
         ``commission`` is IB's (from the commission report).
     exec_id, order_ref : str
     commission_estimate : float
@@ -408,7 +408,7 @@ class IBExecutionHandler(ExecutionHandler):
         parent/child orders: the entry and the first child with ``transmit=False``, the last child with
         ``transmit=True`` and every child with ``parentId`` = the entry's IB order id, so IB receives the
         bracket whole; the exits share the OCA group ``bracket:<entry id>``. An OCO leg goes out in its
-        group (:func:`~engine.adapters.ib.orders.oca_name`, ``ocaType`` :data:`~engine.orders.OCA_TYPE`).
+        group (:func:`~engine.adapters.ib.orders.oca_name`, ``ocaType`` :data:`~engine.core.orders.OCA_TYPE`).
         Every leg is journaled before the first is sent.
 
         ``bar`` and ``close_known`` (the seam's signal-close hints) do not apply: IB fills at its own prices.
@@ -479,8 +479,14 @@ class IBExecutionHandler(ExecutionHandler):
         self._ready = [f for f in self._ready if f.symbol != symbol]
         return taken
 
-    def working_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self._orders.values() if not o.is_done and symbol in (None, o.symbol)]
+    @property
+    def working(self) -> dict[str, list[Order]]:
+        """Symbol -> its orders IB has not finished, in submission order (rebuilt on every read)."""
+        working: dict[str, list[Order]] = {}
+        for order in self._orders.values():
+            if not order.is_done:
+                working.setdefault(order.symbol, []).append(order)
+        return working
 
     def drain_fills(self) -> list[Fill]:
         """Every fill reported since the last call, all symbols."""

@@ -9,11 +9,11 @@ For every bar, in time order (several symbols interleaved):
 4. the strategy sees the bar and returns orders, which pass the risk manager before reaching the handler.
 
 After the last bar of each timestamp the account's equity is recorded (marked to the latest close of every
-open position) by an :class:`~engine.equity.EquityRecorder`, which keeps at most
+open position) by an :class:`~engine.results.equity.EquityRecorder`, which keeps at most
 ``BacktestConfig.equity_chunk_points`` points (plus one record batch) in memory and spills longer runs to a
 Parquet file a chunk at a time, so a run's memory is bounded by the batch and chunk sizes, not by the length
-of the history. Money conventions are in :mod:`engine.portfolio`; fill conventions in
-:mod:`engine.execution`.
+of the history. Money conventions are in :mod:`engine.core.portfolio`; fill conventions in
+:mod:`engine.execution.simulated`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.equity import DEFAULT_CHUNK_POINTS, EquityRecorder
-from engine.execution import BacktestExecutionHandler
-from engine.feed import BAR_NS, Feed, first_trading_days, infer_timeframe, open_feed
-from engine.instruments import EPOCH, InstrumentBook, InstrumentOverride
-from engine.orders import Fill, Order, OrderStatus
-from engine.portfolio import Portfolio
+from engine.results.equity import DEFAULT_CHUNK_POINTS, EquityRecorder
+from engine.execution.simulated import BacktestExecutionHandler
+from engine.data.feed import BAR_NS, Feed, first_trading_days, infer_timeframe, open_feed
+from engine.core.instruments import EPOCH, InstrumentBook, InstrumentOverride
+from engine.core.orders import Fill, Order, OrderStatus
+from engine.core.portfolio import Portfolio
 from engine.risk import Denial, RiskLimits, RiskManager, RiskState, is_reducing, volatility_scaled_contracts
-from engine.slippage import SlippageConfig, make_slippage
+from engine.execution.slippage import SlippageConfig, make_slippage
 from engine.strategy import FunctionStrategy, Strategy
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
@@ -62,7 +62,7 @@ class BacktestConfig(BaseModel):
     timeframe : str, optional
         Bar length (``1m``, ``1h``, ``1d`` ...); inferred from the views the query reads when omitted.
     fill : {"next_open", "signal_close"}
-        Fill convention of market orders (see :mod:`engine.execution`).
+        Fill convention of market orders (see :mod:`engine.execution.simulated`).
     intrabar : {"ohlc", "adaptive"}
         Intrabar price path for limit/stop orders.
     slippage : SlippageConfig
@@ -118,15 +118,15 @@ class BacktestResult:
         ``tables["equity"]`` is a **daily sample**: the last point of each CME trading date (the rows the
         daily statistics use), not every point; the full ledger is the file (:meth:`equity_table`).
     metrics : dict
-        Performance metrics (:func:`engine.metrics.compute_metrics`, or for a spilled run
-        :func:`engine.metrics.compute_metrics_streaming`, which gives the same values).
+        Performance metrics (:func:`engine.results.metrics.compute_metrics`, or for a spilled run
+        :func:`engine.results.metrics.compute_metrics_streaming`, which gives the same values).
     timings : dict
         ``query_s`` (time to the first batch), ``loop_s`` (event loop), ``bars``.
     equity_path : Path, optional
         The full equity ledger (``RUN_EQUITY`` Parquet, one row per bar timestamp) of a run with more points
         than ``config.equity_chunk_points``; None for an in-memory run. Until the run is recorded it lives in
         a temporary (or warehouse staging) directory removed when the result is garbage-collected;
-        :func:`engine.ledger.record_run` moves it to ``runs/run_equity/<run_id>.parquet`` and points this at it.
+        :func:`engine.results.ledger.record_run` moves it to ``runs/run_equity/<run_id>.parquet`` and points this at it.
     """
 
     config: BacktestConfig
@@ -857,7 +857,7 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
         A run with more equity points than ``config.equity_chunk_points`` has its equity ledger in
         ``result.equity_path`` and a daily sample in ``result.tables["equity"]`` (see :class:`BacktestResult`).
     """
-    from engine.metrics import compute_metrics, compute_metrics_streaming
+    from engine.results.metrics import compute_metrics, compute_metrics_streaming
     from warehouse import Warehouse
 
     config = config or BacktestConfig()
@@ -878,7 +878,7 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
     recording = warehouse is not None and record is not False
     run_id = None
     if recording:
-        from engine.ledger import new_run_id
+        from engine.results.ledger import new_run_id
 
         # known from the start, so spilled equity chunks carry it and recording only renames the file
         run_id = new_run_id()
@@ -920,13 +920,13 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
         # the spilled file lives as long as the result (recording moves it into the ledger first)
         weakref.finalize(result, shutil.rmtree, str(recorder.spill_dir), True)
     if recording:
-        from engine.ledger import record_run
+        from engine.results.ledger import record_run
 
         record_run(warehouse, result)
     return result
 
 
 def _metrics_timeframe(timeframe: str) -> str:
-    """The timeframe name :func:`engine.metrics.bars_per_year` annualizes (every feed timeframe is one)."""
+    """The timeframe name :func:`engine.results.metrics.bars_per_year` annualizes (every feed timeframe is one)."""
     return timeframe
 

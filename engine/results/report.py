@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from engine.metrics import ANNUALIZED_METRICS, annualized_note, drawdown, monthly_returns
+from engine.results.metrics import ANNUALIZED_METRICS, annualized_note, drawdown, monthly_returns
 
 #: At most this many points per chart series reach the HTML.
 MAX_CHART_POINTS = 2000
@@ -563,7 +563,7 @@ def _pretty_json(text: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
-    source = resources.files("engine").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
+    source = resources.files("engine.results").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(
         autoescape=True,
         undefined=jinja2.StrictUndefined,

@@ -35,7 +35,7 @@ from warehouse.lock import holds_write_lock
 from warehouse.store import TMP_SUFFIX, fsync_dir, write_parquet_atomic
 
 if TYPE_CHECKING:
-    from engine.backtest import BacktestResult
+    from engine.backtest.run import BacktestResult
     from warehouse import Warehouse
 
 __all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted"]
@@ -248,7 +248,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.Table], dict[str, float]]:
-    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.BacktestResult`) and the metrics.
+    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.run.BacktestResult`) and the metrics.
 
     Every table is read whole, the equity ledger included: fine for reports of normal runs, but a very long
     run's ``run_equity`` file (one row per bar timestamp, ~80 bytes a row in memory) costs O(history) memory
