@@ -17,16 +17,33 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from engine.core.orders import Fill, Order, OrderType, TimeInForce
 from engine.core.params import Param
 from warehouse.errors import ConfigError, QEError
 
-if TYPE_CHECKING:
-    from engine.backtest.run import Backtester
 
-__all__ = ["Strategy", "FunctionStrategy", "declared_params", "checked_params"]
+__all__ = ["Engine", "Strategy", "FunctionStrategy", "declared_params", "checked_params"]
+
+
+class Engine(Protocol):
+    """What a strategy reaches as ``self.engine``: the kernel (:class:`engine.kernel.TradingKernel`), in a
+    backtest and live alike. Named here, not imported, so the strategy base depends on no mode."""
+
+    portfolio: Any
+    handler: Any
+    histories: dict
+    orders: list
+    now: int
+
+    def submit(self, order: Order) -> Order: ...
+    def cancel(self, order: Order) -> bool: ...
+    def position(self, symbol: str) -> int: ...
+    def price(self, symbol: str) -> float | None: ...
+    def sized_target(self, symbol: str, signal: float, instrument_vol: float | None = None) -> int: ...
+    def kill_switch(self, reason: str = "manual") -> None: ...
+    def reset_kill_switch(self) -> None: ...
 
 #: Python annotation -> declared parameter type
 _PARAM_TYPES = {int: "int", float: "double", bool: "bool", str: "str"}
@@ -57,7 +74,7 @@ class Strategy:
         self.params = params
         for key, value in params.items():
             setattr(self, key, value)
-        self.engine: Backtester | None = None
+        self.engine: Engine | None = None
 
     # -- callbacks ----------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -127,7 +144,7 @@ class Strategy:
 class FunctionStrategy(Strategy):
     """Wraps ``fn(bar, backtester) -> Optional[Order]`` (or a list of orders)."""
 
-    def __init__(self, fn: Callable[[Any, Backtester], Order | list[Order] | None], history_size: int = 50) -> None:
+    def __init__(self, fn: Callable[[Any, Engine], Order | list[Order] | None], history_size: int = 50) -> None:
         super().__init__()
         self.fn = fn
         self.history_size = history_size

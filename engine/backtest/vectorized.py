@@ -19,7 +19,7 @@ Conventions (the event engine's, see :mod:`engine.execution.simulated` and :mod:
 * Commission ``|q| * fee_per_side(symbol, trading date of the fill bar)``; multiplier and tick from the
   :class:`~engine.core.instruments.InstrumentBook` (with the run's overrides).
 * Rolls: when a symbol's ``contract`` changes between two of its bars (both non-NULL) while a position is
-  held, the position is rolled before the new bar's fills, exactly like ``Backtester._roll``: ``roll_out``
+  held, the position is rolled before the new bar's fills, exactly like ``TradingKernel._roll`` (:mod:`engine.kernel`): ``roll_out``
   at the roll table's ``from_price`` and ``roll_in`` at ``to_price`` (or, without a roll-table row, the
   previous close and the new bar's open, with a ``ROLL_PRICE_FALLBACK`` warning event), slippage and
   commission on both legs, the trade kept open.
@@ -55,12 +55,12 @@ import pyarrow.compute as pc
 from engine.backtest.run import (
     BacktestConfig,
     BacktestResult,
-    _iso,
     _load_rolls,
     _metrics_timeframe,
 )
 from engine.data.feed import BAR_NS, REQUIRED_COLUMNS, first_trading_days, infer_timeframe, parse_query
 from engine.core.instruments import InstrumentBook
+from engine.core.timestamps import iso_utc
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
 from warehouse.templates import render_string
@@ -183,7 +183,7 @@ def _targets(array: pa.Array, signal: str, ts: np.ndarray) -> tuple[np.ndarray, 
     bad = valid & ~(np.isfinite(values) & (np.round(values) == values))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise QEError(f"signal column {signal!r} must hold whole contracts; the bar at {_iso(int(ts[i]))} has "
+        raise QEError(f"signal column {signal!r} must hold whole contracts; the bar at {iso_utc(int(ts[i]))} has "
                       f"{values[i]!r}")
     return values.astype(np.int64), valid
 
@@ -277,7 +277,7 @@ def _load(con: duckdb.DuckDBPyConnection, query: str, signal: str) -> dict[str, 
     sym, names = _codes(_column(table, "symbol"))
     if (sym < 0).any():
         i = int(np.flatnonzero(sym < 0)[0])
-        raise QEError(f"backtest query returned a bar without a symbol at {_iso(int(ts[i]))}")
+        raise QEError(f"backtest query returned a bar without a symbol at {iso_utc(int(ts[i]))}")
     bars: dict[str, Any] = {
         "ts": ts, "sym": sym, "names": names,
         "open": _column(table, "open").to_numpy(zero_copy_only=False).astype(np.float64),
@@ -308,7 +308,7 @@ def _load(con: duckdb.DuckDBPyConnection, query: str, signal: str) -> dict[str, 
         if len(back):
             i = int(back[0])
             raise QEError("backtest query must be ordered by ts: a bar at "
-                          f"{_iso(int(ts[i + 1]))} follows one at {_iso(int(ts[i]))}")
+                          f"{iso_utc(int(ts[i + 1]))} follows one at {iso_utc(int(ts[i]))}")
 
     if ts_cast is not None:
         buckets, inverse = np.unique(ts // _BUCKET_NS, return_inverse=True)

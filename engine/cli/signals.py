@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.signals.generators import build_signals, generator, registry, signal_query
+from engine.signals.generators import build_signals, registry, signal_query
 
 # -- command line ---------------------------------------------------------------------------------------
 

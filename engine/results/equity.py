@@ -1,6 +1,6 @@
 """The equity series of a run, recorded in memory bounded by a chunk size, not by the length of the history.
 
-The event loop (:meth:`engine.backtest.run.Backtester.run`) appends one equity point per distinct bar timestamp
+The kernel (:meth:`engine.kernel.TradingKernel.process`) appends one equity point per distinct bar timestamp
 to plain :class:`array.array` buffers of an :class:`EquityRecorder` (the cheapest append Python has), and the
 account state after each fill to ``cash_marks``. Between record batches the loop asks the recorder to
 :meth:`~EquityRecorder.flush` once its buffer holds ``chunk_points`` points or more: the buffered points

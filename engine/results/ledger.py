@@ -9,7 +9,7 @@ show them, and the next :func:`record_run` deletes them: recording holds the war
 other recording can be halfway through when it looks.
 
 A long backtest's equity ledger is not in memory: the backtester spilled it to a Parquet file
-(``BacktestResult.equity_path``, in the warehouse's ``.staging`` directory when the run is recorded, with
+(``RunResult.equity_path``, in the warehouse's ``.staging`` directory when the run is recorded, with
 ``run_id`` already filled), and :func:`record_run` renames that file into place instead of writing a table.
 """
 
@@ -35,7 +35,7 @@ from warehouse.lock import holds_write_lock
 from warehouse.store import TMP_SUFFIX, fsync_dir, write_parquet_atomic
 
 if TYPE_CHECKING:
-    from engine.backtest.run import BacktestResult
+    from engine.results.result import RunResult
     from warehouse import Warehouse
 
 __all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted"]
@@ -114,7 +114,7 @@ def _ts_or_none(ns: int | None) -> datetime | None:
 
 
 @holds_write_lock
-def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest", parent_run_id: str | None = None,
+def record_run(wh: Warehouse, result: RunResult, *, kind: str = "backtest", parent_run_id: str | None = None,
                extra_config: dict[str, Any] | None = None) -> str:
     """Write every table of ``result`` and its ``runs`` row; sets and returns ``result.run_id``.
 
@@ -248,7 +248,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.Table], dict[str, float]]:
-    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.run.BacktestResult`) and the metrics.
+    """The ``runs`` row, the tables (keys as in :class:`~engine.results.result.RunResult`) and the metrics.
 
     Every table is read whole, the equity ledger included: fine for reports of normal runs, but a very long
     run's ``run_equity`` file (one row per bar timestamp, ~80 bytes a row in memory) costs O(history) memory
