@@ -296,8 +296,8 @@ BARS_TABLE = pa.schema([
 ])
 
 
-def bars_table(bars: Sequence[FinalBar]) -> pa.Table:
-    """Final bars as an Arrow table: ``symbol`` (the root), ``contract``, ``ts`` (UTC open time), OHLC, volume."""
+def bars_table(bars: Sequence[FinalBar | Bar]) -> pa.Table:
+    """Bars (final, or as received) as an Arrow table: ``symbol`` (the root), ``contract``, ``ts`` (UTC open time), OHLC, volume."""
     return pa.table({
         "symbol": [b.root for b in bars], "contract": [b.contract for b in bars], "ts": [b.ts for b in bars],
         "open": [b.open for b in bars], "high": [b.high for b in bars], "low": [b.low for b in bars],
