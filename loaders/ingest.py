@@ -440,7 +440,7 @@ class MergeResult:
 
 
 def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: str | None,
-                    also: Sequence[Path] = ()) -> MergeResult:
+                    also: Sequence[Path] = (), con: duckdb.DuckDBPyConnection | None = None) -> MergeResult:
     """Merge ``new`` into the partition file ``target`` (see ``sql/merge_partition.sql``).
 
     Keyed by (contract, ts); a new row replaces a stored one with the same key. With ``source`` (the file
@@ -448,15 +448,18 @@ def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: st
     live bars) no stored row is dropped. ``also``: other files of the same partition (live day files, see
     :func:`warehouse.layout.live_bar_files`) whose rows are folded into ``target`` and which are removed, so
     that a key lives in one file only. The merged partition is staged in ``batch`` (replaced when the batch
-    commits), and not at all when nothing changes.
+    commits), and not at all when nothing changes. ``con``: a UTC connection to use (one per call otherwise;
+    a caller merging once per live bar saves its start-up).
     """
     folded = [p for p in also if p.exists()]
     if not target.exists() and not folded:
         batch.stage(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
         return MergeResult(new.num_rows, 0)
     stored = [pq.read_table(p).cast(new.schema) for p in ([target] if target.exists() else []) + folded]
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    own = con is None
+    if con is None:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
     con.register("new_rows", new)
     con.register("old_rows", pa.concat_tables(stored))
     value_columns = [f.name for f in new.schema if f.name not in ("contract", "ts", "source")]
@@ -470,7 +473,11 @@ def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: st
         batch.stage(merged.to_arrow_table().cast(new.schema), target)
         for path in folded:
             batch.stage(new.schema.empty_table(), path)  # an empty table removes the file at commit
-    con.close()
+    if own:
+        con.close()
+    else:
+        con.unregister("new_rows")
+        con.unregister("old_rows")
     return result
 
 

@@ -41,7 +41,10 @@ def stored(wh) -> list[tuple]:
 
 
 def test_bars_land_in_a_day_file_and_show_in_the_views(wh) -> None:
-    report = append_bars(wh, minutes(5000.00, 5000.25, 5000.50))
+    assert stored(wh) == []  # the views were registered while the warehouse held no bar
+    report = append_bars(wh, minutes(5000.00, 5000.25, 5000.50), refresh=False)
+    assert report.views_stale
+    wh.refresh()
     assert report.rows_loaded == 3 and report.quarantined.num_rows == 0 and report.held.num_rows == 0
     assert report.stored["close"].to_pylist() == [5000.00, 5000.25, 5000.50]
     day_file = layout.live_bar_file(wh.root, "1m", "MES", T0.date())
@@ -55,6 +58,8 @@ def test_bars_land_in_a_day_file_and_show_in_the_views(wh) -> None:
     again = append_bars(wh, minutes(5000.00, 5000.25, 5000.50).slice(2))  # 15:02 again, same values
     assert (again.rows_loaded, again.rows_unchanged) == (0, 1)
     assert again.stored.num_rows == 1
+    later = append_bars(wh, minutes(5000.50, 5000.75, start=2).slice(1), refresh=False)
+    assert not later.views_stale and len(stored(wh)) == 4  # a new file of a table with files shows at once
 
 
 def test_a_bar_at_ten_times_the_price_is_quarantined_against_the_stored_series(wh) -> None:

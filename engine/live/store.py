@@ -66,6 +66,9 @@ class AppendReport:
         Bars waiting for their next bar (a possible spike); pass them again with the next bars.
     files : list of Path
         Files written or removed.
+    views_stale : bool
+        The first bar file of the timeframe (or quarantine file) was written and ``refresh`` was False: call
+        ``wh.refresh()`` before querying (new files of a table that had some show without it).
     total_ms, locked_ms : float
         Wall time of the call and of the part under the warehouse write lock, in milliseconds.
     """
@@ -76,6 +79,7 @@ class AppendReport:
     rows_loaded: int = 0
     rows_unchanged: int = 0
     files: list[Path] = field(default_factory=list)
+    views_stale: bool = False
     total_ms: float = 0.0
     locked_ms: float = 0.0
 
@@ -112,7 +116,8 @@ def append_bars(
     lock_timeout : float, optional
         Seconds to wait for the warehouse write lock (default: :func:`warehouse.lock.resolve_timeout`).
     refresh : bool
-        Re-register the warehouse's views when a new file appeared, so ``wh.sql`` sees it at once.
+        Re-register the warehouse's views when the table had no file before (see :attr:`AppendReport.views_stale`);
+        False leaves that to the caller (e.g. an event loop calling this from a worker thread).
 
     Returns
     -------
@@ -149,7 +154,9 @@ def append_bars(
     quarantine = quarantine_rows(bad, "bars", timeframe)
 
     files: list[Path] = []
-    created = False
+    # The views expand their globs per query, so a new day file shows at once; only a view registered while
+    # its table had no file at all (an empty stand-in) must be registered again.
+    stale = False
     loaded = unchanged = 0
     locked = time.perf_counter()
     with write_lock(wh.root, timeout=lock_timeout, command="qe live"):
@@ -157,22 +164,24 @@ def append_bars(
         batch = StagedWrites()
         with batch:
             for target, rows, also in _targets(wh.root, timeframe, good, source):
-                created |= not target.exists()
-                result: MergeResult = merge_partition(batch, target, rows, None, also=also)
+                stale |= not any((wh.root / "bars" / f"timeframe={timeframe}").glob("*/*/*.parquet"))
+                with _connection() as con:
+                    result: MergeResult = merge_partition(batch, target, rows, None, also=also, con=con)
                 loaded, unchanged = loaded + result.loaded, unchanged + result.unchanged
             if quarantine.num_rows:
                 path = _quarantine_file(wh.root, timeframe, quarantine)
-                created |= not path.exists()
+                stale |= not any(path.parent.glob("*.parquet"))
                 old = [pq.read_table(path)] if path.exists() else []
                 batch.stage(pa.concat_tables(old + [quarantine]), path)
             files = batch.targets
             batch.commit()
         locked = (time.perf_counter() - locked) * 1000.0
-    if refresh and created:
+    if refresh and stale:
         wh.refresh()
     return AppendReport(
         stored=_as_bars(good).sort_by([("ts", "ascending"), ("symbol", "ascending"), ("contract", "ascending")]),
         quarantined=quarantine, held=_as_bars(held), rows_loaded=loaded, rows_unchanged=unchanged, files=files,
+        views_stale=stale and not refresh,
         total_ms=(time.perf_counter() - started) * 1000.0, locked_ms=locked,
     )
 

@@ -259,7 +259,8 @@ async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], time
             continue
         table = pa.concat_tables([*held, bars_table(bars)])
         # the write lock is taken inside, with no request outstanding
-        appended = await asyncio.to_thread(append_bars, wh, table, timeframe=timeframe, source="ib:history")
+        appended = await asyncio.to_thread(append_bars, wh, table, timeframe=timeframe, source="ib:history",
+                                           refresh=False)
         report.bars_stored += appended.stored.num_rows
         report.bars_quarantined += appended.quarantined.num_rows
         held = [appended.held] if appended.held.num_rows else []
@@ -269,7 +270,8 @@ async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], time
         from warehouse.rolls import build_rolls
 
         await asyncio.to_thread(build_rolls, wh, sorted(touched))
-        wh.refresh()
+    if touched:
+        wh.refresh()  # in the caller's thread (the worker threads above never touch the shared connection)
     return report
 
 
@@ -430,13 +432,15 @@ class IBBarFeed:
             self._waiting[(bar.contract, bar.ts)] = bar
         try:
             # in a worker thread: waiting for the write lock (another command writing) never blocks IB's events
-            report = await asyncio.to_thread(append_bars, self.wh, table, timeframe=self.timeframe)
+            report = await asyncio.to_thread(append_bars, self.wh, table, timeframe=self.timeframe, refresh=False)
         except Exception:
             log.exception("storing %d live bar(s) failed; they are not traded", len(finals))
             for bar in finals:
                 self._waiting.pop((bar.contract, bar.ts), None)
             return
         self.appends.append(report)
+        if report.views_stale:  # here, in the loop's thread: the connection is not shared with the worker
+            self.wh.refresh()
         for row in report.quarantined.to_pylist():
             log.warning("live bar quarantined: %s %s %s (%s)", row["contract"], row["ts"], row["rule"], row["detail"])
             self.quarantined.append(row)
