@@ -1,1 +1,1 @@
-"""The live shell: bars arriving from a broker, aggregated, validated and stored as the warehouse stores them."""
+"""The live shell: bars from the broker through the same kernel as a backtest."""
