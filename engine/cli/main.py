@@ -36,6 +36,15 @@ def _mount_signals() -> None:
 
 _mount_signals()
 
+
+def _mount_live() -> None:
+    from engine.cli.live import live_app
+
+    app.add_typer(live_app, name="live")
+
+
+_mount_live()
+
 def _consoles() -> tuple[Console, Console]:
     from engine.cli.output import make_console
 
@@ -69,7 +78,7 @@ def _main(
     lock.set_command(_command_label(sys.argv[1:]))
 
 
-_GROUPS = ("rolls", "features", "signals")
+_GROUPS = ("rolls", "features", "signals", "live")
 _VALUED_OPTIONS = ("--warehouse", "-w", "--lock-timeout")
 
 
