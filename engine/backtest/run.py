@@ -142,7 +142,7 @@ class Backtester(TradingKernel):
         return run_tables(self)
 
 
-def _load_rolls(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None) -> dict[tuple[str, str, str], tuple[float, float]]:
+def load_rolls(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None) -> dict[tuple[str, str, str], tuple[float, float]]:
     try:
         rows = con.sql("SELECT symbol, from_contract, to_contract, from_price, to_price FROM rolls").fetchall()
     except duckdb.Error:
@@ -200,7 +200,7 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
         raise ConfigError("cannot tell the bar timeframe from the query; give it (--timeframe / BacktestConfig.timeframe)")
     # The roll table and the date span are read before the stream opens: another query on the connection
     # would end the stream. Fees (and margins, when checked) must cover every date before the first bar.
-    rolls = _load_rolls(con)
+    rolls = load_rolls(con)
     InstrumentBook(config.instruments).check_coverage(first_trading_days(con, query),
                                                       margins=config.risk.check_margin)
     recording = warehouse is not None and record is not False

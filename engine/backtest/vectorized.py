@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 from engine.backtest.run import (
     BacktestConfig,
     BacktestResult,
-    _load_rolls,
+    load_rolls,
     _metrics_timeframe,
 )
 from engine.data.feed import BAR_NS, REQUIRED_COLUMNS, first_trading_days, infer_timeframe, parse_query
@@ -128,7 +128,7 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
     started = time.perf_counter()
     InstrumentBook(config.instruments).check_coverage(first_trading_days(con, query), margins=False)
     bars = _load(con, query, signal)
-    rolls = {key: (float(a), float(b)) for key, (a, b) in _load_rolls(con).items()}
+    rolls = {key: (float(a), float(b)) for key, (a, b) in load_rolls(con).items()}
     query_s = time.perf_counter() - started
 
     loop_started = time.perf_counter()

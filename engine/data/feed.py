@@ -21,7 +21,8 @@ from sqlglot import exp
 from warehouse.errors import QEError
 from warehouse.templates import render
 
-__all__ = ["REQUIRED_COLUMNS", "Feed", "open_feed", "first_trading_days", "infer_timeframe", "BAR_NS"]
+__all__ = ["REQUIRED_COLUMNS", "Feed", "open_feed", "first_trading_days", "infer_timeframe", "BAR_NS", "bar_type",
+           "batch_columns"]
 
 REQUIRED_COLUMNS = ("symbol", "ts", "open", "high", "low", "close")
 
@@ -49,7 +50,12 @@ class Feed:
     def batches(self) -> Iterator[tuple[list[list], int]]:
         """Each batch as (one Python list per column, row count)."""
         for batch in self.reader:
-            yield [_to_list(batch.column(i)) for i in range(batch.num_columns)], batch.num_rows
+            yield batch_columns(batch), batch.num_rows
+
+
+def batch_columns(batch: pa.RecordBatch | pa.Table) -> list[list]:
+    """One Python list per column: the layout the kernel loops over."""
+    return [_to_list(batch.column(i)) for i in range(batch.num_columns)]
 
 
 def _to_list(column: pa.Array) -> list:
@@ -60,7 +66,8 @@ def _to_list(column: pa.Array) -> list:
     return column.to_pylist()
 
 
-def _bar_type(names: list[str]) -> type:
+def bar_type(names: list[str]) -> type:
+    """The bar row type of a query's columns: a named tuple that also answers ``bar["column"]``."""
     base = namedtuple("BarRow", names, rename=True)
     index = {name: i for i, name in enumerate(names)}
 
@@ -136,4 +143,4 @@ def open_feed(con: duckdb.DuckDBPyConnection, query: str, batch_size: int = 65_5
     except duckdb.Error as exc:
         raise QEError(f"backtest query failed: {str(exc).splitlines()[0]}") from exc
     names = reader.schema.names
-    return Feed(reader, reader.schema, _bar_type(names), {n: i for i, n in enumerate(names)}, sql)
+    return Feed(reader, reader.schema, bar_type(names), {n: i for i, n in enumerate(names)}, sql)

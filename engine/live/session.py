@@ -1,0 +1,282 @@
+"""The live shell: bars from the broker, through the same kernel, query and strategy as a backtest.
+
+One session, bar by bar:
+
+1. the broker's 5-second bars are folded into the query's timeframe and stored in the warehouse once their
+   interval closed (:class:`~engine.adapters.ib.data.IBBarFeed`: the same validation and atomic writes as
+   ``qe ingest``; quarantined bars never reach the strategy);
+2. once every root of the universe has its bar of time T (or ``bar_wait_s`` after T's close, without the
+   missing ones), the features of the new bars are computed from in-memory tails
+   (:class:`~warehouse.features.live.LiveFeatures`, the same templates as ``qe features build``) and shown
+   through the session's ``features_<tf>`` view;
+3. the fills the broker reported since the last bar are booked, then the query's rows at T
+   (:class:`~engine.live.rows.QueryRows`) go through :meth:`engine.kernel.TradingKernel.process`: marks,
+   breakers, the strategy, the risk manager, and the orders to the broker -- the code a backtest runs.
+
+The decision for a bar is taken when the bar closes; its market orders fill at the broker's next prices
+(a backtest's ``next_open``). The session is a run in the ledger (kind ``paper`` or ``live``), checkpointed
+every ``record_every`` bars and at the end, so ``qe report RUN`` works on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.backtest.run import BacktestConfig, load_rolls, strategy_name
+from engine.core.instruments import InstrumentBook
+from engine.core.portfolio import Portfolio
+from engine.data.feed import BAR_NS
+from engine.execution.base import ExecutionHandler
+from engine.execution.slippage import NoSlippage
+from engine.kernel import TradingKernel
+from engine.live.bars import FinalBar, bars_table
+from engine.live.rows import QueryRows
+from engine.results.equity import EquityRecorder
+from engine.results.metrics import compute_metrics
+from engine.results.result import RunResult
+from engine.results.tables import run_tables
+from engine.risk import RiskManager
+from engine.strategy import Strategy
+from warehouse.errors import QEError
+
+__all__ = ["LiveSettings", "LiveSession", "BarTiming"]
+
+log = logging.getLogger(__name__)
+
+
+class LiveSettings(BaseModel):
+    """The ``[live]`` table of a live configuration (strict).
+
+    Attributes
+    ----------
+    roots : list of str, optional
+        The universe; default: the symbols the query returns over its latest bars.
+    bar_wait_s : float
+        Seconds after a bar's close to wait for every root's bar before deciding without the missing ones.
+    record_every : int
+        Bars between ledger checkpoints of the session's run.
+    features : bool
+        Compute each new bar's catalog features (needed when the query reads ``features_<tf>``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    roots: list[str] | None = None
+    bar_wait_s: float = Field(default=5.0, ge=0)
+    record_every: int = Field(default=60, ge=1)
+    features: bool = True
+
+
+@dataclass(slots=True)
+class BarTiming:
+    """Wall-clock moments of one decided bar, seconds (``time.perf_counter``) and counts."""
+
+    ts: datetime
+    stored: float  # the last root's bar was stored
+    decided: float  # the kernel finished the bar (orders, if any, were sent)
+    features_s: float
+    query_s: float
+    kernel_s: float
+    orders: int
+
+
+@dataclass
+class _Pending:
+    bars: dict[str, FinalBar] = field(default_factory=dict)
+    first_seen: float = 0.0
+    stored: float = 0.0
+
+
+class LiveSession:
+    """One strategy trading bar by bar through a broker's execution handler.
+
+    Parameters
+    ----------
+    wh : Warehouse
+    strategy : Strategy
+    query : str
+        The backtest query.
+    config : BacktestConfig
+        Capital, risk limits, instruments and timeframe, as a backtest takes them (``fill`` does not apply:
+        the broker fills).
+    handler : ExecutionHandler
+        Connected before :meth:`run`; its risk manager must be ``risk`` (orders it halts on are refused).
+    risk : RiskManager
+    roots : list of str
+    settings : LiveSettings
+    kind : {"paper", "live"}
+    run_id : str
+    clock : callable, optional
+        Now (tz-aware); the broker's time in a replay. Decides when a bar waited long enough.
+    """
+
+    def __init__(self, wh, strategy: Strategy, query: str, config: BacktestConfig,  # noqa: ANN001
+                 handler: ExecutionHandler, risk: RiskManager, roots: list[str], *, settings: LiveSettings,
+                 kind: str, run_id: str, timeframe: str, clock: Callable[[], datetime] | None = None) -> None:
+        if timeframe not in BAR_NS:
+            raise QEError(f"unknown timeframe {timeframe!r}; one of {', '.join(BAR_NS)}")
+        self.wh = wh
+        self.query = query
+        self.config = config
+        self.settings = settings
+        self.kind = kind
+        self.run_id = run_id
+        self.timeframe = timeframe
+        self.roots = list(roots)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.strategy = strategy
+        self.handler = handler
+        self._con = wh.new_connection()
+        instruments = InstrumentBook(config.instruments)
+        recorder = EquityRecorder(config.initial_capital, chunk_points=config.equity_chunk_points,
+                                  directory=Path(wh.root) / ".staging", run_id=run_id)
+        # Rolls are the broker's orders live (both legs journaled); the kernel's simulated roll fills stay off.
+        self.kernel = TradingKernel(strategy, handler, instruments, risk, Portfolio(config.initial_capital), recorder,
+                                    bar_ns=BAR_NS[timeframe], slippage=NoSlippage(), rolls=load_rolls(self._con),
+                                    roll=False)
+        strategy.engine = self.kernel
+        self.rows = QueryRows(self._con, query, timeframe)
+        self.features = None
+        if settings.features and f"features_{timeframe}" in query:
+            from warehouse.features.live import LiveFeatures
+
+            self.features = LiveFeatures(wh, timeframe, self.roots)
+        self.timings: list[BarTiming] = []
+        self.decided: list[datetime] = []
+        self.skipped_late: list[FinalBar] = []
+        self.started_at = datetime.now(timezone.utc)
+        self._pending: dict[datetime, _Pending] = {}
+        self._last_decided: datetime | None = None
+        self._started = False
+        self._bars_since_record = 0
+        self.bar_decided = asyncio.Event()
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Call the strategy's ``on_start`` (once, before the first bar)."""
+        if not self._started:
+            self.strategy.on_start()
+            self._started = True
+
+    async def run(self, bars: asyncio.Queue, stop: asyncio.Event, *, tick_s: float = 0.05) -> None:
+        """Decide bars from ``bars`` (stored :class:`FinalBar`) until ``stop`` is set."""
+        self.start()
+        while not stop.is_set():
+            try:
+                bar = await asyncio.wait_for(bars.get(), tick_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                bar = None
+            if bar is not None:
+                self.add(bar)
+                while not bars.empty():
+                    self.add(bars.get_nowait())
+            self.decide_due()
+
+    def add(self, bar: FinalBar) -> None:
+        """A stored final bar: held until its timestamp is complete (or waited long enough)."""
+        if self._last_decided is not None and bar.ts <= self._last_decided:
+            # decided without it (it came after the wait, e.g. a spike held for confirmation): stored, not traded
+            self.skipped_late.append(bar)
+            log.warning("bar %s %s arrived after its time was decided; stored, not traded", bar.root, bar.ts)
+            return
+        now = time.perf_counter()
+        pending = self._pending.setdefault(bar.ts, _Pending(first_seen=now))
+        pending.bars[bar.root] = bar
+        pending.stored = now
+
+    def decide_due(self) -> int:
+        """Decide every complete timestamp (and those waited for long enough), oldest first; return how many."""
+        decided = 0
+        now = self.clock()
+        for ts in sorted(self._pending):
+            pending = self._pending[ts]
+            complete = all(root in pending.bars for root in self.roots)
+            end = max(b.end for b in pending.bars.values())
+            if not complete and now < end + timedelta(seconds=self.settings.bar_wait_s):
+                break  # later timestamps wait behind this one: bars reach the kernel in time order
+            del self._pending[ts]
+            self.decide(ts, pending)
+            decided += 1
+        return decided
+
+    def decide(self, ts: datetime, pending: _Pending) -> None:
+        """Features of the bar's rows, the broker's fills since the last bar, then the kernel on the query's rows."""
+        started = time.perf_counter()
+        new = bars_table(list(pending.bars.values())).sort_by([("symbol", "ascending")])
+        if self.features is not None:
+            self.rows.add_features(self.features.append(new))
+        featured = time.perf_counter()
+        self.kernel.book_fills(self.handler.drain_fills())
+        columns, n = self.rows.at(ts)
+        queried = time.perf_counter()
+        orders_before = len(self.kernel.orders)
+        if n:
+            if not self.kernel._feed_columns:
+                self.kernel.bind(self.rows.columns, self.rows.bar_type)
+            self.kernel.process(columns, n)
+        done = time.perf_counter()
+        self._last_decided = ts
+        self.decided.append(ts)
+        self.timings.append(BarTiming(ts, pending.stored, done, featured - started, queried - featured,
+                                      done - queried, len(self.kernel.orders) - orders_before))
+        self._bars_since_record += 1
+        if self._bars_since_record >= self.settings.record_every:
+            self.record()
+        self.bar_decided.set()
+
+    # -- the ledger ---------------------------------------------------------------------------------
+    def result(self, status: str = "running") -> RunResult:
+        """The session so far as a run: the kernel's tables, metrics over its equity points."""
+        tables = run_tables(self.kernel)
+        metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
+                                  initial_capital=self.config.initial_capital,
+                                  timeframe=self.timeframe)
+        data_start, data_end = self.kernel.recorder.data_span()
+        return RunResult(
+            config=self.config, strategy=strategy_name(self.strategy),
+            params=dict(getattr(self.strategy, "params", {}) or {}), query=self.query, timeframe=self.timeframe,
+            tables=tables, metrics=metrics, timings={"bars": float(self.kernel.bars)},
+            final_equity=self.kernel.portfolio.equity, status=status, run_id=self.run_id,
+            symbols=sorted(self.kernel.symbols), data_start=data_start, data_end=data_end,
+        )
+
+    def record(self, status: str = "running") -> str:
+        """Write the session's run to the ledger (a checkpoint: every table is rewritten whole)."""
+        from engine.results.ledger import record_run
+
+        self._bars_since_record = 0
+        if self.kernel.recorder.spilled:
+            raise QEError("a live session longer than the equity chunk is not recorded yet (raise equity_chunk_points)")
+        return record_run(self.wh, self.result(status), kind=self.kind)
+
+    def stop(self) -> str:
+        """The strategy's ``on_stop``, the last equity point, and the final ledger record; returns the run id."""
+        if self._started:
+            self.strategy.on_stop()
+        self.kernel.book_fills(self.handler.drain_fills())
+        self.kernel.finish(close_at_end=False)
+        if self.features is not None:
+            self.features.close()
+        run_id = self.record("stopped")
+        self._con.close()
+        return run_id
+
+
+def universe(con, query: str, timeframe: str) -> list[str]:  # noqa: ANN001
+    """The symbols ``query`` returns over the latest stored day of ``bars_<tf>``: the roots a session trades."""
+    text = query.strip().rstrip(";")
+    rows = con.sql(
+        f"SELECT DISTINCT symbol FROM ({text}) AS q "
+        f"WHERE q.ts >= (SELECT max(ts) FROM bars_{timeframe}) - INTERVAL 1 DAY ORDER BY symbol").fetchall()
+    if not rows:
+        raise QEError("the live query returns no rows over the latest stored day, so it names no universe; "
+                      "list the roots to trade in the config ([live] roots = [\"MES\"])")
+    return [r[0] for r in rows]
