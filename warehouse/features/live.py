@@ -20,8 +20,12 @@ batch build reads. Rescaling them in memory would round differently from the war
 ``(raw * F_old) * f`` here, an ulp apart, enough to flip the templates' exact flatness tests), so the state is
 **reloaded** from the warehouse instead: the live loop calls :meth:`LiveFeatures.reload` for the root after the
 roll table gains a roll (best during the daily halt before the roll's session opens: a reload reads the root's
-history, seconds, not milliseconds), and likewise after a corrected bar. An appended bar at or before the last
-bar in memory is refused (it would be a correction).
+history, seconds, not milliseconds), and likewise after a corrected bar. As a safeguard :meth:`LiveFeatures.append`
+also compares each root's front-contract segments (contract, start, ratio factor of ``front_segments``; one small
+query per append) with those it loaded and reloads a root whose segments changed before computing its rows. Note
+that a volume roll is decided before it takes effect, and until its roll bar its prices (both contracts' closes on
+their latest common bar) move with every new bar: on those bars every earlier adjusted price changes, and so every
+append reloads. An appended bar at or before the last bar in memory is refused (it would be a correction).
 """
 
 from __future__ import annotations
@@ -123,14 +127,20 @@ class LiveFeatures:
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
         self._base_new = render("features/base.sql", **{**template_params(timeframe), "source": "live_new"})
         self._last: dict[str, dt.datetime] = {}
+        self._segments: dict[str, list[tuple]] = {}
         self._prepare()
+        # Kept open for the per-append roll check; its views read the roll tables' files as they are at each query.
+        self._wh_con = wh.new_connection()
         self.reload()
 
     # -- public ------------------------------------------------------------------------------------------------
-    def append(self, bars: pa.Table) -> pa.Table:
+    def append(self, bars: pa.Table, check_rolls: bool = True) -> pa.Table:
         """Features of the final new ``bars`` (symbol, ts, open, high, low, close, volume; one or more per root,
         in ts order, already appended to the warehouse): an Arrow table with exactly the columns and types of
         the ``features_<tf>`` view, one row per bar, sorted by (symbol, ts).
+
+        ``check_rolls`` (default True): first reload the roots whose front-contract segments changed (module
+        docstring); pass False when the caller reloads after rolls itself.
 
         Raises
         ------
@@ -139,6 +149,13 @@ class LiveFeatures:
         """
         bars = bars.select(list(BAR_COLUMNS))
         self._check_order(bars)
+        if check_rolls:
+            segments = self._front_segments(self.roots)
+            changed = [root for root in self.roots if segments.get(root, []) != self._segments.get(root, [])]
+            if changed:
+                first = bars.group_by("symbol").aggregate([("ts", "min")])
+                self.reload(changed, dict(zip(first.column("symbol").to_pylist(), first.column("ts_min").to_pylist())))
+                self._check_order(bars)
         con = self._con
         con.execute("DELETE FROM live_new")
         con.register("_live_in", bars)
@@ -167,17 +184,24 @@ class LiveFeatures:
             self.trim()
         return out
 
-    def reload(self, roots: Sequence[str] | None = None) -> None:
+    def reload(self, roots: Sequence[str] | None = None, before: dict[str, dt.datetime] | None = None) -> None:
         """Load (again) the tails and carried state of ``roots`` (default: all) from the warehouse: after a roll
-        changed the back-adjusted history, or after a corrected bar."""
+        changed the back-adjusted history, or after a corrected bar. Everything the warehouse holds now is
+        loaded (the next :meth:`append` takes later bars), or, per root in ``before``, the bars before that time
+        (what :meth:`append` does when it finds a changed roll: the new bars are in the warehouse already)."""
         roots = list(self.roots if roots is None else roots)
         unknown = sorted(set(roots) - set(self.roots))
         if unknown:
             raise QEError(f"live features: {', '.join(unknown)} not among the roots {self.roots}")
+        before = before or {}
         source = self._wh.new_connection()
         try:
-            source.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS "
-                           f"{render('features/_source.sql', timeframe=self.timeframe)}")
+            source.register("_live_before", pa.table({
+                "symbol": pa.array(list(before), pa.string()),
+                "before": pa.array(list(before.values()), pa.timestamp("us", tz="UTC"))}))
+            source.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS SELECT s.* FROM "
+                           f"({render('features/_source.sql', timeframe=self.timeframe)}) AS s "
+                           "LEFT JOIN _live_before AS b USING (symbol) WHERE b.before IS NULL OR s.ts < b.before")
             last = dict(source.execute("SELECT symbol, max(ts) FROM feature_source WHERE list_contains($r, symbol) "
                                        "GROUP BY symbol", {"r": roots}).fetchall())
             missing = sorted(set(roots) - set(last))
@@ -187,6 +211,8 @@ class LiveFeatures:
         finally:
             source.close()
         self._last.update(last)
+        self._segments.update({root: [] for root in roots})
+        self._segments.update(self._front_segments(roots))
 
     def trim(self) -> None:
         """Cut every tail back to its bound for the next bar (the rows cut from the volume tail move into its
@@ -212,6 +238,18 @@ class LiveFeatures:
 
     def close(self) -> None:
         self._con.close()
+        self._wh_con.close()
+
+    def _front_segments(self, roots: list[str]) -> dict[str, list[tuple]]:
+        """Per root, what its back-adjusted prices depend on: (contract, valid_from, ratio_factor) of every
+        front-contract segment."""
+        rows = self._wh_con.execute(
+            "SELECT symbol, contract, valid_from, ratio_factor FROM front_segments WHERE list_contains($r, symbol) "
+            "ORDER BY symbol, valid_from", {"r": roots}).fetchall()
+        out: dict[str, list[tuple]] = {}
+        for symbol, *segment in rows:
+            out.setdefault(symbol, []).append(tuple(segment))
+        return out
 
     # -- internals ---------------------------------------------------------------------------------------------
     def _prepare(self) -> None:
