@@ -55,6 +55,16 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
   * the seven recursive filters share one block layout (below) and the main window, with no join per filter
     (the per-filter chains of sql/features/_filters.sql cost about 0.7 s each per 1M rows);
   * everything the main window needs from sessions and blocks is joined on small tables, before it or after it.
+
+  Optional parameters for the live path (warehouse/features/live.py), which runs this template over a short tail
+  of bars (starting at a session open) and carries the longer history of two features as state; left undefined,
+  the template is the full build's:
+  * tod_history: relation (symbol, ts, minute_of_day, v) of earlier rows, before the tail, at the minutes of day
+    of the new rows: rel_volume_tod_20's window runs over them and the tail's rows together;
+  * session_history: relation (symbol, sid, total) of the total volumes of the sessions before the tail, sid = -1
+    for the one just before it, -2 ... (at most 21): session_volume_frac_20's 20-session mean runs over them and
+    the tail's sessions together, and "sid >= 21" becomes "the 21 sessions before this one are present" (the same
+    rule: the full build's sids are consecutive from 0).
 -#}
 {%- set W = 'PARTITION BY symbol ORDER BY ts' -%}
 {%- set WX = 'PARTITION BY x.symbol ORDER BY x.ts' -%}
@@ -159,9 +169,26 @@ vol_tod AS (
     SELECT symbol, ts,
         -- v is never NULL, so the window is full when it has 20 rows.
         CASE WHEN count(*) OVER wtod = 20 THEN v / NULLIF(avg(v) OVER wtod, 0) END AS rel_volume_tod_20
+{%- if tod_history is defined %}
+    -- The history rows drop out at the inner join with the tail's rows (vol_x).
+    FROM (SELECT symbol, ts, minute_of_day, v FROM {{ source }}
+          UNION ALL SELECT symbol, ts, minute_of_day, v FROM {{ tod_history }})
+{%- else %}
     FROM {{ source }}
+{%- endif %}
     WINDOW wtod AS (PARTITION BY symbol, minute_of_day ORDER BY ts ROWS BETWEEN 20 PRECEDING AND 1 PRECEDING)
 ),
+{%- if session_history is defined %}
+vol_prior AS (
+    -- Mean total volume of each session and the 19 before it, and how many of it and the 20 before it exist,
+    -- over the carried sessions (sid < 0) and the tail's (the tail starts at a session open: whole totals).
+    SELECT symbol, sid,
+        avg(total) OVER (PARTITION BY symbol ORDER BY sid ROWS BETWEEN 19 PRECEDING AND CURRENT ROW) AS mean20,
+        count(*) OVER (PARTITION BY symbol ORDER BY sid ROWS BETWEEN 20 PRECEDING AND CURRENT ROW) AS n21
+    FROM (SELECT symbol, sid, sum(v) AS total FROM {{ source }} GROUP BY symbol, sid
+          UNION ALL SELECT symbol, sid, total FROM {{ session_history }})
+),
+{%- endif %}
 vol_x AS (
     -- Per-row inputs that need a window of their own (running sums, lags) before the windows over them.
     SELECT
@@ -193,7 +220,12 @@ vol_w AS (
     SELECT
         x.symbol, x.ts, x.rn, x.c, x.v, x.sid, x.obv, x.r_back19, x.r_back59, x.rel_volume_tod_20,
         prev.vwap AS prev_vwap,
+{%- if session_history is defined %}
+        prior.mean20 AS prev_mean20,
+        prior.n21 AS prev_n21,
+{%- else %}
         prev.mean20 AS prev_mean20,
+{%- endif %}
 {%- for fl in FILTERS %}
         sum({{ z(fl) }}) OVER wblk AS in_{{ fl[0] }},
 {%- endfor %}
@@ -236,6 +268,9 @@ vol_w AS (
     FROM vol_x AS x
     JOIN vol_sess AS cur ON cur.symbol = x.symbol AND cur.sid = x.sid
     LEFT JOIN vol_sess AS prev ON prev.symbol = x.symbol AND prev.sid = x.sid - 1
+{%- if session_history is defined %}
+    LEFT JOIN vol_prior AS prior ON prior.symbol = x.symbol AND prior.sid = x.sid - 1
+{%- endif %}
     WINDOW
         wx AS ({{ WX }}),
         w14 AS ({{ WX }} ROWS BETWEEN 13 PRECEDING AND CURRENT ROW),
@@ -302,6 +337,6 @@ SELECT
     CASE WHEN full20_r THEN s20_absr / NULLIF(s20_v, 0) END AS amihud_20,
     -- r non-NULL implies a previous close, hence s*v non-NULL: the check on r covers both inputs.
     CASE WHEN full60_r AND {{ field('cnt59', 2) }} > 0 THEN beta60_r_sv END AS kyle_lambda_60,
-    CASE WHEN sid >= 21 THEN ss_v / NULLIF(prev_mean20, 0) END AS session_volume_frac_20,
+    CASE WHEN {% if session_history is defined %}prev_n21 = 21{% else %}sid >= 21{% endif %} THEN ss_v / NULLIF(prev_mean20, 0) END AS session_volume_frac_20,
     CASE WHEN full20_r THEN s20_rv / NULLIF(s20_v, 0) END AS vwret_20
 FROM vol_v

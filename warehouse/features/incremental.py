@@ -124,7 +124,7 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
             starts.append(found)
         # The rows every family's tail needs, once: from the window, or from the source where a tail is wider.
         first = {s: min(found[s] for found in starts if s in found) for s in symbols if any(s in f for f in starts)}
-        _register_starts(con, f"{tail}_starts", first)
+        register_starts(con, f"{tail}_starts", first)
         con.execute(
             f"CREATE TEMP TABLE {tail} AS SELECT b.* FROM {window} AS b JOIN {tail}_starts AS s "
             "ON s.symbol = b.symbol AND b.ts >= s.start_ts WHERE NOT list_contains($wider, b.symbol) "
@@ -137,6 +137,11 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
     finally:
         con.execute(f"DROP TABLE IF EXISTS {window}")
         con.execute(f"DROP TABLE IF EXISTS {tail}")
+    return side_by_side(parts)
+
+
+def side_by_side(parts: list[pa.Table]) -> pa.Table:
+    """The families' rows as one table: ``symbol, ts``, then every family's features in family order."""
     keys = parts[0].select(["symbol", "ts"])
     for part in parts[1:]:
         # Every family sees the same rows from since on; side by side by position needs exactly that.
@@ -149,7 +154,7 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
     return pa.table(columns)
 
 
-def _register_starts(con: duckdb.DuckDBPyConnection, name: str, starts: dict[str, dt.datetime]) -> None:
+def register_starts(con: duckdb.DuckDBPyConnection, name: str, starts: dict[str, dt.datetime]) -> None:
     con.register(name, pa.table({"symbol": pa.array(list(starts), pa.string()),
                                  "start_ts": pa.array(list(starts.values()), pa.timestamp("us", tz="UTC"))}))
 
@@ -159,7 +164,7 @@ def _family_rows(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, si
     """One family's rows from ``since`` on, over each symbol's tail (from ``starts``) in ``source``."""
     view = f"_tail_{uuid.uuid4().hex[:12]}"
     table = f"{view}_starts"
-    _register_starts(con, table, starts)
+    register_starts(con, table, starts)
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT b.* FROM {source} AS b "
                     f"JOIN {table} AS s ON s.symbol = b.symbol AND b.ts >= s.start_ts")

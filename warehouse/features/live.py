@@ -1,0 +1,385 @@
+"""The live per-bar feature path: each new bar's features from in-memory bounded tails, equal to the batch build.
+
+:class:`LiveFeatures` loads, once, the bounded tail of every root and family (:mod:`warehouse.features.tail`,
+located by ``sql/features/_tail_start.sql``) from the warehouse's feature source (``sql/features/_source.sql``,
+the back-adjusted ratio series) into its own in-memory DuckDB connection, one table per family. Each
+:meth:`LiveFeatures.append` inserts the new bars into those tables and runs every family template as a prepared
+statement (planned once: DuckDB spends 40-50 % of a small query in planning) over its table, keeping the new
+rows. The templates are the ones ``qe features build`` runs (one source of truth); the tail only ever grows
+between trims, and a longer tail than the bound gives the same rows (every need is still met).
+
+State carried instead of bars (the volume family, whose two session-history features would otherwise need a
+21-session tail, ~29k bars per root): ``rel_volume_tod_20`` reads the 20 most recent earlier rows at each minute
+of day and ``session_volume_frac_20`` the total volumes of the 21 sessions before the current one. Both are
+volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
+``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
+
+Rolls and corrections. The features run on the back-adjusted (ratio) series: when a roll is added, every earlier
+price of the root is multiplied by the new roll's ratio, so the tails in memory no longer are the series the
+batch build reads. Rescaling them in memory would round differently from the warehouse view (``raw * F`` there,
+``(raw * F_old) * f`` here, an ulp apart, enough to flip the templates' exact flatness tests), so the state is
+**reloaded** from the warehouse instead: the live loop calls :meth:`LiveFeatures.reload` for the root after the
+roll table gains a roll (best during the daily halt before the roll's session opens: a reload reads the root's
+history, seconds, not milliseconds), and likewise after a corrected bar. As a safeguard :meth:`LiveFeatures.append`
+also compares each root's front-contract segments (contract, start, ratio factor of ``front_segments``; one small
+query per append) with those it loaded and reloads a root whose segments changed before computing its rows. Note
+that a volume roll is decided before it takes effect, and until its roll bar its prices (both contracts' closes on
+their latest common bar) move with every new bar: on those bars every earlier adjusted price changes, and so every
+append reloads. An appended bar at or before the last bar in memory is refused (it would be a correction).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from warehouse.errors import QEError
+from warehouse.features.incremental import (first_window, register_starts, shipped_registry, side_by_side,
+                                            tail_starts)
+from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
+from warehouse.features.tail import TailNeeds, feature_needs
+from warehouse.templates import render
+
+#: Bar columns appended and kept, in order.
+BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
+#: Features whose history is carried as state instead of tail bars, and what they still need of the tail:
+#: the minute-of-day rows come wholly from the state; the session fraction needs the current session from its open.
+CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
+#: Relations the volume template reads the carried state from (its optional parameters).
+TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
+#: Sessions whose totals are carried: the 21 before the tail (the rule reads sids s-21..s-1).
+CARRIED_SESSIONS = 21
+#: Earlier rows carried per minute of day.
+CARRIED_TOD = 20
+
+
+@dataclass
+class _Tail:
+    """One family's tail table in the live connection and its prepared statement."""
+
+    index: int
+    family: Family
+    needs: TailNeeds
+    table: str
+    grown: int = 0  # rows appended per root since the last trim (the largest over the roots)
+
+
+def live_needs(family: Family) -> TailNeeds:
+    """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
+    feature, with :data:`CARRIED` in place of the carried features' own needs."""
+    needs = TailNeeds(0)
+    for spec in family.specs:
+        needs = needs.merge(CARRIED.get(spec.name) or feature_needs(spec))
+    return needs
+
+
+class LiveFeatures:
+    """Per-bar features of a set of roots, kept in memory, equal to the batch build.
+
+    Parameters
+    ----------
+    wh : Warehouse
+        Read at construction and by :meth:`reload` only (a connection of its own, closed after).
+    timeframe : {"1m", "1h", "1d"}
+    roots : sequence of str
+        Symbols of the feature source (continuous roots, e.g. "ES").
+    trim_every : int, optional
+        Rows appended to a root after which the tails are cut back to their bound (:meth:`trim`); default one
+        trading day of the timeframe. The live loop may call :meth:`trim` itself in the daily halt instead.
+    threads : int, optional
+        DuckDB threads of the live connection; 1 by default (measured: on tails of a few thousand rows a second
+        thread costs more in scheduling than it gains).
+    """
+
+    def __init__(self, wh, timeframe: str, roots: Sequence[str], trim_every: int | None = None,  # noqa: ANN001
+                 threads: int = 1) -> None:
+        self._wh = wh
+        self.timeframe = timeframe
+        self.roots = list(dict.fromkeys(roots))
+        self._trim_every = trim_every or {"1m": 1380, "1h": 23, "1d": 5}[timeframe]
+        self.registry = shipped_registry(timeframe)
+        # The same templates with the volume family reading its carried state (see the module docstring).
+        self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE)
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute(f"SET threads = {int(threads)}")
+        # The statements are prepared once over tables whose contents change: no optimizer may fold an expression
+        # from the column statistics of the moment (with empty tables, sid >= 1 was folded to false: all NULL).
+        self._con.execute("SET disabled_optimizers = 'statistics_propagation,empty_result_pullup'")
+        columns = "symbol VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume BIGINT"
+        self._con.execute(f"CREATE TABLE live_new ({columns})")
+        self._con.execute("CREATE TABLE live_tod_all (symbol VARCHAR, ts TIMESTAMPTZ, minute_of_day INTEGER, v DOUBLE)")
+        self._con.execute(f"CREATE TABLE {TOD_STATE} AS SELECT * FROM live_tod_all")
+        self._con.execute("CREATE TABLE live_session_totals (symbol VARCHAR, trading_date DATE, total DOUBLE)")
+        # sid -1 is the session just before the tail, -2 the one before, ... (the template's session_history).
+        self._con.execute(f"CREATE VIEW {SESSION_STATE} AS SELECT symbol, "
+                          "-row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) AS sid, total "
+                          "FROM live_session_totals")
+        self._tails: list[_Tail] = []
+        for index, family in enumerate(self._live_registry.families):
+            tail = _Tail(index, family, live_needs(family), f"live_f{index}")
+            self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
+            self._tails.append(tail)
+        self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
+        self._base_new = render("features/base.sql", **{**template_params(timeframe), "source": "live_new"})
+        self._last: dict[str, dt.datetime] = {}
+        self._segments: dict[str, list[tuple]] = {}
+        self._prepare()
+        # Kept open for the per-append roll check; its views read the roll tables' files as they are at each query.
+        self._wh_con = wh.new_connection()
+        self.reload()
+
+    # -- public ------------------------------------------------------------------------------------------------
+    def append(self, bars: pa.Table, check_rolls: bool = True) -> pa.Table:
+        """Features of the final new ``bars`` (symbol, ts, open, high, low, close, volume; one or more per root,
+        in ts order, already appended to the warehouse): an Arrow table with exactly the columns and types of
+        the ``features_<tf>`` view, one row per bar, sorted by (symbol, ts).
+
+        ``check_rolls`` (default True): first reload the roots whose front-contract segments changed (module
+        docstring); pass False when the caller reloads after rolls itself.
+
+        Raises
+        ------
+        QEError
+            A bar of a root not loaded, or at or before the root's last bar (a correction: :meth:`reload`).
+        """
+        bars = bars.select(list(BAR_COLUMNS))
+        self._check_order(bars)
+        if check_rolls:
+            segments = self._front_segments(self.roots)
+            changed = [root for root in self.roots if segments.get(root, []) != self._segments.get(root, [])]
+            if changed:
+                first = bars.group_by("symbol").aggregate([("ts", "min")])
+                self.reload(changed, dict(zip(first.column("symbol").to_pylist(), first.column("ts_min").to_pylist())))
+                self._check_order(bars)
+        con = self._con
+        con.execute("DELETE FROM live_new")
+        con.register("_live_in", bars)
+        try:
+            con.execute("INSERT INTO live_new SELECT * FROM _live_in ORDER BY symbol, ts")
+        finally:
+            con.unregister("_live_in")
+        for tail in self._tails:
+            con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_new")
+        if self._volume is not None:
+            # Only the carried rows at the new bars' minutes of day: the template's window then runs over
+            # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
+            con.execute(f"DELETE FROM {TOD_STATE}")
+            con.execute("EXECUTE live_tod_refresh")
+        parts = [con.execute(f"EXECUTE live_q{tail.index}").to_arrow_table() for tail in self._tails]
+        for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
+            self._last[symbol] = max(self._last[symbol], ts)
+        counts = bars.group_by("symbol").aggregate([("ts", "count")])
+        grown = max(counts.column("ts_count").to_pylist(), default=0)
+        for tail in self._tails:
+            tail.grown += grown
+        out = side_by_side(parts)
+        if out.num_rows != bars.num_rows:
+            raise AssertionError(f"live features: {out.num_rows} rows for {bars.num_rows} new bars")
+        if any(tail.grown >= self._trim_every for tail in self._tails):
+            self.trim()
+        return out
+
+    def reload(self, roots: Sequence[str] | None = None, before: dict[str, dt.datetime] | None = None) -> None:
+        """Load (again) the tails and carried state of ``roots`` (default: all) from the warehouse: after a roll
+        changed the back-adjusted history, or after a corrected bar. Everything the warehouse holds now is
+        loaded (the next :meth:`append` takes later bars), or, per root in ``before``, the bars before that time
+        (what :meth:`append` does when it finds a changed roll: the new bars are in the warehouse already)."""
+        roots = list(self.roots if roots is None else roots)
+        unknown = sorted(set(roots) - set(self.roots))
+        if unknown:
+            raise QEError(f"live features: {', '.join(unknown)} not among the roots {self.roots}")
+        before = before or {}
+        source = self._wh.new_connection()
+        try:
+            source.register("_live_before", pa.table({
+                "symbol": pa.array(list(before), pa.string()),
+                "before": pa.array(list(before.values()), pa.timestamp("us", tz="UTC"))}))
+            source.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS SELECT s.* FROM "
+                           f"({render('features/_source.sql', timeframe=self.timeframe)}) AS s "
+                           "LEFT JOIN _live_before AS b USING (symbol) WHERE b.before IS NULL OR s.ts < b.before")
+            last = dict(source.execute("SELECT symbol, max(ts) FROM feature_source WHERE list_contains($r, symbol) "
+                                       "GROUP BY symbol", {"r": roots}).fetchall())
+            missing = sorted(set(roots) - set(last))
+            if missing:
+                raise QEError(f"live features: no {self.timeframe} bars of {', '.join(missing)} in the warehouse")
+            self._load(source, roots, last)
+        finally:
+            source.close()
+        self._last.update(last)
+        self._segments.update({root: [] for root in roots})
+        self._segments.update(self._front_segments(roots))
+
+    def trim(self) -> None:
+        """Cut every tail back to its bound for the next bar (the rows cut from the volume tail move into its
+        carried state). Equal rows either way: a longer tail than the bound only costs time."""
+        con = self._con
+        for tail in self._tails:
+            starts = {}
+            for symbol in self.roots:
+                # The bound for a bar after the last: computed with the last bar as T (a later T needs less).
+                found = tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol],
+                                    [dt.timedelta(days=36500)])
+                starts.update(found)
+            if tail is self._volume:
+                self._carry(tail.table, starts)
+            for symbol, start in starts.items():
+                con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
+            tail.grown = 0
+
+    def rows(self) -> dict[str, int]:
+        """Rows held per family table (all roots): what one append computes over."""
+        return {t.family.template: self._con.execute(f"SELECT count(*) FROM {t.table}").fetchone()[0]
+                for t in self._tails}
+
+    def close(self) -> None:
+        self._con.close()
+        self._wh_con.close()
+
+    def _front_segments(self, roots: list[str]) -> dict[str, list[tuple]]:
+        """Per root, what its back-adjusted prices depend on: (contract, valid_from, ratio_factor) of every
+        front-contract segment."""
+        rows = self._wh_con.execute(
+            "SELECT symbol, contract, valid_from, ratio_factor FROM front_segments WHERE list_contains($r, symbol) "
+            "ORDER BY symbol, valid_from", {"r": roots}).fetchall()
+        out: dict[str, list[tuple]] = {}
+        for symbol, *segment in rows:
+            out.setdefault(symbol, []).append(tuple(segment))
+        return out
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Prepared statements over the fixed live tables: each family (new rows only), and the carried
+        minute-of-day rows of the new bars' minutes."""
+        for tail in self._tails:
+            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe)
+            self._con.execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
+                              "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
+        # The minute of day of a new bar is base.sql's own column (no second definition of it here).
+        self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
+                          f"SEMI JOIN (SELECT DISTINCT symbol, minute_of_day FROM ({self._base_new})) AS n "
+                          "USING (symbol, minute_of_day)")
+
+    def _check_order(self, bars: pa.Table) -> None:
+        seen = dict(self._last)
+        for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
+            if symbol not in seen:
+                raise QEError(f"live features: bar of {symbol!r}, not among the roots {self.roots}")
+            if ts <= seen[symbol]:
+                raise QEError(f"live features: {symbol} bar at {ts} is not after its last bar {seen[symbol]} "
+                              "(a corrected bar: reload the root)")
+            seen[symbol] = ts
+
+    def _load(self, source: duckdb.DuckDBPyConnection, roots: list[str], last: dict[str, dt.datetime]) -> None:
+        """Tails and carried state of ``roots`` from the warehouse connection ``source``."""
+        con = self._con
+        spans = [first_window(t.needs, self.timeframe) for t in self._tails]
+        width = None if any(s is None for s in spans) else max(spans)
+        lo = None if width is None else min(last.values()) - width
+        window = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
+                                "WHERE list_contains($r, symbol) AND ($lo IS NULL OR ts >= $lo) ORDER BY symbol, ts",
+                                {"r": roots, "lo": lo}).to_arrow_table()
+        con.register("_live_window", window)
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE live_window AS SELECT * FROM _live_window")
+        finally:
+            con.unregister("_live_window")
+        widths = [width] if width is not None else [None]
+        starts: list[dict[str, dt.datetime]] = []
+        for tail in self._tails:
+            found: dict[str, dt.datetime] = {}
+            for symbol in roots:
+                found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol], last[symbol], widths))
+            starts.append(found)
+        wider = sorted({s for found in starts for s in roots if s not in found})
+        if wider:
+            # Needs beyond the clock window (a long stale stretch, a gap): those roots' whole history.
+            more = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
+                                  "WHERE list_contains($r, symbol) ORDER BY symbol, ts", {"r": wider}).to_arrow_table()
+            con.register("_live_more", more)
+            try:
+                con.execute("DELETE FROM live_window WHERE list_contains($r, symbol)", {"r": wider})
+                con.execute("INSERT INTO live_window SELECT * FROM _live_more")
+            finally:
+                con.unregister("_live_more")
+            for tail, found in zip(self._tails, starts):
+                for symbol in wider:
+                    if symbol not in found:
+                        found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol],
+                                                 last[symbol], [None]))
+        for tail, found in zip(self._tails, starts):
+            con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
+            for symbol in roots:
+                con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
+                            {"s": symbol, "t": found[symbol]})
+            tail.grown = 0
+        if self._volume is not None:
+            vstarts = starts[self._volume.index]
+            con.execute("DELETE FROM live_tod_all WHERE list_contains($r, symbol)", {"r": roots})
+            con.execute("DELETE FROM live_session_totals WHERE list_contains($r, symbol)", {"r": roots})
+            self._load_carried(source, vstarts)
+        con.execute("DROP TABLE live_window")
+
+    def _load_carried(self, source: duckdb.DuckDBPyConnection, starts: dict[str, dt.datetime]) -> None:
+        """The volume family's carried state from the whole history before each root's volume tail."""
+        for symbol, start in starts.items():
+            history = f"(SELECT * FROM feature_source WHERE symbol = '{_literal(symbol)}' AND ts < '{start.isoformat()}')"
+            state = self._carried_query(history)
+            tod = source.execute(state["tod"]).to_arrow_table()
+            sessions = source.execute(state["sessions"]).to_arrow_table()
+            self._insert_state(tod, sessions)
+
+    def _carry(self, table: str, starts: dict[str, dt.datetime]) -> None:
+        """Move the rows cut from the volume tail (whole sessions before the new starts) into the carried state:
+        the union of the old state and the cut rows, reduced to the latest rows per minute of day / sessions."""
+        con = self._con
+        register_starts(con, "_live_cut", starts)
+        try:
+            cut = (f"(SELECT b.* FROM {table} AS b JOIN _live_cut AS s ON s.symbol = b.symbol AND b.ts < s.start_ts)")
+            state = self._carried_query(cut)
+            tod = con.execute(state["tod"]).to_arrow_table()
+            sessions = con.execute(state["sessions"]).to_arrow_table()
+        finally:
+            con.unregister("_live_cut")
+        self._insert_state(tod, sessions)
+        con.execute("CREATE OR REPLACE TEMP TABLE _live_keep AS SELECT * FROM live_tod_all "
+                    "QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= $n",
+                    {"n": CARRIED_TOD})
+        con.execute("DELETE FROM live_tod_all")
+        con.execute("INSERT INTO live_tod_all SELECT * FROM _live_keep")
+        con.execute("CREATE OR REPLACE TEMP TABLE _live_keep AS SELECT * FROM live_session_totals "
+                    "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= $n",
+                    {"n": CARRIED_SESSIONS})
+        con.execute("DELETE FROM live_session_totals")
+        con.execute("INSERT INTO live_session_totals SELECT * FROM _live_keep")
+        con.execute("DROP TABLE _live_keep")
+
+    def _carried_query(self, bars: str) -> dict[str, str]:
+        """SELECTs of the carried state from the bar relation ``bars``: the latest rows per minute of day and the
+        latest session totals, with base.sql's own minute of day, trading date and v."""
+        base = render("features/base.sql", **{**template_params(self.timeframe), "source": bars})
+        return {
+            "tod": f"SELECT symbol, ts, minute_of_day, v FROM ({base}) "
+                   f"QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= {CARRIED_TOD}",
+            "sessions": f"SELECT symbol, trading_date, sum(v) AS total FROM ({base}) GROUP BY symbol, trading_date "
+                        f"QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= {CARRIED_SESSIONS}",
+        }
+
+    def _insert_state(self, tod: pa.Table, sessions: pa.Table) -> None:
+        con = self._con
+        con.register("_live_tod", tod)
+        con.register("_live_sessions", sessions)
+        try:
+            con.execute("INSERT INTO live_tod_all SELECT symbol, ts, minute_of_day, v FROM _live_tod")
+            con.execute("INSERT INTO live_session_totals SELECT symbol, trading_date, total FROM _live_sessions")
+        finally:
+            con.unregister("_live_tod")
+            con.unregister("_live_sessions")
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
