@@ -54,7 +54,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     build_features(wh, "1m")
     start = bars["ts"][0].as_py()
     query = QUERY.format(start=start.isoformat())
-    config = BacktestConfig(timeframe="1m", initial_capital=100_000.0)
+    config = BacktestConfig(timeframe="1m", initial_capital=2_000_000.0)  # one ES contract within the house limits
     # a band tight enough to trade a few times in 40 minutes
     params = dict(low=45.0, high=55.0, exit_low=49.0, exit_high=51.0)
     session = asyncio.run(asyncio.wait_for(replay_paper(

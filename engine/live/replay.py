@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine.adapters.ib.gateway_sim import GatewaySim
+from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
 from engine.backtest.run import BacktestConfig, strategy_name
@@ -83,6 +84,9 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
         started=ready.set_result, stop=stop))
     try:
         running = await _first(ready, task)
+        # pushed bars reach only subscribers: wait until the gateway has every contract's real-time request
+        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) >= len(running.handler.contracts),
+                     bar_timeout_s, "the real-time bar subscriptions", task)
         wait = timedelta(seconds=60) + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
         for count, (ts, group) in enumerate(groupby(rows, key=lambda r: r["ts"]), start=1):
             group = list(group)

@@ -66,8 +66,8 @@ class QueryRows:
         # qualified with the database: an unqualified (or main.) name inside the temporary view is the view itself
         database = self.con.sql("SELECT current_database()").fetchone()[0]
         self.con.execute(
-            f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "{database}".main.{name} WHERE ts < $first '
-            f"UNION ALL BY NAME SELECT * FROM _live_{name}", {"first": first})
+            f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "{database}".main.{name} '
+            f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM _live_{name}")
 
     def at(self, ts: datetime) -> tuple[list[list], int]:
         """The query's rows at bar time ``ts`` (ordered by symbol), as one list per column and a count."""
