@@ -158,9 +158,10 @@ def fsync_dir(directory: Path) -> None:
 STAGING = ".staging"
 #: DuckDB's spill directory: DuckDB manages (and removes) its own files.
 DUCKDB_SPILL = ".duckdb_tmp"
-#: Directories written outside the write lock (a download's fetch, HTML reports): a temporary file there may
-#: belong to a live process, so only one older than an hour is a crash leftover.
-UNLOCKED_DIRS = ("downloads", "reports")
+#: Directories written outside the write lock (a download's fetch, HTML reports, a live session's status and
+#: commands): a temporary file there may belong to a live process, so only one older than an hour is a crash
+#: leftover.
+UNLOCKED_DIRS = ("downloads", "reports", "live")
 
 
 def sweep_crash_leftovers(root: Path, unlocked_min_age_s: float = 3600.0) -> int:
