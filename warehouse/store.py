@@ -43,6 +43,24 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         batch.commit()
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one.
+
+    The temporary file sits in the same directory (a rename across file systems is not atomic) and ends in
+    :data:`TMP_SUFFIX`, so that no glob of a reader picks it up and the crash sweeper knows it.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as sink:
+            sink.write(text)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
 class StagedWrites:
     """Replace several files all-or-nothing: stage every new file first, rename them only once all are written.
 

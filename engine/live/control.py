@@ -10,8 +10,8 @@ work with no socket, no shared memory and even while the session process is stuc
     live/<run_id>/commands/done/  commands the loop took; their result is written into the same file
     live/<run_id>/events.log      every event, one line each (:mod:`engine.live.eventlog`)
 
-Every file is written atomically (temporary file, fsync, rename; :func:`write_atomic`): a reader sees the
-old file or the whole new one, never half of one. Command file names start with the posting time in
+Every file is written atomically (:func:`warehouse.store.write_text_atomic`: temporary file, fsync,
+rename): a reader sees the old file or the whole new one, never half of one. Command file names start with the posting time in
 nanoseconds, so the loop takes them in the order they were posted.
 
 The loop's side: :func:`create_session` once, :func:`write_status` per bar, and between bars
@@ -32,11 +32,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from warehouse.errors import ConfigError, QEError
-from warehouse.store import TMP_SUFFIX, fsync_dir
+from warehouse.store import fsync_dir, write_text_atomic
 
 __all__ = ["LIVE_DIR", "State", "SessionKind", "CommandKind", "FINAL_STATES", "SessionInfo", "ConnectionView",
            "LastBar", "PositionView", "WorkingOrderView", "RiskView", "CommandAck", "LiveStatus", "Command",
-           "write_atomic", "session_dir", "create_session", "find_session", "read_session", "write_status",
+           "session_dir", "create_session", "find_session", "read_session", "write_status",
            "read_status", "pid_alive", "stale_reason", "post_command", "take_commands", "complete_command",
            "command_state", "wait_for_ack"]
 
@@ -170,24 +170,6 @@ class Command(_Model):
 
 
 # -- files ---------------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one.
-
-    The temporary file is in the same directory (a rename across file systems is not atomic) and ends in
-    ``.tmp``, which no reader here globs for and the warehouse's crash sweeper knows.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as sink:
-            sink.write(text)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
 def _read_model(path: Path, model: type[_Model], what: str) -> Any:
     try:
         return model.model_validate_json(path.read_bytes())
@@ -220,8 +202,8 @@ def create_session(root: Path, run_id: str, *, kind: SessionKind, strategy: str,
     info = SessionInfo(run_id=run_id, kind=kind, strategy=strategy, pid=os.getpid() if pid is None else pid,
                        created_at=_now(), config=None if config is None else str(Path(config).resolve()),
                        contracts=dict(contracts or {}))
-    write_atomic(directory / _SESSION, info.model_dump_json(indent=1))
-    write_atomic(directory.parent / _CURRENT, run_id + "\n")
+    write_text_atomic(directory / _SESSION, info.model_dump_json(indent=1))
+    write_text_atomic(directory.parent / _CURRENT, run_id + "\n")
     return directory
 
 
@@ -253,7 +235,7 @@ def read_session(directory: Path) -> SessionInfo:
 def write_status(directory: Path, status: LiveStatus, now: datetime | None = None) -> LiveStatus:
     """Write ``status.json`` atomically with ``updated_at`` = ``now``; returns what was written."""
     stamped = status.model_copy(update={"updated_at": now or _now()})
-    write_atomic(Path(directory) / _STATUS, stamped.model_dump_json(indent=1))
+    write_text_atomic(Path(directory) / _STATUS, stamped.model_dump_json(indent=1))
     return stamped
 
 
@@ -319,7 +301,7 @@ def post_command(directory: Path, kind: CommandKind, **args: str) -> str:
         raise QEError(f"{directory} is not a live session directory (no {_COMMANDS}/)")
     command_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     command = Command(id=command_id, kind=kind, args=args, posted_at=_now(), poster_pid=os.getpid())
-    write_atomic(queue / f"{command_id}.json", command.model_dump_json())
+    write_text_atomic(queue / f"{command_id}.json", command.model_dump_json())
     return command_id
 
 
@@ -355,7 +337,7 @@ def complete_command(directory: Path, command: Command, result: str, ok: bool = 
     """Record what the loop did with ``command``; returns the ack to put in ``status.last_command``."""
     ack = CommandAck(id=command.id, kind=command.kind, result=result, ok=ok, at=now or _now())
     path = Path(directory) / _COMMANDS / _DONE / f"{command.id}.json"
-    write_atomic(path, command.model_copy(update={"ack": ack}).model_dump_json())
+    write_text_atomic(path, command.model_copy(update={"ack": ack}).model_dump_json())
     return ack
 
 
