@@ -38,7 +38,7 @@ __all__ = ["LIVE_DIR", "State", "SessionKind", "CommandKind", "FINAL_STATES", "S
            "LastBar", "PositionView", "WorkingOrderView", "RiskView", "CommandAck", "LiveStatus", "Command",
            "session_dir", "create_session", "find_session", "read_session", "write_status",
            "read_status", "pid_alive", "stale_reason", "post_command", "take_commands", "complete_command",
-           "command_state", "wait_for_ack"]
+           "command_state", "wait_for_ack", "withdraw_command"]
 
 #: the live sessions' directory under the warehouse root
 LIVE_DIR = "live"
@@ -330,6 +330,15 @@ def take_commands(directory: Path) -> list[Command]:
     if taken:
         fsync_dir(queue)
     return taken
+
+
+def withdraw_command(directory: Path, command_id: str) -> bool:
+    """Take back a command the loop has not taken yet; False when it was taken (or never posted)."""
+    try:
+        (Path(directory) / _COMMANDS / f"{command_id}.json").unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def complete_command(directory: Path, command: Command, result: str, ok: bool = True,
