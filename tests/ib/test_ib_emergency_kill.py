@@ -8,6 +8,9 @@ restarted session reconciles them. Checked against the simulator's own books.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from datetime import timedelta
 
 from ib_async import IB, Future, LimitOrder, MarketOrder
@@ -17,6 +20,8 @@ from engine.adapters.ib.emergency import emergency_kill
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.journal import OrderJournal
 from engine.core.orders import limit, market, stop
+from engine.live.control import LiveStatus, create_session, take_commands, write_status
+from tests.conftest import REPO
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 BAR = (5000.25, 5001.00, 4999.50, 5000.75)
@@ -103,3 +108,50 @@ def test_emergency_kill_from_the_control_client_cancels_and_flattens(tmp_path, i
             finally:
                 restarted.disconnect()
     run(body, timeout=30)
+
+
+def test_qe_live_kill_reaches_ib_when_the_session_does_not_answer(tmp_path, ib_log) -> None:
+    """``qe live kill`` in a subprocess: the session (alive, stuck) does not answer; the command kills at IB."""
+    warehouse = tmp_path / "w"
+    config_file = tmp_path / "live.toml"
+
+    async def body() -> tuple[int, str, str, list]:
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            config_file.write_text(
+                f'[ib]\nclient_id_base = 100\n[ib.accounts.paper]\nid = "DU1234567"\nkind = "paper"\nport = {sim.port}\n'
+                '[ib.strategies.sma]\naccount = "paper"\ncontracts = { MES = "202603" }\nslot = 5\n')
+            directory = create_session(warehouse, "run1", kind="paper", strategy="sma", config=config_file,
+                                       contracts={"MES": "202603"})
+            write_status(directory, LiveStatus(run_id="run1", kind="paper", strategy="sma", pid=os.getpid(),
+                                               state="running", started_at=CLOCK, updated_at=CLOCK))
+            session = _config(sim.port).handler("sma", "run1", journal=OrderJournal(warehouse))
+            await session.connect()
+            try:
+                session.submit(_numbered(market("MES", 2), 1), None)
+                await until(lambda: len(sim.book.working()) == 1, what="entry")
+                sim.push_bar("MESH6", CLOCK + timedelta(minutes=1), *BAR)
+                await until(lambda: len(session.records) == 1, what="entry fill")
+                session.submit(_numbered(limit("MES", 1, 4990.00), 2), None)
+                await until(lambda: len(sim.book.working()) == 1, what="working order")
+                # the operator's terminal; this test process is the stuck session (alive, never answering)
+                command = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "engine.cli", "--warehouse", str(warehouse), "live", "kill",
+                    "--timeout", "0.5", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    env={**os.environ, "COLUMNS": "200"})
+                out, err = await asyncio.wait_for(command.communicate(), 90)
+                working = [(o.client_id, o.request.order_ref, o.total_quantity) for o in sim.book.working()]
+            finally:
+                session.disconnect()
+            return command.returncode, out.decode(), err.decode(), working
+
+    code, out, err, working = run(body, timeout=120)
+    assert code == 0, err
+    assert "the session did not answer within 0.5 s: killing at IB directly" in out
+    assert "cancelled run1/sma/2: MESH6 +1 LMT (client 105)" in out
+    assert "flatten run1/sma/operator-kill-" in out and "MESH6 -2 MKT" in out
+    assert "account ******567 (client id 305)" in out and "DU1234567" not in out + err
+    assert "the kill command stays queued" in out
+    [(client, ref, quantity)] = working  # the session's limit is gone; only the flattening order works
+    assert client == 305 and ref.startswith("run1/sma/operator-kill-") and quantity == 2
+    [queued] = take_commands(warehouse / "live" / "run1")
+    assert queued.kind == "kill"
