@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from engine.adapters.ib.accounts import IBConfig
-from engine.adapters.ib.handler import _CANCELLED
 from engine.adapters.ib.journal import OrderJournal
 from engine.adapters.ib.safety import mask
 
@@ -112,7 +111,7 @@ async def emergency_kill(config: IBConfig, strategy: str, run_id: str, *, live: 
     try:
         account = handler.account or ""
         working = [t for t in await handler.ib.reqAllOpenOrdersAsync()
-                   if t.order.account == account and t.orderStatus.status not in _CANCELLED]
+                   if t.order.account == account and t.isActive()]
         traded = {c.localSymbol for c in handler.contracts.values()} | set(contracts)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         trades = await handler.kill(all_clients=True, timeout=timeout, only=traded,
