@@ -43,3 +43,134 @@ def live(
     text = query if query is not None else query_file.read_text(encoding="utf-8")
     run_live_command(_existing_warehouse(), strategy=strategy, query=text, params=param, config=config,
                      live=live_money)
+
+
+# -- the operator's commands (another terminal; through the session's files, see engine.live.control) ---------
+_RUN_OPTION = typer.Option("--run", "-r", help="The session's run id (default: the warehouse's newest session).")
+
+
+def _session(run: str | None) -> Path:
+    from engine.cli.main import _existing_warehouse
+    from engine.live.control import find_session
+
+    return find_session(_existing_warehouse().root, run)
+
+
+def _say(text: str, style: str = "") -> None:
+    from rich.text import Text
+
+    from engine.cli.main import console
+
+    console.print(Text(text, style=style), highlight=False, soft_wrap=True)
+
+
+def _post_and_wait(directory: Path, kind: str, timeout: float, **args: str) -> None:
+    """Post a command and print the session's answer; a command the session did not take is withdrawn."""
+    from engine.live.control import post_command, read_status, stale_reason, wait_for_ack, withdraw_command
+    from warehouse.errors import QEError
+
+    command = post_command(directory, kind, **args)  # type: ignore[arg-type]
+    ack = wait_for_ack(directory, command, timeout)
+    if ack is None:
+        withdrawn = withdraw_command(directory, command)
+        try:
+            status = read_status(directory)
+            why = stale_reason(status) or f"state {status.state}"
+        except QEError:
+            why = "it has written no status yet"
+        what = "withdrawn" if withdrawn else "taken by the session but not answered yet"
+        raise QEError(f"the session did not answer {kind} within {timeout:g} s ({why}); the command was {what}")
+    _say(f"{ack.kind}: {ack.result}", "" if ack.ok else "red")
+    if not ack.ok:
+        raise typer.Exit(1)
+
+
+@live_app.command("status")
+def status_command(
+    run: Annotated[Optional[str], _RUN_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status file's JSON (with a 'stale' field).")] = False,
+) -> None:
+    """State, positions, working orders, P&L today, risk state, last bar and connection of a session."""
+    import json
+
+    from engine.cli.main import console
+    from engine.live.control import read_status, stale_reason
+    from engine.live.panel import render_status
+
+    status = read_status(_session(run))
+    stale = stale_reason(status)
+    if as_json:
+        print(json.dumps({**status.model_dump(mode="json"), "stale": stale}, indent=2))
+        return
+    console.print(render_status(status, stale))
+
+
+@live_app.command("flatten")
+def flatten_command(
+    symbol: Annotated[str, typer.Argument(help="The symbol (root) to flatten, e.g. MES.")],
+    run: Annotated[Optional[str], _RUN_OPTION] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the session's answer.", min=0)] = 10.0,
+) -> None:
+    """Ask the session to cancel SYMBOL's working orders and close its position at market."""
+    _post_and_wait(_session(run), "flatten", timeout, symbol=symbol)
+
+
+@live_app.command("reset")
+def reset_command(
+    run: Annotated[Optional[str], _RUN_OPTION] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the session's answer.", min=0)] = 10.0,
+) -> None:
+    """Release the session's kill switch (or risk halt): it may send orders again."""
+    _post_and_wait(_session(run), "reset", timeout)
+
+
+@live_app.command("kill")
+def kill_command(
+    run: Annotated[Optional[str], _RUN_OPTION] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the session's risk events).")] = "operator",
+    now: Annotated[bool, typer.Option("--now", help="Go to IB at once; do not wait for the session first.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds the session has to answer before IB is called directly.", min=0)] = 5.0,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="The live configuration with the [ib] table (default: the session's).")] = None,
+) -> None:
+    """The kill switch: the session halts, cancels and flattens; if it does not answer, IB is told directly.
+
+    The command is always posted, so that a stuck session halts as soon as it runs again. Without an answer
+    in time (or with --now) this process connects to IB with the strategy's control client id, cancels every
+    working order of the account (IB's global cancel) and flattens the session's contracts at market.
+    """
+    from engine.cli.main import _existing_warehouse
+    from engine.live.control import pid_alive, post_command, read_session, read_status, wait_for_ack
+    from warehouse.errors import QEError
+
+    root = _existing_warehouse().root
+    directory = _session(run)
+    info = read_session(directory)
+    command = post_command(directory, "kill", reason=reason)
+    gone = not pid_alive(info.pid)  # a dead session answers nothing: no point waiting
+    ack = None if now or gone else wait_for_ack(directory, command, timeout)
+    if ack is not None:
+        _say(f"kill: {ack.result}", "" if ack.ok else "red")
+        if ack.ok:
+            return
+    source = config or (Path(info.config) if info.config else None)
+    if source is None:
+        raise QEError("the session recorded no IB configuration to reach IB with; pass --config live.toml")
+    if ack is not None:
+        why = "the session could not complete its kill"
+    else:
+        why = ("--now" if now else f"the session's process {info.pid} is gone" if gone else
+               f"the session did not answer within {timeout:g} s")
+    _say(f"{why}: killing at IB directly", "bold red")
+    try:
+        extra = [p.contract for p in read_status(directory).positions.values() if p.contract]
+    except QEError:
+        extra = []
+    from engine.adapters.ib.accounts import load_ib_config
+    from engine.adapters.ib.emergency import run_emergency_kill
+    from engine.adapters.ib.journal import OrderJournal
+
+    report = run_emergency_kill(load_ib_config(source), info.strategy, info.run_id, live=info.kind == "live",
+                                journal=OrderJournal(root), contracts=extra)
+    for line in report.lines():
+        _say(line)
+    _say("the kill command stays queued: the session halts when it takes it")

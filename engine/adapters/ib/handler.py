@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
@@ -294,13 +294,16 @@ class IBExecutionHandler(ExecutionHandler):
                         len(found.external), mask(account))
         return found
 
-    async def kill(self, all_clients: bool = False, timeout: float = 5.0) -> list[Trade]:
+    async def kill(self, all_clients: bool = False, timeout: float = 5.0, *, only: Collection[str] | None = None,
+                   ref_prefix: str = "kill") -> list[Trade]:
         """The kill switch at the broker: halt, cancel working orders, flatten the account at market.
 
         Cancels every order of this client working at IB (``all_clients=True``: IB's global cancel, every
         client's and manual orders too), waits until IB reports none working, then sends a market order
-        against every non-zero position IB reports for the bound account. New orders are refused until
-        :meth:`reset`. Returns the flattening trades (their fills arrive like any other).
+        against every non-zero position IB reports for the bound account (``only``: just the positions in
+        these contracts, by IB local symbol such as ``MESH6``). The flattening orders are journaled with the
+        orderRefs ``run/strategy/<ref_prefix>-<n>``. New orders are refused until :meth:`reset`. Returns the
+        flattening trades (their fills arrive like any other).
 
         Raises
         ------
@@ -321,9 +324,11 @@ class IBExecutionHandler(ExecutionHandler):
         for position in await self.ib.reqPositionsAsync():
             if position.account != self.account or not position.position:
                 continue
+            if only is not None and (position.contract.localSymbol or position.contract.symbol) not in only:
+                continue
             self._kills += 1
             quantity = -int(position.position)
-            ref = order_ref(self.run_id, self.strategy, f"kill-{self._kills}")
+            ref = order_ref(self.run_id, self.strategy, f"{ref_prefix}-{self._kills}")
             order = market(position.contract.symbol, quantity, tif="DAY", tag="kill switch")
             order.order_id, order.origin = -self._kills, "kill_switch"
             ib_order = MarketOrder("BUY" if quantity > 0 else "SELL", abs(quantity), account=self.account, tif="DAY",
