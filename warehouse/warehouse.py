@@ -24,6 +24,7 @@ Views
 ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``, ``run_events``,
 ``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``; the
                                views show committed runs only (those with a ``runs`` row)
+``run_executions``             a live or paper run's broker executions (clocks, broker and fee-table commissions)
 """
 
 from __future__ import annotations

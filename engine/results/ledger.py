@@ -2,7 +2,7 @@
 
 Layout: ``<warehouse>/runs/<table>/<run_id>.parquet`` for the tables of :data:`warehouse.schemas.RUN_TABLES`
 (views ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``,
-``run_events``, ``run_metrics``). Each file is written atomically and the ``runs`` row is written last, so
+``run_events``, ``run_metrics``, and for live and paper runs ``run_executions``). Each file is written atomically and the ``runs`` row is written last, so
 a run is listed only once all of its tables are on disk; a crash in between leaves files that no ``runs``
 row points to. Neither :func:`load_run` nor the views (which keep only run ids present in ``runs``) ever
 show them, and the next :func:`record_run` deletes them: recording holds the warehouse write lock, so no
@@ -48,6 +48,7 @@ _TABLES = {
     "equity": "run_equity",
     "trades": "run_trades",
     "events": "run_events",
+    "executions": "run_executions",  # live and paper runs only (broker executions); absent from a backtest
 }
 
 
