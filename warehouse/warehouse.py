@@ -25,6 +25,8 @@ Views
 ``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``; the
                                views show committed runs only (those with a ``runs`` row)
 ``run_executions``             a live or paper run's broker executions (clocks, broker and fee-table commissions)
+``run_attribution``            each live or paper run against its latest attribution backtest, order by order
+                               (``sql/run_attribution.sql``; ``qe live attribution RUN`` adds the P&L split)
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ class Warehouse:
         for name, minutes in RESAMPLED.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
         con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
+        # live/paper runs against their latest attribution backtest, order by order (no marks: see the template)
+        con.execute("CREATE OR REPLACE VIEW run_attribution AS " + render(
+            "run_attribution.sql", runs="runs", orders="run_orders", fills="run_fills", executions="run_executions",
+            pairs=None, marks=None))
         for tf in ("1m", "1h", "1d"):
             self._register_features(con, tf)
         self._register_signals(con)

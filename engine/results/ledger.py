@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from engine.results.result import RunResult
     from warehouse import Warehouse
 
-__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted"]
+__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted", "ledger_table"]
 
 #: result.tables key -> ledger table
 _TABLES = {
@@ -97,6 +97,11 @@ def latest_run_id(wh: Warehouse) -> str:
 def run_path(root: Path, table: str, run_id: str) -> Path:
     """File of one ledger table of one run."""
     return root / "runs" / table / f"{run_id}.parquet"
+
+
+def ledger_table(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:
+    """``table`` as ledger table ``schema`` of run ``run_id``: columns it lacks NULL, ``run_id`` set on every row."""
+    return _with_run_id(_conform(table, schema), run_id, schema)
 
 
 def _with_run_id(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:
