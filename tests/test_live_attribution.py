@@ -59,24 +59,26 @@ def backtest(wh: Warehouse) -> RunResult:
     return result
 
 
-def _paper_run(wh: Warehouse, backtest: RunResult, fills: pa.Table, orders: pa.Table) -> str:
+def _paper_run(wh: Warehouse, backtest: RunResult, fills: pa.Table, orders: pa.Table, *, query: str = QUERY,
+               mark: float = MARK) -> str:
     """Record ``orders``/``fills`` as a paper run of the backtest's strategy and bars, with executions; its final
     equity from the engine's own books (a Portfolio fed the fills, marked at the last close)."""
     portfolio = Portfolio(CONFIG.initial_capital)
     for f in fills.to_pylist():
         portfolio.apply(Fill(f["order_id"], 0, f["symbol"], f["contract"], f["quantity"], f["price"], f["price"],
                              f["multiplier"], f["commission"], 0.0, f["kind"], (f["trading_date"] - EPOCH).days))
-    portfolio.mark("ES", MARK)
+    portfolio.mark("ES", mark)
     decided = dict(zip(orders.column("order_id").to_pylist(), orders.column("ts_submitted").to_pylist()))
+    ordered = fills.filter(pc.is_valid(fills.column("order_id")))  # roll legs are no broker order
     rows = [{"order_id": f["order_id"], "exec_id": f"0001f4e8.{k:08x}.01.01", "order_ref": f"qe:paper:{f['order_id']}",
              "symbol": f["symbol"], "contract": f["contract"], "decided_ts": decided[f["order_id"]],
              "sent_at": decided[f["order_id"]] + timedelta(milliseconds=SEND_MS),
              "filled_at": decided[f["order_id"]] + timedelta(milliseconds=SEND_MS + FILL_MS),
              "quantity": f["quantity"], "price": f["price"], "commission": f["commission"],
              "commission_estimate": 2.25 * abs(f["quantity"])}
-            for k, f in enumerate(fills.to_pylist())]
+            for k, f in enumerate(ordered.to_pylist())]
     executions = pa.Table.from_pylist([{"run_id": None, **r} for r in rows], schema=schemas.RUN_EXECUTIONS)
-    paper = RunResult(config=CONFIG, strategy=backtest.strategy, params=backtest.params, query=QUERY,
+    paper = RunResult(config=CONFIG, strategy=backtest.strategy, params=backtest.params, query=query,
                       timeframe="1m", tables={"orders": orders, "fills": fills, "executions": executions},
                       metrics={}, timings={"bars": 120.0}, final_equity=portfolio.equity, symbols=["ES"],
                       data_start=backtest.data_start, data_end=backtest.data_end)
@@ -142,6 +144,27 @@ def test_moved_fills_changed_commissions_and_a_missing_order_are_attributed_exac
     assert [r["slippage"] for r in view] == [r["slippage"] for r in rows.values()]
     # no mark in the view: the missing order's P&L is unknown there, the matched orders' gaps are not
     assert [r["pnl_gap"] for r in view] == pytest.approx([0.0, -100.0, None, -0.50, 25.0, 0.0])
+
+
+def test_roll_legs_are_attributed_to_rolls(wh: Warehouse) -> None:
+    """The same bars on ESH4, then ESM4 20 points higher from bar 70: the backtest rolls its long 1 at 16:10
+    (out at ESH4's last mark 3982.50, in at ESM4's open 4004.25, no roll table). The paper run rolled in 0.25
+    higher: 1 x 0.25 x 50 = 12.50 $ less; nothing else differs. The last close is 4016.75 + 20."""
+    query = QUERY.replace("p AS open", "CASE WHEN i < 70 THEN 'ESH4' ELSE 'ESM4' END AS contract, p AS open").replace(
+        "AS p FROM range", "+ CASE WHEN i < 70 THEN 0 ELSE 20 END AS p FROM range")
+    backtest = run_backtest(wh, query, SmaCross(fast=2, slow=5), CONFIG, record=False)
+    fills = backtest.tables["fills"]
+    kinds = fills.column("kind").to_pylist()
+    assert (kinds.count("roll_out"), kinds.count("roll_in")) == (1, 1)
+    fills = _set(fills, "price", [p + 0.25 if k == "roll_in" else p for p, k in zip(fills.column("price").to_pylist(), kinds)])
+    run_id = _paper_run(wh, backtest, fills, backtest.tables["orders"], query=query, mark=MARK + 20)
+
+    result = attribute(wh, run_id, record=False)
+
+    assert result.gap == pytest.approx(-12.50, abs=1e-9)
+    assert result.effects["rolls"] == pytest.approx(-12.50, abs=1e-9)
+    assert result.orders.column("pnl_gap").to_pylist() == [0.0] * 6
+    assert abs(result.unexplained) < 1e-6
 
 
 def test_a_partial_fill_splits_into_price_and_quantity_effects() -> None:

@@ -34,6 +34,25 @@ commission. Grouping each run's fills by order and pairing the orders gives, exa
 where ``L``/``B`` are live/backtest, ``p`` an order's average fill price and ``q`` its filled quantity. Live
 and backtest P&L are ``final_equity - initial_capital`` of their ``runs`` rows, computed independently of
 the fills' valuation, which is what makes ``unexplained`` a check and not a plug.
+
+What the live loop records for this
+-----------------------------------
+* The ``runs`` row (kind ``live`` or ``paper``): ``strategy`` as :func:`engine.backtest.run.strategy_name`
+  gives it, ``params``, ``query`` (the SQL as given, not bounded: the replay bounds it), ``config`` (a
+  :class:`~engine.backtest.run.BacktestConfig` dump, with the fill convention the replay is to use; other
+  keys are ignored here), ``timeframe``, ``data_start``/``data_end`` (open times of the first and last bar
+  the strategy saw: it must start from the same state as a backtest started at ``data_start``),
+  ``initial_capital`` and ``final_equity`` (the kernel portfolio's, marked to the last close).
+* ``orders`` and ``fills`` from the kernel (:func:`engine.results.tables.run_tables`): ``ts_submitted`` is
+  the close of the bar the order was decided on; every broker fill keeps its ``order_id``; roll legs are
+  booked as the kernel books them (fills without an order).
+* ``executions`` (``RUN_EXECUTIONS``), one row per :class:`engine.adapters.ib.handler.FillRecord` ``r`` of
+  order ``o``: ``order_id = o.order_id``, ``exec_id = r.exec_id``, ``order_ref = r.order_ref``,
+  ``symbol``/``contract``/``quantity``/``price``/``commission`` from ``r.fill`` (IB's commission),
+  ``commission_estimate = r.commission_estimate``, ``decided_ts = o.ts_submitted``, ``sent_at`` the wall
+  clock when ``placeOrder`` was called for ``o`` (the same on each of its executions), ``filled_at`` the
+  execution's time as IB reports it (``r.fill.ts``). Without it the latencies are NULL; the P&L split does
+  not need it.
 """
 
 from __future__ import annotations
