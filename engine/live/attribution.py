@@ -74,7 +74,6 @@ from warehouse.errors import QEError
 from warehouse.templates import render
 
 if TYPE_CHECKING:
-    from engine.results.result import RunResult
     from warehouse import Warehouse
 
 __all__ = ["Attribution", "attribute", "attribution_table", "replay_query", "LIVE_KINDS", "CAUSES"]
@@ -227,8 +226,8 @@ def attribution_table(live: dict[str, pa.Table], backtest: dict[str, pa.Table], 
             con.register(f"_attr_{key}", pa.concat_tables(parts))
         con.register("_attr_pairs", pa.table({"live_run_id": [live_run_id], "backtest_run_id": [backtest_run_id]}))
         if marks is not None:
-            con.register("_attr_marks", pa.table({"live_run_id": [live_run_id] * len(marks),
-                                                  "symbol": list(marks), "mark": pa.array(list(marks.values()), pa.float64())}))
+            con.register("_attr_marks", pa.table({"live_run_id": [live_run_id] * len(marks), "symbol": list(marks),
+                                                  "mark": pa.array(list(marks.values()), pa.float64())}))
         sql = render("run_attribution.sql", runs="runs", orders="_attr_orders", fills="_attr_fills",
                      executions="_attr_executions", pairs="_attr_pairs",
                      marks="_attr_marks" if marks is not None else None)
@@ -248,8 +247,8 @@ def _backtest_config(run: dict[str, Any]) -> BacktestConfig:
 
 def _marks(wh: Warehouse, query: str) -> dict[str, float]:
     """Symbol -> its last close over the replayed bars: the mark both runs end on."""
-    rows = wh.connect().sql(f"SELECT symbol, CAST(arg_max(close, ts) AS DOUBLE) FROM ({query}) GROUP BY symbol").fetchall()
-    return {symbol: mark for symbol, mark in rows}
+    sql = f"SELECT symbol, CAST(arg_max(close, ts) AS DOUBLE) FROM ({query}) GROUP BY symbol"
+    return dict(wh.connect().sql(sql).fetchall())
 
 
 def _unordered_value(fills: pa.Table, marks: dict[str, float]) -> float:
