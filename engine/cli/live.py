@@ -174,3 +174,50 @@ def kill_command(
     for line in report.lines():
         _say(line)
     _say("the kill command stays queued: the session halts when it takes it")
+
+#: The per-order columns ``qe live attribution`` prints (``--json`` gives every column).
+ATTRIBUTION_COLUMNS = ("decided_ts", "symbol", "quantity", "order_type", "signal", "live_order_id",
+                       "backtest_order_id", "live_filled", "backtest_filled", "live_price", "backtest_price",
+                       "price_diff", "slippage", "live_commission", "backtest_commission", "commission_diff",
+                       "send_latency_ms", "fill_latency_ms", "pnl_gap")
+
+
+@live_app.command("attribution")
+def attribution(
+    run_id: Annotated[str, typer.Argument(help="A live or paper run id (or 'latest').")],
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the replayed backtest as a run of kind 'attribution' (the run_attribution view shows it).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary and every order as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Orders shown in the table.")] = 200,
+) -> None:
+    """A live or paper run against the backtest of the same strategy, query and bars: order by order
+    (signal, slippage, latency, commission) and the P&L gap split by cause."""
+    import json
+
+    from engine.cli.main import _existing_warehouse, console
+    from engine.cli.output import format_cell, print_table
+    from engine.live.attribution import CAUSES, attribute
+    from rich.table import Table
+    from rich.text import Text
+
+    result = attribute(_existing_warehouse(), run_id, record=record)
+    summary = result.summary()
+    if as_json:
+        payload = {**summary, "orders": result.orders.to_pylist()}
+        console.print_json(json.dumps(payload, default=str))
+        return
+    counts = summary["orders"]
+    print_table(result.orders.select(list(ATTRIBUTION_COLUMNS)), console, limit=limit,
+                title=f"Orders: live {result.live_run_id} vs backtest {result.backtest_run_id} "
+                      f"({counts['equal']} equal, {counts['only_live']} only live, "
+                      f"{counts['only_backtest']} only backtest)")
+    gap = Table(title=Text("P&L gap by cause (live - backtest)"), header_style="bold")
+    gap.add_column(Text("cause"))
+    gap.add_column(Text("currency"), justify="right")
+    rows = [("live P&L", result.live_pnl), ("backtest P&L", result.backtest_pnl), ("gap", result.gap),
+            *((cause, result.effects[cause]) for cause in CAUSES)]
+    for name, value in rows:
+        gap.add_row(Text(name), Text(format_cell(round(value, 6))))
+    console.print(gap)
+    if summary["latency_ms_median"] is not None:
+        console.print(f"latency bar close -> filled: median {format_cell(summary['latency_ms_median'])} ms, "
+                      f"max {format_cell(summary['latency_ms_max'])} ms", markup=False)

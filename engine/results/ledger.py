@@ -2,7 +2,7 @@
 
 Layout: ``<warehouse>/runs/<table>/<run_id>.parquet`` for the tables of :data:`warehouse.schemas.RUN_TABLES`
 (views ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``,
-``run_events``, ``run_metrics``). Each file is written atomically and the ``runs`` row is written last, so
+``run_events``, ``run_metrics``, and for live and paper runs ``run_executions``). Each file is written atomically and the ``runs`` row is written last, so
 a run is listed only once all of its tables are on disk; a crash in between leaves files that no ``runs``
 row points to. Neither :func:`load_run` nor the views (which keep only run ids present in ``runs``) ever
 show them, and the next :func:`record_run` deletes them: recording holds the warehouse write lock, so no
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from engine.results.result import RunResult
     from warehouse import Warehouse
 
-__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted"]
+__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted", "ledger_table"]
 
 #: result.tables key -> ledger table
 _TABLES = {
@@ -48,6 +48,7 @@ _TABLES = {
     "equity": "run_equity",
     "trades": "run_trades",
     "events": "run_events",
+    "executions": "run_executions",  # live and paper runs only (broker executions); absent from a backtest
 }
 
 
@@ -96,6 +97,11 @@ def latest_run_id(wh: Warehouse) -> str:
 def run_path(root: Path, table: str, run_id: str) -> Path:
     """File of one ledger table of one run."""
     return root / "runs" / table / f"{run_id}.parquet"
+
+
+def ledger_table(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:
+    """``table`` as ledger table ``schema`` of run ``run_id``: columns it lacks NULL, ``run_id`` set on every row."""
+    return _with_run_id(_conform(table, schema), run_id, schema)
 
 
 def _with_run_id(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:

@@ -24,9 +24,11 @@ class RunResult:
     ----------
     tables : dict of pyarrow.Table
         ``orders``, ``fills``, ``positions``, ``equity``, ``trades``, ``events`` with the run-ledger schemas
-        (without ``run_id`` until recorded). For a run whose equity was spilled to disk (``equity_path`` set),
-        ``tables["equity"]`` is a **daily sample**: the last point of each CME trading date (the rows the
-        daily statistics use), not every point; the full ledger is the file (:meth:`equity_table`).
+        (without ``run_id`` until recorded); a live or paper run adds ``executions`` (``RUN_EXECUTIONS``: the
+        broker's execution reports with their clocks and commissions), which a backtest has not. For a run
+        whose equity was spilled to disk (``equity_path`` set), ``tables["equity"]`` is a **daily sample**:
+        the last point of each CME trading date (the rows the daily statistics use), not every point; the
+        full ledger is the file (:meth:`equity_table`).
     metrics : dict
         Performance metrics (:func:`engine.results.metrics.compute_metrics`, or for a spilled run
         :func:`engine.results.metrics.compute_metrics_streaming`, which gives the same values).
