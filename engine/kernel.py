@@ -204,6 +204,21 @@ class TradingKernel:
             order.origin = origin
             self._send(order)
 
+    def flatten_symbol(self, symbol: str, origin: str = "operator") -> Order | None:
+        """Cancel ``symbol``'s working orders and close its position at market (the operator's flatten).
+
+        Returns the closing order, or None when there was nothing to close.
+        """
+        self._refresh_now()
+        for order in self.handler.working_orders(symbol):
+            self.handler.cancel(order, self.now, f"{origin} flatten")
+        position = self.portfolio.position(symbol)
+        if position == 0:
+            return None
+        order = Order(symbol, -position, tag=origin)
+        order.origin = origin
+        return self._send(order)
+
     def _cancel_risk_adding(self, reason: str) -> None:
         """Cancel every working order that could add risk in the worst case (REDUCING state).
 

@@ -44,15 +44,21 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one.
+    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one (see
+    :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one.
 
     The temporary file sits in the same directory (a rename across file systems is not atomic) and ends in
     :data:`TMP_SUFFIX`, so that no glob of a reader picks it up and the crash sweeper knows it.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
     try:
-        with open(tmp, "w", encoding="utf-8") as sink:
-            sink.write(text)
+        with open(tmp, "wb") as sink:
+            sink.write(data)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, path)

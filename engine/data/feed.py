@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import duckdb
 import pyarrow as pa
@@ -66,8 +67,8 @@ def _to_list(column: pa.Array) -> list:
     return column.to_pylist()
 
 
-def bar_type(names: list[str]) -> type:
-    """The bar row type of a query's columns: a named tuple that also answers ``bar["column"]``."""
+@lru_cache(maxsize=64)
+def _bar_type_of(names: tuple[str, ...]) -> type:
     base = namedtuple("BarRow", names, rename=True)
     index = {name: i for i, name in enumerate(names)}
 
@@ -76,7 +77,23 @@ def bar_type(names: list[str]) -> type:
             return tuple.__getitem__(self, index[key])
         return tuple.__getitem__(self, key)
 
-    return type("Bar", (base,), {"__slots__": (), "__getitem__": get, "columns": tuple(names)})
+    def reduce(self):  # noqa: ANN202 - pickled as its column names and values (the type is made at run time)
+        return _rebuild_bar, (names, tuple(self))
+
+    return type("Bar", (base,), {"__slots__": (), "__getitem__": get, "__reduce__": reduce, "columns": names})
+
+
+def bar_type(names: list[str]) -> type:
+    """The bar row type of a query's columns: a named tuple that also answers ``bar["column"]``.
+
+    One type per list of names in a process, and its bars pickle (a live session's checkpoint holds the bars
+    a strategy kept).
+    """
+    return _bar_type_of(tuple(names))
+
+
+def _rebuild_bar(names: tuple[str, ...], values: tuple) -> tuple:
+    return tuple.__new__(_bar_type_of(names), values)
 
 
 def parse_query(query: str) -> exp.Query:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backtest.run import BacktestConfig, load_rolls, strategy_name
@@ -37,12 +38,15 @@ from engine.data.feed import BAR_NS
 from engine.execution.base import ExecutionHandler
 from engine.execution.slippage import NoSlippage
 from engine.kernel import TradingKernel
+from engine.core.orders import OrderStatus
 from engine.live.bars import FinalBar, bars_table
+from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save_checkpoint
 from engine.live.rows import QueryRows
 from engine.results.equity import EquityRecorder
 from engine.results.metrics import compute_metrics
 from engine.results.result import RunResult
 from engine.results.tables import run_tables
+from warehouse import schemas
 from engine.risk import RiskManager
 from engine.strategy import Strategy
 from warehouse.errors import QEError
@@ -116,11 +120,15 @@ class LiveSession:
     run_id : str
     clock : callable, optional
         Now (tz-aware); the broker's time in a replay. Decides when a bar waited long enough.
+    directory : Path, optional
+        The session's directory (status, commands, checkpoint); with a checkpoint there, the session resumes
+        the run it holds (see :mod:`engine.live.checkpoint`).
     """
 
     def __init__(self, wh, strategy: Strategy, query: str, config: BacktestConfig,  # noqa: ANN001
                  handler: ExecutionHandler, risk: RiskManager, roots: list[str], *, settings: LiveSettings,
-                 kind: str, run_id: str, timeframe: str, clock: Callable[[], datetime] | None = None) -> None:
+                 kind: str, run_id: str, timeframe: str, clock: Callable[[], datetime] | None = None,
+                 directory: Path | None = None) -> None:
         if timeframe not in BAR_NS:
             raise QEError(f"unknown timeframe {timeframe!r}; one of {', '.join(BAR_NS)}")
         self.wh = wh
@@ -143,32 +151,80 @@ class LiveSession:
                                     bar_ns=BAR_NS[timeframe], slippage=NoSlippage(), rolls=load_rolls(self._con),
                                     roll=False)
         strategy.engine = self.kernel
+        self.strategy_label = strategy_name(strategy)
         self.rows = QueryRows(self._con, query, timeframe)
         self.features = None
-        if settings.features and f"features_{timeframe}" in query:
-            from warehouse.features.live import LiveFeatures
-
-            self.features = LiveFeatures(wh, timeframe, self.roots)
         self.timings: list[BarTiming] = []
         self.decided: list[datetime] = []
+        self.last_symbols: list[str] = []
         self.skipped_late: list[FinalBar] = []
         self.started_at = datetime.now(timezone.utc)
+        self.directory = directory
+        self.operator = None
         self._pending: dict[datetime, _Pending] = {}
         self._last_decided: datetime | None = None
         self._started = False
         self._bars_since_record = 0
-        self.bar_decided = asyncio.Event()
+        self.resumed = False
+        state = load_checkpoint(directory / CHECKPOINT_FILE) if directory is not None else None
+        if state is not None:
+            # the same run again: the kernel as it was after the last decided bar, and the orders it had sent
+            restore(self.kernel, state)
+            self.strategy = self.kernel.strategy
+            self.decided = list(state.decided)
+            self._last_decided = self.decided[-1] if self.decided else None
+            self._started = True  # on_start ran in the first process
+            self.resumed = True
+            adopt = getattr(handler, "adopt", None)
+            if adopt is not None:
+                adopt(self.kernel.orders)
+            # executions booked before the restart are not booked again by the reconciliation
+            if hasattr(handler, "_booked"):
+                handler._booked.update(state.booked_exec_ids)
+                handler.records.extend(state.records)
+                handler.sent_at.update(state.sent_at)
+        handler_risk = getattr(handler, "risk", None)
+        if handler_risk is not None:
+            handler.risk = self.kernel.risk  # the handler halts the restored risk manager, not the new one
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Call the strategy's ``on_start`` (once, before the first bar)."""
+        """Open the per-bar features (after the warm-up stored every bar up to now), decide the bars stored
+        since the last decided one (a resumed run), and call the strategy's ``on_start`` (a new run)."""
+        if self.settings.features and f"features_{self.timeframe}" in self.query and self.features is None:
+            from warehouse.features.live import LiveFeatures
+
+            if self._last_decided is not None:
+                self._catch_up_features()
+            self.features = LiveFeatures(self.wh, self.timeframe, self.roots)
         if not self._started:
             self.strategy.on_start()
             self._started = True
+        if self._last_decided is not None:
+            self.catch_up()
+
+    def _catch_up_features(self) -> None:
+        """Features of the bars decided before the restart and of those stored since (bounded tails, equal to
+        the batch build), for the query's rows of the bars still to decide."""
+        from warehouse.features.incremental import compute_tail
+
+        since = self.decided[0] if self.decided else self._last_decided
+        rows = compute_tail(self.wh, self.timeframe, self.roots, since)
+        self.rows.add_features(rows)
+
+    def catch_up(self) -> int:
+        """Decide, in order, the bars the warehouse holds after the last decided one (a restart's missed bars
+        and the bar a crash interrupted); returns how many timestamps."""
+        stored = self._con.sql(
+            f"SELECT DISTINCT ts FROM bars_{self.timeframe} WHERE list_contains($roots, symbol) AND ts > $after "
+            "ORDER BY ts", {"roots": self.roots, "after": self._last_decided}).fetchall()
+        for (ts,) in stored:
+            self._decide_rows(ts, time.perf_counter())
+        return len(stored)
 
     async def run(self, bars: asyncio.Queue, stop: asyncio.Event, *, tick_s: float = 0.05) -> None:
-        """Decide bars from ``bars`` (stored :class:`FinalBar`) until ``stop`` is set."""
-        self.start()
+        """Decide bars from ``bars`` (stored :class:`FinalBar`) until ``stop`` is set; between bars, carry
+        out the operator's commands."""
         while not stop.is_set():
             try:
                 bar = await asyncio.wait_for(bars.get(), tick_s)
@@ -179,6 +235,8 @@ class LiveSession:
                 while not bars.empty():
                     self.add(bars.get_nowait())
             self.decide_due()
+            if self.operator is not None:
+                self.operator.handle_commands()
 
     def add(self, bar: FinalBar) -> None:
         """A stored final bar: held until its timestamp is complete (or waited long enough)."""
@@ -208,34 +266,51 @@ class LiveSession:
         return decided
 
     def decide(self, ts: datetime, pending: _Pending) -> None:
-        """Features of the bar's rows, the broker's fills since the last bar, then the kernel on the query's rows."""
+        """Features of the bar's rows, then :meth:`_decide_rows`."""
         started = time.perf_counter()
         new = bars_table(list(pending.bars.values())).sort_by([("symbol", "ascending")])
         if self.features is not None:
             self.rows.add_features(self.features.append(new))
+        self._decide_rows(ts, pending.stored, time.perf_counter() - started)
+
+    def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0) -> None:
+        """The broker's fills since the last bar, then the kernel on the query's rows at ``ts``; checkpoint."""
         featured = time.perf_counter()
         self.kernel.book_fills(self.handler.drain_fills())
         columns, n = self.rows.at(ts)
         queried = time.perf_counter()
         orders_before = len(self.kernel.orders)
         if n:
-            if not self.kernel._feed_columns:
+            if self.kernel._bar_type is tuple:
                 self.kernel.bind(self.rows.columns, self.rows.bar_type)
             self.kernel.process(columns, n)
+            self.last_symbols = sorted(set(columns[self.rows.columns["symbol"]]))
         done = time.perf_counter()
         self._last_decided = ts
         self.decided.append(ts)
-        self.timings.append(BarTiming(ts, pending.stored, done, featured - started, queried - featured,
-                                      done - queried, len(self.kernel.orders) - orders_before))
+        self.timings.append(BarTiming(ts, stored, done, features_s, queried - featured, done - queried,
+                                      len(self.kernel.orders) - orders_before))
+        self.checkpoint()
+        if self.operator is not None:
+            self.operator.publish("halted" if self.kernel.risk.state.value == "HALTED" else "running")
         self._bars_since_record += 1
         if self._bars_since_record >= self.settings.record_every:
             self.record()
-        self.bar_decided.set()
+
+    def checkpoint(self) -> None:
+        """Save the state after the last decided bar (the session's directory only)."""
+        if self.directory is None:
+            return
+        handler = self.handler
+        save_checkpoint(self.directory / CHECKPOINT_FILE, self.kernel, self.decided,
+                        set(getattr(handler, "_booked", ())), list(getattr(handler, "records", ())),
+                        dict(getattr(handler, "sent_at", {})))
 
     # -- the ledger ---------------------------------------------------------------------------------
     def result(self, status: str = "running") -> RunResult:
         """The session so far as a run: the kernel's tables, metrics over its equity points."""
         tables = run_tables(self.kernel)
+        tables["executions"] = self.executions_table()
         metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
                                   initial_capital=self.config.initial_capital,
                                   timeframe=self.timeframe)
@@ -247,6 +322,26 @@ class LiveSession:
             final_equity=self.kernel.portfolio.equity, status=status, run_id=self.run_id,
             symbols=sorted(self.kernel.symbols), data_start=data_start, data_end=data_end,
         )
+
+    def executions_table(self) -> pa.Table:
+        """One row per broker execution booked: ids, the bar the order was decided on, when it was sent and
+        filled (for the latency of :mod:`engine.live.attribution`), the broker's commission and the fee
+        table's estimate."""
+        handler = self.handler
+        orders = self.kernel.orders
+        rows = []
+        for record in getattr(handler, "records", ()):
+            fill = record.fill
+            order = orders[fill.order_id] if 0 <= fill.order_id < len(orders) else None
+            rows.append({
+                "run_id": None, "order_id": fill.order_id if fill.order_id >= 0 else None,
+                "exec_id": record.exec_id, "order_ref": record.order_ref, "symbol": fill.symbol,
+                "contract": fill.contract, "decided_ts": _utc_ns(order.ts_submitted) if order else None,
+                "sent_at": handler.sent_at.get(record.order_ref), "filled_at": _utc_ns(fill.ts),
+                "quantity": fill.quantity, "price": fill.price, "commission": fill.commission,
+                "commission_estimate": record.commission_estimate,
+            })
+        return pa.Table.from_pylist(rows, schema=schemas.RUN_EXECUTIONS)
 
     def record(self, status: str = "running") -> str:
         """Write the session's run to the ledger (a checkpoint: every table is rewritten whole)."""
@@ -266,8 +361,14 @@ class LiveSession:
         if self.features is not None:
             self.features.close()
         run_id = self.record("stopped")
+        if self.operator is not None:
+            self.operator.publish("stopped", "session stopped")
         self._con.close()
         return run_id
+
+
+def _utc_ns(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, timezone.utc)
 
 
 def universe(con, query: str, timeframe: str) -> list[str]:  # noqa: ANN001

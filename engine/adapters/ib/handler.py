@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
@@ -156,6 +157,8 @@ class IBExecutionHandler(ExecutionHandler):
         self.account: str | None = None
         self.contracts: dict[str, Contract] = {}
         self.records: list[FillRecord] = []
+        #: orderRef -> wall clock (UTC) when placeOrder was called: the send leg of the latency attribution
+        self.sent_at: dict[str, datetime] = {}
         self._orders: dict[str, Order] = {}  # orderRef -> engine order
         self._trades: dict[str, Trade] = {}
         self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
@@ -431,6 +434,8 @@ class IBExecutionHandler(ExecutionHandler):
         for child in order.children:  # the engine's bracket semantics: the exits are one OCO group
             child.parent_id = order.order_id
             child.oca_group = child.oca_group or f"bracket:{order.order_id}"
+        if self._readopt(legs):
+            return []
         outgoing = []
         for leg in legs:
             ref = order_ref(self.run_id, self.strategy, leg.order_id)
@@ -451,6 +456,43 @@ class IBExecutionHandler(ExecutionHandler):
         self._send_all(outgoing)
         return []
 
+    def adopt(self, orders: Iterable[Order]) -> None:
+        """This run's orders from before a restart (its checkpoint), handed over before :meth:`connect`.
+
+        The reconciliation then updates these very objects (fills while away, final states) instead of
+        copies made from the journal, so the engine's books and the broker's agree. Denied orders never
+        reached the broker and are skipped.
+        """
+        for order in orders:
+            if order.order_id >= 0 and order.status is not OrderStatus.DENIED:
+                self._orders[order_ref(self.run_id, self.strategy, order.order_id)] = order
+
+    def _readopt(self, legs: list[Order]) -> bool:
+        """True when every leg was already journaled as this very order (a restart deciding again the bar a
+        crash interrupted): the engine's new objects take over the journaled ones' state, nothing is sent.
+
+        Raises
+        ------
+        SafetyError
+            A journaled order under the same orderRef that is not this one (the strategy decided otherwise):
+            the books can no longer be trusted to match the broker's.
+        """
+        refs = [order_ref(self.run_id, self.strategy, leg.order_id) for leg in legs]
+        known = [self._orders.get(ref) for ref in refs]
+        if not any(o is not None and o is not leg for o, leg in zip(known, legs)):
+            return False
+        for ref, old, leg in zip(refs, known, legs):
+            same = old is not None and (old.symbol, old.quantity, old.order_type, old.limit_price, old.stop_price) \
+                == (leg.symbol, leg.quantity, leg.order_type, leg.limit_price, leg.stop_price)
+            if not same:
+                raise SafetyError(f"order {ref} was journaled before a restart as another order than the one decided "
+                                  "now; not sent (the session and the broker no longer agree)")
+            leg.status, leg.filled, leg.fill_value = old.status, old.filled, old.fill_value
+            leg.ts_done, leg.detail = old.ts_done, old.detail
+            self._orders[ref] = leg
+        log.info("orders %s were sent before the restart: adopted, not sent again", ", ".join(refs))
+        return True
+
     def _send(self, ref: str, contract: Contract, order: Order, ib_order: object) -> Trade:
         """Journal, then send one order."""
         return self._send_all([(ref, contract, order, ib_order)])[0]
@@ -464,6 +506,7 @@ class IBExecutionHandler(ExecutionHandler):
         for ref, contract, order, ib_order in outgoing:
             self._journaled.add(ref)
             self._orders[ref] = order
+            self.sent_at[ref] = datetime.now(timezone.utc)
             trades.append(self.ib.placeOrder(contract, ib_order))
             self._trades[ref] = trades[-1]
         return trades
