@@ -110,3 +110,55 @@ def test_the_session_is_a_paper_run_in_the_ledger(replayed: dict) -> None:
                      "strategy": "engine.strategies.feature_band:FeatureBand"}]
     fills = wh.sql("SELECT count(*) AS n FROM run_fills WHERE run_id = 'live-test-1'").to_pylist()[0]["n"]
     assert fills == replayed["session"].result().tables["fills"].num_rows
+
+
+def test_a_session_stopped_mid_day_resumes_the_same_run_without_sending_an_order_twice(
+        tmp_path: Path, replayed: dict) -> None:
+    """A first process trades the first bars and stops; its last checkpoint is then rolled back one bar, as
+    if it crashed after sending that bar's orders and before saving; a second process with the same run id
+    resumes: it decides that bar again, adopts the orders the gateway already has, trades the rest. The
+    gateway (one simulator for both) must see every orderRef once, and the run must equal the backtest."""
+    from engine.adapters.ib.gateway_sim import GatewaySim
+    from engine.live.checkpoint import CHECKPOINT_FILE
+    from engine.live.control import session_dir
+    from engine.live.replay import PAPER_ACCOUNT
+    from warehouse.sessions import trading_date
+
+    bars, backtest = replayed["bars"], replayed["backtest"]
+    decided_at = [o["ts_submitted"] for o in backtest.tables["orders"].to_pylist()]
+    times = [t.as_py() for t in bars["ts"]]
+    # stop right after the bar of the second order: that bar's orders are then sent but not checkpointed
+    crash_bar = times.index(min(t for t in decided_at[1:2]) - pd.Timedelta(minutes=1).to_pytimedelta())
+    k = crash_bar + 1
+    wh = _warehouse(tmp_path / "wh", ["20131006", "20131007", "20131008", "20131009"])
+    config = BacktestConfig(timeframe="1m", initial_capital=2_000_000.0)
+    params = dict(low=45.0, high=55.0, exit_low=49.0, exit_high=51.0)
+    settings = LiveSettings(bar_wait_s=0.0, roots=["ES"])
+    run_id = "live-restart-1"
+    directory = session_dir(Path(wh.root), run_id)
+    saved: dict[int, bytes] = {}
+
+    def keep_checkpoints(running, ts) -> None:  # noqa: ANN001
+        saved[len(running.session.decided)] = (directory / CHECKPOINT_FILE).read_bytes()
+
+    async def scenario() -> None:
+        first = times[0]
+        async with GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first) as sim:
+            await replay_paper(wh, FeatureBand(**params), replayed["query"], config, bars, run_id=run_id,
+                               settings=settings, sim=sim, stop_after=k, on_bar=keep_checkpoints)
+            sent_before = [o.request.order_ref for o in sim.placed]
+            (directory / CHECKPOINT_FILE).write_bytes(saved[k - 1])  # the crash: the last bar's state is lost
+            session = await replay_paper(wh, FeatureBand(**params), replayed["query"], config, bars.slice(k),
+                                         run_id=run_id, settings=settings, sim=sim)
+            refs = [o.request.order_ref for o in sim.placed]
+            assert len(refs) == len(set(refs)), "an order was sent twice"
+            assert refs[:len(sent_before)] == sent_before
+            assert session.resumed and session.decided == times
+            keys = ["order_id", "ts_submitted", "symbol", "quantity", "order_type", "status", "filled_quantity"]
+            live = session.result().tables
+            assert live["orders"].select(keys).to_pylist() == backtest.tables["orders"].select(keys).to_pylist()
+            fill_keys = ["order_id", "ts", "quantity", "price", "commission"]
+            assert live["fills"].select(fill_keys).to_pylist() == backtest.tables["fills"].select(fill_keys).to_pylist()
+
+    asyncio.run(asyncio.wait_for(scenario(), 300))
+    wh.close()

@@ -42,7 +42,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
                        run_id: str, settings: LiveSettings | None = None, timeframe: str = "1m",
                        journal: bool = True, bar_timeout_s: float = 30.0,
                        on_bar: Callable[[Running, datetime], None] | None = None,
-                       stop_after: int | None = None) -> LiveSession:
+                       stop_after: int | None = None, sim: GatewaySim | None = None) -> LiveSession:
     """Paper-trade ``bars`` through the simulator; returns the stopped session (its run recorded, kind ``paper``).
 
     Parameters
@@ -59,15 +59,20 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
     on_bar : callable, optional
         Called after each decided timestamp (a test's kill switch, a benchmark's probe).
     stop_after : int, optional
-        Stop after this many timestamps (a crash in the middle of a day, for restart tests).
+        Stop after this many timestamps (a stop in the middle of a day, for restart tests).
+    sim : GatewaySim, optional
+        A running simulator to trade at (its accounts, orders and positions outlive the session, as a
+        gateway's do across a restart); default: a new one, stopped at the end.
     """
     settings = settings or LiveSettings()
     rows = bars.sort_by([("ts", "ascending"), ("symbol", "ascending")]).to_pylist()
     if not rows:
         raise QEError("nothing to replay: no bars")
     first = rows[0]["ts"].astimezone(timezone.utc)
-    sim = GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first)
-    await sim.start()
+    own_sim = sim is None
+    if sim is None:
+        sim = GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first)
+        await sim.start()
     now = [first]
     name = strategy_name(strategy)
 
@@ -76,6 +81,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
                                   instruments=InstrumentBook(config.instruments), risk=risk, client_id=11,
                                   journal=OrderJournal(Path(wh.root)) if journal else None)
 
+    subscribed = len(sim.requests_of(In.REQ_REAL_TIME_BARS))  # an earlier session's requests do not count
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     task = asyncio.ensure_future(trade(
@@ -85,7 +91,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
     try:
         running = await _first(ready, task)
         # pushed bars reach only subscribers: wait until the gateway has every contract's real-time request
-        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) >= len(running.handler.contracts),
+        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) - subscribed >= len(running.handler.contracts),
                      bar_timeout_s, "the real-time bar subscriptions", task)
         wait = timedelta(seconds=60) + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
         for count, (ts, group) in enumerate(groupby(rows, key=lambda r: r["ts"]), start=1):
@@ -112,7 +118,8 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
         try:
             session = await task
         finally:
-            await sim.stop()
+            if own_sim:
+                await sim.stop()
     return session
 
 

@@ -38,7 +38,6 @@ from engine.data.feed import BAR_NS
 from engine.execution.base import ExecutionHandler
 from engine.execution.slippage import NoSlippage
 from engine.kernel import TradingKernel
-from engine.core.orders import OrderStatus
 from engine.live.bars import FinalBar, bars_table
 from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save_checkpoint
 from engine.live.rows import QueryRows
@@ -47,7 +46,7 @@ from engine.results.metrics import compute_metrics
 from engine.results.result import RunResult
 from engine.results.tables import run_tables
 from warehouse import schemas
-from engine.risk import RiskManager
+from engine.risk import RiskManager, RiskState
 from engine.strategy import Strategy
 from warehouse.errors import QEError
 
@@ -165,6 +164,7 @@ class LiveSession:
         self._last_decided: datetime | None = None
         self._started = False
         self._bars_since_record = 0
+        self._held_fills: list = []
         self.resumed = False
         state = load_checkpoint(directory / CHECKPOINT_FILE) if directory is not None else None
         if state is not None:
@@ -215,11 +215,19 @@ class LiveSession:
     def catch_up(self) -> int:
         """Decide, in order, the bars the warehouse holds after the last decided one (a restart's missed bars
         and the bar a crash interrupted); returns how many timestamps."""
-        stored = self._con.sql(
+        stored = self._con.execute(
             f"SELECT DISTINCT ts FROM bars_{self.timeframe} WHERE list_contains($roots, symbol) AND ts > $after "
             "ORDER BY ts", {"roots": self.roots, "after": self._last_decided}).fetchall()
         for (ts,) in stored:
             self._decide_rows(ts, time.perf_counter())
+        unclaimed = getattr(self.handler, "unclaimed", lambda: [])()
+        if unclaimed:
+            # orders this run sent that deciding the same bars again did not produce: the books are not the
+            # broker's; stop trading until the operator looks (qe live status / reset)
+            message = f"orders at the broker the resumed run did not decide again: {', '.join(unclaimed)}"
+            log.error(message)
+            self.kernel.events.append((self.kernel.now, "risk", "RESUME_MISMATCH", None, None, message))
+            self.kernel.risk.set_state(RiskState.HALTED, f"RESUME_MISMATCH {message}")
         return len(stored)
 
     async def run(self, bars: asyncio.Queue, stop: asyncio.Event, *, tick_s: float = 0.05) -> None:
@@ -276,7 +284,7 @@ class LiveSession:
     def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0) -> None:
         """The broker's fills since the last bar, then the kernel on the query's rows at ``ts``; checkpoint."""
         featured = time.perf_counter()
-        self.kernel.book_fills(self.handler.drain_fills())
+        self.kernel.book_fills(self._fills_until(ts))
         columns, n = self.rows.at(ts)
         queried = time.perf_counter()
         orders_before = len(self.kernel.orders)
@@ -292,10 +300,21 @@ class LiveSession:
                                       len(self.kernel.orders) - orders_before))
         self.checkpoint()
         if self.operator is not None:
-            self.operator.publish("halted" if self.kernel.risk.state.value == "HALTED" else "running")
+            self.operator.publish("halted" if self.kernel.risk.state is RiskState.HALTED else "running")
         self._bars_since_record += 1
         if self._bars_since_record >= self.settings.record_every:
             self.record()
+
+    def _fills_until(self, ts: datetime) -> list:
+        """The broker's fills that happened before bar ``ts`` ended, in the order reported; later ones wait.
+
+        A backtest books a fill in the bar it happens in, before the strategy sees that bar; live, fills
+        arrive asynchronously, and a restart deciding an older bar again must not see fills from after it.
+        """
+        fills = self._held_fills + self.handler.drain_fills()
+        end = int(ts.timestamp() * 1e9) + self.kernel.bar_ns
+        self._held_fills = [f for f in fills if f.ts >= end]
+        return [f for f in fills if f.ts < end]
 
     def checkpoint(self) -> None:
         """Save the state after the last decided bar (the session's directory only)."""
@@ -356,7 +375,8 @@ class LiveSession:
         """The strategy's ``on_stop``, the last equity point, and the final ledger record; returns the run id."""
         if self._started:
             self.strategy.on_stop()
-        self.kernel.book_fills(self.handler.drain_fills())
+        self.kernel.book_fills(self._held_fills + self.handler.drain_fills())
+        self._held_fills = []
         self.kernel.finish(close_at_end=False)
         if self.features is not None:
             self.features.close()

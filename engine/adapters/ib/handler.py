@@ -159,6 +159,10 @@ class IBExecutionHandler(ExecutionHandler):
         self.records: list[FillRecord] = []
         #: orderRef -> wall clock (UTC) when placeOrder was called: the send leg of the latency attribution
         self.sent_at: dict[str, datetime] = {}
+        #: after a restart: how many orders the engine restored (:meth:`adopt`), and the journaled orders
+        #: numbered after them, not counted as working until the engine decides them again (:meth:`_readopt`)
+        self._adopted_ids: int | None = None
+        self._awaiting: set[str] = set()
         self._orders: dict[str, Order] = {}  # orderRef -> engine order
         self._trades: dict[str, Trade] = {}
         self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
@@ -245,7 +249,9 @@ class IBExecutionHandler(ExecutionHandler):
         if self.journal is not None:
             for row in self.journal.read(self.run_id, self.strategy).to_pylist():
                 if row["order_ref"] not in self._orders:
-                    self._orders[row["order_ref"]] = _order_from_journal(row)
+                    self._orders[row["order_ref"]] = order = _order_from_journal(row)
+                    if self._adopted_ids is not None and order.order_id >= self._adopted_ids:
+                        self._awaiting.add(row["order_ref"])
             known_anywhere = set(self.journal.read().column("order_ref").to_pylist())
         else:
             known_anywhere = set(self._orders)
@@ -463,9 +469,16 @@ class IBExecutionHandler(ExecutionHandler):
         copies made from the journal, so the engine's books and the broker's agree. Denied orders never
         reached the broker and are skipped.
         """
+        orders = list(orders)
         for order in orders:
             if order.order_id >= 0 and order.status is not OrderStatus.DENIED:
                 self._orders[order_ref(self.run_id, self.strategy, order.order_id)] = order
+        self._adopted_ids = len(orders)
+
+    def unclaimed(self) -> list[str]:
+        """Journaled orders of this run numbered after the restored ones that the engine has not decided again
+        (after a restart's catch-up, these are orders at the broker the books do not know)."""
+        return sorted(self._awaiting)
 
     def _readopt(self, legs: list[Order]) -> bool:
         """True when every leg was already journaled as this very order (a restart deciding again the bar a
@@ -490,6 +503,7 @@ class IBExecutionHandler(ExecutionHandler):
             leg.status, leg.filled, leg.fill_value = old.status, old.filled, old.fill_value
             leg.ts_done, leg.detail = old.ts_done, old.detail
             self._orders[ref] = leg
+            self._awaiting.discard(ref)
         log.info("orders %s were sent before the restart: adopted, not sent again", ", ".join(refs))
         return True
 
@@ -531,8 +545,8 @@ class IBExecutionHandler(ExecutionHandler):
     def working(self) -> dict[str, list[Order]]:
         """Symbol -> its orders IB has not finished, in submission order (rebuilt on every read)."""
         working: dict[str, list[Order]] = {}
-        for order in self._orders.values():
-            if not order.is_done:
+        for ref, order in self._orders.items():
+            if not order.is_done and ref not in self._awaiting:
                 working.setdefault(order.symbol, []).append(order)
         return working
 
