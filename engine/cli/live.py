@@ -26,12 +26,13 @@ def live(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML live configuration (strict): [ib], [live], [backtest.risk] ...")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Trade the paper account (the default).")] = False,
     live_money: Annotated[bool, typer.Option("--live", help="Trade the live account: real money.")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run instead of resuming this strategy's current one.")] = False,
 ) -> None:
     """Run a live (or paper) session; with a sub-command, act on the running one."""
     if ctx.invoked_subcommand is not None:
         return
     from engine.cli.main import _existing_warehouse
-    from engine.live.session import run_live_command
+    from engine.live.command import run_live_command
     from warehouse.errors import QEError
 
     if paper and live_money:
@@ -42,7 +43,7 @@ def live(
         raise QEError("give exactly one of --query and --query-file")
     text = query if query is not None else query_file.read_text(encoding="utf-8")
     run_live_command(_existing_warehouse(), strategy=strategy, query=text, params=param, config=config,
-                     live=live_money)
+                     live=live_money, new=new)
 
 
 # -- the operator's commands (another terminal; through the session's files, see engine.live.control) ---------

@@ -625,13 +625,28 @@ def gateway_sim(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    paper: Annotated[bool, typer.Option("--paper", help="Paper-trade MES through the in-process IB gateway simulator on shipped real bars.")] = False,
+    bars: Annotated[int, typer.Option("--bars", min=2, help="With --paper: minutes of 2013-10-10 to replay.")] = 90,
+) -> None:
     """Run the pipeline on the shipped sample data: ingest, rolls, features, a recorded backtest, its report.
 
     Ingests the sample bars into the warehouse (creating it), builds the roll table and continuous series,
     builds the features, runs a portfolio backtest of the composite signal through the risk manager, records
     it in the run ledger and writes its HTML report. Running it again loads no bar twice (it records a new run).
+
+    With --paper: a live paper session instead, on one MES contract, against the gateway simulator (no
+    network, no account), then its summary, its attribution against the backtest and its report.
     """
+    if paper:
+        from engine.cli.demo import sample_data_dir
+        from engine.cli.demo_paper import run_paper_demo
+
+        wh = _warehouse()
+        run_id = run_paper_demo(wh, console, sample_data_dir(), bars)
+        path = _write_report(wh, run_id, None)
+        console.print(Text(f"Report: {path}"))
+        return
     from engine.cli.demo import run_demo
 
     run_demo(_warehouse(), console)

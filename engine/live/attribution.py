@@ -189,6 +189,13 @@ def attribute(wh: Warehouse, run_id: str, *, record: bool = True) -> Attribution
     config = _backtest_config(run)
     query = replay_query(run["query"], run["data_start"], run["data_end"])
     strategy = make_strategy(run["strategy"], json.loads(run["params"] or "{}"))
+    timeframe = run["timeframe"]
+    if f"features_{timeframe}" in run["query"]:
+        # a session computes its bars' features in memory: the batch build stores them (only the new dates)
+        # so the backtest reads the same rows from the warehouse
+        from warehouse.features.materialize import build_features
+
+        build_features(wh, timeframe)
     replay = run_backtest(wh, query, strategy, config, record=False)
     if record:
         record_run(wh, replay, kind="attribution", parent_run_id=run_id)

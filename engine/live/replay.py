@@ -71,7 +71,12 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
     first = rows[0]["ts"].astimezone(timezone.utc)
     own_sim = sim is None
     if sim is None:
-        sim = GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first)
+        # the gateway matches by local symbol (MESZ3): a run's override of a root holds for its contracts too
+        overrides = dict(config.instruments)
+        for row in rows:
+            if row["symbol"] in config.instruments:
+                overrides.setdefault(row["contract"], config.instruments[row["symbol"]])
+        sim = GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first, instruments=InstrumentBook(overrides))
         await sim.start()
     now = [first]
     name = strategy_name(strategy)

@@ -62,6 +62,8 @@ class LiveSettings(BaseModel):
     ----------
     roots : list of str, optional
         The universe; default: the symbols the query returns over its latest bars.
+    ib_strategy : str, optional
+        The strategy's name under ``[ib.strategies]`` (its account and client ids); default: the only one.
     bar_wait_s : float
         Seconds after a bar's close to wait for every root's bar before deciding without the missing ones.
     record_every : int
@@ -73,6 +75,7 @@ class LiveSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     roots: list[str] | None = None
+    ib_strategy: str | None = None
     bar_wait_s: float = Field(default=5.0, ge=0)
     record_every: int = Field(default=60, ge=1)
     features: bool = True

@@ -153,10 +153,13 @@ class Book:
         Share of a bar's volume the orders of one contract may take (partial fills); None for no cap.
     commission_per_contract : float or None
         What commission reports charge per contract; None uses the fee table (``fees.csv``), like the backtest.
+    instruments : InstrumentBook, optional
+        The terms (fee table with a run's overrides) the matching and commissions use; default the tables'.
     """
 
-    def __init__(self, *, participation: float | None = None, commission_per_contract: float | None = None) -> None:
-        self.matcher = BacktestExecutionHandler(InstrumentBook(), bar_ns=0, participation=participation)
+    def __init__(self, *, participation: float | None = None, commission_per_contract: float | None = None,
+                 instruments: InstrumentBook | None = None) -> None:
+        self.matcher = BacktestExecutionHandler(instruments or InstrumentBook(), bar_ns=0, participation=participation)
         self.commission_per_contract = commission_per_contract
         self.orders: dict[tuple[int, int], SimOrder] = {}
         self.executions: list[SimExecution] = []

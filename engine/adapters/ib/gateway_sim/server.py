@@ -21,6 +21,7 @@ from engine.adapters.ib.gateway_sim.listing import FuturesListing, ListedFuture
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.gateway_sim.session import Session
 from engine.adapters.ib.safety import mask
+from engine.core.instruments import InstrumentBook
 from warehouse.contracts import root_of
 
 __all__ = ["GatewaySim"]
@@ -51,18 +52,21 @@ class GatewaySim:
         The nextValidId of a client that has placed no order.
     cash : float
         What account updates report as cash and net liquidation (a paper account starts with 1,000,000).
+    instruments : InstrumentBook, optional
+        Terms for matching and commissions (a run's overrides); default the contract tables'.
     """
 
     def __init__(self, accounts: Iterable[str] = ("DU1234567",), *, host: str = "127.0.0.1", port: int = 0,
                  today: date | None = None, clock: datetime | None = None, participation: float | None = None,
                  commission_per_contract: float | None = None, first_order_id: int = 1,
-                 cash: float = 1_000_000.0) -> None:
+                 cash: float = 1_000_000.0, instruments: InstrumentBook | None = None) -> None:
         self.accounts = list(accounts)
         if not self.accounts:
             raise ValueError("the gateway needs at least one managed account")
         self.host = host
         self.port = port
-        self.book = Book(participation=participation, commission_per_contract=commission_per_contract)
+        self.book = Book(participation=participation, commission_per_contract=commission_per_contract,
+                         instruments=instruments)
         self.history = BarHistory()
         if clock is not None:
             self.book.now = clock
