@@ -75,7 +75,7 @@ class Operator:
             positions=positions, working_orders=working,
             pnl_today=portfolio.equity - kernel.risk.day_start if kernel.risk.day is not None else 0.0,
             equity=portfolio.equity, risk=RiskView(state=kernel.risk.state.value, reason=kernel.risk.reason or None),
-            last_command=self.last_command, message=message,
+            last_command=self.last_command, message=message or session.checkpoint_error or "",
             bar_seconds=kernel.bar_ns // 1_000_000_000,
         )
 

@@ -11,6 +11,7 @@ same next prices a backtest's ``next_open`` orders meet.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from itertools import groupby
@@ -110,6 +111,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
                                      for r in group), bar_timeout_s, f"the 5-second bars of {ts}", task)
             now[0] = ts + wait  # the bar's close (plus grace and the wait for missing roots) has passed
             session = running.session
+            session.closed_at[ts] = time.perf_counter()
             await _until(lambda: bool(session.decided) and session.decided[-1] >= ts, bar_timeout_s,
                          f"the decision on {ts}", task)
             if on_bar is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,6 +159,8 @@ class LiveSession:
         self.features = None
         self.timings: list[BarTiming] = []
         self.decided: list[datetime] = []
+        #: bar open time -> wall clock (``time.perf_counter``) when the clock passed the bar's close (replays)
+        self.closed_at: dict[datetime, float] = {}
         self.last_symbols: list[str] = []
         self.skipped_late: list[FinalBar] = []
         self.started_at = datetime.now(timezone.utc)
@@ -168,6 +171,7 @@ class LiveSession:
         self._started = False
         self._bars_since_record = 0
         self._held_fills: list = []
+        self.checkpoint_error: str | None = None
         self.resumed = False
         state = load_checkpoint(directory / CHECKPOINT_FILE) if directory is not None else None
         if state is not None:
@@ -324,9 +328,16 @@ class LiveSession:
         if self.directory is None:
             return
         handler = self.handler
-        save_checkpoint(self.directory / CHECKPOINT_FILE, self.kernel, self.decided,
-                        set(getattr(handler, "_booked", ())), list(getattr(handler, "records", ())),
-                        dict(getattr(handler, "sent_at", {})))
+        try:
+            save_checkpoint(self.directory / CHECKPOINT_FILE, self.kernel, self.decided,
+                            set(getattr(handler, "_booked", ())), list(getattr(handler, "records", ())),
+                            dict(getattr(handler, "sent_at", {})))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            # trading goes on; only a restart could not resume this run (said once, in the log and the status)
+            if self.checkpoint_error is None:
+                self.checkpoint_error = f"no checkpoint: the strategy's state does not pickle ({exc}); a restart " \
+                                        "starts a new run"
+                log.warning(self.checkpoint_error)
 
     # -- the ledger ---------------------------------------------------------------------------------
     def result(self, status: str = "running") -> RunResult:
