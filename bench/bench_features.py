@@ -68,7 +68,7 @@ registry = build_registry(timeframe="1m")
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 con.execute(f"CREATE VIEW bars AS SELECT * FROM read_parquet('{bars}')")
-# The staged build of `qe features build` (warehouse/features/materialize.py: _write_symbol): base once, each
+# The staged build of `qe features build` (warehouse/features/materialize.py: _stage_symbol, _install_symbol): base once, each
 # family alone over it, then the families side by side by position, one zstd Parquet file per year.
 queries = staged_queries(registry, "bars", "1m")
 stage = Path(tempfile.mkdtemp(dir=Path(out).parent))

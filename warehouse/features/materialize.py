@@ -26,6 +26,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,36 +103,65 @@ def build_features(
     signature = _registry_signature(registry)
     report = BuildReport(timeframe)
     queries = staged_queries(registry, "symbol_bars", timeframe)
-    for i, symbol in enumerate(chosen, start=1):
-        years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
-        days = _day_fingerprints(con, symbol)
-        fingerprint = _combine(years)
-        previous = manifest.get(symbol)
-        previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
-        changed = sorted(d for d in set(days) | set(previous.get("days", {}))
-                         if days.get(d) != previous.get("days", {}).get(d))
-        if not full and previous["all"] == fingerprint and not changed and _has_partitions(wh.root, timeframe, symbol):
-            report.skipped.append(symbol)
-        else:
-            # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
-            literal = symbol.replace("'", "''")
-            con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
-            since = _tail_since(changed, days, previous, signature) if tail_safe and not full else None
-            if since is not None and _has_partitions(wh.root, timeframe, symbol):
-                new = tail_features(con, "symbol_bars", timeframe, since, [symbol], registry)
-                written, unchanged, rows = _splice_symbol(wh.root, con, timeframe, symbol, since, new)
-                report.tail.append(symbol)
-            else:
-                keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
-                written, unchanged, rows = _write_symbol(wh.root, con, queries, timeframe, symbol, keep)
-            report.partitions_written += written
-            report.partitions_unchanged += unchanged
-            report.rows += rows
-            report.built.append(symbol)
-            manifest[symbol] = {"all": fingerprint, "years": years, "days": days, "signature": signature}
-            _write_manifest(manifest_path, manifest)
+    # A symbol's composition (pyarrow: Parquet encoding, mostly outside the GIL) runs on this thread while DuckDB
+    # computes the next symbol's families, so the build keeps both cores busy; its report and manifest entry are
+    # recorded when it is done, in symbol order.
+    pending: list[tuple[Future, str, dict, int]] = []
+
+    def settle() -> None:
+        while pending:
+            future, done_symbol, entry, k = pending.pop(0)
+            record(done_symbol, entry, k, *future.result())
+
+    def record(done_symbol: str, entry: dict, k: int, written: int, unchanged: int, rows: int) -> None:
+        report.partitions_written += written
+        report.partitions_unchanged += unchanged
+        report.rows += rows
+        report.built.append(done_symbol)
+        manifest[done_symbol] = entry
+        _write_manifest(manifest_path, manifest)
         if on_symbol is not None:
-            on_symbol(symbol, i, len(chosen))
+            on_symbol(done_symbol, k, len(chosen))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-compose") as composer:
+        try:
+            for i, symbol in enumerate(chosen, start=1):
+                years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
+                days = _day_fingerprints(con, symbol)
+                fingerprint = _combine(years)
+                previous = manifest.get(symbol)
+                previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
+                changed = sorted(d for d in set(days) | set(previous.get("days", {}))
+                                 if days.get(d) != previous.get("days", {}).get(d))
+                entry = {"all": fingerprint, "years": years, "days": days, "signature": signature}
+                if not full and previous["all"] == fingerprint and not changed and _has_partitions(wh.root, timeframe, symbol):
+                    settle()
+                    report.skipped.append(symbol)
+                    if on_symbol is not None:
+                        on_symbol(symbol, i, len(chosen))
+                    continue
+                # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
+                literal = symbol.replace("'", "''")
+                con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
+                since = _tail_since(changed, days, previous, signature) if tail_safe and not full else None
+                if since is not None and _has_partitions(wh.root, timeframe, symbol):
+                    new = tail_features(con, "symbol_bars", timeframe, since, [symbol], registry)
+                    result = _splice_symbol(wh.root, con, timeframe, symbol, since, new)
+                    settle()
+                    report.tail.append(symbol)
+                    record(symbol, entry, i, *result)
+                else:
+                    keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
+                    staging, rows, files = _stage_symbol(wh.root, con, queries)
+                    future = composer.submit(_install_symbol, wh.root, timeframe, symbol, keep, staging, rows, files,
+                                             queries.features)
+                    settle()
+                    pending.append((future, symbol, entry, i))
+            settle()
+        finally:
+            # On an error, wait for a composition still running (its staging directory is removed either way).
+            for future, *_ in pending:
+                future.exception()
     wh.refresh()
     return report
 
@@ -231,22 +261,30 @@ def _has_partitions(root: Path, timeframe: str, symbol: str) -> bool:
     return any((features_dir(root, timeframe) / f"symbol={symbol}").glob("*/data.parquet"))
 
 
-def _write_symbol(root: Path, con, queries: StagedQueries, timeframe: str, symbol: str,  # noqa: ANN001
-                  keep: set[str] = frozenset()) -> tuple[int, int, int]:
-    """Write one symbol's year partitions, except those in ``keep`` that exist; return (written, unchanged, rows).
+def _stage_symbol(root: Path, con, queries: StagedQueries) -> tuple[Path, int, list[Path]]:  # noqa: ANN001
+    """Run the base and family queries of ``symbol_bars`` into a new staging directory: (staging, rows, files).
 
-    Staged (:func:`stage_families`, :func:`compose_years`): the base is stored once, each family is computed
-    alone over it, and the final files put the families side by side by position. One query holding every
-    family's windows at once needs the sum of their memory (7.4 GB on 1M bars); staged, the peak is the largest
-    family's.
+    Staged (:func:`stage_families`; :func:`_install_symbol` composes): the base is stored once and each family
+    is computed alone over it. One query holding every family's windows at once needs the sum of their memory
+    (7.4 GB on 1M bars); staged, the peak is the largest family's.
     """
     staging = root / ".staging" / uuid.uuid4().hex
     stage = staging / "stage"
     stage.mkdir(parents=True)
     try:
         rows, files = stage_families(con, queries, stage)
-        output = staging / "out"
-        produced = compose_years(files, queries.features, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, rows, files
+
+
+def _install_symbol(root: Path, timeframe: str, symbol: str, keep: set[str], staging: Path, rows: int,
+                    files: list[Path], features: list) -> tuple[int, int, int]:
+    """Compose the staged families into year files and rename each into place unless unchanged (or in
+    ``keep``); remove the staging directory. Returns (written, unchanged, rows)."""
+    try:
+        produced = compose_years(files, features, staging / "out")
         target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
         written = unchanged = 0
         for year_dir, path in sorted(produced.items()):
