@@ -317,6 +317,8 @@ def stage_families(con, queries: StagedQueries, stage: Path) -> tuple[int, list[
     IPC file (a copy; the snappy Parquet intermediates it replaces cost ~1 s of encoding per family) and is put
     in (symbol, ts) order there (:func:`_stream_family`).
     """
+    # A streamed result (to_arrow_reader) draws DuckDB's progress bar on stdout after 2 s; a build prints its own.
+    con.execute("SET enable_progress_bar = false")
     base = stage / "base.parquet"
     con.execute(f"COPY ({queries.base}) TO '{_quote(base)}' (FORMAT parquet, COMPRESSION snappy)")
     con.execute(f"CREATE OR REPLACE TEMP VIEW base AS SELECT * FROM read_parquet('{_quote(base)}')")
