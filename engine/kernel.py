@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -84,6 +85,9 @@ class TradingKernel:
         self.strategy = strategy
         self.rolls = rolls or {}
         self.roll_enabled = roll
+        #: ``gate(order, submission ns) -> Denial | None`` after the risk check: the live shell's market hours
+        #: (a backtest has none: its bars only exist when the market trades and its fills wait for the next one)
+        self.submission_gate: Callable[[Order, int], Denial | None] | None = None
         self.orders: list[Order] = []
         self.events: list[tuple[int, str, str, str | None, int | None, str]] = []
         self.histories: dict[str, deque] = {}
@@ -277,6 +281,8 @@ class TradingKernel:
         order.ts_submitted = self.now + self.bar_ns  # decided on this bar, submitted at its close
         self._number_children(order)
         denial = self.risk.check(order, self, self.trading_day)
+        if denial is None and self.submission_gate is not None:
+            denial = self.submission_gate(order, order.ts_submitted)
         if denial is not None:
             self._deny(order, denial)
             return order

@@ -30,13 +30,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 
 import pyarrow as pa
 
 from warehouse import schemas
 from warehouse.sessions import session_bounds, trading_date, trading_sessions
 
-__all__ = ["Bar", "FinalBar", "BarAggregator", "timeframe_seconds", "bars_table", "SOURCE_SECONDS"]
+__all__ = ["Bar", "FinalBar", "BarAggregator", "timeframe_seconds", "bars_table", "SOURCE_SECONDS", "market_open"]
 
 #: IB's real-time bars are 5 seconds long (the only size reqRealTimeBars accepts).
 SOURCE_SECONDS = 5
@@ -303,3 +304,17 @@ def bars_table(bars: Sequence[FinalBar | Bar]) -> pa.Table:
         "open": [b.open for b in bars], "high": [b.high for b in bars], "low": [b.low for b in bars],
         "close": [b.close for b in bars], "volume": [b.volume for b in bars],
     }, schema=BARS_TABLE)
+
+
+@lru_cache(maxsize=64)
+def _year_sessions(root: str, year: int) -> dict[date, tuple[datetime, datetime]]:
+    return _sessions_of_year(root, year)
+
+
+def market_open(root: str, moment: datetime) -> bool:
+    """Whether ``root``'s market trades at ``moment`` (tz-aware): inside its session of that trading date, from
+    the exchange calendar (holidays, early closes and the daily maintenance halt are closed)."""
+    moment = _utc(moment)
+    day = trading_date(moment)
+    session = _year_sessions(root, day.year).get(day)
+    return session is not None and session[0] <= moment < session[1]

@@ -77,6 +77,7 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
         operator.publish("starting")
         try:
             await handler.connect()
+            session.check_contracts({root: c.localSymbol for root, c in handler.contracts.items()})
             operator.publish("warming_up")
             feed = IBBarFeed.for_handler(handler, wh, timeframe=timeframe, grace=grace, tick_s=tick_s,
                                          **({"clock": clock} if clock is not None else {}))

@@ -39,7 +39,7 @@ from engine.data.feed import BAR_NS
 from engine.execution.base import ExecutionHandler
 from engine.execution.slippage import NoSlippage
 from engine.kernel import TradingKernel
-from engine.live.bars import FinalBar, bars_table
+from engine.live.bars import FinalBar, bars_table, market_open
 from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save_checkpoint
 from engine.live.rows import QueryRows
 from engine.results.equity import EquityRecorder
@@ -47,7 +47,7 @@ from engine.results.metrics import compute_metrics
 from engine.results.result import RunResult
 from engine.results.tables import run_tables
 from warehouse import schemas
-from engine.risk import RiskManager, RiskState
+from engine.risk import Denial, RiskManager, RiskState
 from engine.strategy import Strategy
 from warehouse.errors import QEError
 
@@ -193,6 +193,7 @@ class LiveSession:
         handler_risk = getattr(handler, "risk", None)
         if handler_risk is not None:
             handler.risk = self.kernel.risk  # the handler halts the restored risk manager, not the new one
+        self.kernel.submission_gate = _market_hours
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -218,6 +219,24 @@ class LiveSession:
         since = self.decided[0] if self.decided else self._last_decided
         rows = compute_tail(self.wh, self.timeframe, self.roots, since)
         self.rows.add_features(rows)
+
+    def check_contracts(self, traded: dict[str, str]) -> list[str]:
+        """Halt the run when a held position is in another contract than the one the broker trades now.
+
+        A restart after the roll table moved a root's front (``traded``: root -> the contract the handler
+        trades) would otherwise send the strategy's orders to the new contract against a position in the old
+        one. Rolling a live position is the operator's call for now (``qe live flatten ROOT``, then ``qe live
+        reset``): the run halts with ``ROLL_NEEDED`` and says which. Returns the messages.
+        """
+        problems = [f"{root}: held {pos.quantity:+d} in {pos.contract}, the broker now trades {traded[root]}"
+                    for root, pos in self.kernel.portfolio.positions.items()
+                    if root in traded and pos.contract is not None and pos.contract != traded[root]]
+        if problems:
+            message = "; ".join(problems)
+            log.error("roll needed: %s", message)
+            self.kernel.events.append((self.kernel.now, "risk", "ROLL_NEEDED", None, None, message))
+            self.kernel.risk.set_state(RiskState.HALTED, f"ROLL_NEEDED {message}")
+        return problems
 
     def catch_up(self) -> int:
         """Decide, in order, the bars the warehouse holds after the last decided one (a restart's missed bars
@@ -399,6 +418,17 @@ class LiveSession:
             self.operator.publish("stopped", "session stopped")
         self._con.close()
         return run_id
+
+
+def _market_hours(order, submitted_ns: int) -> Denial | None:  # noqa: ANN001
+    """No order reaches the broker while its market is closed (the daily halt, a weekend, a holiday): an
+    order decided on a session's last bar is refused (``MARKET_CLOSED``); the strategy decides again on the
+    next session's first bar."""
+    moment = datetime.fromtimestamp(submitted_ns / 1e9, timezone.utc)
+    if market_open(order.symbol, moment):
+        return None
+    return Denial("MARKET_CLOSED", f"{order.symbol} does not trade at {moment:%Y-%m-%d %H:%M:%S} UTC "
+                                   "(outside its session)")
 
 
 def _utc_ns(ns: int | None) -> datetime | None:

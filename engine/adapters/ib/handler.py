@@ -481,8 +481,9 @@ class IBExecutionHandler(ExecutionHandler):
         return sorted(self._awaiting)
 
     def _readopt(self, legs: list[Order]) -> bool:
-        """True when every leg was already journaled as this very order (a restart deciding again the bar a
-        crash interrupted): the engine's new objects take over the journaled ones' state, nothing is sent.
+        """True when the legs are orders a restart awaits (journaled after the restored state, see :meth:`adopt`)
+        and each is the very order journaled: the engine's new objects take over the journaled ones' state and
+        nothing is sent. Any other journaled orderRef is refused as before (sent already).
 
         Raises
         ------
@@ -491,9 +492,9 @@ class IBExecutionHandler(ExecutionHandler):
             the books can no longer be trusted to match the broker's.
         """
         refs = [order_ref(self.run_id, self.strategy, leg.order_id) for leg in legs]
+        if not any(ref in self._awaiting for ref in refs):
+            return False  # not a restart's re-decision: an order journaled already is never sent again
         known = [self._orders.get(ref) for ref in refs]
-        if not any(o is not None and o is not leg for o, leg in zip(known, legs)):
-            return False
         for ref, old, leg in zip(refs, known, legs):
             same = old is not None and (old.symbol, old.quantity, old.order_type, old.limit_price, old.stop_price) \
                 == (leg.symbol, leg.quantity, leg.order_type, leg.limit_price, leg.stop_price)
