@@ -214,7 +214,8 @@ async def fetch_history(ib: IB, root: str, contract: Contract, start: datetime, 
 
 async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], timeframe: str = "1m",
                   now: datetime | None = None, *, lookback: timedelta = timedelta(days=3),
-                  pacer: HistoryPacer | None = None, rebuild_rolls: bool = True) -> WarmUpReport:
+                  max_gap: timedelta = timedelta(days=5), pacer: HistoryPacer | None = None,
+                  rebuild_rolls: bool = True) -> WarmUpReport:
     """Fill the warehouse with ``timeframe`` bars of each contract up to ``now`` from IB's history.
 
     Parameters
@@ -229,6 +230,10 @@ async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], time
         Tz-aware; default: the clock. Only bars whose interval has closed by ``now`` are fetched.
     lookback : timedelta
         How far back to start for a contract the warehouse holds no bar of.
+    max_gap : timedelta
+        The longest gap fetched: an older last bar (a session restarted after weeks) is filled only from
+        ``now - max_gap`` on, with a warning; older history is ``qe download`` / ``qe ingest``'s job (at IB's
+        pacing, 60 requests per 10 minutes, months of minutes would take hours).
     pacer : HistoryPacer, optional
     rebuild_rolls : bool
         Rebuild the roll table of the roots that received bars (as ``qe ingest`` does), so ``bars_<tf>`` shows them.
@@ -252,6 +257,11 @@ async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], time
             datetime.fromtimestamp(int((now - lookback).timestamp()) // step * step, timezone.utc)
         if start >= end:
             continue
+        floor = datetime.fromtimestamp(int((now - max_gap).timestamp()) // step * step, timezone.utc)
+        if start < floor:
+            log.warning("%s: the warehouse's last bar is %s; fetching only from %s (older gaps: qe download or "
+                        "qe ingest)", contract.localSymbol, start - timedelta(seconds=step), floor)
+            start = floor
         report.gaps[contract.localSymbol] = (start, end)
         bars, sent = await fetch_history(ib, root, contract, start, end, timeframe, pacer)
         report.requests += sent
