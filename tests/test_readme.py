@@ -40,8 +40,10 @@ def readme_commands(containing: str = "") -> list[str]:
     return commands
 
 
-#: README commands that cannot run in a test: paths of the reader's own files and a paid download.
-NOT_RUNNABLE = ("~/", "bars.csv", "qe download")
+#: README commands that cannot run in a test: paths of the reader's own files, a paid download, and the
+#: ``qe live`` commands that need a gateway and a running session (tests/test_cli_live.py runs them
+#: against a ``qe gateway-sim`` process, tests/test_cli_live_control.py the operator's commands).
+NOT_RUNNABLE = ("~/", "bars.csv", "qe download", "qe live")
 
 
 def run_in_bash(command: str, warehouse: Path, cwd: Path) -> subprocess.CompletedProcess:
