@@ -452,6 +452,8 @@ def test_cli_list_params_show_and_build(wh, monkeypatch):
     bad = runner.invoke(signals_app, ["show", "momentum", "-p", "nope=1"])
     assert bad.exit_code != 0 and "unknown parameter" in str(bad.exception)
     monkeypatch.setenv("QE_WAREHOUSE", str(wh.root))
+    # the sub-app alone: no --warehouse of an earlier `qe` invocation in this process may linger
+    monkeypatch.setattr("engine.cli.main.state.warehouse", None)
     built = runner.invoke(signals_app, ["build", "mean_reversion", "-t", "1h", "-s", "NQ", "-p", "z_entry=2.5"])
     assert built.exit_code == 0, built.output
     assert "1 symbol(s) (NQ)" in built.output
