@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
@@ -65,6 +66,7 @@ class _Tail:
     family: Family
     needs: TailNeeds
     table: str
+    cost: int = 0  # rows read per root by the family (its tail bound): the order the families are started in
     grown: int = 0  # rows appended per root since the last trim (the largest over the roots)
 
 
@@ -91,12 +93,15 @@ class LiveFeatures:
         Rows appended to a root after which the tails are cut back to their bound (:meth:`trim`); default one
         trading day of the timeframe. The live loop may call :meth:`trim` itself in the daily halt instead.
     threads : int, optional
-        DuckDB threads of the live connection; 1 by default (measured: on tails of a few thousand rows a second
-        thread costs more in scheduling than it gains).
+        DuckDB threads per family query; 1 by default (on tails of a few thousand rows a query's second thread
+        gains little: the families run side by side instead, see ``workers``).
+    workers : int, optional
+        Family queries run at once, each on its own cursor of the live connection from a thread pool (DuckDB
+        releases the GIL while it executes); default 2, the cores of the target machine. 1 runs them in turn.
     """
 
     def __init__(self, wh, timeframe: str, roots: Sequence[str], trim_every: int | None = None,  # noqa: ANN001
-                 threads: int = 1) -> None:
+                 threads: int = 1, workers: int = 2) -> None:
         self._wh = wh
         self.timeframe = timeframe
         self.roots = list(dict.fromkeys(roots))
@@ -105,11 +110,7 @@ class LiveFeatures:
         # The same templates with the volume family reading its carried state (see the module docstring).
         self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE)
         self._con = duckdb.connect()
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute(f"SET threads = {int(threads)}")
-        # The statements are prepared once over tables whose contents change: no optimizer may fold an expression
-        # from the column statistics of the moment (with empty tables, sid >= 1 was folded to false: all NULL).
-        self._con.execute("SET disabled_optimizers = 'statistics_propagation,empty_result_pullup'")
+        _configure(self._con, threads)
         columns = "symbol VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume BIGINT"
         self._con.execute(f"CREATE TABLE live_new ({columns})")
         self._con.execute("CREATE TABLE live_tod_all (symbol VARCHAR, ts TIMESTAMPTZ, minute_of_day INTEGER, v DOUBLE)")
@@ -121,13 +122,18 @@ class LiveFeatures:
                           "FROM live_session_totals")
         self._tails: list[_Tail] = []
         for index, family in enumerate(self._live_registry.families):
-            tail = _Tail(index, family, live_needs(family), f"live_f{index}")
+            needs = live_needs(family)
+            tail = _Tail(index, family, needs, f"live_f{index}", needs.rows + 1400 * needs.sessions)
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
             self._tails.append(tail)
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
         self._base_new = render("features/base.sql", **{**template_params(timeframe), "source": "live_new"})
         self._last: dict[str, dt.datetime] = {}
         self._segments: dict[str, list[tuple]] = {}
+        # One cursor per family (prepared statements belong to a connection); the largest families first, so that
+        # two workers finish together.
+        self._cursors = {tail.index: _configure(self._con.cursor(), threads) for tail in self._tails}
+        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         self._prepare()
         # Kept open for the per-append roll check; its views read the roll tables' files as they are at each query.
         self._wh_con = wh.new_connection()
@@ -170,7 +176,7 @@ class LiveFeatures:
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
             con.execute(f"DELETE FROM {TOD_STATE}")
             con.execute("EXECUTE live_tod_refresh")
-        parts = [con.execute(f"EXECUTE live_q{tail.index}").to_arrow_table() for tail in self._tails]
+        parts = self._run_families()
         for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
             self._last[symbol] = max(self._last[symbol], ts)
         counts = bars.group_by("symbol").aggregate([("ts", "count")])
@@ -237,6 +243,10 @@ class LiveFeatures:
                 for t in self._tails}
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        for cursor in self._cursors.values():
+            cursor.close()
         self._con.close()
         self._wh_con.close()
 
@@ -252,12 +262,25 @@ class LiveFeatures:
         return out
 
     # -- internals ---------------------------------------------------------------------------------------------
+    def _run_families(self) -> list[pa.Table]:
+        """Every family's rows of the new bars, in family order."""
+        def run(index: int) -> pa.Table:
+            return self._cursors[index].execute(f"EXECUTE live_q{index}").to_arrow_table()
+
+        order = [tail.index for tail in sorted(self._tails, key=lambda t: -t.cost)]
+        if self._pool is None:
+            done = {index: run(index) for index in order}
+        else:
+            futures = {index: self._pool.submit(run, index) for index in order}
+            done = {index: future.result() for index, future in futures.items()}
+        return [done[tail.index] for tail in self._tails]
+
     def _prepare(self) -> None:
         """Prepared statements over the fixed live tables: each family (new rows only), and the carried
         minute-of-day rows of the new bars' minutes."""
         for tail in self._tails:
             query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe)
-            self._con.execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
+            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
         self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
@@ -379,6 +402,16 @@ class LiveFeatures:
         finally:
             con.unregister("_live_tod")
             con.unregister("_live_sessions")
+
+
+def _configure(con: duckdb.DuckDBPyConnection, threads: int) -> duckdb.DuckDBPyConnection:
+    """The live connection's settings, on it and on each of its cursors (a cursor starts from the defaults)."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET threads = {int(threads)}")
+    # The statements are prepared once over tables whose contents change: no optimizer may fold an expression
+    # from the column statistics of the moment (with empty tables, sid >= 1 was folded to false: all NULL).
+    con.execute("SET disabled_optimizers = 'statistics_propagation,empty_result_pullup'")
+    return con
 
 
 def _literal(text: str) -> str:
