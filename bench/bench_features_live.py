@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_features_incremental import ROOTS, p99, timed  # noqa: E402
+from bench.bench_features_incremental import ROOTS, ingest_frame, p99, timed  # noqa: E402
 
 
 def ms(seconds: float) -> str:
@@ -91,9 +91,7 @@ def main() -> None:
 
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from loaders.ingest import ingest
     from tests.feature_harness import assert_matches
     from tests.features_oracle.synthetic import globex_bars
     from warehouse import Warehouse
@@ -113,10 +111,7 @@ def main() -> None:
         wh = Warehouse(Path(tmp) / "wh")
 
         def load(frame: pd.DataFrame, name: str) -> None:
-            path = Path(tmp) / name
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-            [report] = ingest(wh, [path], timeframe="1m")
-            assert report.error is None, report.error
+            ingest_frame(wh, frame, Path(tmp) / name)
 
         load(bars[bars.ts < cut], "history.parquet")
         start = time.perf_counter()

@@ -14,6 +14,14 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
+Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
+session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
+0, which is why :mod:`warehouse.features.tail` asks a ``Dk`` feature for k sessions before T's session, one more
+than its data needs. The live path adds each table's *session offset* to ``sid`` in the base query the families
+read (the number of trading dates of the series before the table's first row: the full build's sid), so the
+rules read the full build's numbers and a ``Dk`` feature needs only its data: the k - 1 sessions before T's,
+complete, and T's from its open (:func:`live_needs`).
+
 Rolls and corrections. The features run on the back-adjusted (ratio) series: when a roll is added, every earlier
 price of the root is multiplied by the new roll's ratio, so the tails in memory no longer are the series the
 batch build reads. Rescaling them in memory would round differently from the warehouse view (``raw * F`` there,
@@ -33,7 +41,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import pyarrow as pa
@@ -43,7 +51,7 @@ from warehouse.features.incremental import (first_window, register_starts, shipp
                                             tail_starts)
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
-from warehouse.templates import render
+from warehouse.templates import render, render_string
 
 #: Bar columns appended and kept, in order.
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
@@ -72,10 +80,15 @@ class _Tail:
 
 def live_needs(family: Family) -> TailNeeds:
     """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
-    feature, with :data:`CARRIED` in place of the carried features' own needs."""
+    feature, with :data:`CARRIED` in place of the carried features' own needs, and k - 1 sessions before T's
+    for a ``Dk`` feature (the session offset keeps its rule; at least 1, which makes the tail start at a session
+    open: T's session is read from its open)."""
     needs = TailNeeds(0)
     for spec in family.specs:
-        needs = needs.merge(CARRIED.get(spec.name) or feature_needs(spec))
+        one = CARRIED.get(spec.name) or feature_needs(spec)
+        if one.sessions:
+            one = replace(one, sessions=max(one.sessions - 1, 1))
+        needs = needs.merge(one)
     return needs
 
 
@@ -116,10 +129,8 @@ class LiveFeatures:
         self._con.execute("CREATE TABLE live_tod_all (symbol VARCHAR, ts TIMESTAMPTZ, minute_of_day INTEGER, v DOUBLE)")
         self._con.execute(f"CREATE TABLE {TOD_STATE} AS SELECT * FROM live_tod_all")
         self._con.execute("CREATE TABLE live_session_totals (symbol VARCHAR, trading_date DATE, total DOUBLE)")
-        # sid -1 is the session just before the tail, -2 the one before, ... (the template's session_history).
-        self._con.execute(f"CREATE VIEW {SESSION_STATE} AS SELECT symbol, "
-                          "-row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) AS sid, total "
-                          "FROM live_session_totals")
+        # Per family table and symbol: trading dates of the series before the table's first row (module docstring).
+        self._con.execute("CREATE TABLE live_offsets (family INTEGER, symbol VARCHAR, sid_offset BIGINT)")
         self._tails: list[_Tail] = []
         for index, family in enumerate(self._live_registry.families):
             needs = live_needs(family)
@@ -127,6 +138,12 @@ class LiveFeatures:
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
             self._tails.append(tail)
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
+        # The session just before the volume tail is its first session's sid - 1, the one before - 2, ... (the
+        # template's session_history, in the same numbering as the tail's shifted sids).
+        self._con.execute(f"CREATE VIEW {SESSION_STATE} AS SELECT t.symbol, o.sid_offset - row_number() OVER "
+                          "(PARTITION BY t.symbol ORDER BY t.trading_date DESC) AS sid, t.total "
+                          "FROM live_session_totals AS t JOIN live_offsets AS o ON o.symbol = t.symbol "
+                          f"AND o.family = {self._volume.index if self._volume else -1}")
         self._base_new = render("features/base.sql", **{**template_params(timeframe), "source": "live_new"})
         self._last: dict[str, dt.datetime] = {}
         self._segments: dict[str, list[tuple]] = {}
@@ -234,6 +251,9 @@ class LiveFeatures:
             if tail is self._volume:
                 self._carry(tail.table, starts)
             for symbol, start in starts.items():
+                # The trading dates cut (every one before the new first row's) move into the offset.
+                con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
+                            "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
                 con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
             tail.grown = 0
 
@@ -279,7 +299,10 @@ class LiveFeatures:
         """Prepared statements over the fixed live tables: each family (new rows only), and the carried
         minute-of-day rows of the new bars' minutes."""
         for tail in self._tails:
-            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe)
+            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
+                                  wrap_base=lambda base, k=tail.index: (
+                                      f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid) FROM ({base}) AS b "
+                                      f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {k}"))
             self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
@@ -334,11 +357,16 @@ class LiveFeatures:
                     if symbol not in found:
                         found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol],
                                                  last[symbol], [None]))
+        con.execute("DELETE FROM live_offsets WHERE list_contains($r, symbol)", {"r": roots})
         for tail, found in zip(self._tails, starts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
+                offset = source.execute(f"SELECT ({_dates_before('feature_source')})",
+                                        {"s": symbol, "t": found[symbol]}).fetchone()[0]
+                con.execute("INSERT INTO live_offsets VALUES ($f, $s, $o)",
+                            {"f": tail.index, "s": symbol, "o": offset})
             tail.grown = 0
         if self._volume is not None:
             vstarts = starts[self._volume.index]
@@ -402,6 +430,13 @@ class LiveFeatures:
         finally:
             con.unregister("_live_tod")
             con.unregister("_live_sessions")
+
+
+def _dates_before(bars: str) -> str:
+    """Scalar SELECT: trading dates of symbol $s in ``bars`` before the trading date of $t (base.sql's rule)."""
+    return render_string(
+        "{% import 'macros.sql' as m %}SELECT count(DISTINCT {{ m.trading_date('ts') }}) FROM {{ bars }} "
+        "WHERE symbol = $s AND ts < $t AND {{ m.trading_date('ts') }} < {{ m.trading_date('$t') }}", bars=bars)
 
 
 def _configure(con: duckdb.DuckDBPyConnection, threads: int) -> duckdb.DuckDBPyConnection:
