@@ -53,7 +53,8 @@ def family_times(live, repeat: int = 5) -> dict[str, float]:  # noqa: ANN001
 
 
 def profile(live, folder: Path) -> dict[str, dict[str, float]]:  # noqa: ANN001
-    """Per family: DuckDB's profiler, operator time (s) summed by operator type, and the query latency."""
+    """Per family: DuckDB's profiler, operator time (s) summed by operator type, the number of operators of each
+    type (``#TYPE``), and the query latency."""
     out = {}
     for tail in live._tails:
         cursor = live._cursors[tail.index]
@@ -69,6 +70,7 @@ def profile(live, folder: Path) -> dict[str, dict[str, float]]:  # noqa: ANN001
         def walk(node: dict) -> None:
             kind = node.get("operator_type") or node.get("operator_name") or "?"
             totals[kind] = totals.get(kind, 0.0) + float(node.get("operator_timing", 0.0))
+            totals[f"#{kind}"] = totals.get(f"#{kind}", 0) + 1
             for child in node.get("children", []):
                 walk(child)
 
@@ -131,15 +133,20 @@ def main() -> None:
 
         results = {}
         for name, obj in (("workers=2", live), ("workers=1", serial)):
-            calls, rows = [], []
+            calls, cpu, rows = [], [], []
             for batch in by_minute:
+                before = time.process_time()
                 seconds, _, table = timed(lambda: obj.append(batch))
+                # CPU seconds of the whole process (every DuckDB thread): what the call costs on an idle machine.
+                cpu.append(time.process_time() - before)
                 calls.append(seconds)
                 rows.append(table)
             results[name] = (calls, pa.concat_tables(rows))
             print(f"2. one new bar per root, LiveFeatures.append ({name}), {len(calls)} calls of "
                   f"{new.num_rows / len(calls):.1f} rows: median {ms(statistics.median(calls))}, p99 {ms(p99(calls))}, "
-                  f"max {ms(max(calls))}")
+                  f"max {ms(max(calls))}; CPU per call median {ms(statistics.median(cpu))}")
+        seconds, _, _ = timed(serial.trim)
+        print(f"   trim() (cut the tails back to their bound; once a day in append, or in the daily halt): {ms(seconds)}")
 
         # Baselines: the tail path, then the full build (which also gives the oracle rows).
         con.execute(f"CREATE TEMP TABLE src AS {source}")
@@ -170,12 +177,20 @@ def main() -> None:
                 f"{tail.table} QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) <= 10) GROUP BY symbol) "
                 "AS k WHERE t.symbol = k.symbol AND t.ts < k.keep")
         floor = family_times(serial)
+        small = profile(serial, Path(tmp))
         for name, seconds in on_tails.items():
-            top = sorted(((v, k) for k, v in profiles[name].items() if k != "(latency)"), reverse=True)[:3]
+            top = sorted(((v, k) for k, v in profiles[name].items() if k[0] not in "(#"), reverse=True)[:3]
             print(f"   {name:30} {ms(seconds):>7} / {ms(floor[name]):>6}   profiler: "
                   + ", ".join(f"{k} {v * 1000:.0f} ms" for v, k in top))
         print(f"   sum {ms(sum(on_tails.values()))} / {ms(sum(floor.values()))}; load average now "
               f"{os.getloadavg()[0]:.1f}")
+        windows = sum(p.get("#WINDOW", 0) for p in small.values())
+        window_ms = sum(p.get("WINDOW", 0.0) for p in small.values()) * 1000
+        operators = sum(v for p in small.values() for k, v in p.items() if k.startswith("#"))
+        operator_ms = sum(v for p in small.values() for k, v in p.items() if k[0] not in "(#") * 1000
+        latency = sum(p["(latency)"] for p in small.values()) * 1000
+        print(f"   on 10 rows per root (profiler): {operators} operators take {operator_ms:.0f} ms of {latency:.0f} ms; "
+              f"{windows} WINDOW operators {window_ms:.0f} ms ({window_ms / max(windows, 1):.1f} ms each)")
         live.close()
         serial.close()
 
