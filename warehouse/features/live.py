@@ -38,6 +38,7 @@ append reloads. An appended bar at or before the last bar in memory is refused (
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -358,15 +359,21 @@ class LiveFeatures:
                         found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol],
                                                  last[symbol], [None]))
         con.execute("DELETE FROM live_offsets WHERE list_contains($r, symbol)", {"r": roots})
+        for symbol in roots:
+            # One pass over the root's history: its trading dates before the latest table start; each table's
+            # offset counts those before its first row's trading date.
+            latest = max(found[symbol] for found in starts)
+            dates = [r[0] for r in source.execute(_trading_dates("feature_source"),
+                                                  {"s": symbol, "t": latest}).fetchall()]
+            for tail, found in zip(self._tails, starts):
+                first = source.execute(_trading_date_of(), {"t": found[symbol]}).fetchone()[0]
+                con.execute("INSERT INTO live_offsets VALUES ($f, $s, $o)",
+                            {"f": tail.index, "s": symbol, "o": bisect.bisect_left(dates, first)})
         for tail, found in zip(self._tails, starts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
-                offset = source.execute(f"SELECT ({_dates_before('feature_source')})",
-                                        {"s": symbol, "t": found[symbol]}).fetchone()[0]
-                con.execute("INSERT INTO live_offsets VALUES ($f, $s, $o)",
-                            {"f": tail.index, "s": symbol, "o": offset})
             tail.grown = 0
         if self._volume is not None:
             vstarts = starts[self._volume.index]
@@ -434,9 +441,18 @@ class LiveFeatures:
 
 def _dates_before(bars: str) -> str:
     """Scalar SELECT: trading dates of symbol $s in ``bars`` before the trading date of $t (base.sql's rule)."""
-    return render_string(
-        "{% import 'macros.sql' as m %}SELECT count(DISTINCT {{ m.trading_date('ts') }}) FROM {{ bars }} "
-        "WHERE symbol = $s AND ts < $t AND {{ m.trading_date('ts') }} < {{ m.trading_date('$t') }}", bars=bars)
+    return f"SELECT count(*) FROM ({_trading_dates(bars)}) WHERE trading_date < ({_trading_date_of()})"
+
+
+def _trading_dates(bars: str) -> str:
+    """SELECT of the distinct trading dates (base.sql's macro) of symbol $s in ``bars`` before $t, ascending."""
+    return render_string("{% import 'macros.sql' as m %}SELECT DISTINCT {{ m.trading_date('ts') }} AS trading_date "
+                         "FROM {{ bars }} WHERE symbol = $s AND ts < $t ORDER BY 1", bars=bars)
+
+
+def _trading_date_of() -> str:
+    """SELECT of the trading date of $t."""
+    return render_string("{% import 'macros.sql' as m %}SELECT {{ m.trading_date('$t') }}")
 
 
 def _configure(con: duckdb.DuckDBPyConnection, threads: int) -> duckdb.DuckDBPyConnection:
