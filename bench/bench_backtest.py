@@ -13,7 +13,7 @@ the last close) is run by
   Python event loop;
 * backtrader 1.9.78.123 (``pip install .[bench]``), fed from a pandas DataFrame of the same bars (about
   150 µs/bar: 2.5 minutes per run of 1M bars, so ``--repeat 3`` takes ~8 minutes; ``--skip-backtrader``);
-* our engine (``engine.backtest.run_backtest``), the SMAs computed in SQL by DuckDB over the in-memory
+* our engine (``engine.backtest.run.run_backtest``), the SMAs computed in SQL by DuckDB over the in-memory
   ``bars`` table and the crossing detected by the strategy's ``on_bar``.
 
 It prints µs/bar (median of ``--repeat`` runs), the ratio against the bare loop measured in the same run, the
@@ -169,7 +169,7 @@ def backtrader_run(df):
 # --------------------------------------------------------------------------------------------------- our engine
 def engine_run(con: duckdb.DuckDBPyConnection):
     """Run the strategy in our engine; returns the result object."""
-    from engine.backtest import BacktestConfig, run_backtest
+    from engine.backtest.run import BacktestConfig, run_backtest
     from engine.risk import RiskLimits
     from engine.strategy import Strategy
 
@@ -283,7 +283,7 @@ def main() -> None:
 
     # Our engine.
     try:
-        import engine.backtest
+        import engine.backtest.run
         import engine.strategy  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - not written yet, or half written
         result = None

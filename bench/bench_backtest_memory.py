@@ -88,7 +88,7 @@ def child(path: str, chunk_points: int | None, spill_dir: str, memory_limit: str
     """One measured run (in its own process)."""
     import duckdb
 
-    from engine.backtest import BacktestConfig, run_backtest
+    from engine.backtest.run import BacktestConfig, run_backtest
     from engine.risk import RiskLimits
     from engine.strategies.sma_cross import SmaCross
 

@@ -61,24 +61,20 @@ def make_bars(n: int, path: Path, seed: int = 11) -> None:
 SQL_RUN = r"""
 import json, resource, sys, tempfile, time, duckdb
 from pathlib import Path
+from warehouse.features.materialize import compose_years, stage_families
 from warehouse.features.registry import build_registry, staged_queries
 bars, out = sys.argv[1], sys.argv[2]
 registry = build_registry(timeframe="1m")
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 con.execute(f"CREATE VIEW bars AS SELECT * FROM read_parquet('{bars}')")
-# The staged build of `qe features build` (warehouse/features/materialize.py): base once, each family alone
-# over it in (symbol, ts) order, then the families side by side by position.
+# The staged build of `qe features build` (warehouse/features/materialize.py: _stage_symbol, _install_symbol): base once, each
+# family alone over it, then the families side by side by position, one zstd Parquet file per year.
 queries = staged_queries(registry, "bars", "1m")
 stage = Path(tempfile.mkdtemp(dir=Path(out).parent))
 start = time.perf_counter()
-con.execute(f"COPY ({queries.base}) TO '{stage}/base.parquet' (FORMAT parquet, COMPRESSION snappy)")
-con.execute(f"CREATE OR REPLACE TEMP VIEW base AS SELECT * FROM read_parquet('{stage}/base.parquet')")
-files = []
-for i, family in enumerate(queries.families):
-    con.execute(f"COPY ({family}) TO '{stage}/f{i}.parquet' (FORMAT parquet, COMPRESSION snappy)")
-    files.append(f"{stage}/f{i}.parquet")
-con.execute(f"COPY ({queries.compose(files)}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+rows, files = stage_families(con, queries, stage)
+compose_years(files, queries.features, stage / "out")
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "features": len(registry.features)}))

@@ -28,7 +28,7 @@ from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
 from engine.adapters.ib.reconnect import ReconnectPolicy
-from engine.orders import market
+from engine.core.orders import market
 
 CLOCK = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 

@@ -69,8 +69,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.instruments import InstrumentBook
-from engine.orders import Order
+from engine.core.instruments import InstrumentBook
+from engine.core.orders import Order
 
 __all__ = ["Denial", "RiskLimits", "RiskState", "AccountView", "RiskManager", "volatility_scaled_contracts",
            "week_of", "worst_case", "is_reducing"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.backtest import BacktestConfig
+from engine.backtest.run import BacktestConfig
 from engine.configfile import read_table
 from engine.strategy import FunctionStrategy, Strategy, checked_params
 from warehouse.errors import ConfigError

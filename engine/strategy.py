@@ -4,7 +4,7 @@
 Python values (``bar.symbol``, ``bar.close``, ``bar.rsi_14``; ``bar["rsi_14"]`` works too); ``bar.ts`` is
 the bar's open time in integer nanoseconds since the epoch (UTC) and ``bar.qe_trading_day`` its CME
 trading date in days since 1970-01-01 (cheap integers: the loop runs a million bars in about a second).
-It returns an :class:`~engine.orders.Order`, a list of orders or ``None``; orders may also be submitted
+It returns an :class:`~engine.core.orders.Order`, a list of orders or ``None``; orders may also be submitted
 with :meth:`Strategy.submit`. The strategy sees its account through the helpers below.
 
 The functional form ``strategy(bar, backtester) -> Optional[Order]`` is wrapped by
@@ -17,16 +17,33 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from engine.orders import Fill, Order, OrderType, TimeInForce
-from engine.params import Param
+from engine.core.orders import Fill, Order, OrderType, TimeInForce
+from engine.core.params import Param
 from warehouse.errors import ConfigError, QEError
 
-if TYPE_CHECKING:
-    from engine.backtest import Backtester
 
-__all__ = ["Strategy", "FunctionStrategy", "declared_params", "checked_params"]
+__all__ = ["Engine", "Strategy", "FunctionStrategy", "declared_params", "checked_params"]
+
+
+class Engine(Protocol):
+    """What a strategy reaches as ``self.engine``: the kernel (:class:`engine.kernel.TradingKernel`), in a
+    backtest and live alike. Named here, not imported, so the strategy base depends on no mode."""
+
+    portfolio: Any
+    handler: Any
+    histories: dict
+    orders: list
+    now: int
+
+    def submit(self, order: Order) -> Order: ...
+    def cancel(self, order: Order) -> bool: ...
+    def position(self, symbol: str) -> int: ...
+    def price(self, symbol: str) -> float | None: ...
+    def sized_target(self, symbol: str, signal: float, instrument_vol: float | None = None) -> int: ...
+    def kill_switch(self, reason: str = "manual") -> None: ...
+    def reset_kill_switch(self) -> None: ...
 
 #: Python annotation -> declared parameter type
 _PARAM_TYPES = {int: "int", float: "double", bool: "bool", str: "str"}
@@ -57,7 +74,7 @@ class Strategy:
         self.params = params
         for key, value in params.items():
             setattr(self, key, value)
-        self.engine: Backtester | None = None
+        self.engine: Engine | None = None
 
     # -- callbacks ----------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -106,7 +123,7 @@ class Strategy:
     def submit(self, order: Order) -> Order:
         """Submit an order now (same as returning it from :meth:`on_bar`).
 
-        A bracket (:func:`engine.orders.bracket`) is submitted through its entry: its take-profit and stop-loss
+        A bracket (:func:`engine.core.orders.bracket`) is submitted through its entry: its take-profit and stop-loss
         go with it (submitting them again is a no-op, so the whole list may be submitted or returned).
         """
         self.engine.submit(order)
@@ -127,7 +144,7 @@ class Strategy:
 class FunctionStrategy(Strategy):
     """Wraps ``fn(bar, backtester) -> Optional[Order]`` (or a list of orders)."""
 
-    def __init__(self, fn: Callable[[Any, Backtester], Order | list[Order] | None], history_size: int = 50) -> None:
+    def __init__(self, fn: Callable[[Any, Engine], Order | list[Order] | None], history_size: int = 50) -> None:
         super().__init__()
         self.fn = fn
         self.history_size = history_size

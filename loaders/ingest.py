@@ -12,9 +12,10 @@ warehouse as it was and the report says "write failed" (``failed_at == "write"``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -131,7 +132,7 @@ def ingest(
 def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileReport) -> None:
     report.rows_read = raw.rows_read
     key = _source_key(path)
-    con = _validation_connection()
+    con = validation_connection()
     rejected: list[pa.Table] = []
     staged: list[tuple[Path, pa.Table]] = []
     known = _known_contracts(warehouse, raw)
@@ -144,27 +145,14 @@ def _ingest_raw(warehouse: Warehouse, path: Path, raw: RawFile, report: FileRepo
             table, convention, notes = daily.prepare(con, table, ts_is_text)
             daily_convention = convention
             report.notes.extend(notes)
-        con.register("raw", table)
-        con.register("symbol_map", _symbol_map(table, known))
-        sql = render(
-            "validate_bars.sql",
-            tf_us=layout.TIMEFRAMES[tf] * 1_000_000,
-            timeframe=tf,
-            ts_is_text=ts_is_text,
-            daily_convention=convention,
-            daily_label=daily.LABELS.get(convention),
-        )
-        checked = con.sql(sql).to_arrow_table()
-        con.unregister("raw")
-        con.unregister("symbol_map")
-        checked = _flag_bad_ticks(checked)
+        checked = check_bars(con, table, tf, known, ts_is_text=ts_is_text, daily_convention=convention)
         good = checked.filter(pc.is_null(checked["rule"]))
         bad = checked.filter(pc.is_valid(checked["rule"]))
         if tf == "1d":
             good, clash = daily.split_conflicts(warehouse.root, good, convention)
             bad = pa.concat_tables([bad, clash])
             daily_symbols = set(good["symbol"].to_pylist())
-        rejected.append(_quarantine_rows(bad, "bars", tf))
+        rejected.append(quarantine_rows(bad, "bars", tf))
         report.notes.extend(_conflict_holes(bad, tf))
         staged.extend(_bar_partitions(warehouse.root, tf, good))
     if raw.open_interest is not None:
@@ -195,7 +183,7 @@ def _stage_file_writes(
     """Stage every warehouse file one source file changes, filling ``report`` with the counts."""
     replaced_other = stale = 0
     for target, rows in partitions:
-        merged = _merge_partition(batch, target, rows, str(path))
+        merged = merge_partition(batch, target, rows, str(path), also=layout.live_bar_files(target.parent))
         report.rows_loaded += merged.loaded
         report.rows_unchanged += merged.unchanged
         report.partitions_written += int(merged.loaded > 0 or merged.stale_removed > 0)
@@ -225,7 +213,55 @@ def _forget_counts(report: FileReport) -> None:
     report.symbols.clear()
 
 
-def _validation_connection() -> duckdb.DuckDBPyConnection:
+def check_bars(
+    con: duckdb.DuckDBPyConnection,
+    table: pa.Table,
+    tf: str,
+    known: dict[int, str],
+    *,
+    ts_is_text: bool = False,
+    daily_convention: str | None = None,
+) -> pa.Table:
+    """Validate raw bar rows: ``sql/validate_bars.sql``, then the bad-tick rules (:mod:`loaders.bad_ticks`).
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        From :func:`validation_connection`.
+    table : pyarrow.Table
+        Raw rows, columns :data:`loaders.raw.RAW_COLUMNS`.
+    tf : str
+        Their timeframe (``1s``, ``1m``, ``1h``, ``1d``).
+    known : dict
+        instrument_id -> contract (see :func:`_known_contracts`).
+    ts_is_text : bool
+        ``ts`` is text to parse.
+    daily_convention : str, optional
+        ``1d`` only: how the rows stamp their days (:mod:`loaders.daily`).
+
+    Returns
+    -------
+    pyarrow.Table
+        Every row, typed, with ``rule`` (null = accepted) and ``detail``.
+    """
+    con.register("raw", table)
+    con.register("symbol_map", _symbol_map(table, known))
+    sql = _rendered(
+        "validate_bars.sql",
+        tf_us=layout.TIMEFRAMES[tf] * 1_000_000,
+        timeframe=tf,
+        ts_is_text=ts_is_text,
+        daily_convention=daily_convention,
+        daily_label=daily.LABELS.get(daily_convention),
+    )
+    checked = con.sql(sql).to_arrow_table()
+    con.unregister("raw")
+    con.unregister("symbol_map")
+    return _flag_bad_ticks(checked)
+
+
+def validation_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB (UTC) with the ``tick_sizes`` relation :func:`check_bars` needs."""
     from warehouse.contracts import specs_table
 
     con = duckdb.connect()
@@ -294,7 +330,8 @@ def _symbol_map(table: pa.Table, known: dict[int, str]) -> pa.Table:
     )
 
 
-def _quarantine_rows(bad: pa.Table, table_name: str, tf: str | None) -> pa.Table:
+def quarantine_rows(bad: pa.Table, table_name: str, tf: str | None) -> pa.Table:
+    """Rejected rows of :func:`check_bars` (with ``_file``, ``_row``, ``rule``, ``detail``) as quarantine rows."""
     n = bad.num_rows
     return pa.table(
         {
@@ -381,7 +418,7 @@ def _validate_open_interest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> t
             "source": good["_file"],
         }
     )
-    return good, _quarantine_rows(checked.filter(pc.is_valid(checked["rule"])), "open_interest", None)
+    return good, quarantine_rows(checked.filter(pc.is_valid(checked["rule"])), "open_interest", None)
 
 
 def _oi_partitions(root: Path, rows: pa.Table) -> list[tuple[Path, pa.Table]]:
@@ -402,31 +439,57 @@ class MergeResult:
     stale_removed: int = 0
 
 
-def _merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: str) -> MergeResult:
-    """Merge ``new`` (rows of the file ``source``) into the partition file (see ``sql/merge_partition.sql``).
+def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: str | None,
+                    also: Sequence[Path] = (), con: duckdb.DuckDBPyConnection | None = None) -> MergeResult:
+    """Merge ``new`` into the partition file ``target`` (see ``sql/merge_partition.sql``).
 
-    Keyed by (contract, ts); a new row replaces a stored one with the same key, and rows this file loaded
-    before but no longer holds are dropped. The merged partition is staged in ``batch`` (replaced when the
-    batch commits), and not at all when nothing changes.
+    Keyed by (contract, ts); a new row replaces a stored one with the same key. With ``source`` (the file
+    being ingested) the rows that file loaded before but no longer holds are dropped; with None (an append of
+    live bars) no stored row is dropped. ``also``: other files of the same partition (live day files, see
+    :func:`warehouse.layout.live_bar_files`) whose rows are folded into ``target`` and which are removed, so
+    that a key lives in one file only. The merged partition is staged in ``batch`` (replaced when the batch
+    commits), and not at all when nothing changes. ``con``: a UTC connection to use (one per call otherwise;
+    a caller merging once per live bar saves its start-up).
     """
-    if not target.exists():
+    folded = [p for p in also if p.exists()]
+    if not target.exists() and not folded:
         batch.stage(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
         return MergeResult(new.num_rows, 0)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    stored = [pq.read_table(p).cast(new.schema) for p in ([target] if target.exists() else []) + folded]
+    own = con is None
+    if con is None:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
     con.register("new_rows", new)
-    con.register("old_rows", pq.read_table(target))
+    con.register("old_rows", pa.concat_tables(stored))
     value_columns = [f.name for f in new.schema if f.name not in ("contract", "ts", "source")]
-    params = {"source": source}
-    unchanged, replaced_other, stale = con.sql(
-        render("merge_partition.sql", mode="stats", value_columns=value_columns), params=params
-    ).fetchone()
+    params = {"source": source} if source is not None else None
+    template = {"value_columns": tuple(value_columns), "stale": source is not None}
+    unchanged, replaced_other, stale = con.sql(_rendered("merge_partition.sql", mode="stats", **template),
+                                               params=params).fetchone()
     result = MergeResult(new.num_rows - unchanged, unchanged, replaced_other, stale)
-    if result.loaded > 0 or stale > 0:
-        merged = con.sql(render("merge_partition.sql", mode="rows", value_columns=value_columns), params=params)
+    if result.loaded > 0 or stale > 0 or folded:
+        merged = con.sql(_rendered("merge_partition.sql", mode="rows", **template), params=params)
         batch.stage(merged.to_arrow_table().cast(new.schema), target)
-    con.close()
+        for path in folded:
+            batch.stage(new.schema.empty_table(), path)  # an empty table removes the file at commit
+    if own:
+        con.close()
+    else:
+        con.unregister("new_rows")
+        con.unregister("old_rows")
     return result
+
+
+def _rendered(name: str, **params: object) -> str:
+    """``render(name, **params)``, once per distinct parameters (hashable values): rendering checks the SQL
+    with sqlglot, ~25 ms, which a live append once per bar cannot pay every time."""
+    return _rendered_cached(name, tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _rendered_cached(name: str, params: tuple[tuple[str, object], ...]) -> str:
+    return render(name, **dict(params))
 
 
 def _log_entry(path: Path, raw: RawFile, report: FileReport) -> pa.Table:

@@ -1,7 +1,8 @@
 {#-
   Merge new rows into a stored partition. Relations: new_rows, old_rows (same columns, keyed by contract, ts).
-  Binds $source: the file being ingested (rows from it carry `source` = the path, or path::member for zips).
-  Parameters: value_columns (compared to tell unchanged rows), mode:
+  Binds $source when `stale` is true: the file being ingested (rows from it carry `source` = the path, or
+  path::member for zips); with `stale` false (live appends) no stored row counts as this file's, none is dropped.
+  Parameters: value_columns (compared to tell unchanged rows), stale, mode:
     'stats' -> one row: unchanged (same key, same values), replaced_other (same key, other values, stored from
                another file), stale (stored from this file earlier, absent from it now);
     'rows'  -> the merged partition: every new row, plus stored rows whose key is not new, except this
@@ -11,7 +12,7 @@
 {% for c in value_columns %}o.{{ c }} IS NOT DISTINCT FROM n.{{ c }}{{ " AND " if not loop.last }}{% endfor %}
 {%- endset -%}
 {%- set from_this_file -%}
-(o.source = $source OR starts_with(o.source, $source || '::'))
+{%- if stale -%}(o.source = $source OR starts_with(o.source, $source || '::')){%- else -%}false{%- endif -%}
 {%- endset -%}
 {%- if mode == 'stats' %}
 SELECT

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.backtest import BacktestConfig, run_backtest
+from engine.backtest.run import BacktestConfig, run_backtest
 from engine.risk import RiskLimits
-from engine.orders import Order, OrderType, limit, market, stop
+from engine.core.orders import Order, OrderType, limit, market, stop
 from engine.strategies.sma_cross import SmaCross
 from engine.strategy import Strategy
 from tests.backtest_oracle import random_walk_bars, sma_cross_backtest

@@ -18,7 +18,7 @@ from tests.conftest import DATABENTO, LEAN, REPO
 def qe(*args: str, warehouse: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     prefix = ["--warehouse", str(warehouse)] if warehouse else []
-    return subprocess.run([sys.executable, "-m", "engine.cli", *prefix, *args], cwd=REPO, capture_output=True, text=True, env=full_env)
+    return subprocess.run([sys.executable, "-m", "engine.cli.main", *prefix, *args], cwd=REPO, capture_output=True, text=True, env=full_env)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_python_api_returns_arrow_polars_pandas(loaded):
 def test_download_without_a_key_says_how_to_set_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DATABENTO_API_KEY"}
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--warehouse", str(tmp_path / "w"), "download", "ES",
+        [sys.executable, "-m", "engine.cli.main", "--warehouse", str(tmp_path / "w"), "download", "ES",
          "--start", "2024-01-01", "--end", "2024-02-01", "--yes"],
         cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)},
     )

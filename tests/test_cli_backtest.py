@@ -90,7 +90,7 @@ def test_backtest_errors_are_one_line(hourly, tmp_path) -> None:  # noqa: ANN001
 def test_backtest_with_a_config_file_and_a_strategy_file(hourly, tmp_path) -> None:  # noqa: ANN001
     strategy = tmp_path / "mine.py"
     strategy.write_text(
-        "from engine.orders import market\n"
+        "from engine.core.orders import market\n"
         "def buy_once(bar, engine):\n"
         "    return market(bar.symbol, 2) if not engine.orders else None\n"
     )

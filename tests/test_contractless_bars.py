@@ -76,7 +76,7 @@ def test_every_bars_view_has_one_row_per_symbol_and_ts(mixed, view):
 
 def test_daily_features_build_with_one_row_per_trading_date(mixed):
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--warehouse", str(mixed.root), "features", "build", "-t", "1d"],
+        [sys.executable, "-m", "engine.cli.main", "--warehouse", str(mixed.root), "features", "build", "-t", "1d"],
         cwd=REPO, capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr

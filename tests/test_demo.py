@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.metrics import MIN_TRADING_DATES_ANNUALIZED
+from engine.results.metrics import MIN_TRADING_DATES_ANNUALIZED
 from tests.test_cli import qe
 
 

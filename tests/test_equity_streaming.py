@@ -1,4 +1,4 @@
-"""Bounded-memory equity recording (engine/equity.py): a long run spills its equity ledger to Parquet a chunk
+"""Bounded-memory equity recording (engine/results/equity.py): a long run spills its equity ledger to Parquet a chunk
 at a time and computes its metrics from running statistics.
 
 The reference is the in-memory path (``compute_metrics`` on the whole table), which has its own tests against
@@ -22,11 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.backtest import BacktestConfig, run_backtest
-from engine.equity import EquityRecorder, summarize_equity
-from engine.ledger import load_run, record_run
-from engine.metrics import METRIC_KEYS, compute_metrics, compute_metrics_streaming
-from engine.orders import limit
+from engine.backtest.run import BacktestConfig, run_backtest
+from engine.results.equity import EquityRecorder, summarize_equity
+from engine.results.ledger import load_run, record_run
+from engine.results.metrics import METRIC_KEYS, compute_metrics, compute_metrics_streaming
+from engine.core.orders import limit
 from engine.risk import RiskLimits
 from engine.strategies.sma_cross import SmaCross
 from tests.backtest_oracle import random_walk_bars
@@ -316,7 +316,7 @@ def test_recorder_carries_fill_state_and_trading_day_across_flushes(tmp_path) ->
 
 
 def test_walk_forward_stitches_windows_whose_equity_spilled(tmp_path) -> None:
-    from engine.walkforward import walk_forward
+    from engine.backtest.walkforward import walk_forward
     from tests.test_walkforward import GRID, MECHANICS, QUERY, STRATEGY, new_warehouse
 
     wh = new_warehouse(tmp_path)

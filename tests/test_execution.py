@@ -1,4 +1,4 @@
-"""Behaviour of the simulated broker (engine.execution) through the public API ``run_backtest``.
+"""Behaviour of the simulated broker (engine.execution.simulated) through the public API ``run_backtest``.
 
 Every run reads a small hand-built bar table from an in-memory DuckDB; the strategy submits given orders on
 given bars. Expected prices, quantities and money are worked out by hand in the comments (never by the
@@ -15,8 +15,8 @@ from datetime import date, datetime, timezone
 import duckdb
 import pytest
 
-from engine.backtest import BacktestConfig, BacktestResult, run_backtest
-from engine.orders import limit, market, mit, stop, stop_limit
+from engine.backtest.run import BacktestConfig, BacktestResult, run_backtest
+from engine.core.orders import limit, market, mit, stop, stop_limit
 from engine.risk import RiskLimits
 from warehouse.errors import ConfigError
 

@@ -103,7 +103,7 @@ def test_the_cli_says_a_file_was_not_written_rather_than_not_read(tmp_path):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(table, where, **kwargs)
         pq.write_table = full
-        from engine.cli import main
+        from engine.cli.main import main
         sys.argv = ["qe", "--warehouse", {str(tmp_path / "w")!r}, "ingest", {str(path)!r}, "--timeframe", "1m"]
         main()
         """

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest import BacktestConfig, run_backtest
-from engine.ledger import load_run
+from engine.backtest.run import BacktestConfig, run_backtest
+from engine.results.ledger import load_run
 from engine.risk import RiskLimits
 from engine.strategies.sma_cross import SmaCross
 from warehouse import Warehouse
@@ -27,6 +27,8 @@ FROM (SELECT i, 4000 + round(80 * sin(i / 6.0)) / 4 AS p FROM range(120) t(i))
 ORDER BY ts
 """
 LEDGER_VIEWS = [name for name in RUN_TABLES if name != "runs"]
+#: Tables this backtest leaves empty (no risk events; broker executions exist for live and paper runs only).
+EMPTY = {"run_events", "run_executions"}
 
 
 def _backtest(wh: Warehouse) -> str:
@@ -44,7 +46,7 @@ def _crash_while_recording(root: Path) -> str:
     script = textwrap.dedent(
         f"""
         import os
-        import engine.ledger as ledger
+        import engine.results.ledger as ledger
         from tests.test_ledger_commit import _backtest
         from warehouse import Warehouse
         real = ledger.write_parquet_atomic
@@ -65,11 +67,11 @@ def _crash_while_recording(root: Path) -> str:
 def test_a_recording_that_crashed_before_its_runs_row_is_never_shown_and_the_next_recording_removes_it(tmp_path):
     wh = Warehouse(tmp_path / "wh")
     committed = _backtest(wh)
-    assert all(_run_ids(wh, view) == {committed} for view in LEDGER_VIEWS if view != "run_events")
+    assert all(_run_ids(wh, view) == {committed} for view in LEDGER_VIEWS if view not in EMPTY)
     crashed = _crash_while_recording(wh.root)
     # Its tables are on disk (all but the runs row) ...
     orphans = [wh.root / "runs" / view / f"{crashed}.parquet" for view in LEDGER_VIEWS]
-    assert [p.exists() for p in orphans if p.parent.name != "run_events"] == [True] * (len(LEDGER_VIEWS) - 1)
+    assert [p.exists() for p in orphans if p.parent.name not in EMPTY] == [True] * (len(LEDGER_VIEWS) - len(EMPTY))
     assert not (wh.root / "runs" / "runs" / f"{crashed}.parquet").exists()
     # ... but no view shows any of it, and it cannot be loaded.
     for view in LEDGER_VIEWS:
@@ -82,7 +84,7 @@ def test_a_recording_that_crashed_before_its_runs_row_is_never_shown_and_the_nex
     assert not any(p.exists() for p in orphans)
     assert _run_ids(wh, "runs") == {committed, latest}
     for view in LEDGER_VIEWS:
-        if view != "run_events":
+        if view not in EMPTY:
             assert _run_ids(wh, view) == {committed, latest}, view
     run, tables, metrics = load_run(wh, committed)
     assert run["run_id"] == committed and tables["fills"].num_rows > 0 and metrics

@@ -1,4 +1,4 @@
-"""Performance metrics (engine/metrics.py) against hand-worked numbers and an independent loop oracle.
+"""Performance metrics (engine/results/metrics.py) against hand-worked numbers and an independent loop oracle.
 
 Expected values never come from the code under test: either the arithmetic is written out in comments, or
 ``_oracle`` (plain Python loops, below) recomputes them from the raw points.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.metrics import (
+from engine.results.metrics import (
     METRIC_KEYS,
     NAN_METRICS,
     UnknownTimeframeError,
@@ -551,7 +551,7 @@ def test_unsorted_pandas_input_is_sorted_by_ts():
 
 
 def test_resampled_timeframes_annualize_by_their_bars_per_globex_year():
-    from engine.metrics import bars_per_year
+    from engine.results.metrics import bars_per_year
 
     # Globex: 23 h = 1,380 minutes a day, 252 days: 5m bars = 276 a day, 15m = 92, 1s = 82,800.
     assert bars_per_year("5m") == 276 * 252

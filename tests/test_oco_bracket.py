@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.ledger import load_run, record_run, run_path
-from engine.orders import Order, bracket, limit, market, oco, stop, stop_limit
+from engine.results.ledger import load_run, record_run, run_path
+from engine.core.orders import Order, bracket, limit, market, oco, stop, stop_limit
 from engine.risk import RiskLimits
 from tests.test_execution import CAPITAL, T0, T1, T2, T3, T4, brief, fills, orders, run, utc
 from warehouse import Warehouse
@@ -339,9 +339,9 @@ def test_signal_close_entry_releases_exits_from_the_next_bar_only():
 
 def test_held_exits_move_with_their_entry_on_a_roll():
     # The roll shifts working orders' prices by (new contract's price - old's); an entry's held exits move too.
-    from engine.execution import BacktestExecutionHandler
-    from engine.feed import BAR_NS
-    from engine.instruments import InstrumentBook
+    from engine.execution.simulated import BacktestExecutionHandler
+    from engine.data.feed import BAR_NS
+    from engine.core.instruments import InstrumentBook
 
     handler = BacktestExecutionHandler(InstrumentBook({}), BAR_NS["1h"])
     entry, take_profit, stop_loss = bracket("ES", 1, entry=4000.0, take_profit=4010.0, stop_loss=3990.0)

@@ -46,7 +46,7 @@ NOT_RUNNABLE = ("~/", "bars.csv", "qe download")
 
 def run_in_bash(command: str, warehouse: Path, cwd: Path) -> subprocess.CompletedProcess:
     """``command`` in bash with ``qe`` the repository's CLI on ``warehouse`` (output not on a terminal)."""
-    prelude = f'qe() {{ "{sys.executable}" -m engine.cli --warehouse "{warehouse}" "$@"; }}\n'
+    prelude = f'qe() {{ "{sys.executable}" -m engine.cli.main --warehouse "{warehouse}" "$@"; }}\n'
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(["bash", "-c", prelude + command], cwd=cwd, capture_output=True, text=True, env=env)
 

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine import report
-from engine.metrics import drawdown, monthly_returns
+from engine.results import report
+from engine.results.metrics import drawdown, monthly_returns
 from warehouse.schemas import RUN_EQUITY, RUN_EVENTS, RUN_FILLS, RUN_ORDERS, RUN_TRADES
 
 UTC = dt.UTC
@@ -485,9 +485,9 @@ def test_template_ships_as_package_data() -> None:
     import tomllib
     from importlib import resources
 
-    assert resources.files("engine").joinpath("templates/report.html.j2").is_file()
+    assert resources.files("engine.results").joinpath("templates/report.html.j2").is_file()
     config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    assert "templates/*" in config["tool"]["setuptools"]["package-data"]["engine"]
+    assert "templates/*" in config["tool"]["setuptools"]["package-data"]["engine.results"]
 
 
 # -- a real headless browser -------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.backtest import BacktestConfig, BacktestResult, run_backtest
-from engine.instruments import InstrumentBook
-from engine.orders import Order, limit, market, oco, stop
+from engine.backtest.run import BacktestConfig, BacktestResult, run_backtest
+from engine.core.instruments import InstrumentBook
+from engine.core.orders import Order, limit, market, oco, stop
 from engine.risk import (
     Denial,
     RiskLimits,

@@ -92,7 +92,7 @@ def test_cli_refuses_the_databento_rule_without_evidence_and_exits_1(es_lean):
     before = _state(es_lean)
     rolls_files = {p: p.read_bytes() for p in (es_lean.root / "rolls").glob("*.parquet")}
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--warehouse", str(es_lean.root), "rolls", "build", "--rule", "databento"],
+        [sys.executable, "-m", "engine.cli.main", "--warehouse", str(es_lean.root), "rolls", "build", "--rule", "databento"],
         cwd=REPO, capture_output=True, text=True,
     )
     assert done.returncode == 1

@@ -1,4 +1,4 @@
-"""Signal generators (sql/signals/*.sql, engine/signals.py): hand-built bars where the right signal is obvious.
+"""Signal generators (sql/signals/*.sql, engine/signals/generators.py): hand-built bars where the right signal is obvious.
 
 One warehouse of hourly bars is built once for the module (ingest + the real feature build, a few seconds),
 with one scenario per root:
@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlglot
 
-from engine import signals as sg
-from engine.signals import build_signals, registry, signal_query, signals_relation
+from engine.cli.signals import signals_app
+from engine.signals import generators as sg
+from engine.signals.generators import build_signals, registry, signal_query, signals_relation
 from warehouse import Warehouse
 from warehouse.errors import QEError
 from warehouse.features.lint import lint_lookahead
@@ -160,7 +161,7 @@ def test_unknown_parameters_and_bad_values_are_clear_errors():
 
 @pytest.mark.parametrize("timeframe", ["1m", "1h", "1d"])
 def test_every_rendered_query_passes_the_lookahead_lint_and_declares_its_columns(timeframe):
-    from engine.feed import infer_timeframe
+    from engine.data.feed import infer_timeframe
 
     for gen in registry().generators.values():
         sql = signal_query(gen.name, timeframe, ["ES", "NQ"])
@@ -371,10 +372,10 @@ def test_sizing_hand_worked_on_the_mes_break_bar(wh):
 
 @pytest.mark.parametrize("name", ["momentum", "mean_reversion", "breakout", "volatility_regime", "composite"])
 def test_each_generator_runs_through_the_vectorized_path_and_the_event_engine_alike(wh, name):
-    from engine.backtest import BacktestConfig, run_backtest
+    from engine.backtest.run import BacktestConfig, run_backtest
     from engine.risk import RiskLimits
     from engine.strategies.signal_follower import SignalFollower
-    from engine.vectorized import run_vectorized
+    from engine.backtest.vectorized import run_vectorized
 
     query = signal_query(name, "1h", params={"max_contracts": 3})
     config = BacktestConfig(risk=RiskLimits.off())
@@ -393,7 +394,7 @@ def test_each_generator_runs_through_the_vectorized_path_and_the_event_engine_al
 
 
 def test_signal_follower_refuses_a_query_without_a_target_column(wh):
-    from engine.backtest import BacktestConfig, run_backtest
+    from engine.backtest.run import BacktestConfig, run_backtest
     from engine.risk import RiskLimits
     from engine.strategies.signal_follower import SignalFollower
 
@@ -436,29 +437,29 @@ def test_cli_list_params_show_and_build(wh, monkeypatch):
 
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps tables to the terminal width
     runner = CliRunner()
-    listed = runner.invoke(sg.signals_app, ["list"])
+    listed = runner.invoke(signals_app, ["list"])
     assert listed.exit_code == 0, listed.output
     for cls in ("MomentumSignalGenerator", "MeanReversionSignalGenerator", "BreakoutSignalGenerator",
                 "VolatilityRegimeSignalGenerator", "CompositeSignalGenerator"):
         assert cls in listed.output
     assert "rsi_overbought=70" in listed.output and "max_contracts=10" in listed.output
-    params = runner.invoke(sg.signals_app, ["params", "composite"])
+    params = runner.invoke(signals_app, ["params", "composite"])
     assert params.exit_code == 0 and "volatility_regime.momentum.short" in params.output
-    shown = runner.invoke(sg.signals_app, ["show", "momentum", "-t", "1h", "-s", "ES,NQ", "-p", "adx_min=25"])
+    shown = runner.invoke(signals_app, ["show", "momentum", "-t", "1h", "-s", "ES,NQ", "-p", "adx_min=25"])
     assert shown.exit_code == 0
     assert shown.output.lstrip().startswith("WITH") and "features_1h" in shown.output
     assert "CAST(25.0 AS DOUBLE)" in shown.output and "IN ('ES', 'NQ')" in shown.output
-    bad = runner.invoke(sg.signals_app, ["show", "momentum", "-p", "nope=1"])
+    bad = runner.invoke(signals_app, ["show", "momentum", "-p", "nope=1"])
     assert bad.exit_code != 0 and "unknown parameter" in str(bad.exception)
     monkeypatch.setenv("QE_WAREHOUSE", str(wh.root))
-    built = runner.invoke(sg.signals_app, ["build", "mean_reversion", "-t", "1h", "-s", "NQ", "-p", "z_entry=2.5"])
+    built = runner.invoke(signals_app, ["build", "mean_reversion", "-t", "1h", "-s", "NQ", "-p", "z_entry=2.5"])
     assert built.exit_code == 0, built.output
     assert "1 symbol(s) (NQ)" in built.output
     assert (wh.root / "signals" / "mean_reversion" / "timeframe=1h" / "symbol=NQ" / "year=2024" / "data.parquet").exists()
 
 
 def test_signal_follower_can_size_in_the_engine_under_the_risk_limits(wh):
-    from engine.backtest import BacktestConfig, run_backtest
+    from engine.backtest.run import BacktestConfig, run_backtest
     from engine.strategies.signal_follower import SignalFollower
 
     # MES breakout: the SQL target is 10 contracts (250,500 notional), far over the house limit of 5 % of
@@ -478,7 +479,7 @@ def test_signal_follower_can_size_in_the_engine_under_the_risk_limits(wh):
 def test_qe_backtest_runs_each_generator_through_the_risk_manager_on_a_sql_universe(wh, name):
     # The issue's "done when": each generator, through the event engine and the risk manager (house limits),
     # on a multi-root universe chosen with SQL; the run is recorded and every denial carries a stable code.
-    from engine.backtest import BacktestConfig, run_backtest
+    from engine.backtest.run import BacktestConfig, run_backtest
     from engine.strategies.signal_follower import SignalFollower
 
     universe = "SELECT root FROM contracts WHERE correlation_group IN ('equity_index', 'energy')"

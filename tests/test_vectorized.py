@@ -1,4 +1,4 @@
-"""The vectorized path (``engine.vectorized.run_vectorized``): parity with the event engine, hand-worked money.
+"""The vectorized path (``engine.backtest.vectorized.run_vectorized``): parity with the event engine, hand-worked money.
 
 Parity: the same rule -- an SMA(5)/SMA(20) sign computed in SQL as a ``target`` column -- runs through
 ``run_vectorized`` and through the event engine with a strategy that reads the same column and returns
@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine.backtest import BacktestConfig, run_backtest
+from engine.backtest.run import BacktestConfig, run_backtest
 from engine.strategy import Strategy
-from engine.vectorized import run_vectorized
+from engine.backtest.vectorized import run_vectorized
 from tests.backtest_oracle import random_walk_bars
 from warehouse.errors import ConfigError, QEError
 
@@ -357,8 +357,8 @@ def test_unordered_rows_are_put_in_ts_symbol_order() -> None:
 
 
 def test_recorded_in_the_warehouse_ledger_as_vectorized(wh) -> None:
-    from engine.ledger import load_run
-    from engine.report import render_report
+    from engine.results.ledger import load_run
+    from engine.results.report import render_report
 
     ts0 = np.datetime64("2024-01-02T15:00", "us")
     values = ", ".join(f"('ES', TIMESTAMPTZ '{ts0 + np.timedelta64(i, 'm')}+00', {o}, {max(o, c) + 1}, {min(o, c) - 1}, "

@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.risk import RiskLimits
-from engine.backtest import BacktestConfig
+from engine.backtest.run import BacktestConfig
 
 #: Walk-forward mechanics are tested with the risk limits off (the house defaults would refuse 1 ES of 1M).
 MECHANICS = BacktestConfig(risk=RiskLimits.off())
-from engine.ledger import load_run
-from engine.metrics import compute_metrics
-from engine.walkforward import (
+from engine.results.ledger import load_run
+from engine.results.metrics import compute_metrics
+from engine.backtest.walkforward import (
     _best,
     grid_points,
     plan_windows,

@@ -37,7 +37,7 @@ def _minute_bars(path: Path, first_minute: int, count: int) -> Path:
 
 
 def _qe(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", "--warehouse", str(root), *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "engine.cli.main", "--warehouse", str(root), *args], cwd=REPO,
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

@@ -162,7 +162,7 @@ RUNS = pa.schema(
     [
         ("run_id", pa.string()),
         ("created_at", TS),
-        ("kind", pa.string()),  # backtest | vectorized | walkforward
+        ("kind", pa.string()),  # backtest | vectorized | walkforward | live | paper | attribution
         ("strategy", pa.string()),
         ("params", pa.string()),  # JSON
         ("query", pa.string()),
@@ -176,7 +176,8 @@ RUNS = pa.schema(
         ("initial_capital", pa.float64()),
         ("final_equity", pa.float64()),
         ("status", pa.string()),  # completed | halted | failed
-        ("parent_run_id", pa.string()),  # walk-forward: the stitched run the window runs belong to
+        # walk-forward: the stitched run the window runs belong to; attribution: the live/paper run it replays
+    ("parent_run_id", pa.string()),
     ]
 )
 
@@ -291,6 +292,27 @@ RUN_EVENTS = pa.schema(
     ]
 )
 
+#: A live or paper run's broker executions (none for a backtest): one row per execution report, for the
+#: attribution of live against backtest (:mod:`engine.live.attribution`). The live loop writes it from the IB
+#: handler's ``FillRecord`` (``fill``, ``exec_id``, ``order_ref``, ``commission_estimate``) plus its clocks.
+RUN_EXECUTIONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("order_id", pa.int64()),  # the engine's order number (run_orders.order_id)
+        ("exec_id", pa.string()),  # the broker's execution id (IB execId), unique per execution
+        ("order_ref", pa.string()),  # the deterministic orderRef the order was journaled and sent under
+        ("symbol", pa.string()),
+        ("contract", pa.string()),  # the exchange contract (local symbol)
+        ("decided_ts", TS),  # close of the bar the order was decided on (= run_orders.ts_submitted)
+        ("sent_at", TS),  # wall clock when the order was handed to the broker (placeOrder)
+        ("filled_at", TS),  # wall clock of the execution report (IB execution time)
+        ("quantity", pa.int64()),  # signed contracts of this execution: + bought, - sold
+        ("price", pa.float64()),  # execution price, raw contract price
+        ("commission", pa.float64()),  # currency, the broker's commission report for this execution
+        ("commission_estimate", pa.float64()),  # currency, the fee table's cost of the same execution
+    ]
+)
+
 #: Metrics in long form: one row per (run, metric).
 RUN_METRICS = pa.schema([("run_id", pa.string()), ("name", pa.string()), ("value", pa.float64())])
 
@@ -304,6 +326,7 @@ RUN_TABLES: dict[str, pa.Schema] = {
     "run_trades": RUN_TRADES,
     "run_events": RUN_EVENTS,
     "run_metrics": RUN_METRICS,
+    "run_executions": RUN_EXECUTIONS,
 }
 
 

@@ -43,6 +43,30 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         batch.commit()
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one (see
+    :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one.
+
+    The temporary file sits in the same directory (a rename across file systems is not atomic) and ends in
+    :data:`TMP_SUFFIX`, so that no glob of a reader picks it up and the crash sweeper knows it.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as sink:
+            sink.write(data)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
 class StagedWrites:
     """Replace several files all-or-nothing: stage every new file first, rename them only once all are written.
 
@@ -158,9 +182,10 @@ def fsync_dir(directory: Path) -> None:
 STAGING = ".staging"
 #: DuckDB's spill directory: DuckDB manages (and removes) its own files.
 DUCKDB_SPILL = ".duckdb_tmp"
-#: Directories written outside the write lock (a download's fetch, HTML reports): a temporary file there may
-#: belong to a live process, so only one older than an hour is a crash leftover.
-UNLOCKED_DIRS = ("downloads", "reports")
+#: Directories written outside the write lock (a download's fetch, HTML reports, a live session's status and
+#: commands): a temporary file there may belong to a live process, so only one older than an hour is a crash
+#: leftover.
+UNLOCKED_DIRS = ("downloads", "reports", "live")
 
 
 def sweep_crash_leftovers(root: Path, unlocked_min_age_s: float = 3600.0) -> int:

@@ -24,11 +24,15 @@ Views
 ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``, ``run_events``,
 ``run_metrics``                the run ledger: one file per run and table under ``runs/<table>/``; the
                                views show committed runs only (those with a ``runs`` row)
+``run_executions``             a live or paper run's broker executions (clocks, broker and fee-table commissions)
+``run_attribution``            each live or paper run against its latest attribution backtest, order by order
+                               (``sql/run_attribution.sql``; ``qe live attribution RUN`` adds the P&L split)
 """
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -115,6 +119,7 @@ class Warehouse:
         for name, minutes in RESAMPLED.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + render("resample_intraday.sql", source="bars_1m", minutes=minutes))
         con.execute("CREATE OR REPLACE VIEW instrument_changes AS " + render("instrument_changes.sql"))
+        con.execute("CREATE OR REPLACE VIEW run_attribution AS " + _run_attribution_sql())
         for tf in ("1m", "1h", "1d"):
             self._register_features(con, tf)
         self._register_signals(con)
@@ -201,6 +206,17 @@ class Warehouse:
     def close(self) -> None:
         """Close the shared connection."""
         self.refresh()
+
+
+@lru_cache(maxsize=1)
+def _run_attribution_sql() -> str:
+    """Live/paper runs against their latest attribution backtest, order by order (no marks: see the template).
+
+    Rendered once per process: the text never changes, and checking it (sqlglot) costs ~25 ms, too much for
+    every connection.
+    """
+    return render("run_attribution.sql", runs="runs", orders="run_orders", fills="run_fills",
+                  executions="run_executions", pairs=None, marks=None)
 
 
 def _symbols_with_contractless_bars(directory: Path) -> list[str]:

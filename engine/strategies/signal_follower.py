@@ -1,13 +1,13 @@
 """Trade to the ``target`` column of a signal query: the event-driven twin of the vectorized path.
 
-Run any signal generator (:mod:`engine.signals`) through the event engine and its risk manager::
+Run any signal generator (:mod:`engine.signals.generators`) through the event engine and its risk manager::
 
     qe backtest --query "$(qe signals show momentum -t 1h)" \\
         --strategy engine.strategies.signal_follower:SignalFollower
 
 On every bar the strategy returns ``self.target_position(bar.symbol, bar.target)``: one market order for the
 difference between the target and the position plus working orders. A NULL target keeps the previous one
-(as :func:`engine.vectorized.run_vectorized` does), so the two paths trade the same orders; the event path
+(as :func:`engine.backtest.vectorized.run_vectorized` does), so the two paths trade the same orders; the event path
 also passes them through the risk manager.
 
 ``sizing="engine"`` sizes in the event engine instead of SQL: the target is
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.orders import Order
+from engine.core.orders import Order
 from engine.strategy import Strategy
 from warehouse.errors import QEError
 

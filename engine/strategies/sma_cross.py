@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from engine.orders import Order
+from engine.core.orders import Order
 from engine.strategy import Strategy
 
 __all__ = ["SmaCross"]

@@ -2,7 +2,7 @@
 
 Every test uses MES March 2026 (MESH6, multiplier 5, tick 0.25) and, unless it says otherwise, the bar
 O 5000.25 / H 5001.00 / L 4999.50 / C 5000.75 pushed after the order arrived. The simulator matches with the
-backtest broker's rules (engine/execution.py): path O -> H -> L -> C.
+backtest broker's rules (engine/execution/simulated.py): path O -> H -> L -> C.
 """
 
 from __future__ import annotations

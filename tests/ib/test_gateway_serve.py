@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.serve import serve
-from engine.cli import app
+from engine.cli.main import app
 from tests.ib.conftest import run, until
 
 

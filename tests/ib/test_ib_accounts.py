@@ -13,7 +13,7 @@ from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.orders import to_ib_order
 from engine.adapters.ib.safety import SafetyError
-from engine.orders import limit
+from engine.core.orders import limit
 from warehouse.errors import ConfigError
 from tests.ib.conftest import CLOCK, TODAY, run, until
 

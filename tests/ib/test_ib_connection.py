@@ -17,7 +17,7 @@ from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.reconnect import HALT_DISCONNECTED, ReconnectPolicy
 from engine.adapters.ib.safety import SafetyError
-from engine.orders import OrderStatus, limit
+from engine.core.orders import OrderStatus, limit
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 BAR = (5000.25, 5001.00, 4999.50, 5000.75)

@@ -15,7 +15,7 @@ from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.safety import SafetyError, bind_account
-from engine.orders import OrderStatus, limit, market, stop
+from engine.core.orders import OrderStatus, limit, market, stop
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 BAR = (5000.25, 5001.00, 4999.50, 5000.75)

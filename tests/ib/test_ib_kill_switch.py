@@ -13,8 +13,8 @@ from ib_async import IB, Future, LimitOrder
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.safety import SafetyError
-from engine.instruments import InstrumentBook
-from engine.orders import OrderStatus, limit, market, stop
+from engine.core.instruments import InstrumentBook
+from engine.core.orders import OrderStatus, limit, market, stop
 from engine.risk import RiskLimits, RiskManager, RiskState
 from tests.ib.conftest import CLOCK, TODAY, run, until
 

@@ -15,8 +15,8 @@ from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
-from engine.orders import OCA_TYPE, OrderStatus, bracket, market, oco, stop
-from engine.orders import limit as limit_order
+from engine.core.orders import OCA_TYPE, OrderStatus, bracket, market, oco, stop
+from engine.core.orders import limit as limit_order
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 MINUTE = timedelta(minutes=1)

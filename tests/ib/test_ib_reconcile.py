@@ -16,7 +16,7 @@ from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import JournalEntry, OrderJournal
 from engine.adapters.ib.safety import SafetyError
-from engine.orders import OrderStatus, limit
+from engine.core.orders import OrderStatus, limit
 from tests.ib.conftest import CLOCK, TODAY, run, until
 from warehouse import Warehouse
 

@@ -25,7 +25,7 @@ from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
 from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import SafetyError
-from engine.orders import limit, market, stop
+from engine.core.orders import limit, market, stop
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 FAULTS = int(os.environ.get("QE_IB_SOAK_FAULTS", "200"))

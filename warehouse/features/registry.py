@@ -10,8 +10,6 @@ derived through the shared ``base`` query.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -142,22 +140,25 @@ def build_registry(templates: list[tuple[str, str]] | None = None, timeframe: st
 
 @dataclass(frozen=True)
 class StagedQueries:
-    """The feature query split for a staged build: base, one SELECT per family over ``base``, and the final
-    projection over the families' files (see :func:`staged_queries`)."""
+    """The feature query split for a staged build (see :func:`staged_queries`): ``base`` (stored once), one
+    SELECT per family over a relation named ``base``, and the features in catalog order with their family."""
 
     base: str
     families: list[str]
-    compose: Callable[[list[str]], str]
+    #: Every feature in catalog order: ``.name``, ``.type`` and ``.family_index`` (its position in ``families``).
+    features: list = field(default_factory=list)
 
 
 def staged_queries(registry: Registry, source: str, timeframe: str = "1m") -> StagedQueries:
-    """The same features as :func:`feature_query`, as separate statements: ``base`` over ``source`` (written
-    first), each family over a relation named ``base`` in (symbol, ts) order, and ``compose(files)``, the final
-    SELECT that puts the families' files side by side. Peak memory is the largest family's, not the sum of all
-    five families' windows held at once by one query."""
+    """The same features as :func:`feature_query`, as separate statements: ``base`` over ``source`` and each
+    family over a relation named ``base`` (``symbol, ts`` and its declared outputs). Neither is ordered: the
+    caller orders the families' rows by (symbol, ts) and puts them side by side
+    (:mod:`warehouse.features.materialize`), applying the same projection as ``_project.sql`` (declared types,
+    non-finite doubles as NULL). Peak memory is the largest family's, not the sum of all five families' windows
+    held at once by one query."""
     from types import SimpleNamespace
 
-    base_sql = render("features/base.sql", **{**template_params(timeframe), "source": source}) + "\nORDER BY symbol, ts"
+    base_sql = render("features/base.sql", **{**template_params(timeframe), "source": source})
     index = {family.template: i for i, family in enumerate(registry.families)}
     features = [SimpleNamespace(name=s.name, type=s.type, family_index=index[s.template]) for s in registry.features]
     by_family: dict[int, list[str]] = {i: [] for i in range(len(registry.families))}
@@ -165,12 +166,7 @@ def staged_queries(registry: Registry, source: str, timeframe: str = "1m") -> St
         by_family[f.family_index].append(f.name)
     families = [render("features/_family_staged.sql", family_sql=family.sql, columns=by_family[i])
                 for i, family in enumerate(registry.families)]
-
-    def compose(files: list[str]) -> str:
-        quoted = [str(path).replace("'", "''") for path in files]
-        return render("features/_compose_staged.sql", files=quoted, features=features)
-
-    return StagedQueries(base_sql, families, compose)
+    return StagedQueries(base_sql, families, features)
 
 
 def feature_query(registry: Registry, source: str, timeframe: str = "1m",

@@ -155,10 +155,12 @@ class IBConfig(BaseModel):
         """The one account ``strategy`` may trade."""
         return self.accounts[self.binding(strategy).account]
 
-    def handler(self, strategy: str, run_id: str, *, live: bool = False, **options: Any):  # noqa: ANN201
+    def handler(self, strategy: str, run_id: str, *, live: bool = False, role: Role = "orders",
+                **options: Any):  # noqa: ANN201
         """The strategy's :class:`~engine.adapters.ib.handler.IBExecutionHandler`, bound to its account.
 
-        ``live`` is still the explicit flag a live account or port needs; ``options`` go to the handler
+        ``live`` is still the explicit flag a live account or port needs; ``role`` picks the client id
+        (``control`` for the operator's kill switch from another process); ``options`` go to the handler
         (``journal``, ``reconnect``, ``instruments``). Account, host, port and client id come from the config
         and cannot be overridden here.
         """
@@ -169,7 +171,7 @@ class IBConfig(BaseModel):
             raise SafetyError(f"{', '.join(sorted(fixed))} come from the IB config; they cannot be overridden")
         account = self.account(strategy)
         return IBExecutionHandler(run_id, strategy, self.binding(strategy).contracts, host=account.host,
-                                  port=account.gateway_port, client_id=self.client_id(strategy), account=account.id,
+                                  port=account.gateway_port, client_id=self.client_id(strategy, role), account=account.id,
                                   live=live, port_kind=account.port_kind, **options)
 
 

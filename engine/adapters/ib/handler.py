@@ -5,8 +5,8 @@ The engine's loop is synchronous and bar-driven; IB is asynchronous. The handler
 * :meth:`connect` (async) checks the port, connects, checks and binds the account, and qualifies every
   future the strategy trades. Nothing can be submitted before all of that succeeded.
 * :meth:`submit` sends the order (``placeOrder`` returns at once) and returns no fills; IB reports them later.
-* IB's events update the engine :class:`~engine.orders.Order` (filled quantity, average price, final status)
-  and produce engine :class:`~engine.orders.Fill` records once the commission report arrived; :meth:`on_bar`
+* IB's events update the engine :class:`~engine.core.orders.Order` (filled quantity, average price, final status)
+  and produce engine :class:`~engine.core.orders.Fill` records once the commission report arrived; :meth:`on_bar`
   (or :meth:`drain_fills`) hands them to the loop.
 
 Idempotency: with an :class:`~engine.adapters.ib.journal.OrderJournal`, each order is journaled before it is
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 from ib_async import IB, CommissionReport, Contract, MarketOrder, Trade
@@ -38,9 +39,9 @@ from engine.adapters.ib.orders import future_for, oca_name, order_ref, to_ib_ord
 from engine.adapters.ib.reconnect import ReconnectPolicy
 from engine.adapters.ib.safety import PortKind, SafetyError, bind_account, check_port, mask
 from engine.adapters.ib.subscriptions import Subscription, Subscriptions
-from engine.execution import ExecutionHandler
-from engine.instruments import EPOCH, InstrumentBook
-from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
+from engine.execution.base import ExecutionHandler
+from engine.core.instruments import EPOCH, InstrumentBook
+from engine.core.orders import Fill, Order, OrderStatus, OrderType, TimeInForce, market
 from engine.risk import RiskManager, RiskState
 from warehouse.sessions import trading_date
 
@@ -57,7 +58,7 @@ class FillRecord:
 
     Attributes
     ----------
-    fill : engine.orders.Fill
+    fill : engine.core.orders.Fill
         ``commission`` is IB's (from the commission report).
     exec_id, order_ref : str
     commission_estimate : float
@@ -156,6 +157,12 @@ class IBExecutionHandler(ExecutionHandler):
         self.account: str | None = None
         self.contracts: dict[str, Contract] = {}
         self.records: list[FillRecord] = []
+        #: orderRef -> wall clock (UTC) when placeOrder was called: the send leg of the latency attribution
+        self.sent_at: dict[str, datetime] = {}
+        #: after a restart: how many orders the engine restored (:meth:`adopt`), and the journaled orders
+        #: numbered after them, not counted as working until the engine decides them again (:meth:`_readopt`)
+        self._adopted_ids: int | None = None
+        self._awaiting: set[str] = set()
         self._orders: dict[str, Order] = {}  # orderRef -> engine order
         self._trades: dict[str, Trade] = {}
         self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
@@ -242,7 +249,9 @@ class IBExecutionHandler(ExecutionHandler):
         if self.journal is not None:
             for row in self.journal.read(self.run_id, self.strategy).to_pylist():
                 if row["order_ref"] not in self._orders:
-                    self._orders[row["order_ref"]] = _order_from_journal(row)
+                    self._orders[row["order_ref"]] = order = _order_from_journal(row)
+                    if self._adopted_ids is not None and order.order_id >= self._adopted_ids:
+                        self._awaiting.add(row["order_ref"])
             known_anywhere = set(self.journal.read().column("order_ref").to_pylist())
         else:
             known_anywhere = set(self._orders)
@@ -294,13 +303,16 @@ class IBExecutionHandler(ExecutionHandler):
                         len(found.external), mask(account))
         return found
 
-    async def kill(self, all_clients: bool = False, timeout: float = 5.0) -> list[Trade]:
+    async def kill(self, all_clients: bool = False, timeout: float = 5.0, *, only: Collection[str] | None = None,
+                   ref_prefix: str = "kill") -> list[Trade]:
         """The kill switch at the broker: halt, cancel working orders, flatten the account at market.
 
         Cancels every order of this client working at IB (``all_clients=True``: IB's global cancel, every
         client's and manual orders too), waits until IB reports none working, then sends a market order
-        against every non-zero position IB reports for the bound account. New orders are refused until
-        :meth:`reset`. Returns the flattening trades (their fills arrive like any other).
+        against every non-zero position IB reports for the bound account (``only``: just the positions in
+        these contracts, by IB local symbol such as ``MESH6``). The flattening orders are journaled with the
+        orderRefs ``run/strategy/<ref_prefix>-<n>``. New orders are refused until :meth:`reset`. Returns the
+        flattening trades (their fills arrive like any other).
 
         Raises
         ------
@@ -321,9 +333,11 @@ class IBExecutionHandler(ExecutionHandler):
         for position in await self.ib.reqPositionsAsync():
             if position.account != self.account or not position.position:
                 continue
+            if only is not None and (position.contract.localSymbol or position.contract.symbol) not in only:
+                continue
             self._kills += 1
             quantity = -int(position.position)
-            ref = order_ref(self.run_id, self.strategy, f"kill-{self._kills}")
+            ref = order_ref(self.run_id, self.strategy, f"{ref_prefix}-{self._kills}")
             order = market(position.contract.symbol, quantity, tif="DAY", tag="kill switch")
             order.order_id, order.origin = -self._kills, "kill_switch"
             ib_order = MarketOrder("BUY" if quantity > 0 else "SELL", abs(quantity), account=self.account, tif="DAY",
@@ -408,7 +422,7 @@ class IBExecutionHandler(ExecutionHandler):
         parent/child orders: the entry and the first child with ``transmit=False``, the last child with
         ``transmit=True`` and every child with ``parentId`` = the entry's IB order id, so IB receives the
         bracket whole; the exits share the OCA group ``bracket:<entry id>``. An OCO leg goes out in its
-        group (:func:`~engine.adapters.ib.orders.oca_name`, ``ocaType`` :data:`~engine.orders.OCA_TYPE`).
+        group (:func:`~engine.adapters.ib.orders.oca_name`, ``ocaType`` :data:`~engine.core.orders.OCA_TYPE`).
         Every leg is journaled before the first is sent.
 
         ``bar`` and ``close_known`` (the seam's signal-close hints) do not apply: IB fills at its own prices.
@@ -426,6 +440,8 @@ class IBExecutionHandler(ExecutionHandler):
         for child in order.children:  # the engine's bracket semantics: the exits are one OCO group
             child.parent_id = order.order_id
             child.oca_group = child.oca_group or f"bracket:{order.order_id}"
+        if self._readopt(legs):
+            return []
         outgoing = []
         for leg in legs:
             ref = order_ref(self.run_id, self.strategy, leg.order_id)
@@ -446,6 +462,52 @@ class IBExecutionHandler(ExecutionHandler):
         self._send_all(outgoing)
         return []
 
+    def adopt(self, orders: Iterable[Order]) -> None:
+        """This run's orders from before a restart (its checkpoint), handed over before :meth:`connect`.
+
+        The reconciliation then updates these very objects (fills while away, final states) instead of
+        copies made from the journal, so the engine's books and the broker's agree. Denied orders never
+        reached the broker and are skipped.
+        """
+        orders = list(orders)
+        for order in orders:
+            if order.order_id >= 0 and order.status is not OrderStatus.DENIED:
+                self._orders[order_ref(self.run_id, self.strategy, order.order_id)] = order
+        self._adopted_ids = len(orders)
+
+    def unclaimed(self) -> list[str]:
+        """Journaled orders of this run numbered after the restored ones that the engine has not decided again
+        (after a restart's catch-up, these are orders at the broker the books do not know)."""
+        return sorted(self._awaiting)
+
+    def _readopt(self, legs: list[Order]) -> bool:
+        """True when the legs are orders a restart awaits (journaled after the restored state, see :meth:`adopt`)
+        and each is the very order journaled: the engine's new objects take over the journaled ones' state and
+        nothing is sent. Any other journaled orderRef is refused as before (sent already).
+
+        Raises
+        ------
+        SafetyError
+            A journaled order under the same orderRef that is not this one (the strategy decided otherwise):
+            the books can no longer be trusted to match the broker's.
+        """
+        refs = [order_ref(self.run_id, self.strategy, leg.order_id) for leg in legs]
+        if not any(ref in self._awaiting for ref in refs):
+            return False  # not a restart's re-decision: an order journaled already is never sent again
+        known = [self._orders.get(ref) for ref in refs]
+        for ref, old, leg in zip(refs, known, legs):
+            same = old is not None and (old.symbol, old.quantity, old.order_type, old.limit_price, old.stop_price) \
+                == (leg.symbol, leg.quantity, leg.order_type, leg.limit_price, leg.stop_price)
+            if not same:
+                raise SafetyError(f"order {ref} was journaled before a restart as another order than the one decided "
+                                  "now; not sent (the session and the broker no longer agree)")
+            leg.status, leg.filled, leg.fill_value = old.status, old.filled, old.fill_value
+            leg.ts_done, leg.detail = old.ts_done, old.detail
+            self._orders[ref] = leg
+            self._awaiting.discard(ref)
+        log.info("orders %s were sent before the restart: adopted, not sent again", ", ".join(refs))
+        return True
+
     def _send(self, ref: str, contract: Contract, order: Order, ib_order: object) -> Trade:
         """Journal, then send one order."""
         return self._send_all([(ref, contract, order, ib_order)])[0]
@@ -459,6 +521,7 @@ class IBExecutionHandler(ExecutionHandler):
         for ref, contract, order, ib_order in outgoing:
             self._journaled.add(ref)
             self._orders[ref] = order
+            self.sent_at[ref] = datetime.now(timezone.utc)
             trades.append(self.ib.placeOrder(contract, ib_order))
             self._trades[ref] = trades[-1]
         return trades
@@ -479,8 +542,14 @@ class IBExecutionHandler(ExecutionHandler):
         self._ready = [f for f in self._ready if f.symbol != symbol]
         return taken
 
-    def working_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self._orders.values() if not o.is_done and symbol in (None, o.symbol)]
+    @property
+    def working(self) -> dict[str, list[Order]]:
+        """Symbol -> its orders IB has not finished, in submission order (rebuilt on every read)."""
+        working: dict[str, list[Order]] = {}
+        for ref, order in self._orders.items():
+            if not order.is_done and ref not in self._awaiting:
+                working.setdefault(order.symbol, []).append(order)
+        return working
 
     def drain_fills(self) -> list[Fill]:
         """Every fill reported since the last call, all symbols."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.orders import Order
+from engine.core.orders import Order
 from warehouse.schemas import ORDER_JOURNAL
 from warehouse.store import write_parquet_atomic
 

@@ -7,7 +7,7 @@ STP LMT, MIT). Quantities are unsigned with ``action`` BUY/SELL. GTD expiries go
 Linked orders: an engine OCO group (``Order.oca_group``; a bracket's exits are ``bracket:<entry id>``) goes
 out as ``ocaGroup`` = :func:`oca_name` (``run/strategy/group``: IB's group names are shared by every client
 of the account, so the run and strategy keep them apart) with ``ocaType`` = the engine's
-:data:`~engine.orders.OCA_TYPE`. The bracket's ``parentId`` and ``transmit`` flags are the handler's (they
+:data:`~engine.core.orders.OCA_TYPE`. The bracket's ``parentId`` and ``transmit`` flags are the handler's (they
 need IB order ids).
 """
 
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from ib_async import Contract, Future
 from ib_async import Order as IBOrder
 
-from engine.orders import OCA_TYPE, Order, OrderType
+from engine.core.orders import OCA_TYPE, Order, OrderType
 from warehouse.contracts import load_specs
 from warehouse.errors import ConfigError
 

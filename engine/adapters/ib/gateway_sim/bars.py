@@ -3,7 +3,8 @@
 Every bar pushed into the simulator (by a test or a replay) is kept per contract; ``reqHistoricalData``
 answers from that history, aggregated to the requested bar size (open of the first bar, high/low over the
 bucket, close of the last, volume summed; buckets start at multiples of the bar size since the epoch, daily
-buckets at 00:00 UTC), and ``reqRealTimeBars`` subscribers get each pushed bar as it arrives.
+buckets at 00:00 UTC), and ``reqRealTimeBars`` subscribers get each pushed bar as it arrives. IB's real-time
+bars are 5-second bars: :func:`split_5s` turns a pushed minute bar into twelve whose aggregate is that bar.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-__all__ = ["Bar", "BarHistory", "bar_seconds", "duration", "parse_end"]
+__all__ = ["Bar", "BarHistory", "bar_seconds", "duration", "parse_end", "split_5s"]
 
 _UNITS = {"sec": 1, "secs": 1, "min": 60, "mins": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400,
           "week": 7 * 86400, "weeks": 7 * 86400}
@@ -31,6 +32,28 @@ class Bar:
     low: float
     close: float
     volume: int
+
+
+def split_5s(bar: Bar, length_s: int = 60) -> list[Bar]:
+    """A bar of ``length_s`` seconds as the 5-second bars IB would send for it, aggregating to it exactly.
+
+    The price walks open -> high -> low -> close in the first three 5-second bars, which share the volume
+    (the remainder to the first); the rest are flat at the close with no volume (no trade). With fewer than
+    three contracts of volume the first 5-second bar is the whole bar. Prices stay on the bar's own values,
+    hence on its tick grid.
+    """
+    count = length_s // 5
+    if count < 1 or length_s % 5:
+        raise ValueError(f"a {length_s}-second bar does not split into 5-second bars")
+    step = timedelta(seconds=5)
+    o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+    if v >= 3 and count >= 3:
+        share, extra = divmod(v, 3)
+        path = [Bar(bar.ts, o, h, o, h, share + extra), Bar(bar.ts + step, h, h, low, low, share),
+                Bar(bar.ts + 2 * step, low, c, low, c, share)]
+    else:
+        path = [Bar(bar.ts, o, h, low, c, v)]
+    return path + [Bar(bar.ts + k * step, c, c, c, c, 0) for k in range(len(path), count)]
 
 
 def bar_seconds(setting: str) -> int:

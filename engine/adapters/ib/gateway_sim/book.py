@@ -1,7 +1,7 @@
 """The simulator's order book: IB orders matched by the backtest broker against bars the caller pushes.
 
-Matching is delegated to :class:`engine.execution.BacktestExecutionHandler`, so every convention is the
-backtest's (see ``engine/execution.py``): an order may execute from the first bar pushed after it arrived;
+Matching is delegated to :class:`engine.execution.simulated.BacktestExecutionHandler`, so every convention is the
+backtest's (see ``engine/execution/simulated.py``): an order may execute from the first bar pushed after it arrived;
 MARKET fills at that bar's open; LIMIT at the open or the limit; STOP and MIT at the open on a gap, else at
 the trigger; STOP_LIMIT triggers like a stop, then works as a limit; DAY expires when the CME trading date
 changes, GTD at ``goodTillDate``; IOC/FOK after their first executable bar. Partial fills come from volume
@@ -11,14 +11,14 @@ IB's view is kept beside it: IB statuses, permIds, executions (``execId``), posi
 contract with IB's futures ``avgCost`` (average price times multiplier; commissions are not folded in).
 Realized P&L is not computed (the commission report sends it unset).
 
-Linked orders are the backtest broker's too (``engine/orders.py``):
+Linked orders are the backtest broker's too (``engine/core/orders.py``):
 
 * ``transmit=False`` stages an order at the gateway (IB shows it, nothing works) until an order of the same
   client with ``transmit=True`` sends it: a bracket's last child sends its parent and every staged sibling
   at once, so a half-built bracket never works.
 * ``parentId`` makes a bracket: the children are held (PreSubmitted) until the parent is done, then work
   for the contracts the parent filled, as one OCA group (cancelled if it filled none).
-* ``ocaGroup`` with ``ocaType`` 2 (the engine's :data:`~engine.orders.OCA_TYPE`): the leg reached first
+* ``ocaGroup`` with ``ocaType`` 2 (the engine's :data:`~engine.core.orders.OCA_TYPE`): the leg reached first
   fills, every other leg is reduced by what it filled and cancelled once nothing is left; never two filled.
   Other ocaTypes are refused (201): the simulator models only the engine's.
 """
@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.adapters.ib.gateway_sim.listing import ListedFuture
 from engine.adapters.ib.gateway_sim.requests import PlaceOrder
-from engine.execution import BacktestExecutionHandler
-from engine.instruments import EPOCH, InstrumentBook
-from engine.orders import OCA_TYPE, Fill, Order, OrderStatus, OrderType, TimeInForce
+from engine.execution.simulated import BacktestExecutionHandler
+from engine.core.instruments import EPOCH, InstrumentBook
+from engine.core.orders import OCA_TYPE, Fill, Order, OrderStatus, OrderType, TimeInForce
 from warehouse.sessions import trading_date
 
 __all__ = ["Rejected", "SimOrder", "SimExecution", "SimPosition", "Book", "ORDER_TYPES", "TIFS"]
@@ -153,10 +153,13 @@ class Book:
         Share of a bar's volume the orders of one contract may take (partial fills); None for no cap.
     commission_per_contract : float or None
         What commission reports charge per contract; None uses the fee table (``fees.csv``), like the backtest.
+    instruments : InstrumentBook, optional
+        The terms (fee table with a run's overrides) the matching and commissions use; default the tables'.
     """
 
-    def __init__(self, *, participation: float | None = None, commission_per_contract: float | None = None) -> None:
-        self.matcher = BacktestExecutionHandler(InstrumentBook(), bar_ns=0, participation=participation)
+    def __init__(self, *, participation: float | None = None, commission_per_contract: float | None = None,
+                 instruments: InstrumentBook | None = None) -> None:
+        self.matcher = BacktestExecutionHandler(instruments or InstrumentBook(), bar_ns=0, participation=participation)
         self.commission_per_contract = commission_per_contract
         self.orders: dict[tuple[int, int], SimOrder] = {}
         self.executions: list[SimExecution] = []

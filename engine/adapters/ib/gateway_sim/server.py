@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 
 from engine.adapters.ib.gateway_sim import messages as msg
-from engine.adapters.ib.gateway_sim.bars import Bar, BarHistory
+from engine.adapters.ib.gateway_sim.bars import Bar, BarHistory, split_5s
 from engine.adapters.ib.gateway_sim.book import Book, BookEvents, SimOrder
 from engine.adapters.ib.gateway_sim.faults import Faults
 from engine.adapters.ib.gateway_sim.listing import FuturesListing, ListedFuture
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.gateway_sim.session import Session
 from engine.adapters.ib.safety import mask
+from engine.core.instruments import InstrumentBook
 from warehouse.contracts import root_of
 
 __all__ = ["GatewaySim"]
@@ -51,18 +52,21 @@ class GatewaySim:
         The nextValidId of a client that has placed no order.
     cash : float
         What account updates report as cash and net liquidation (a paper account starts with 1,000,000).
+    instruments : InstrumentBook, optional
+        Terms for matching and commissions (a run's overrides); default the contract tables'.
     """
 
     def __init__(self, accounts: Iterable[str] = ("DU1234567",), *, host: str = "127.0.0.1", port: int = 0,
                  today: date | None = None, clock: datetime | None = None, participation: float | None = None,
                  commission_per_contract: float | None = None, first_order_id: int = 1,
-                 cash: float = 1_000_000.0) -> None:
+                 cash: float = 1_000_000.0, instruments: InstrumentBook | None = None) -> None:
         self.accounts = list(accounts)
         if not self.accounts:
             raise ValueError("the gateway needs at least one managed account")
         self.host = host
         self.port = port
-        self.book = Book(participation=participation, commission_per_contract=commission_per_contract)
+        self.book = Book(participation=participation, commission_per_contract=commission_per_contract,
+                         instruments=instruments)
         self.history = BarHistory()
         if clock is not None:
             self.book.now = clock
@@ -134,25 +138,34 @@ class GatewaySim:
         return found
 
     def push_bar(self, contract: str | int, ts: datetime, open_: float, high: float, low: float, close: float,
-                 volume: int = 1_000_000) -> BookEvents:
-        """A bar of ``contract`` opening at ``ts``: match its working orders and report what happened."""
+                 volume: int = 1_000_000, *, as_5s: bool = False) -> BookEvents:
+        """A bar of ``contract`` opening at ``ts``: match its working orders and report what happened.
+
+        ``as_5s``: the bar is a minute bar that the gateway keeps and streams as IB does, as twelve 5-second
+        bars (:func:`~.bars.split_5s`; history answers and real-time subscribers see those, and any bar size
+        of a minute or more aggregates back to the pushed bar); orders are matched against the whole minute.
+        """
         future = self.future(contract)
         bar = Bar(ts, open_, high, low, close, volume)
-        self.history.add(future.con_id, bar)
+        parts = split_5s(bar) if as_5s else [bar]
+        for part in parts:
+            self.history.add(future.con_id, part)
         events = self.book.push_bar(future, ts, open_, high, low, close, volume)
         self._last_price[future.con_id] = close
         self._report(events)
         for session in list(self.sessions.values()):
-            session.on_bar(future, bar)
+            for part in parts:
+                session.on_bar(future, part)
         return events
 
     async def replay(self, bars: Iterable[tuple[str, datetime, float, float, float, float, int]],
-                     speed: float | None = None) -> tuple[int, int]:
+                     speed: float | None = None, *, as_5s: bool = False) -> tuple[int, int]:
         """Push ``(local symbol, ts, open, high, low, close, volume)`` bars in order.
 
         ``speed`` is bar time per wall-clock second (60: a one-minute bar per second); None or 0 pushes as
-        fast as possible (yielding to clients between bars). Bars of contracts the simulator does not list
-        are skipped. Returns ``(pushed, skipped)``.
+        fast as possible (yielding to clients between bars). ``as_5s``: minute bars streamed as 5-second bars
+        (see :meth:`push_bar`). Bars of contracts the simulator does not list are skipped. Returns
+        ``(pushed, skipped)``.
         """
         pushed = skipped = 0
         previous: datetime | None = None
@@ -161,7 +174,7 @@ class GatewaySim:
             await asyncio.sleep(max(wait, 0.0))
             previous = ts
             try:
-                self.push_bar(contract, ts, open_, high, low, close, volume)
+                self.push_bar(contract, ts, open_, high, low, close, volume, as_5s=as_5s)
             except KeyError:
                 skipped += 1
                 continue

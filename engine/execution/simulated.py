@@ -1,8 +1,8 @@
-"""The execution seam: ``ExecutionHandler`` and the simulated broker of backtests.
+"""The simulated broker of backtests: ``BacktestExecutionHandler`` fills orders from the bars.
 
-The event loop talks to one handler in every mode: it submits and cancels orders and, for each bar, asks
-the handler for the fills that happened. ``BacktestExecutionHandler`` simulates them from the bar;
-the Interactive Brokers handler (live/paper) returns the executions the broker reported.
+The kernel talks to one :class:`~engine.execution.base.ExecutionHandler` in every mode; this one simulates
+the fills from each bar (the Interactive Brokers handler, :mod:`engine.adapters.ib.handler`, returns the
+executions the broker reported).
 
 Fill conventions of the simulated broker
 ----------------------------------------
@@ -25,7 +25,7 @@ Fill conventions of the simulated broker
   (all orders together); the rest keeps working (IOC cancels it, FOK fills all or nothing).
 * Time in force: DAY expires at the end of its CME trading date, GTD at ``expire_ts``, IOC/FOK after their
   first executable bar.
-* One-cancels-other groups (``Order.oca_group``; IB ``ocaType`` 2, see :mod:`engine.orders`): every working
+* One-cancels-other groups (``Order.oca_group``; IB ``ocaType`` 2, see :mod:`engine.core.orders`): every working
   leg of a group is priced on the same path and only the leg reached **first** along it trades in that bar
   (position on the path: the leg of the path, then the distance from that leg's start; ties go to the leg
   submitted first). Its fill reduces every other leg by the same contracts, and a leg with nothing left is
@@ -41,40 +41,15 @@ Fill conventions of the simulated broker
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 
-from engine.instruments import InstrumentBook
-from engine.orders import Fill, Order, OrderStatus, OrderType, TimeInForce
-from engine.slippage import NoSlippage, SlippageModel
+from engine.core.instruments import InstrumentBook
+from engine.core.orders import Fill, Order, OrderStatus, OrderType, TimeInForce
+from engine.execution.base import ExecutionHandler
+from engine.execution.slippage import NoSlippage, SlippageModel
 
-__all__ = ["ExecutionHandler", "BacktestExecutionHandler"]
+__all__ = ["BacktestExecutionHandler"]
 
 _EPS = 1e-9
-
-
-class ExecutionHandler(ABC):
-    """Where orders go and fills come from; one interface for the simulated broker and a real one."""
-
-    @abstractmethod
-    def submit(self, order: Order, bar: tuple, close_known: bool = True) -> list[Fill]:
-        """Accept ``order`` (already numbered and risk-checked) decided on ``bar``; return immediate fills.
-
-        ``close_known`` is False when ``bar`` carries the symbol's latest prices but its bar at the decision
-        time has not been seen yet (an order on another symbol than the one whose bar is being processed).
-        """
-
-    @abstractmethod
-    def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
-        """Cancel a working order; False if it was already done."""
-
-    @abstractmethod
-    def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
-               trading_day: int, contract: str | None) -> list[Fill]:
-        """Fills of ``symbol``'s working orders during this bar."""
-
-    @abstractmethod
-    def working_orders(self, symbol: str | None = None) -> list[Order]:
-        """Orders still working (all symbols, or one)."""
 
 
 #: (reference price, whether it slips, path leg): where an order executes on an intrabar path. ``leg`` is the
@@ -173,52 +148,6 @@ class BacktestExecutionHandler(ExecutionHandler):
                 if not child.is_done:
                     self._finish(child, OrderStatus.CANCELLED, ts, reason)
             self.cancel(order, ts, reason)
-
-    def working_orders(self, symbol: str | None = None) -> list[Order]:
-        if symbol is not None:
-            return list(self.working.get(symbol, ()))
-        return [o for orders in self.working.values() for o in orders]
-
-    def working_quantity(self, symbol: str) -> int:
-        """Signed contracts still working for ``symbol``: buys minus sells of :meth:`working_buys_sells`."""
-        buys, sells = self.working_buys_sells(symbol)
-        return buys - sells
-
-    def working_buys_sells(self, symbol: str) -> tuple[int, int]:
-        """Contracts (both >= 0) that ``symbol``'s working orders could buy and could sell at worst.
-
-        Each OCO group counts once per side, at its largest remaining leg on that side (its legs are mutually
-        exclusive); held bracket children do not count (they only work once their entry is done, and then
-        reduce the position it opened).
-        """
-        buys = sells = 0
-        sides: dict[str, list[int]] | None = None
-        for order in self.working.get(symbol, ()):
-            left = order.quantity - order.filled
-            if order.oca_group is not None:
-                if sides is None:
-                    sides = {}
-                side = sides.setdefault(order.oca_group, [0, 0])
-                if left > 0:
-                    side[0] = max(side[0], left)
-                else:
-                    side[1] = max(side[1], -left)
-            elif left > 0:
-                buys += left
-            else:
-                sells -= left
-        if sides:
-            buys += sum(b for b, _ in sides.values())
-            sells += sum(s for _, s in sides.values())
-        return buys, sells
-
-    def in_flight_quantity(self, symbol: str) -> int:
-        """Signed contracts still to fill on ``symbol``'s working MARKET orders: what will fill for sure.
-
-        Resting LIMIT/STOP/MIT orders are not counted: they may never fill (a protective stop does not
-        make the position it protects smaller).
-        """
-        return sum(o.quantity - o.filled for o in self.working.get(symbol, ()) if o.order_type is OrderType.MARKET)
 
     def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
                trading_day: int, contract: str | None) -> list[Fill]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import duckdb
 import pyarrow as pa
@@ -21,7 +22,8 @@ from sqlglot import exp
 from warehouse.errors import QEError
 from warehouse.templates import render
 
-__all__ = ["REQUIRED_COLUMNS", "Feed", "open_feed", "first_trading_days", "infer_timeframe", "BAR_NS"]
+__all__ = ["REQUIRED_COLUMNS", "Feed", "open_feed", "first_trading_days", "infer_timeframe", "BAR_NS", "bar_type",
+           "batch_columns"]
 
 REQUIRED_COLUMNS = ("symbol", "ts", "open", "high", "low", "close")
 
@@ -49,7 +51,12 @@ class Feed:
     def batches(self) -> Iterator[tuple[list[list], int]]:
         """Each batch as (one Python list per column, row count)."""
         for batch in self.reader:
-            yield [_to_list(batch.column(i)) for i in range(batch.num_columns)], batch.num_rows
+            yield batch_columns(batch), batch.num_rows
+
+
+def batch_columns(batch: pa.RecordBatch | pa.Table) -> list[list]:
+    """One Python list per column: the layout the kernel loops over."""
+    return [_to_list(batch.column(i)) for i in range(batch.num_columns)]
 
 
 def _to_list(column: pa.Array) -> list:
@@ -60,7 +67,8 @@ def _to_list(column: pa.Array) -> list:
     return column.to_pylist()
 
 
-def _bar_type(names: list[str]) -> type:
+@lru_cache(maxsize=64)
+def _bar_type_of(names: tuple[str, ...]) -> type:
     base = namedtuple("BarRow", names, rename=True)
     index = {name: i for i, name in enumerate(names)}
 
@@ -69,7 +77,23 @@ def _bar_type(names: list[str]) -> type:
             return tuple.__getitem__(self, index[key])
         return tuple.__getitem__(self, key)
 
-    return type("Bar", (base,), {"__slots__": (), "__getitem__": get, "columns": tuple(names)})
+    def reduce(self):  # noqa: ANN202 - pickled as its column names and values (the type is made at run time)
+        return _rebuild_bar, (names, tuple(self))
+
+    return type("Bar", (base,), {"__slots__": (), "__getitem__": get, "__reduce__": reduce, "columns": names})
+
+
+def bar_type(names: list[str]) -> type:
+    """The bar row type of a query's columns: a named tuple that also answers ``bar["column"]``.
+
+    One type per list of names in a process, and its bars pickle (a live session's checkpoint holds the bars
+    a strategy kept).
+    """
+    return _bar_type_of(tuple(names))
+
+
+def _rebuild_bar(names: tuple[str, ...], values: tuple) -> tuple:
+    return tuple.__new__(_bar_type_of(names), values)
 
 
 def parse_query(query: str) -> exp.Query:
@@ -136,4 +160,4 @@ def open_feed(con: duckdb.DuckDBPyConnection, query: str, batch_size: int = 65_5
     except duckdb.Error as exc:
         raise QEError(f"backtest query failed: {str(exc).splitlines()[0]}") from exc
     names = reader.schema.names
-    return Feed(reader, reader.schema, _bar_type(names), {n: i for i, n in enumerate(names)}, sql)
+    return Feed(reader, reader.schema, bar_type(names), {n: i for i, n in enumerate(names)}, sql)

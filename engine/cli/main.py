@@ -29,15 +29,24 @@ features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 app.add_typer(features_app, name="features")
 
 def _mount_signals() -> None:
-    from engine.signals import signals_app
+    from engine.cli.signals import signals_app
 
     app.add_typer(signals_app, name="signals", help="Signal generators as SQL: list, params, show, build.")
 
 
 _mount_signals()
 
+
+def _mount_live() -> None:
+    from engine.cli.live import live_app
+
+    app.add_typer(live_app, name="live")
+
+
+_mount_live()
+
 def _consoles() -> tuple[Console, Console]:
-    from engine.output import make_console
+    from engine.cli.output import make_console
 
     return make_console(), make_console(stderr=True)
 
@@ -69,7 +78,7 @@ def _main(
     lock.set_command(_command_label(sys.argv[1:]))
 
 
-_GROUPS = ("rolls", "features", "signals")
+_GROUPS = ("rolls", "features", "signals", "live")
 _VALUED_OPTIONS = ("--warehouse", "-w", "--lock-timeout")
 
 
@@ -186,7 +195,7 @@ def sql(
     """Run ad-hoc SQL against every warehouse view."""
     import duckdb
 
-    from engine.output import write_result
+    from engine.cli.output import write_result
 
     from warehouse.coverage import has_bars, unbuilt_features, unbuilt_features_message
 
@@ -219,7 +228,7 @@ def contracts() -> None:
     """List contract specifications (tick, multiplier, hours, margins and fees in effect today)."""
     import tempfile
 
-    from engine.output import print_table
+    from engine.cli.output import print_table
     from warehouse import Warehouse
     from warehouse.layout import resolve_root
 
@@ -255,7 +264,7 @@ def rolls_build(
     symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Roots to rebuild (default all).")] = None,
 ) -> None:
     """Recompute the roll table and continuous series with a rule."""
-    from engine.output import print_table
+    from engine.cli.output import print_table
     from warehouse.coverage import check_symbols_known
     from warehouse.errors import MissingEvidenceError
     from warehouse.rolls import build_rolls
@@ -277,7 +286,7 @@ def rolls_show(
     symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Roots to show (default all).")] = None,
 ) -> None:
     """Show the roll table."""
-    from engine.output import print_table
+    from engine.cli.output import print_table
 
     wh = _existing_warehouse()
     rows = wh.sql("SELECT * FROM rolls ORDER BY symbol, roll_ts")
@@ -323,7 +332,7 @@ def features_list() -> None:
     """Every feature: name, family, type, window, warm-up and description."""
     import pyarrow as pa
 
-    from engine.output import print_table
+    from engine.cli.output import print_table
     from warehouse.features.registry import build_registry
 
     registry = build_registry()
@@ -401,7 +410,7 @@ def backtest(
     signal: Annotated[Optional[str], typer.Option("--signal", help="Vectorized path: the query's target-position column (no strategy, no risk checks).")] = None,
 ) -> None:
     """Run a strategy over the bars a SQL query returns; record the run and write its HTML report."""
-    from engine.backtest import run_backtest
+    from engine.backtest.run import run_backtest
     from engine.runner import load_config, make_strategy, parse_params
     from warehouse.coverage import check_query_data
 
@@ -412,7 +421,7 @@ def backtest(
     wh = _existing_warehouse()
     check_query_data(wh.root, text)
     if signal is not None:
-        from engine.vectorized import run_vectorized
+        from engine.backtest.vectorized import run_vectorized
 
         result = run_vectorized(wh, text, signal, cfg)
     else:
@@ -425,7 +434,7 @@ def backtest(
 
 def _warn_if_signal_never_set(wh, query: str, signal: Optional[str]) -> None:  # noqa: ANN001
     """A run without trades whose signal column is NULL on every row of a symbol: say why (warm-up)."""
-    from engine.signal_checks import all_null_symbols, null_signal_warning, warm_up
+    from engine.signals.checks import all_null_symbols, null_signal_warning, warm_up
 
     con = wh.connect()
     column = signal or "signal"
@@ -451,9 +460,9 @@ def walkforward(
     timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Bar length; inferred from the query's views when omitted.")] = None,
 ) -> None:
     """Walk-forward: choose parameters in each training window, trade them out of sample, stitch and record."""
-    from engine.output import print_table
+    from engine.cli.output import print_table
     from engine.runner import load_config, parse_params
-    from engine.walkforward import walk_forward
+    from engine.backtest.walkforward import walk_forward
     from warehouse.coverage import check_query_data
 
     values: dict[str, list] = {}
@@ -526,8 +535,8 @@ def report_cmd(
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -> None:
     """Recorded runs with their headline metrics (query them all with qe sql ... FROM runs / run_metrics)."""
-    from engine.metrics import MIN_TRADING_DATES_ANNUALIZED
-    from engine.output import print_table
+    from engine.results.metrics import MIN_TRADING_DATES_ANNUALIZED
+    from engine.cli.output import print_table
 
     wh = _existing_warehouse()
     table = wh.sql(
@@ -550,8 +559,8 @@ def runs(limit: Annotated[int, typer.Option(help="Most recent N runs.")] = 20) -
 
 
 def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
-    from engine.ledger import load_run
-    from engine.report import write_report
+    from engine.results.ledger import load_run
+    from engine.results.report import write_report
 
     run, tables, metrics = load_run(wh, run_id)
     path = out or wh.root / "reports" / f"{run['run_id']}.html"
@@ -559,7 +568,7 @@ def _write_report(wh, run_id: str, out: Optional[Path]) -> Path:  # noqa: ANN001
 
 
 def _print_run(run_id: str, metrics: dict, timings: dict, report: Path, events=None) -> None:  # noqa: ANN001
-    from engine.metrics import ANNUALIZED_METRICS, annualized_note, gross_pnl
+    from engine.results.metrics import ANNUALIZED_METRICS, annualized_note, gross_pnl
 
     table = Table(title=f"Run {run_id}", show_header=True)
     table.add_column("metric")
@@ -616,14 +625,29 @@ def gateway_sim(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    paper: Annotated[bool, typer.Option("--paper", help="Paper-trade MES through the in-process IB gateway simulator on shipped real bars.")] = False,
+    bars: Annotated[int, typer.Option("--bars", min=2, help="With --paper: minutes of 2013-10-10 to replay.")] = 90,
+) -> None:
     """Run the pipeline on the shipped sample data: ingest, rolls, features, a recorded backtest, its report.
 
     Ingests the sample bars into the warehouse (creating it), builds the roll table and continuous series,
     builds the features, runs a portfolio backtest of the composite signal through the risk manager, records
     it in the run ledger and writes its HTML report. Running it again loads no bar twice (it records a new run).
+
+    With --paper: a live paper session instead, on one MES contract, against the gateway simulator (no
+    network, no account), then its summary, its attribution against the backtest and its report.
     """
-    from engine.demo import run_demo
+    if paper:
+        from engine.cli.demo import sample_data_dir
+        from engine.cli.demo_paper import run_paper_demo
+
+        wh = _warehouse()
+        run_id = run_paper_demo(wh, console, sample_data_dir(), bars)
+        path = _write_report(wh, run_id, None)
+        console.print(Text(f"Report: {path}"))
+        return
+    from engine.cli.demo import run_demo
 
     run_demo(_warehouse(), console)
 
@@ -661,8 +685,8 @@ def _print_error(message: str) -> None:
 
 
 if __name__ == "__main__":
-    # `python -m engine.cli` runs this file as __main__; run the importable engine.cli instead, so that the
-    # sub-apps that read `engine.cli.state` (qe signals: --warehouse) see this run's options.
-    from engine import cli as _cli
+    # `python -m engine.cli.main` runs this file as __main__; run the importable module instead, so that the
+    # sub-apps that read `engine.cli.main.state` (qe signals: --warehouse) see this run's options.
+    from engine.cli import main as _main
 
-    _cli.main()
+    _main.main()

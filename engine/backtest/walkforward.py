@@ -37,10 +37,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.backtest import BacktestConfig, BacktestResult, run_backtest
-from engine.feed import infer_timeframe, parse_query
-from engine.ledger import new_run_id, record_run
-from engine.metrics import METRIC_KEYS, compute_metrics
+from engine.backtest.run import BacktestConfig, BacktestResult, run_backtest
+from engine.data.feed import infer_timeframe, parse_query
+from engine.results.ledger import new_run_id, record_run
+from engine.results.metrics import METRIC_KEYS, compute_metrics
 from engine.runner import load_strategy_class, make_strategy
 from warehouse import Warehouse
 from warehouse.errors import ConfigError, QEError
@@ -247,7 +247,7 @@ def walk_forward(wh: Warehouse, query: str, strategy: str, grid: dict[str, list]
     anchored : bool
         Training always starts at the first trading date (expanding window) instead of rolling.
     metric : str
-        A key of :data:`engine.metrics.METRIC_KEYS`; higher is better, NaN ranks last, ties go to the
+        A key of :data:`engine.results.metrics.METRIC_KEYS`; higher is better, NaN ranks last, ties go to the
         earlier grid point.
     config : BacktestConfig, optional
         For every run; test runs override ``initial_capital`` (carried) and ``close_at_end`` (True).

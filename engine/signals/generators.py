@@ -30,8 +30,8 @@ A rendered generator is one SELECT (usable as a backtest query) returning, per b
 The registry checks every rendered query: projections equal to the declared columns in order, and the
 look-ahead lint of :mod:`warehouse.features.lint` (no LEAD, no FOLLOWING frames, no joins to later rows).
 
-API: :func:`registry`, :func:`signal_query`, :func:`build_signals`, :func:`signals_relation`, and the typer
-sub-app :data:`signals_app` (``qe signals list | params | show | build``).
+API: :func:`registry`, :func:`signal_query`, :func:`build_signals`, :func:`signals_relation`; the command line
+(``qe signals list | params | show | build``) is :mod:`engine.cli.signals`.
 """
 
 from __future__ import annotations
@@ -48,11 +48,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from engine.params import Param as SignalParam
+from engine.core.params import Param as SignalParam
 from warehouse.errors import QEError
 from warehouse.lock import holds_write_lock
 
@@ -517,7 +515,7 @@ def build_signals(wh: Any, name: str, timeframe: str = "1m", symbols: list[str] 
 
 
 def _null_signal_warning(wh: Any, name: str, timeframe: str, sql: str, symbols: list[str]) -> str | None:
-    from engine.signal_checks import all_null_symbols, null_signal_warning, warm_up
+    from engine.signals.checks import all_null_symbols, null_signal_warning, warm_up
 
     if not symbols:
         return None
@@ -541,96 +539,3 @@ def _write_manifest(path: Path, report: SignalBuildReport, sql: str) -> None:
 
 def _quote(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-# -- command line ---------------------------------------------------------------------------------------
-
-signals_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                          help="Signal generators as SQL: list, params, show, build.")
-
-
-def _console():
-    from engine.output import make_console
-
-    return make_console()
-
-
-def _warehouse():
-    """The warehouse of the running ``qe`` (its ``--warehouse`` option), else ``$QE_WAREHOUSE`` / ``./qe_data``."""
-    import sys
-
-    from warehouse import Warehouse
-
-    cli = sys.modules.get("engine.cli")
-    root = getattr(getattr(cli, "state", None), "warehouse", None) if cli is not None else None
-    return Warehouse(root)
-
-
-def _cli_params(pairs: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs of the command line (the generator checks and converts every value)."""
-    from engine.runner import parse_params
-
-    return parse_params(pairs)
-
-
-@signals_app.command("list")
-def signals_list() -> None:
-    """Every generator: name, class, description and parameters (with defaults)."""
-    import pyarrow as pa
-
-    from engine.output import print_table
-
-    reg = registry()
-    rows = [
-        {"name": g.name, "class": g.class_name, "description": g.description,
-         "parameters": ", ".join(f"{p.name}={p.default}" for p in g.params)
-         + (f" (+ those of {', '.join(g.uses)})" if g.uses else "")}
-        for g in reg.generators.values()
-    ]
-    console = _console()
-    print_table(pa.Table.from_pylist(rows), console, title="Signal generators", limit=1000)
-    console.print("Sizing parameters of every generator: " + ", ".join(f"{p.name}={p.default}" for p in reg.sizing))
-
-
-@signals_app.command("params")
-def signals_params(name: Annotated[str, typer.Argument(help="Generator name or class.")]) -> None:
-    """Every parameter NAME accepts (own, of the generators it uses, sizing): type, default, description."""
-    import pyarrow as pa
-
-    from engine.output import print_table
-
-    reg = registry()
-    rows = [{"parameter": key, "type": p.type_text, "default": str(p.default), "description": p.description}
-            for key, p in reg.parameters(name).items()]
-    print_table(pa.Table.from_pylist(rows), _console(), title=f"{reg.get(name).class_name} parameters", limit=1000)
-
-
-@signals_app.command("show")
-def signals_show(
-    name: Annotated[str, typer.Argument(help="Generator name or class.")],
-    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="1m|1h|1d")] = "1m",
-    symbols: Annotated[list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeatable or comma-separated; default all).")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Parameter key=value (repeatable).")] = None,
-) -> None:
-    """The rendered SQL of NAME (plain text on stdout: usable as `qe backtest --query`)."""
-    typer.echo(signal_query(name, timeframe, symbols, _cli_params(param)))
-
-
-@signals_app.command("build")
-def signals_build(
-    name: Annotated[str, typer.Argument(help="Generator name or class.")],
-    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="1m|1h|1d")] = "1m",
-    symbols: Annotated[list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeatable or comma-separated; default all).")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Parameter key=value (repeatable).")] = None,
-) -> None:
-    """Materialize the signals of NAME to Parquet under <warehouse>/signals/NAME/timeframe=TF/ (view signals_NAME_TF)."""
-    report = build_signals(_warehouse(), name, timeframe, symbols, _cli_params(param))
-    _console().print(
-        f"signals {report.name} {report.timeframe}: {report.rows:,} rows for {len(report.symbols)} symbol(s) "
-        f"({', '.join(report.symbols) or '-'}), {report.files} file(s) in {report.path} ({report.seconds:.2f} s)",
-        markup=False, highlight=False,
-    )
-    if report.warning:
-        from engine.output import make_console
-
-        make_console(stderr=True).print(f"warning: {report.warning}", markup=False, highlight=False)

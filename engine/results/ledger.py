@@ -2,14 +2,14 @@
 
 Layout: ``<warehouse>/runs/<table>/<run_id>.parquet`` for the tables of :data:`warehouse.schemas.RUN_TABLES`
 (views ``runs``, ``run_orders``, ``run_fills``, ``run_positions``, ``run_equity``, ``run_trades``,
-``run_events``, ``run_metrics``). Each file is written atomically and the ``runs`` row is written last, so
+``run_events``, ``run_metrics``, and for live and paper runs ``run_executions``). Each file is written atomically and the ``runs`` row is written last, so
 a run is listed only once all of its tables are on disk; a crash in between leaves files that no ``runs``
 row points to. Neither :func:`load_run` nor the views (which keep only run ids present in ``runs``) ever
 show them, and the next :func:`record_run` deletes them: recording holds the warehouse write lock, so no
 other recording can be halfway through when it looks.
 
 A long backtest's equity ledger is not in memory: the backtester spilled it to a Parquet file
-(``BacktestResult.equity_path``, in the warehouse's ``.staging`` directory when the run is recorded, with
+(``RunResult.equity_path``, in the warehouse's ``.staging`` directory when the run is recorded, with
 ``run_id`` already filled), and :func:`record_run` renames that file into place instead of writing a table.
 """
 
@@ -35,10 +35,10 @@ from warehouse.lock import holds_write_lock
 from warehouse.store import TMP_SUFFIX, fsync_dir, write_parquet_atomic
 
 if TYPE_CHECKING:
-    from engine.backtest import BacktestResult
+    from engine.results.result import RunResult
     from warehouse import Warehouse
 
-__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted"]
+__all__ = ["new_run_id", "code_version", "record_run", "load_run", "run_path", "remove_uncommitted", "ledger_table"]
 
 #: result.tables key -> ledger table
 _TABLES = {
@@ -48,6 +48,7 @@ _TABLES = {
     "equity": "run_equity",
     "trades": "run_trades",
     "events": "run_events",
+    "executions": "run_executions",  # live and paper runs only (broker executions); absent from a backtest
 }
 
 
@@ -98,6 +99,11 @@ def run_path(root: Path, table: str, run_id: str) -> Path:
     return root / "runs" / table / f"{run_id}.parquet"
 
 
+def ledger_table(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:
+    """``table`` as ledger table ``schema`` of run ``run_id``: columns it lacks NULL, ``run_id`` set on every row."""
+    return _with_run_id(_conform(table, schema), run_id, schema)
+
+
 def _with_run_id(table: pa.Table, run_id: str, schema: pa.Schema) -> pa.Table:
     column = pa.array([run_id] * table.num_rows, pa.string())
     if "run_id" in table.column_names:
@@ -114,7 +120,7 @@ def _ts_or_none(ns: int | None) -> datetime | None:
 
 
 @holds_write_lock
-def record_run(wh: Warehouse, result: BacktestResult, *, kind: str = "backtest", parent_run_id: str | None = None,
+def record_run(wh: Warehouse, result: RunResult, *, kind: str = "backtest", parent_run_id: str | None = None,
                extra_config: dict[str, Any] | None = None) -> str:
     """Write every table of ``result`` and its ``runs`` row; sets and returns ``result.run_id``.
 
@@ -248,7 +254,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def load_run(wh: Warehouse, run_id: str) -> tuple[dict[str, Any], dict[str, pa.Table], dict[str, float]]:
-    """The ``runs`` row, the tables (keys as in :class:`~engine.backtest.BacktestResult`) and the metrics.
+    """The ``runs`` row, the tables (keys as in :class:`~engine.results.result.RunResult`) and the metrics.
 
     Every table is read whole, the equity ledger included: fine for reports of normal runs, but a very long
     run's ``run_equity`` file (one row per bar timestamp, ~80 bytes a row in memory) costs O(history) memory

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.orders import Fill
+from engine.core.orders import Fill
 
 __all__ = ["Position", "TradeRecord", "Portfolio"]
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from engine.output import print_table
+from engine.cli.output import print_table
 from engine.risk import RiskLimits
 from engine.synthetic import synthetic_hourly_universe
 from loaders.ingest import ingest
@@ -141,7 +141,7 @@ DEMO_UNIVERSE = "SELECT DISTINCT symbol FROM contract_bars_1h WHERE source LIKE 
 
 def run_summary(m: dict[str, float]) -> str:
     """The run in two lines a trader reads first: activity and costs beside gross P&L, then the ratios."""
-    from engine.metrics import annualized_note, gross_pnl
+    from engine.results.metrics import annualized_note, gross_pnl
 
     days, trades = int(m["trading_days"]), int(m["trades"])
     gross = gross_pnl(m).get("gross_pnl", float("nan"))
@@ -155,10 +155,10 @@ def run_summary(m: dict[str, float]) -> str:
 
 def _demo_backtest(wh: Warehouse, console: Console) -> None:
     """The composite signal on a SQL-selected multi-root universe through the risk manager, with its report."""
-    from engine.backtest import BacktestConfig, run_backtest
-    from engine.ledger import load_run
-    from engine.report import write_report
-    from engine.signals import signal_query
+    from engine.backtest.run import BacktestConfig, run_backtest
+    from engine.results.ledger import load_run
+    from engine.results.report import write_report
+    from engine.signals.generators import signal_query
     from engine.strategies.signal_follower import SignalFollower
 
     composite = signal_query("composite", DEMO_TIMEFRAME, params=DEMO_SIGNAL_PARAMS)

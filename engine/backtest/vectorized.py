@@ -6,7 +6,7 @@ flat). The run is the one the event engine gives for the strategy
 ``on_bar: return self.target_position(bar.symbol, bar.target)`` (NULL targets skipped), with the same
 tables, schemas and metrics, so the run ledger, ``qe report`` and the HTML report work unchanged.
 
-Conventions (the event engine's, see :mod:`engine.execution` and :mod:`engine.portfolio`):
+Conventions (the event engine's, see :mod:`engine.execution.simulated` and :mod:`engine.core.portfolio`):
 
 * A target decided on bar ``t`` of a symbol is sent as one MARKET order of ``target - previous target``
   (a reversal ``+1 -> -1`` is one order of ``-2``, booked as a closing and an opening fill).
@@ -17,9 +17,9 @@ Conventions (the event engine's, see :mod:`engine.execution` and :mod:`engine.po
 * Slippage: ``none`` or ``fixed`` ticks (rounded up to whole ticks, against the order); other models are a
   :class:`~warehouse.errors.ConfigError` here (they depend on per-bar state: use the event path).
 * Commission ``|q| * fee_per_side(symbol, trading date of the fill bar)``; multiplier and tick from the
-  :class:`~engine.instruments.InstrumentBook` (with the run's overrides).
+  :class:`~engine.core.instruments.InstrumentBook` (with the run's overrides).
 * Rolls: when a symbol's ``contract`` changes between two of its bars (both non-NULL) while a position is
-  held, the position is rolled before the new bar's fills, exactly like ``Backtester._roll``: ``roll_out``
+  held, the position is rolled before the new bar's fills, exactly like ``TradingKernel._roll`` (:mod:`engine.kernel`): ``roll_out``
   at the roll table's ``from_price`` and ``roll_in`` at ``to_price`` (or, without a roll-table row, the
   previous close and the new bar's open, with a ``ROLL_PRICE_FALLBACK`` warning event), slippage and
   commission on both legs, the trade kept open.
@@ -31,7 +31,7 @@ Not in this path: **no pre-trade risk checks** (``config.risk`` is not applied: 
 or margin denials, no loss breakers or kill switch, every target is traded; unless the limits are
 ``RiskLimits.off()`` the run records one ``RISK_NOT_CHECKED`` warning event saying so), no volume
 participation cap (``participation`` set is a ConfigError), only market orders. Strategies that need those
-run through :func:`engine.backtest.run_backtest`.
+run through :func:`engine.backtest.run.run_backtest`.
 
 Implementation: the query is read once as an Arrow table (only the columns used; the CME trading date is
 computed per 15-minute bucket with the feed's own macro, and rows are put in ``ts, symbol`` order with numpy
@@ -52,15 +52,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.backtest import (
+from engine.backtest.run import (
     BacktestConfig,
     BacktestResult,
-    _iso,
-    _load_rolls,
+    load_rolls,
     _metrics_timeframe,
 )
-from engine.feed import BAR_NS, REQUIRED_COLUMNS, first_trading_days, infer_timeframe, parse_query
-from engine.instruments import InstrumentBook
+from engine.data.feed import BAR_NS, REQUIRED_COLUMNS, first_trading_days, infer_timeframe, parse_query
+from engine.core.instruments import InstrumentBook
+from engine.core.timestamps import iso_utc
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
 from warehouse.templates import render_string
@@ -102,10 +102,10 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
     Returns
     -------
     BacktestResult
-        Same tables and metrics as :func:`engine.backtest.run_backtest`; ``strategy`` is
+        Same tables and metrics as :func:`engine.backtest.run.run_backtest`; ``strategy`` is
         ``vectorized:<signal>``.
     """
-    from engine.metrics import compute_metrics
+    from engine.results.metrics import compute_metrics
     from warehouse import Warehouse
 
     config = config or BacktestConfig()
@@ -128,7 +128,7 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
     started = time.perf_counter()
     InstrumentBook(config.instruments).check_coverage(first_trading_days(con, query), margins=False)
     bars = _load(con, query, signal)
-    rolls = {key: (float(a), float(b)) for key, (a, b) in _load_rolls(con).items()}
+    rolls = {key: (float(a), float(b)) for key, (a, b) in load_rolls(con).items()}
     query_s = time.perf_counter() - started
 
     loop_started = time.perf_counter()
@@ -146,7 +146,7 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
         data_start=int(eq_ts[0]) if len(eq_ts) else None, data_end=int(eq_ts[-1]) if len(eq_ts) else None,
     )
     if warehouse is not None and record is not False:
-        from engine.ledger import record_run
+        from engine.results.ledger import record_run
 
         record_run(warehouse, result, kind="vectorized")
     return result
@@ -183,7 +183,7 @@ def _targets(array: pa.Array, signal: str, ts: np.ndarray) -> tuple[np.ndarray, 
     bad = valid & ~(np.isfinite(values) & (np.round(values) == values))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise QEError(f"signal column {signal!r} must hold whole contracts; the bar at {_iso(int(ts[i]))} has "
+        raise QEError(f"signal column {signal!r} must hold whole contracts; the bar at {iso_utc(int(ts[i]))} has "
                       f"{values[i]!r}")
     return values.astype(np.int64), valid
 
@@ -277,7 +277,7 @@ def _load(con: duckdb.DuckDBPyConnection, query: str, signal: str) -> dict[str, 
     sym, names = _codes(_column(table, "symbol"))
     if (sym < 0).any():
         i = int(np.flatnonzero(sym < 0)[0])
-        raise QEError(f"backtest query returned a bar without a symbol at {_iso(int(ts[i]))}")
+        raise QEError(f"backtest query returned a bar without a symbol at {iso_utc(int(ts[i]))}")
     bars: dict[str, Any] = {
         "ts": ts, "sym": sym, "names": names,
         "open": _column(table, "open").to_numpy(zero_copy_only=False).astype(np.float64),
@@ -308,7 +308,7 @@ def _load(con: duckdb.DuckDBPyConnection, query: str, signal: str) -> dict[str, 
         if len(back):
             i = int(back[0])
             raise QEError("backtest query must be ordered by ts: a bar at "
-                          f"{_iso(int(ts[i + 1]))} follows one at {_iso(int(ts[i]))}")
+                          f"{iso_utc(int(ts[i + 1]))} follows one at {iso_utc(int(ts[i]))}")
 
     if ts_cast is not None:
         buckets, inverse = np.unique(ts // _BUCKET_NS, return_inverse=True)

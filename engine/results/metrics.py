@@ -33,7 +33,7 @@ from warehouse.errors import QEError
 from warehouse.features.registry import BARS_PER_YEAR
 
 if TYPE_CHECKING:
-    from engine.equity import (
+    from engine.results.equity import (
         EquitySummary,  # annotations only: this module imports no engine code at run time
     )
 
@@ -381,9 +381,9 @@ def compute_metrics_streaming(
 ) -> dict[str, float]:
     """:func:`compute_metrics` of an equity ledger that was never held in memory whole.
 
-    ``summary`` is an :class:`engine.equity.EquitySummary` the equity points were fed to in time order, one
+    ``summary`` is an :class:`engine.results.equity.EquitySummary` the equity points were fed to in time order, one
     chunk at a time (the backtester does it while spilling a long run's equity to Parquet;
-    :func:`engine.equity.summarize_equity` does it for a table or a file). ``trades`` and ``fills`` are the
+    :func:`engine.results.equity.summarize_equity` does it for a table or a file). ``trades`` and ``fills`` are the
     run's tables, as for :func:`compute_metrics`.
 
     Returns the same keys with the same definitions (see :func:`compute_metrics`). Every value equals the one

@@ -15,8 +15,6 @@ import functools
 import itertools
 import json
 import math
-import os
-import uuid
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from engine.metrics import ANNUALIZED_METRICS, annualized_note, drawdown, monthly_returns
+from engine.results.metrics import ANNUALIZED_METRICS, annualized_note, drawdown, monthly_returns
+from warehouse.store import write_text_atomic
 
 #: At most this many points per chart series reach the HTML.
 MAX_CHART_POINTS = 2000
@@ -129,15 +128,7 @@ def write_report(path: Path, run: dict, tables: dict[str, pa.Table], metrics: di
     path = Path(path)
     html = render_report(run, tables, metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as sink:
-            sink.write(html)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, html)
     return path
 
 
@@ -563,7 +554,7 @@ def _pretty_json(text: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
-    source = resources.files("engine").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
+    source = resources.files("engine.results").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(
         autoescape=True,
         undefined=jinja2.StrictUndefined,

@@ -1,13 +1,13 @@
 """The equity series of a run, recorded in memory bounded by a chunk size, not by the length of the history.
 
-The event loop (:meth:`engine.backtest.Backtester.run`) appends one equity point per distinct bar timestamp
+The kernel (:meth:`engine.kernel.TradingKernel.process`) appends one equity point per distinct bar timestamp
 to plain :class:`array.array` buffers of an :class:`EquityRecorder` (the cheapest append Python has), and the
 account state after each fill to ``cash_marks``. Between record batches the loop asks the recorder to
 :meth:`~EquityRecorder.flush` once its buffer holds ``chunk_points`` points or more: the buffered points
 become one chunk of the ledger table (:data:`warehouse.schemas.RUN_EQUITY`, exactly the rows the in-memory
 table would hold), the chunk is appended to a Parquet file with :class:`pyarrow.parquet.ParquetWriter`, and
 :class:`EquitySummary` folds it into the running statistics that
-:func:`engine.metrics.compute_metrics_streaming` turns into the same metrics :func:`engine.metrics.compute_metrics`
+:func:`engine.results.metrics.compute_metrics_streaming` turns into the same metrics :func:`engine.results.metrics.compute_metrics`
 computes from the whole table. The buffers are then emptied, so a run holds at most ``chunk_points`` plus one
 record batch of points, whatever its length.
 
@@ -47,7 +47,7 @@ EQUITY_FILE = "equity.parquet"
 class EquitySummary:
     """Running statistics of an equity series, fed in time order one ``RUN_EQUITY`` chunk at a time.
 
-    Everything :func:`engine.metrics.compute_metrics` derives from the equity table, kept in O(1) memory
+    Everything :func:`engine.results.metrics.compute_metrics` derives from the equity table, kept in O(1) memory
     (plus one row per trading date):
 
     * ``points``, ``first_ts`` / ``last_ts`` (microseconds since the epoch, UTC, as stored in the ledger),
@@ -58,13 +58,13 @@ class EquitySummary:
       numerically stable) and ``returns_absmax`` (``max |r_t|``, NaN-propagating like ``np.max``);
     * ``peak`` (running maximum, the initial capital the first peak) and ``max_drawdown`` (``max(1 - E / peak)``
       over the points so far, ``None`` before the first point);
-    * the drawdown episodes of :func:`engine.metrics._longest_drawdown`: ``dd_peak_i`` / ``dd_peak_ts`` (index
+    * the drawdown episodes of :func:`engine.results.metrics._longest_drawdown`: ``dd_peak_i`` / ``dd_peak_ts`` (index
       and ts of the point that set the current peak; ``-1`` / ``None`` while it is still the initial capital),
       ``dd_best`` (the longest finished episode that started at a point, as the (calendar days, points) tuple
       compared like the reference) and ``dd_initial_end`` ((ts, index) of the point that ended the episode
       starting at the initial capital, if equity fell below it and recovered). The episode starting at the
       initial capital, and the one still open at the end, need the bar length of the run's timeframe and are
-      resolved by :func:`engine.metrics.compute_metrics_streaming`;
+      resolved by :func:`engine.results.metrics.compute_metrics_streaming`;
     * the last point of each CME trading date (:meth:`daily_table`), from which daily returns are computed.
     """
 

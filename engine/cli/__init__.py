@@ -1,0 +1,1 @@
+"""The ``qe`` command line (:mod:`.main`), its output helpers, the demo and the ``qe signals`` group."""

@@ -1,0 +1,1 @@
+"""Value types every mode shares: orders and fills, the portfolio's books, instrument terms, parameters."""

@@ -1,0 +1,1 @@
+"""The live shell: bars from the broker through the same kernel as a backtest."""

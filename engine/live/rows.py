@@ -1,0 +1,88 @@
+"""The query's rows of one bar, as the kernel takes them: the same SQL a backtest streams, at one timestamp.
+
+A backtest streams ``backtest_feed.sql`` over the user's query once; live, the same template runs over the
+query restricted to the bar that just closed (``WHERE ts = T``), so the strategy sees exactly the row a
+backtest would show it for that bar. Features of the new bars are computed per bar (in memory) and put in
+front of the stored ones under the view's own name: a temporary view ``features_<tf>`` shadows the
+warehouse's view in this connection only, so the user's query is not rewritten.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from engine.data.feed import REQUIRED_COLUMNS, bar_type, batch_columns
+from warehouse.errors import QEError
+from warehouse.templates import render
+
+__all__ = ["QueryRows"]
+
+
+class QueryRows:
+    """The rows of ``query`` at one bar timestamp, in the kernel's column layout.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The session's connection to the warehouse (its temporary views are this session's).
+    query : str
+        The backtest query (one SELECT returning symbol, ts, open, high, low, close, ...).
+    timeframe : str
+        The bar views' suffix (``1m``): names the features view the new rows shadow.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, query: str, timeframe: str) -> None:
+        self.con = con
+        self.query = query.strip().rstrip(";")
+        self.timeframe = timeframe
+        try:
+            returned = [c.lower() for c in con.sql(f"SELECT * FROM ({self.query}) LIMIT 0").columns]
+        except duckdb.Error as exc:
+            raise QEError(f"live query failed: {str(exc).splitlines()[0]}") from exc
+        missing = [c for c in REQUIRED_COLUMNS if c not in returned]
+        if missing:
+            raise QEError(f"the query must return columns {', '.join(REQUIRED_COLUMNS)}; missing: {', '.join(missing)}")
+        self._has_volume = "volume" in returned
+        self.columns: dict[str, int] | None = None
+        self.bar_type: type | None = None
+        self._live_features: pa.Table | None = None
+
+    def add_features(self, rows: pa.Table) -> None:
+        """Feature rows of new bars (the catalog's columns), shown through ``features_<tf>`` from now on.
+
+        Stored rows at or after the first new row's time are hidden behind them, so a features build that
+        ran meanwhile never doubles a row.
+        """
+        if rows.num_rows == 0:
+            return
+        self._live_features = rows if self._live_features is None else pa.concat_tables(
+            [self._live_features, rows.cast(self._live_features.schema)])
+        name = f"features_{self.timeframe}"
+        self.con.register(f"_live_{name}", self._live_features)
+        first = self._live_features["ts"][0].as_py()
+        # qualified with the database: an unqualified (or main.) name inside the temporary view is the view itself
+        database = self.con.sql("SELECT current_database()").fetchone()[0]
+        self.con.execute(
+            f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "{database}".main.{name} '
+            f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM _live_{name}")
+
+    def at(self, ts: datetime) -> tuple[list[list], int]:
+        """The query's rows at bar time ``ts`` (ordered by symbol), as one list per column and a count."""
+        query = f"SELECT * FROM ({self.query}) AS live_q WHERE live_q.ts = TIMESTAMPTZ '{ts.isoformat()}'"
+        sql = render("backtest_feed.sql", query=query, order_by=True, has_volume=self._has_volume)
+        try:
+            table = self.con.sql(sql).arrow()
+        except duckdb.Error as exc:
+            raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
+        if isinstance(table, pa.RecordBatchReader):
+            table = table.read_all()
+        names = table.schema.names
+        if self.columns is None:
+            self.columns = {n: i for i, n in enumerate(names)}
+            self.bar_type = bar_type(names)
+        elif list(self.columns) != names:
+            raise QEError("the live query's columns changed between bars")
+        return batch_columns(table), table.num_rows

@@ -1,0 +1,447 @@
+"""The live shell: bars from the broker, through the same kernel, query and strategy as a backtest.
+
+One session, bar by bar:
+
+1. the broker's 5-second bars are folded into the query's timeframe and stored in the warehouse once their
+   interval closed (:class:`~engine.adapters.ib.data.IBBarFeed`: the same validation and atomic writes as
+   ``qe ingest``; quarantined bars never reach the strategy);
+2. once every root of the universe has its bar of time T (or ``bar_wait_s`` after T's close, without the
+   missing ones), the features of the new bars are computed from in-memory tails
+   (:class:`~warehouse.features.live.LiveFeatures`, the same templates as ``qe features build``) and shown
+   through the session's ``features_<tf>`` view;
+3. the fills the broker reported since the last bar are booked, then the query's rows at T
+   (:class:`~engine.live.rows.QueryRows`) go through :meth:`engine.kernel.TradingKernel.process`: marks,
+   breakers, the strategy, the risk manager, and the orders to the broker -- the code a backtest runs.
+
+The decision for a bar is taken when the bar closes; its market orders fill at the broker's next prices
+(a backtest's ``next_open``). The session is a run in the ledger (kind ``paper`` or ``live``), checkpointed
+every ``record_every`` bars and at the end, so ``qe report RUN`` works on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.backtest.run import BacktestConfig, load_rolls, strategy_name
+from engine.core.instruments import InstrumentBook
+from engine.core.portfolio import Portfolio
+from engine.data.feed import BAR_NS
+from engine.execution.base import ExecutionHandler
+from engine.execution.slippage import NoSlippage
+from engine.kernel import TradingKernel
+from engine.live.bars import FinalBar, bars_table, market_open
+from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save_checkpoint
+from engine.live.rows import QueryRows
+from engine.results.equity import EquityRecorder
+from engine.results.metrics import compute_metrics
+from engine.results.result import RunResult
+from engine.results.tables import run_tables
+from warehouse import schemas
+from engine.risk import Denial, RiskManager, RiskState
+from engine.strategy import Strategy
+from warehouse.errors import QEError
+
+__all__ = ["LiveSettings", "LiveSession", "BarTiming"]
+
+log = logging.getLogger(__name__)
+
+
+class LiveSettings(BaseModel):
+    """The ``[live]`` table of a live configuration (strict).
+
+    Attributes
+    ----------
+    roots : list of str, optional
+        The universe; default: the symbols the query returns over its latest bars.
+    ib_strategy : str, optional
+        The strategy's name under ``[ib.strategies]`` (its account and client ids); default: the only one.
+    bar_wait_s : float
+        Seconds after a bar's close to wait for every root's bar before deciding without the missing ones.
+    record_every : int
+        Bars between ledger checkpoints of the session's run.
+    features : bool
+        Compute each new bar's catalog features (needed when the query reads ``features_<tf>``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    roots: list[str] | None = None
+    ib_strategy: str | None = None
+    bar_wait_s: float = Field(default=5.0, ge=0)
+    record_every: int = Field(default=60, ge=1)
+    features: bool = True
+
+
+@dataclass(slots=True)
+class BarTiming:
+    """Wall-clock moments of one decided bar, seconds (``time.perf_counter``) and counts."""
+
+    ts: datetime
+    stored: float  # the last root's bar was stored
+    decided: float  # the kernel finished the bar (orders, if any, were sent)
+    features_s: float
+    query_s: float
+    kernel_s: float
+    orders: int
+
+
+@dataclass
+class _Pending:
+    bars: dict[str, FinalBar] = field(default_factory=dict)
+    first_seen: float = 0.0
+    stored: float = 0.0
+
+
+class LiveSession:
+    """One strategy trading bar by bar through a broker's execution handler.
+
+    Parameters
+    ----------
+    wh : Warehouse
+    strategy : Strategy
+    query : str
+        The backtest query.
+    config : BacktestConfig
+        Capital, risk limits, instruments and timeframe, as a backtest takes them (``fill`` does not apply:
+        the broker fills).
+    handler : ExecutionHandler
+        Connected before :meth:`run`; its risk manager must be ``risk`` (orders it halts on are refused).
+    risk : RiskManager
+    roots : list of str
+    settings : LiveSettings
+    kind : {"paper", "live"}
+    run_id : str
+    clock : callable, optional
+        Now (tz-aware); the broker's time in a replay. Decides when a bar waited long enough.
+    directory : Path, optional
+        The session's directory (status, commands, checkpoint); with a checkpoint there, the session resumes
+        the run it holds (see :mod:`engine.live.checkpoint`).
+    """
+
+    def __init__(self, wh, strategy: Strategy, query: str, config: BacktestConfig,  # noqa: ANN001
+                 handler: ExecutionHandler, risk: RiskManager, roots: list[str], *, settings: LiveSettings,
+                 kind: str, run_id: str, timeframe: str, clock: Callable[[], datetime] | None = None,
+                 directory: Path | None = None) -> None:
+        if timeframe not in BAR_NS:
+            raise QEError(f"unknown timeframe {timeframe!r}; one of {', '.join(BAR_NS)}")
+        self.wh = wh
+        self.query = query
+        self.config = config
+        self.settings = settings
+        self.kind = kind
+        self.run_id = run_id
+        self.timeframe = timeframe
+        self.roots = list(roots)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.strategy = strategy
+        self.handler = handler
+        self._con = wh.new_connection()
+        instruments = InstrumentBook(config.instruments)
+        recorder = EquityRecorder(config.initial_capital, chunk_points=config.equity_chunk_points,
+                                  directory=Path(wh.root) / ".staging", run_id=run_id)
+        # Rolls are the broker's orders live (both legs journaled); the kernel's simulated roll fills stay off.
+        self.kernel = TradingKernel(strategy, handler, instruments, risk, Portfolio(config.initial_capital), recorder,
+                                    bar_ns=BAR_NS[timeframe], slippage=NoSlippage(), rolls=load_rolls(self._con),
+                                    roll=False)
+        strategy.engine = self.kernel
+        self.strategy_label = strategy_name(strategy)
+        self.rows = QueryRows(self._con, query, timeframe)
+        self.features = None
+        self.timings: list[BarTiming] = []
+        self.decided: list[datetime] = []
+        #: bar open time -> wall clock (``time.perf_counter``) when the clock passed the bar's close (replays)
+        self.closed_at: dict[datetime, float] = {}
+        self.last_symbols: list[str] = []
+        self.skipped_late: list[FinalBar] = []
+        self.started_at = datetime.now(timezone.utc)
+        self.directory = directory
+        self.operator = None
+        self._pending: dict[datetime, _Pending] = {}
+        self._last_decided: datetime | None = None
+        self._started = False
+        self._bars_since_record = 0
+        self._held_fills: list = []
+        self.checkpoint_error: str | None = None
+        self.resumed = False
+        state = load_checkpoint(directory / CHECKPOINT_FILE) if directory is not None else None
+        if state is not None:
+            # the same run again: the kernel as it was after the last decided bar, and the orders it had sent
+            restore(self.kernel, state)
+            self.strategy = self.kernel.strategy
+            self.decided = list(state.decided)
+            self._last_decided = self.decided[-1] if self.decided else None
+            self._started = True  # on_start ran in the first process
+            self.resumed = True
+            adopt = getattr(handler, "adopt", None)
+            if adopt is not None:
+                adopt(self.kernel.orders)
+            # executions booked before the restart are not booked again by the reconciliation
+            if hasattr(handler, "_booked"):
+                handler._booked.update(state.booked_exec_ids)
+                handler.records.extend(state.records)
+                handler.sent_at.update(state.sent_at)
+        handler_risk = getattr(handler, "risk", None)
+        if handler_risk is not None:
+            handler.risk = self.kernel.risk  # the handler halts the restored risk manager, not the new one
+        self.kernel.submission_gate = _market_hours
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the per-bar features (after the warm-up stored every bar up to now), decide the bars stored
+        since the last decided one (a resumed run), and call the strategy's ``on_start`` (a new run)."""
+        if self.settings.features and f"features_{self.timeframe}" in self.query and self.features is None:
+            from warehouse.features.live import LiveFeatures
+
+            if self._last_decided is not None:
+                self._catch_up_features()
+            self.features = LiveFeatures(self.wh, self.timeframe, self.roots)
+        if not self._started:
+            self.strategy.on_start()
+            self._started = True
+        if self._last_decided is not None:
+            self.catch_up()
+
+    def _catch_up_features(self) -> None:
+        """Features of the bars decided before the restart and of those stored since (bounded tails, equal to
+        the batch build), for the query's rows of the bars still to decide."""
+        from warehouse.features.incremental import compute_tail
+
+        since = self.decided[0] if self.decided else self._last_decided
+        rows = compute_tail(self.wh, self.timeframe, self.roots, since)
+        self.rows.add_features(rows)
+
+    def check_contracts(self, traded: dict[str, str]) -> list[str]:
+        """Halt the run when a held position is in another contract than the one the broker trades now.
+
+        A restart after the roll table moved a root's front (``traded``: root -> the contract the handler
+        trades) would otherwise send the strategy's orders to the new contract against a position in the old
+        one. Rolling a live position is the operator's call for now (``qe live flatten ROOT``, then ``qe live
+        reset``): the run halts with ``ROLL_NEEDED`` and says which. Returns the messages.
+        """
+        problems = [f"{root}: held {pos.quantity:+d} in {pos.contract}, the broker now trades {traded[root]}"
+                    for root, pos in self.kernel.portfolio.positions.items()
+                    if root in traded and pos.contract is not None and pos.contract != traded[root]]
+        if problems:
+            message = "; ".join(problems)
+            log.error("roll needed: %s", message)
+            self.kernel.events.append((self.kernel.now, "risk", "ROLL_NEEDED", None, None, message))
+            self.kernel.risk.set_state(RiskState.HALTED, f"ROLL_NEEDED {message}")
+        return problems
+
+    def catch_up(self) -> int:
+        """Decide, in order, the bars the warehouse holds after the last decided one (a restart's missed bars
+        and the bar a crash interrupted); returns how many timestamps."""
+        stored = self._con.execute(
+            f"SELECT DISTINCT ts FROM bars_{self.timeframe} WHERE list_contains($roots, symbol) AND ts > $after "
+            "ORDER BY ts", {"roots": self.roots, "after": self._last_decided}).fetchall()
+        for (ts,) in stored:
+            self._decide_rows(ts, time.perf_counter())
+        unclaimed = getattr(self.handler, "unclaimed", lambda: [])()
+        if unclaimed:
+            # orders this run sent that deciding the same bars again did not produce: the books are not the
+            # broker's; stop trading until the operator looks (qe live status / reset)
+            message = f"orders at the broker the resumed run did not decide again: {', '.join(unclaimed)}"
+            log.error(message)
+            self.kernel.events.append((self.kernel.now, "risk", "RESUME_MISMATCH", None, None, message))
+            self.kernel.risk.set_state(RiskState.HALTED, f"RESUME_MISMATCH {message}")
+        return len(stored)
+
+    async def run(self, bars: asyncio.Queue, stop: asyncio.Event, *, tick_s: float = 0.05) -> None:
+        """Decide bars from ``bars`` (stored :class:`FinalBar`) until ``stop`` is set; between bars, carry
+        out the operator's commands."""
+        while not stop.is_set():
+            try:
+                bar = await asyncio.wait_for(bars.get(), tick_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                bar = None
+            if bar is not None:
+                self.add(bar)
+                while not bars.empty():
+                    self.add(bars.get_nowait())
+            self.decide_due()
+            if self.operator is not None:
+                self.operator.handle_commands()
+
+    def add(self, bar: FinalBar) -> None:
+        """A stored final bar: held until its timestamp is complete (or waited long enough)."""
+        if self._last_decided is not None and bar.ts <= self._last_decided:
+            # decided without it (it came after the wait, e.g. a spike held for confirmation): stored, not traded
+            self.skipped_late.append(bar)
+            log.warning("bar %s %s arrived after its time was decided; stored, not traded", bar.root, bar.ts)
+            return
+        now = time.perf_counter()
+        pending = self._pending.setdefault(bar.ts, _Pending(first_seen=now))
+        pending.bars[bar.root] = bar
+        pending.stored = now
+
+    def decide_due(self) -> int:
+        """Decide every complete timestamp (and those waited for long enough), oldest first; return how many."""
+        decided = 0
+        now = self.clock()
+        for ts in sorted(self._pending):
+            pending = self._pending[ts]
+            complete = all(root in pending.bars for root in self.roots)
+            end = max(b.end for b in pending.bars.values())
+            if not complete and now < end + timedelta(seconds=self.settings.bar_wait_s):
+                break  # later timestamps wait behind this one: bars reach the kernel in time order
+            del self._pending[ts]
+            self.decide(ts, pending)
+            decided += 1
+        return decided
+
+    def decide(self, ts: datetime, pending: _Pending) -> None:
+        """Features of the bar's rows, then :meth:`_decide_rows`."""
+        started = time.perf_counter()
+        new = bars_table(list(pending.bars.values())).sort_by([("symbol", "ascending")])
+        if self.features is not None:
+            self.rows.add_features(self.features.append(new))
+        self._decide_rows(ts, pending.stored, time.perf_counter() - started)
+
+    def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0) -> None:
+        """The broker's fills since the last bar, then the kernel on the query's rows at ``ts``; checkpoint."""
+        featured = time.perf_counter()
+        self.kernel.book_fills(self._fills_until(ts))
+        columns, n = self.rows.at(ts)
+        queried = time.perf_counter()
+        orders_before = len(self.kernel.orders)
+        if n:
+            if self.kernel._bar_type is tuple:
+                self.kernel.bind(self.rows.columns, self.rows.bar_type)
+            self.kernel.process(columns, n)
+            self.last_symbols = sorted(set(columns[self.rows.columns["symbol"]]))
+        done = time.perf_counter()
+        self._last_decided = ts
+        self.decided.append(ts)
+        self.timings.append(BarTiming(ts, stored, done, features_s, queried - featured, done - queried,
+                                      len(self.kernel.orders) - orders_before))
+        self.checkpoint()
+        if self.operator is not None:
+            self.operator.publish("halted" if self.kernel.risk.state is RiskState.HALTED else "running")
+        self._bars_since_record += 1
+        if self._bars_since_record >= self.settings.record_every:
+            self.record()
+
+    def _fills_until(self, ts: datetime) -> list:
+        """The broker's fills that happened before bar ``ts`` ended, in the order reported; later ones wait.
+
+        A backtest books a fill in the bar it happens in, before the strategy sees that bar; live, fills
+        arrive asynchronously, and a restart deciding an older bar again must not see fills from after it.
+        """
+        fills = self._held_fills + self.handler.drain_fills()
+        end = int(ts.timestamp() * 1e9) + self.kernel.bar_ns
+        self._held_fills = [f for f in fills if f.ts >= end]
+        return [f for f in fills if f.ts < end]
+
+    def checkpoint(self) -> None:
+        """Save the state after the last decided bar (the session's directory only)."""
+        if self.directory is None:
+            return
+        handler = self.handler
+        try:
+            save_checkpoint(self.directory / CHECKPOINT_FILE, self.kernel, self.decided,
+                            set(getattr(handler, "_booked", ())), list(getattr(handler, "records", ())),
+                            dict(getattr(handler, "sent_at", {})))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            # trading goes on; only a restart could not resume this run (said once, in the log and the status)
+            if self.checkpoint_error is None:
+                self.checkpoint_error = f"no checkpoint: the strategy's state does not pickle ({exc}); a restart " \
+                                        "starts a new run"
+                log.warning(self.checkpoint_error)
+
+    # -- the ledger ---------------------------------------------------------------------------------
+    def result(self, status: str = "running") -> RunResult:
+        """The session so far as a run: the kernel's tables, metrics over its equity points."""
+        tables = run_tables(self.kernel)
+        tables["executions"] = self.executions_table()
+        metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
+                                  initial_capital=self.config.initial_capital,
+                                  timeframe=self.timeframe)
+        data_start, data_end = self.kernel.recorder.data_span()
+        return RunResult(
+            config=self.config, strategy=strategy_name(self.strategy),
+            params=dict(getattr(self.strategy, "params", {}) or {}), query=self.query, timeframe=self.timeframe,
+            tables=tables, metrics=metrics, timings={"bars": float(self.kernel.bars)},
+            final_equity=self.kernel.portfolio.equity, status=status, run_id=self.run_id,
+            symbols=sorted(self.kernel.symbols), data_start=data_start, data_end=data_end,
+        )
+
+    def executions_table(self) -> pa.Table:
+        """One row per broker execution booked: ids, the bar the order was decided on, when it was sent and
+        filled (for the latency of :mod:`engine.live.attribution`), the broker's commission and the fee
+        table's estimate."""
+        handler = self.handler
+        orders = self.kernel.orders
+        rows = []
+        for record in getattr(handler, "records", ()):
+            fill = record.fill
+            order = orders[fill.order_id] if 0 <= fill.order_id < len(orders) else None
+            rows.append({
+                "run_id": None, "order_id": fill.order_id if fill.order_id >= 0 else None,
+                "exec_id": record.exec_id, "order_ref": record.order_ref, "symbol": fill.symbol,
+                "contract": fill.contract, "decided_ts": _utc_ns(order.ts_submitted) if order else None,
+                "sent_at": handler.sent_at.get(record.order_ref), "filled_at": _utc_ns(fill.ts),
+                "quantity": fill.quantity, "price": fill.price, "commission": fill.commission,
+                "commission_estimate": record.commission_estimate,
+            })
+        return pa.Table.from_pylist(rows, schema=schemas.RUN_EXECUTIONS)
+
+    def record(self, status: str = "running") -> str:
+        """Write the session's run to the ledger (a checkpoint: every table is rewritten whole)."""
+        from engine.results.ledger import record_run
+
+        self._bars_since_record = 0
+        if self.kernel.recorder.spilled:
+            raise QEError("a live session longer than the equity chunk is not recorded yet (raise equity_chunk_points)")
+        return record_run(self.wh, self.result(status), kind=self.kind)
+
+    def stop(self) -> str:
+        """The strategy's ``on_stop``, the last equity point, and the final ledger record; returns the run id."""
+        if self._started:
+            self.strategy.on_stop()
+        self.kernel.book_fills(self._held_fills + self.handler.drain_fills())
+        self._held_fills = []
+        self.kernel.finish(close_at_end=False)
+        if self.features is not None:
+            self.features.close()
+        run_id = self.record("stopped")
+        if self.operator is not None:
+            self.operator.publish("stopped", "session stopped")
+        self._con.close()
+        return run_id
+
+
+def _market_hours(order, submitted_ns: int) -> Denial | None:  # noqa: ANN001
+    """No order reaches the broker while its market is closed (the daily halt, a weekend, a holiday): an
+    order decided on a session's last bar is refused (``MARKET_CLOSED``); the strategy decides again on the
+    next session's first bar."""
+    moment = datetime.fromtimestamp(submitted_ns / 1e9, timezone.utc)
+    if market_open(order.symbol, moment):
+        return None
+    return Denial("MARKET_CLOSED", f"{order.symbol} does not trade at {moment:%Y-%m-%d %H:%M:%S} UTC "
+                                   "(outside its session)")
+
+
+def _utc_ns(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, timezone.utc)
+
+
+def universe(con, query: str, timeframe: str) -> list[str]:  # noqa: ANN001
+    """The symbols ``query`` returns over the latest stored day of ``bars_<tf>``: the roots a session trades."""
+    text = query.strip().rstrip(";")
+    rows = con.sql(
+        f"SELECT DISTINCT symbol FROM ({text}) AS q "
+        f"WHERE q.ts >= (SELECT max(ts) FROM bars_{timeframe}) - INTERVAL 1 DAY ORDER BY symbol").fetchall()
+    if not rows:
+        raise QEError("the live query returns no rows over the latest stored day, so it names no universe; "
+                      "list the roots to trade in the config ([live] roots = [\"MES\"])")
+    return [r[0] for r in rows]

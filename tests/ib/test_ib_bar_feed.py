@@ -1,0 +1,198 @@
+"""Bars for the live loop from IB (engine/adapters/ib/data.py), with the real ib_async client against the simulator.
+
+Warm-up asks only for the gap the warehouse lacks; 5-second real-time bars become final one-minute bars equal to
+the pushed minute bars, stored in the warehouse; a bad tick is quarantined and never handed out; a reconnect in
+the middle of a minute neither loses nor repeats a bar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+
+from engine.adapters.ib.data import HistoryPacer, IBBarFeed, history_chunks
+from engine.adapters.ib.gateway_sim import GatewaySim
+from engine.adapters.ib.gateway_sim.bars import Bar as SimBar, split_5s
+from engine.adapters.ib.gateway_sim.protocol import In
+from engine.adapters.ib.handler import IBExecutionHandler
+from engine.adapters.ib.reconnect import ReconnectPolicy
+from engine.live.store import append_bars
+from tests.ib.conftest import CLOCK, TODAY, run, until
+
+FAST = ReconnectPolicy(initial_s=0.05, factor=2.0, max_s=0.2, jitter_s=0.02, halt_after_s=30.0, heartbeat_s=None,
+                       seed=7)
+
+
+def no_wait() -> HistoryPacer:
+    """IB's pacing rules, but no wait after a violation or before asking the same again (tests)."""
+    return HistoryPacer(violation_wait_s=0.0, identical_s=0.0)
+
+
+def minute(k: int, base: float = 5000.0) -> tuple:
+    """The pushed MESH6 minute bar ``k`` minutes after 15:00 UTC: (ts, open, high, low, close, volume)."""
+    o = base + 0.25 * (k % 7)
+    return CLOCK + timedelta(minutes=k), o, o + 1.0, o - 0.75, o + 0.5, 40 + abs(k)
+
+
+def stored_minutes(wh, where: str = "") -> list[tuple]:
+    rows = wh.sql(f"SELECT ts, open, high, low, close, volume FROM contract_bars_1m WHERE contract = 'MESH6' {where} "
+                  "ORDER BY ts").to_pylist()
+    return [tuple(r.values()) for r in rows]
+
+
+def as_rows(bars) -> list[tuple]:
+    return [(b.ts, b.open, b.high, b.low, b.close, b.volume) for b in bars]
+
+
+async def connected(sim: GatewaySim, **kw) -> IBExecutionHandler:
+    handler = IBExecutionHandler("run1", "live", {"MES": "202603"}, port=sim.port, client_id=12, **kw)
+    await handler.connect()
+    return handler
+
+
+def test_history_chunks_stay_within_ibs_durations() -> None:
+    start = datetime(2026, 2, 27, 14, 0, tzinfo=timezone.utc)
+    chunks = history_chunks(start, start + timedelta(days=2, minutes=30), "1m")
+    assert [(end - start, d) for end, d in chunks] == [
+        (timedelta(days=1), "86400 S"), (timedelta(days=2), "86400 S"), (timedelta(days=2, minutes=30), "1800 S")]
+    assert history_chunks(start, start + timedelta(minutes=90), "5s")[0][1] == "3600 S"
+
+
+def test_a_minute_splits_into_twelve_5_second_bars_that_aggregate_to_it() -> None:
+    for volume in (40, 2, 0):
+        bar = SimBar(CLOCK, 5000.25, 5001.0, 4999.5, 5000.75, volume)
+        parts = split_5s(bar)
+        assert [p.ts for p in parts] == [CLOCK + timedelta(seconds=5 * k) for k in range(12)]
+        assert (parts[0].open, max(p.high for p in parts), min(p.low for p in parts), parts[-1].close,
+                sum(p.volume for p in parts)) == (5000.25, 5001.0, 4999.5, 5000.75, volume)
+        assert all(p.low <= min(p.open, p.close) and p.high >= max(p.open, p.close) for p in parts)
+
+
+def test_the_pacer_spaces_requests_by_ibs_rules() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    async def body() -> None:
+        pacer = HistoryPacer(clock=lambda: now[0], sleep=sleep)
+        for k in range(5):
+            await pacer.ready(1, ("chunk", k))
+        assert slept == []
+        await pacer.ready(1, ("chunk", 5))  # a 6th for one contract within 2 s waits the window out
+        assert slept == [2.0]
+        await pacer.ready(2, ("chunk", 0))  # another contract does not wait
+        await pacer.ready(2, ("chunk", 0))  # an identical request waits 15 s
+        assert slept == [2.0, 15.0]
+    asyncio.run(body())
+
+
+def test_warm_up_fetches_only_the_gap_and_then_nothing(ib_log, wh) -> None:
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            for k in range(-60, 0):  # 14:00 .. 14:59
+                sim.push_bar("MESH6", *minute(k), as_5s=True)
+            pushed = [minute(k) for k in range(-60, 0)]
+            head = pa.table({"symbol": ["MES"] * 30, "contract": ["MESH6"] * 30,
+                             **{c: [row[i] for row in pushed[:30]] for i, c in
+                                enumerate(("ts", "open", "high", "low", "close", "volume"))}})
+            append_bars(wh, head)  # the warehouse holds 14:00 .. 14:29
+            handler = await connected(sim)
+            try:
+                feed = IBBarFeed.for_handler(handler, wh, pacer=no_wait())
+                sim.faults.pace_next_history(1)  # the first answer is a pacing violation: asked again
+                report = await feed.warm_up(now=CLOCK + timedelta(seconds=30))
+                asks = sim.requests_of(In.REQ_HISTORICAL_DATA)
+                assert report.requests == 2 and len(asks) == 2
+                assert asks[-1][15:18] == ["20260302 15:00:00 UTC", "1 min", "1800 S"]
+                assert report.gaps == {"MESH6": (CLOCK - timedelta(minutes=30), CLOCK)}
+                assert report.bars_stored == 30
+                assert stored_minutes(wh) == pushed
+                assert len(wh.sql("SELECT * FROM bars_1m WHERE symbol = 'MES'")) == 60  # rolls rebuilt
+
+                again = await feed.warm_up(now=CLOCK + timedelta(seconds=59))
+                assert again.requests == 0 and len(sim.requests_of(In.REQ_HISTORICAL_DATA)) == 2
+            finally:
+                handler.disconnect()
+    run(body)
+
+
+def test_real_time_bars_become_stored_minutes_and_a_bad_tick_is_quarantined(ib_log, wh) -> None:
+    async def body() -> None:
+        now = [CLOCK]
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            for k in range(-10, 0):
+                sim.push_bar("MESH6", *minute(k), as_5s=True)
+            handler = await connected(sim)
+            try:
+                feed = IBBarFeed.for_handler(handler, wh, clock=lambda: now[0], pacer=no_wait(), tick_s=3600)
+                report = await feed.warm_up(now=CLOCK)
+                assert report.bars_stored == 10 and report.requests == 3  # three days of lookback, 1 D each
+                await feed.start()
+                await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
+                bad = list(minute(2))
+                bad[1:5] = [p * 10 for p in bad[1:5]]  # prices at ten times the scale
+                for k in range(5):
+                    sim.push_bar("MESH6", *(bad if k == 2 else minute(k)), as_5s=True)
+                await until(lambda: feed.aggregator.last_seen("MES", "MESH6") == CLOCK + timedelta(minutes=4, seconds=55),
+                            what="the 5-second bars of 15:04")
+                now[0] = CLOCK + timedelta(minutes=5, seconds=3)
+                feed.tick()  # the clock closes 15:04
+                await until(lambda: feed.bars.qsize() == 4, what="four final bars")
+                got = [feed.bars.get_nowait() for _ in range(4)]
+                expected = [minute(k) for k in (0, 1, 3, 4)]
+                assert as_rows(got) == expected
+                assert [b.end for b in got] == [b.ts + timedelta(minutes=1) for b in got]
+                assert [(q["ts"], q["rule"]) for q in feed.quarantined] == [(CLOCK + timedelta(minutes=2), "bad_tick_scale")]
+                assert stored_minutes(wh, "AND ts >= TIMESTAMPTZ '2026-03-02 15:00:00+00'") == expected
+                assert wh.sql("SELECT rule FROM quarantine")["rule"].to_pylist() == ["bad_tick_scale"]
+                await feed.stop()
+            finally:
+                handler.disconnect()
+    run(body)
+
+
+def test_a_reconnect_in_the_middle_of_a_minute_loses_and_repeats_no_bar(ib_log, wh) -> None:
+    async def body() -> None:
+        now = [CLOCK]
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            handler = await connected(sim, reconnect=FAST)
+            try:
+                feed = IBBarFeed.for_handler(handler, wh, clock=lambda: now[0], pacer=no_wait(), tick_s=3600)
+                await feed.start()
+                await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
+                sim.push_bar("MESH6", *minute(0), as_5s=True)
+                ts, o, h, low, c, v = minute(1)
+                halves = split_5s(SimBar(ts, o, h, low, c, v))
+                for part in halves[:6]:  # 15:01:00 .. 15:01:25 arrive live
+                    sim.push_bar("MESH6", part.ts, part.open, part.high, part.low, part.close, part.volume)
+                await until(lambda: feed.aggregator.last_seen("MES", "MESH6") == ts + timedelta(seconds=25),
+                            what="the first half of 15:01")
+                now[0] = CLOCK + timedelta(minutes=3)
+                sim.faults.drop_connections()
+                # pushed while the client is away (the sockets are closing: nothing reaches it)
+                for part in halves[6:]:
+                    sim.push_bar("MESH6", part.ts, part.open, part.high, part.low, part.close, part.volume)
+                sim.push_bar("MESH6", *minute(2), as_5s=True)
+                await until(lambda: feed.backfills == 1, timeout=10, what="reconnect and backfill")
+                assert handler.connection.reconnects == 1
+                [backfill] = sim.requests_of(In.REQ_HISTORICAL_DATA)  # the missed 5-second bars, from history
+                assert backfill[15:18] == ["20260302 15:03:00 UTC", "5 secs", "90 S"]  # 15:01:30 .. 15:03:00
+                await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 2, what="renewed subscription")
+                sim.push_bar("MESH6", *minute(3), as_5s=True)
+                await until(lambda: feed.bars.qsize() == 3, what="15:00 .. 15:02 final")
+                now[0] = CLOCK + timedelta(minutes=4, seconds=3)
+                feed.tick()
+                await until(lambda: feed.bars.qsize() == 4, what="15:03 final")
+                got = [feed.bars.get_nowait() for _ in range(4)]
+                assert as_rows(got) == [minute(k) for k in range(4)]
+                assert stored_minutes(wh) == [minute(k) for k in range(4)]
+                assert feed.quarantined == []
+                await feed.stop()
+            finally:
+                handler.disconnect()
+    run(body)
