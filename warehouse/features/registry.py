@@ -10,6 +10,7 @@ derived through the shared ``base`` query.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
