@@ -162,10 +162,10 @@ def main() -> None:
             got = table.to_pandas().sort_values(["symbol", "ts"]).reset_index(drop=True)
             assert got[["symbol", "ts"]].equals(want[["symbol", "ts"]]), name
             assert_matches(got, want, list(want.columns[2:]), label=f"[{name}] ")
-        live_median = statistics.median(results["workers=2"][0])
+        live_median = statistics.median(results["workers=1"][0])  # the default
         print(f"   every live row equals the full build (150 features, catalog tolerances, identical NULLs)")
         print(f"3. baselines: tail_features median {ms(statistics.median(tail_calls))} ({len(tail_calls)} calls) = "
-              f"{statistics.median(tail_calls) / live_median:.0f}x LiveFeatures; full build over all bars median "
+              f"{statistics.median(tail_calls) / live_median:.1f}x LiveFeatures (workers=1); full build over all bars median "
               f"{full:.2f} s ({', '.join(f'{t:.2f}' for t in runs)}) = {full / live_median:.0f}x")
 
         print("4. per family (prepared statement alone, median of 5), on the live tails / on 10 rows per root:")

@@ -88,7 +88,7 @@ def synthetic(tmp_path_factory) -> dict:
     bars = bars[bars.ts <= end]
     wh = Warehouse(tmp / "wh")
     _ingest(wh, bars[bars.ts < cut], tmp / "history.parquet")
-    live = LiveFeatures(wh, "1m", ["ES", "CL"], trim_every=20)
+    live = LiveFeatures(wh, "1m", ["ES", "CL"], trim_every=20, workers=2)  # the threaded path
     rows_before = live.rows()
     _ingest(wh, bars[bars.ts >= cut], tmp / "new.parquet")
     got = _append_each(live, _source_bars(wh, cut))

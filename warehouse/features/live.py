@@ -111,11 +111,12 @@ class LiveFeatures:
         gains little: the families run side by side instead, see ``workers``).
     workers : int, optional
         Family queries run at once, each on its own cursor of the live connection from a thread pool (DuckDB
-        releases the GIL while it executes); default 2, the cores of the target machine. 1 runs them in turn.
+        releases the GIL while it executes). Default 1 (in turn): on the shared 2-core machine 2 was never faster
+        and cost more CPU per bar (bench/README.md); it may help on an idle machine.
     """
 
     def __init__(self, wh, timeframe: str, roots: Sequence[str], trim_every: int | None = None,  # noqa: ANN001
-                 threads: int = 1, workers: int = 2) -> None:
+                 threads: int = 1, workers: int = 1) -> None:
         self._wh = wh
         self.timeframe = timeframe
         self.roots = list(dict.fromkeys(roots))
