@@ -25,8 +25,9 @@ complete, and T's from its open (:func:`live_needs`).
 Rolls and corrections. The features run on the back-adjusted (ratio) series: when a roll is added, every earlier
 price of the root is multiplied by the new roll's ratio, so the tails in memory no longer are the series the
 batch build reads. Rescaling them in memory would round differently from the warehouse view (``raw * F`` there,
-``(raw * F_old) * f`` here, an ulp apart, enough to flip the templates' exact flatness tests), so the state is
-**reloaded** from the warehouse instead: the live loop calls :meth:`LiveFeatures.reload` for the root after the
+``(raw * F_old) * f`` here, an ulp apart): the rows would equal the batch build only to rounding, and a tie the
+templates test exactly (a flat window, equal prices across two segments) could go the other way. So the state is
+**reloaded** from the warehouse instead, which is exact: the live loop calls :meth:`LiveFeatures.reload` for the root after the
 roll table gains a roll (best during the daily halt before the roll's session opens: a reload reads the root's
 history, seconds, not milliseconds), and likewise after a corrected bar. As a safeguard :meth:`LiveFeatures.append`
 also compares each root's front-contract segments (contract, start, ratio factor of ``front_segments``; one small
