@@ -45,6 +45,18 @@ def timed(fn, repeat: int = 1) -> tuple[float, list[float], object]:  # noqa: AN
     return statistics.median(times), times, result
 
 
+def ingest_frame(wh, frame, path: Path) -> None:  # noqa: ANN001
+    """Ingest a bar DataFrame (symbol = contract, ts, OHLCV) into ``wh`` through a Parquet file at ``path``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from loaders.ingest import ingest
+
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    [report] = ingest(wh, [path], timeframe="1m")
+    assert report.error is None, report.error
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
@@ -58,10 +70,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from loaders.ingest import ingest
     from tests.features_oracle.synthetic import globex_bars
     from warehouse import Warehouse
     from warehouse.features import incremental
@@ -80,10 +88,7 @@ def main() -> None:
         wh = Warehouse(Path(tmp) / "wh")
 
         def load(frame: pd.DataFrame, name: str) -> None:
-            path = Path(tmp) / name
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-            [report] = ingest(wh, [path], timeframe="1m")
-            assert report.error is None, report.error
+            ingest_frame(wh, frame, Path(tmp) / name)
 
         load(history, "history.parquet")
         full_hist, runs, _ = timed(lambda: build_features(wh, "1m", full=True), args.repeat)

@@ -88,7 +88,7 @@ def synthetic(tmp_path_factory) -> dict:
     bars = bars[bars.ts <= end]
     wh = Warehouse(tmp / "wh")
     _ingest(wh, bars[bars.ts < cut], tmp / "history.parquet")
-    live = LiveFeatures(wh, "1m", ["ES", "CL"], trim_every=20)
+    live = LiveFeatures(wh, "1m", ["ES", "CL"], trim_every=20, workers=2)  # the threaded path
     rows_before = live.rows()
     _ingest(wh, bars[bars.ts >= cut], tmp / "new.parquet")
     got = _append_each(live, _source_bars(wh, cut))
@@ -163,5 +163,46 @@ def test_real_es_bars_through_a_roll_equal_the_full_build(tmp_path):
         want, _ = _full_view(wh, since)
         assert {"ESZ3", "ESH4"} <= set(bars.symbol[bars.ts >= since]) and len(want) >= 60
         _assert_rows(got, want, "[ES through the roll] ")
+    finally:
+        live.close()
+
+
+def test_a_corrected_bar_then_reload_gives_the_full_builds_rows(tmp_path):
+    """A bar already appended is corrected in the warehouse (same ts, new values); after ``reload`` the next bars'
+    rows read the corrected bar, as the full build over the corrected bars does."""
+    bars = globex_bars(symbols=("ESH4",), sessions=3, seed=11)
+    stamps = list(bars.ts)
+    cut, mid, end = stamps[-10], stamps[-5], stamps[-1]
+    wh = Warehouse(tmp_path / "wh")
+    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
+    live = LiveFeatures(wh, "1m", ["ES"], workers=1)
+    try:
+        first = bars[(bars.ts >= cut) & (bars.ts < mid)].copy()
+        _ingest(wh, first, tmp_path / "first.parquet")
+        _append_each(live, _source_bars(wh, cut))
+        k = first.index[2]
+        first.loc[k, ["high", "close"]] = first.loc[k, "high"] + 3.0
+        _ingest(wh, first, tmp_path / "first.parquet")  # same file name: a corrected re-delivery
+        live.reload(["ES"])
+        _ingest(wh, bars[bars.ts >= mid], tmp_path / "second.parquet")
+        got = _append_each(live, _source_bars(wh, mid))
+        want, _ = _full_view(wh, mid)
+        assert len(want) == 5 and want.ts.max() == end
+        _assert_rows(got, want, "[ES after a corrected bar] ")
+        # The correction reached the features: the 20-bar windows of the next rows hold the corrected bar.
+        plain = live_without_correction(bars, tmp_path, mid)
+        assert got.column("rv_cc_20").to_pylist() != pytest.approx(plain.column("rv_cc_20").to_pylist())
+    finally:
+        live.close()
+
+
+def live_without_correction(bars: pd.DataFrame, tmp_path: Path, mid: pd.Timestamp) -> pa.Table:
+    """The rows of the bars from ``mid`` on without the correction, through a second warehouse."""
+    wh = Warehouse(tmp_path / "plain")
+    _ingest(wh, bars[bars.ts < mid], tmp_path / "plain_history.parquet")
+    live = LiveFeatures(wh, "1m", ["ES"], workers=1)
+    try:
+        _ingest(wh, bars[bars.ts >= mid], tmp_path / "plain_new.parquet")
+        return _append_each(live, _source_bars(wh, mid))
     finally:
         live.close()

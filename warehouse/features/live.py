@@ -14,11 +14,20 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
+Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
+session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
+0, which is why :mod:`warehouse.features.tail` asks a ``Dk`` feature for k sessions before T's session, one more
+than its data needs. The live path adds each table's *session offset* to ``sid`` in the base query the families
+read (the number of trading dates of the series before the table's first row: the full build's sid), so the
+rules read the full build's numbers and a ``Dk`` feature needs only its data: the k - 1 sessions before T's,
+complete, and T's from its open (:func:`live_needs`).
+
 Rolls and corrections. The features run on the back-adjusted (ratio) series: when a roll is added, every earlier
 price of the root is multiplied by the new roll's ratio, so the tails in memory no longer are the series the
 batch build reads. Rescaling them in memory would round differently from the warehouse view (``raw * F`` there,
-``(raw * F_old) * f`` here, an ulp apart, enough to flip the templates' exact flatness tests), so the state is
-**reloaded** from the warehouse instead: the live loop calls :meth:`LiveFeatures.reload` for the root after the
+``(raw * F_old) * f`` here, an ulp apart): the rows would equal the batch build only to rounding, and a tie the
+templates test exactly (a flat window, equal prices across two segments) could go the other way. So the state is
+**reloaded** from the warehouse instead, which is exact: the live loop calls :meth:`LiveFeatures.reload` for the root after the
 roll table gains a roll (best during the daily halt before the roll's session opens: a reload reads the root's
 history, seconds, not milliseconds), and likewise after a corrected bar. As a safeguard :meth:`LiveFeatures.append`
 also compares each root's front-contract segments (contract, start, ratio factor of ``front_segments``; one small
@@ -30,9 +39,11 @@ append reloads. An appended bar at or before the last bar in memory is refused (
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import duckdb
 import pyarrow as pa
@@ -42,7 +53,7 @@ from warehouse.features.incremental import (first_window, register_starts, shipp
                                             tail_starts)
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
-from warehouse.templates import render
+from warehouse.templates import render, render_string
 
 #: Bar columns appended and kept, in order.
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
@@ -65,15 +76,21 @@ class _Tail:
     family: Family
     needs: TailNeeds
     table: str
+    cost: int = 0  # rows read per root by the family (its tail bound): the order the families are started in
     grown: int = 0  # rows appended per root since the last trim (the largest over the roots)
 
 
 def live_needs(family: Family) -> TailNeeds:
     """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
-    feature, with :data:`CARRIED` in place of the carried features' own needs."""
+    feature, with :data:`CARRIED` in place of the carried features' own needs, and k - 1 sessions before T's
+    for a ``Dk`` feature (the session offset keeps its rule; at least 1, which makes the tail start at a session
+    open: T's session is read from its open)."""
     needs = TailNeeds(0)
     for spec in family.specs:
-        needs = needs.merge(CARRIED.get(spec.name) or feature_needs(spec))
+        one = CARRIED.get(spec.name) or feature_needs(spec)
+        if one.sessions:
+            one = replace(one, sessions=max(one.sessions - 1, 1))
+        needs = needs.merge(one)
     return needs
 
 
@@ -91,12 +108,16 @@ class LiveFeatures:
         Rows appended to a root after which the tails are cut back to their bound (:meth:`trim`); default one
         trading day of the timeframe. The live loop may call :meth:`trim` itself in the daily halt instead.
     threads : int, optional
-        DuckDB threads of the live connection; 1 by default (measured: on tails of a few thousand rows a second
-        thread costs more in scheduling than it gains).
+        DuckDB threads per family query; 1 by default (on tails of a few thousand rows a query's second thread
+        gains little: the families run side by side instead, see ``workers``).
+    workers : int, optional
+        Family queries run at once, each on its own cursor of the live connection from a thread pool (DuckDB
+        releases the GIL while it executes). Default 1 (in turn): on the shared 2-core machine 2 was never faster
+        and cost more CPU per bar (bench/README.md); it may help on an idle machine.
     """
 
     def __init__(self, wh, timeframe: str, roots: Sequence[str], trim_every: int | None = None,  # noqa: ANN001
-                 threads: int = 1) -> None:
+                 threads: int = 1, workers: int = 1) -> None:
         self._wh = wh
         self.timeframe = timeframe
         self.roots = list(dict.fromkeys(roots))
@@ -105,29 +126,34 @@ class LiveFeatures:
         # The same templates with the volume family reading its carried state (see the module docstring).
         self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE)
         self._con = duckdb.connect()
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute(f"SET threads = {int(threads)}")
-        # The statements are prepared once over tables whose contents change: no optimizer may fold an expression
-        # from the column statistics of the moment (with empty tables, sid >= 1 was folded to false: all NULL).
-        self._con.execute("SET disabled_optimizers = 'statistics_propagation,empty_result_pullup'")
+        _configure(self._con, threads)
         columns = "symbol VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume BIGINT"
         self._con.execute(f"CREATE TABLE live_new ({columns})")
         self._con.execute("CREATE TABLE live_tod_all (symbol VARCHAR, ts TIMESTAMPTZ, minute_of_day INTEGER, v DOUBLE)")
         self._con.execute(f"CREATE TABLE {TOD_STATE} AS SELECT * FROM live_tod_all")
         self._con.execute("CREATE TABLE live_session_totals (symbol VARCHAR, trading_date DATE, total DOUBLE)")
-        # sid -1 is the session just before the tail, -2 the one before, ... (the template's session_history).
-        self._con.execute(f"CREATE VIEW {SESSION_STATE} AS SELECT symbol, "
-                          "-row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) AS sid, total "
-                          "FROM live_session_totals")
+        # Per family table and symbol: trading dates of the series before the table's first row (module docstring).
+        self._con.execute("CREATE TABLE live_offsets (family INTEGER, symbol VARCHAR, sid_offset BIGINT)")
         self._tails: list[_Tail] = []
         for index, family in enumerate(self._live_registry.families):
-            tail = _Tail(index, family, live_needs(family), f"live_f{index}")
+            needs = live_needs(family)
+            tail = _Tail(index, family, needs, f"live_f{index}", needs.rows + 1400 * needs.sessions)
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
             self._tails.append(tail)
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
+        # The session just before the volume tail is its first session's sid - 1, the one before - 2, ... (the
+        # template's session_history, in the same numbering as the tail's shifted sids).
+        self._con.execute(f"CREATE VIEW {SESSION_STATE} AS SELECT t.symbol, o.sid_offset - row_number() OVER "
+                          "(PARTITION BY t.symbol ORDER BY t.trading_date DESC) AS sid, t.total "
+                          "FROM live_session_totals AS t JOIN live_offsets AS o ON o.symbol = t.symbol "
+                          f"AND o.family = {self._volume.index if self._volume else -1}")
         self._base_new = render("features/base.sql", **{**template_params(timeframe), "source": "live_new"})
         self._last: dict[str, dt.datetime] = {}
         self._segments: dict[str, list[tuple]] = {}
+        # One cursor per family (prepared statements belong to a connection); the largest families first, so that
+        # two workers finish together.
+        self._cursors = {tail.index: _configure(self._con.cursor(), threads) for tail in self._tails}
+        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         self._prepare()
         # Kept open for the per-append roll check; its views read the roll tables' files as they are at each query.
         self._wh_con = wh.new_connection()
@@ -170,7 +196,7 @@ class LiveFeatures:
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
             con.execute(f"DELETE FROM {TOD_STATE}")
             con.execute("EXECUTE live_tod_refresh")
-        parts = [con.execute(f"EXECUTE live_q{tail.index}").to_arrow_table() for tail in self._tails]
+        parts = self._run_families()
         for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
             self._last[symbol] = max(self._last[symbol], ts)
         counts = bars.group_by("symbol").aggregate([("ts", "count")])
@@ -228,6 +254,9 @@ class LiveFeatures:
             if tail is self._volume:
                 self._carry(tail.table, starts)
             for symbol, start in starts.items():
+                # The trading dates cut (every one before the new first row's) move into the offset.
+                con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
+                            "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
                 con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
             tail.grown = 0
 
@@ -237,6 +266,10 @@ class LiveFeatures:
                 for t in self._tails}
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        for cursor in self._cursors.values():
+            cursor.close()
         self._con.close()
         self._wh_con.close()
 
@@ -252,12 +285,28 @@ class LiveFeatures:
         return out
 
     # -- internals ---------------------------------------------------------------------------------------------
+    def _run_families(self) -> list[pa.Table]:
+        """Every family's rows of the new bars, in family order."""
+        def run(index: int) -> pa.Table:
+            return self._cursors[index].execute(f"EXECUTE live_q{index}").to_arrow_table()
+
+        order = [tail.index for tail in sorted(self._tails, key=lambda t: -t.cost)]
+        if self._pool is None:
+            done = {index: run(index) for index in order}
+        else:
+            futures = {index: self._pool.submit(run, index) for index in order}
+            done = {index: future.result() for index, future in futures.items()}
+        return [done[tail.index] for tail in self._tails]
+
     def _prepare(self) -> None:
         """Prepared statements over the fixed live tables: each family (new rows only), and the carried
         minute-of-day rows of the new bars' minutes."""
         for tail in self._tails:
-            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe)
-            self._con.execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
+            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
+                                  wrap_base=lambda base, k=tail.index: (
+                                      f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid) FROM ({base}) AS b "
+                                      f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {k}"))
+            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
         self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
@@ -311,6 +360,17 @@ class LiveFeatures:
                     if symbol not in found:
                         found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol],
                                                  last[symbol], [None]))
+        con.execute("DELETE FROM live_offsets WHERE list_contains($r, symbol)", {"r": roots})
+        for symbol in roots:
+            # One pass over the root's history: its trading dates before the latest table start; each table's
+            # offset counts those before its first row's trading date.
+            latest = max(found[symbol] for found in starts)
+            dates = [r[0] for r in source.execute(_trading_dates("feature_source"),
+                                                  {"s": symbol, "t": latest}).fetchall()]
+            for tail, found in zip(self._tails, starts):
+                first = source.execute(_trading_date_of(), {"t": found[symbol]}).fetchone()[0]
+                con.execute("INSERT INTO live_offsets VALUES ($f, $s, $o)",
+                            {"f": tail.index, "s": symbol, "o": bisect.bisect_left(dates, first)})
         for tail, found in zip(self._tails, starts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
             for symbol in roots:
@@ -379,6 +439,32 @@ class LiveFeatures:
         finally:
             con.unregister("_live_tod")
             con.unregister("_live_sessions")
+
+
+def _dates_before(bars: str) -> str:
+    """Scalar SELECT: trading dates of symbol $s in ``bars`` before the trading date of $t (base.sql's rule)."""
+    return f"SELECT count(*) FROM ({_trading_dates(bars)}) WHERE trading_date < ({_trading_date_of()})"
+
+
+def _trading_dates(bars: str) -> str:
+    """SELECT of the distinct trading dates (base.sql's macro) of symbol $s in ``bars`` before $t, ascending."""
+    return render_string("{% import 'macros.sql' as m %}SELECT DISTINCT {{ m.trading_date('ts') }} AS trading_date "
+                         "FROM {{ bars }} WHERE symbol = $s AND ts < $t ORDER BY 1", bars=bars)
+
+
+def _trading_date_of() -> str:
+    """SELECT of the trading date of $t."""
+    return render_string("{% import 'macros.sql' as m %}SELECT {{ m.trading_date('$t') }}")
+
+
+def _configure(con: duckdb.DuckDBPyConnection, threads: int) -> duckdb.DuckDBPyConnection:
+    """The live connection's settings, on it and on each of its cursors (a cursor starts from the defaults)."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET threads = {int(threads)}")
+    # The statements are prepared once over tables whose contents change: no optimizer may fold an expression
+    # from the column statistics of the moment (with empty tables, sid >= 1 was folded to false: all NULL).
+    con.execute("SET disabled_optimizers = 'statistics_propagation,empty_result_pullup'")
+    return con
 
 
 def _literal(text: str) -> str:

@@ -10,6 +10,7 @@ derived through the shared ``base`` query.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -169,15 +170,20 @@ def staged_queries(registry: Registry, source: str, timeframe: str = "1m") -> St
     return StagedQueries(base_sql, families, features)
 
 
-def feature_query(registry: Registry, source: str, timeframe: str = "1m") -> str:
+def feature_query(registry: Registry, source: str, timeframe: str = "1m",
+                  wrap_base: Callable[[str], str] | None = None) -> str:
     """One SELECT computing every registered feature over the bar relation ``source``.
 
     ``source`` must have symbol, ts, open, high, low, close, volume; the result has ``symbol``, ``ts`` and the
-    features in registry order with their declared types.
+    features in registry order with their declared types. ``wrap_base`` (optional) maps the shared base query
+    (``base.sql`` over ``source``) to the SELECT the families read instead: the live path adds each symbol's
+    session offset to ``sid`` there (:mod:`warehouse.features.live`).
     """
     from types import SimpleNamespace
 
     base_sql = render("features/base.sql", **{**template_params(timeframe), "source": source})
+    if wrap_base is not None:
+        base_sql = wrap_base(base_sql)
     index = {family.template: i for i, family in enumerate(registry.families)}
     features = [SimpleNamespace(name=s.name, type=s.type, family_index=index[s.template]) for s in registry.features]
     return render(
