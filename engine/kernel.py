@@ -123,6 +123,11 @@ class TradingKernel:
         self._cash = portfolio.cash
         self.risk.start(portfolio.cash)
 
+    @property
+    def bound(self) -> bool:
+        """Whether :meth:`bind` has told the kernel the rows' layout (a restored kernel needs it again)."""
+        return self._bar_type is not tuple
+
     def bind(self, columns: dict[str, int], bar_type: type) -> None:
         """The column positions of the rows :meth:`process` will receive, and the bar type built from them."""
         missing = [c for c in BAR_FIELDS if c not in columns and c != "contract"]

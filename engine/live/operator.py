@@ -99,7 +99,7 @@ class Operator:
     def _carry_out(self, kind: str, args: dict[str, str]) -> tuple[bool, str]:
         kernel = self.session.kernel
         handler = self.session.handler
-        if kernel._columns is None and kind in ("kill", "flatten"):
+        if not self.session.decided and kind in ("kill", "flatten"):
             if kind == "kill":
                 kernel.events.append((kernel.now, "kill_switch", "KILL_SWITCH", None, None, "triggered before the first bar"))
                 kernel.risk.set_state(RiskState.HALTED, f"kill switch: {args.get('reason', 'operator')}")

@@ -50,6 +50,7 @@ from warehouse import schemas
 from engine.risk import Denial, RiskManager, RiskState
 from engine.strategy import Strategy
 from warehouse.errors import QEError
+from warehouse.features.live import LiveFeatures
 
 __all__ = ["LiveSettings", "LiveSession", "BarTiming"]
 
@@ -97,8 +98,9 @@ class BarTiming:
 
 @dataclass
 class _Pending:
+    """The stored bars of one timestamp so far, and when the latest was stored (``time.perf_counter``)."""
+
     bars: dict[str, FinalBar] = field(default_factory=dict)
-    first_seen: float = 0.0
     stored: float = 0.0
 
 
@@ -149,14 +151,15 @@ class LiveSession:
         instruments = InstrumentBook(config.instruments)
         recorder = EquityRecorder(config.initial_capital, chunk_points=config.equity_chunk_points,
                                   directory=Path(wh.root) / ".staging", run_id=run_id)
-        # Rolls are the broker's orders live (both legs journaled); the kernel's simulated roll fills stay off.
+        # The kernel's simulated roll fills stay off: a live roll is the operator's for now (check_contracts halts
+        # a resumed run whose position is in another contract than the broker's front).
         self.kernel = TradingKernel(strategy, handler, instruments, risk, Portfolio(config.initial_capital), recorder,
                                     bar_ns=BAR_NS[timeframe], slippage=NoSlippage(), rolls=load_rolls(self._con),
                                     roll=False)
         strategy.engine = self.kernel
         self.strategy_label = strategy_name(strategy)
         self.rows = QueryRows(self._con, query, timeframe)
-        self.features = None
+        self.features: LiveFeatures | None = None
         self.timings: list[BarTiming] = []
         self.decided: list[datetime] = []
         #: bar open time -> wall clock (``time.perf_counter``) when the clock passed the bar's close (replays)
@@ -182,14 +185,9 @@ class LiveSession:
             self._last_decided = self.decided[-1] if self.decided else None
             self._started = True  # on_start ran in the first process
             self.resumed = True
-            adopt = getattr(handler, "adopt", None)
-            if adopt is not None:
-                adopt(self.kernel.orders)
-            # executions booked before the restart are not booked again by the reconciliation
-            if hasattr(handler, "_booked"):
-                handler._booked.update(state.booked_exec_ids)
-                handler.records.extend(state.records)
-                handler.sent_at.update(state.sent_at)
+            resume = getattr(handler, "resume", None)
+            if resume is not None:  # a real broker's handler: the orders sent and the executions booked before
+                resume(self.kernel.orders, state.booked_exec_ids, state.records, state.sent_at)
         handler_risk = getattr(handler, "risk", None)
         if handler_risk is not None:
             handler.risk = self.kernel.risk  # the handler halts the restored risk manager, not the new one
@@ -200,8 +198,6 @@ class LiveSession:
         """Open the per-bar features (after the warm-up stored every bar up to now), decide the bars stored
         since the last decided one (a resumed run), and call the strategy's ``on_start`` (a new run)."""
         if self.settings.features and f"features_{self.timeframe}" in self.query and self.features is None:
-            from warehouse.features.live import LiveFeatures
-
             if self._last_decided is not None:
                 self._catch_up_features()
             self.features = LiveFeatures(self.wh, self.timeframe, self.roots)
@@ -280,7 +276,7 @@ class LiveSession:
             log.warning("bar %s %s arrived after its time was decided; stored, not traded", bar.root, bar.ts)
             return
         now = time.perf_counter()
-        pending = self._pending.setdefault(bar.ts, _Pending(first_seen=now))
+        pending = self._pending.setdefault(bar.ts, _Pending())
         pending.bars[bar.root] = bar
         pending.stored = now
 
@@ -315,7 +311,7 @@ class LiveSession:
         queried = time.perf_counter()
         orders_before = len(self.kernel.orders)
         if n:
-            if self.kernel._bar_type is tuple:
+            if not self.kernel.bound:
                 self.kernel.bind(self.rows.columns, self.rows.bar_type)
             self.kernel.process(columns, n)
             self.last_symbols = sorted(set(columns[self.rows.columns["symbol"]]))

@@ -462,6 +462,15 @@ class IBExecutionHandler(ExecutionHandler):
         self._send_all(outgoing)
         return []
 
+    def resume(self, orders: Iterable[Order], booked_exec_ids: Iterable[str], records: Iterable[FillRecord],
+               sent_at: Mapping[str, datetime]) -> None:
+        """A restarted run's books from its checkpoint, before :meth:`connect`: the orders it had sent (see
+        :meth:`adopt`), and the executions it had booked, which the reconciliation then does not book again."""
+        self._booked.update(booked_exec_ids)
+        self.records.extend(records)
+        self.sent_at.update(sent_at)
+        self.adopt(orders)
+
     def adopt(self, orders: Iterable[Order]) -> None:
         """This run's orders from before a restart (its checkpoint), handed over before :meth:`connect`.
 
