@@ -55,3 +55,21 @@ def test_the_demo_backtest_is_one_a_trader_would_run(demo) -> None:  # noqa: ANN
     assert net == pytest.approx(gross - commissions - slippage, abs=0.01)
     # costs a few percent of the 1,000,000 account at most, not the 2.7 % in 10 days of the old demo
     assert commissions + slippage < 30_000
+
+
+def test_paper_demo_trades_through_the_simulator_and_equals_its_backtest(tmp_path: Path) -> None:
+    """`qe demo --paper`: a paper run in the ledger, its report, and an attribution with no gap at all: the
+    session's orders met the same prices as the backtest's (no order may reach the gateway after the next
+    bar was pushed)."""
+    root = tmp_path / "qe_data"
+    result = qe("demo", "--paper", "--bars", "40", warehouse=root)
+    assert result.returncode == 0, result.stderr
+    assert "relabelled as MES" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Attribution against the backtest"))
+    live, backtest, unexplained = (_number(v) for v in
+                                   re.findall(r"live P&L (\S+), backtest (\S+), unexplained (\S+)\.", line)[0])
+    assert live == backtest and unexplained == 0.0
+    runs = json.loads(qe("sql", "SELECT run_id, kind, status FROM runs WHERE kind = 'paper'", "--format", "json",
+                         warehouse=root).stdout)
+    assert [(r["kind"], r["status"]) for r in runs] == [("paper", "stopped")]
+    assert (root / "reports" / f"{runs[0]['run_id']}.html").is_file()

@@ -114,6 +114,11 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             session.closed_at[ts] = time.perf_counter()
             await _until(lambda: bool(session.decided) and session.decided[-1] >= ts, bar_timeout_s,
                          f"the decision on {ts}", task)
+            # the bar's orders are on the wire: the next bar is pushed only once the gateway has them all, as a
+            # minute's worth of time would let them arrive live (else they would meet a later price)
+            sent = running.handler.sent_at
+            await _until(lambda: sent.keys() <= {o.request.order_ref for o in sim.placed}, bar_timeout_s,
+                         f"the orders of {ts} at the gateway", task)
             if on_bar is not None:
                 on_bar(running, ts)
             if stop_after is not None and count >= stop_after:

@@ -192,6 +192,8 @@ class LiveSession:
         if handler_risk is not None:
             handler.risk = self.kernel.risk  # the handler halts the restored risk manager, not the new one
         self.kernel.submission_gate = _market_hours
+        if hasattr(handler, "clock"):
+            handler.clock = self.clock  # send times on the session's clock (bar time in a replay)
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:

@@ -157,8 +157,11 @@ class IBExecutionHandler(ExecutionHandler):
         self.account: str | None = None
         self.contracts: dict[str, Contract] = {}
         self.records: list[FillRecord] = []
-        #: orderRef -> wall clock (UTC) when placeOrder was called: the send leg of the latency attribution
+        #: orderRef -> when placeOrder was called, by :attr:`clock`: the send leg of the latency attribution
         self.sent_at: dict[str, datetime] = {}
+        #: now (tz-aware): the wall clock, or the session's clock in a replay (bar time), so that send times
+        #: and the broker's execution times are on one clock
+        self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         #: after a restart: how many orders the engine restored (:meth:`adopt`), and the journaled orders
         #: numbered after them, not counted as working until the engine decides them again (:meth:`_readopt`)
         self._adopted_ids: int | None = None
@@ -530,7 +533,7 @@ class IBExecutionHandler(ExecutionHandler):
         for ref, contract, order, ib_order in outgoing:
             self._journaled.add(ref)
             self._orders[ref] = order
-            self.sent_at[ref] = datetime.now(timezone.utc)
+            self.sent_at[ref] = self.clock()
             trades.append(self.ib.placeOrder(contract, ib_order))
             self._trades[ref] = trades[-1]
         return trades
