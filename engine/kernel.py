@@ -206,7 +206,10 @@ class TradingKernel:
         # every working order and every held bracket child (a partly filled entry releases no exits here)
         self.handler.cancel_all(self.now, origin.replace("_", " "), keep_origin=origin)
         for symbol, pos in list(self.portfolio.positions.items()):
-            pending = self.handler.working_quantity(symbol)
+            # orders left working net against the position (earlier flattening orders); a broker whose cancels
+            # are requests still counts the cancelled ones as working: flatten the position itself there
+            pending = self.handler.working_quantity(symbol) if self.handler.cancels_at_once else \
+                sum(o.quantity - o.filled for o in self.handler.working_orders(symbol) if o.origin == origin)
             if pos.quantity + pending == 0:
                 continue
             order = Order(symbol, -(pos.quantity + pending), tag=origin)
@@ -219,6 +222,12 @@ class TradingKernel:
         Returns the closing order, or None when there was nothing to close.
         """
         self._refresh_now()
+        held = self.portfolio.positions.get(symbol)
+        traded = getattr(self.handler, "traded_contract", lambda root: None)(symbol)
+        if held is not None and traded is not None and held.contract not in (None, traded):
+            raise QEError(f"{symbol} is held in {held.contract} but orders now go to {traded}: a flatten here would "
+                          f"trade {traded}; close {held.contract} at the broker (qe live kill closes the session's "
+                          "contracts by their own symbols)")
         for order in self.handler.working_orders(symbol):
             self.handler.cancel(order, self.now, f"{origin} flatten")
         position = self.portfolio.position(symbol)
@@ -317,7 +326,13 @@ class TradingKernel:
             close_known = bar[1] == current[1]
             # submitted now (at the current bar's close), priced from the symbol's own latest bar
             bar = (bar[0], current[1], *bar[2:7], current[7], bar[8])
-        for fill in self.handler.submit(order, bar, close_known=close_known):
+        try:
+            fills = self.handler.submit(order, bar, close_known=close_known)
+        except QEError as exc:
+            # a real broker refusing now (disconnected, reconciling, halted): the order is denied, the run goes on
+            self._deny(order, Denial("BROKER_REFUSED", str(exc)))
+            return order
+        for fill in fills:
             self._book(fill)
         return order
 
@@ -401,8 +416,12 @@ class TradingKernel:
                                 f"prices moved by {in_price - out_price:+g} to {new}"))
 
     # -- the loop -----------------------------------------------------------------------------------------
-    def process(self, columns: list[list], n: int) -> None:
+    def process(self, columns: list[list], n: int, arrived: list[Fill] | None = None) -> None:
         """Process ``n`` bars given as one list per column (positions as :meth:`bind` was told), in time order.
+
+        ``arrived``: fills a real broker reported since the last call (made during the first row's bar); they
+        are booked once that bar's timestamp and trading date are entered, before any row is seen, so their
+        cash lands on this bar's equity point and in this trading date's loss limits.
 
         The backtest hands over a record batch of thousands of rows at a time, the live loop the rows of one
         bar's timestamp; the work per bar is the same. The body below runs once per bar, so it is written for
@@ -457,6 +476,11 @@ class TradingKernel:
                         self.now, self.trading_day = ts, day
                         for event in risk.new_day(day, portfolio.equity):
                             self._event(event)
+                    if arrived:
+                        self._i = i
+                        self.now, self.trading_day = ts, day
+                        self.book_fills(arrived)
+                        arrived = None
                 sym = syms[i]
                 self._i = i
                 if contracts is not None:

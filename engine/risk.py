@@ -409,6 +409,12 @@ class RiskManager:
         self.peak = self.day_start = self.week_start = equity
         return self.set_state(RiskState.ACTIVE, "reset by user")
 
+    def replace_limits(self, limits: RiskLimits) -> None:
+        """New limits for a running account (a resumed live run takes its configuration's): the breakers'
+        floor is computed again from the current peak and day/week starts."""
+        self.limits = limits
+        self._rearm()
+
     def _rearm(self) -> None:
         limits = self.limits
         floors = []

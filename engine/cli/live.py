@@ -140,7 +140,8 @@ def kill_command(
     working order of the account (IB's global cancel) and flattens the session's contracts at market.
     """
     from engine.cli.main import _existing_warehouse
-    from engine.live.control import pid_alive, post_command, read_session, read_status, wait_for_ack
+    from engine.live.control import (pid_alive, post_command, read_session, read_status, wait_for_ack,
+                                     withdraw_command)
     from warehouse.errors import QEError
 
     root = _existing_warehouse().root
@@ -174,7 +175,11 @@ def kill_command(
                                 journal=OrderJournal(root), contracts=extra)
     for line in report.lines():
         _say(line)
-    _say("the kill command stays queued: the session halts when it takes it")
+    # the positions were closed at IB by another client: a session taking the queued kill now would flatten the
+    # position it still believes in and open the opposite one. It is told to halt without flattening instead.
+    if withdraw_command(directory, command):
+        post_command(directory, "kill", reason=reason, flatten="no")
+        _say("the session halts (without flattening again) when it takes the queued command")
 
 #: The per-order columns ``qe live attribution`` prints (``--json`` gives every column).
 ATTRIBUTION_COLUMNS = ("decided_ts", "symbol", "quantity", "order_type", "signal", "live_order_id",

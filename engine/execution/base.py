@@ -28,10 +28,14 @@ class ExecutionHandler(ABC):
         asks a handler for a symbol's fills only when the symbol is here). Subclasses keep it current.
     bar_ns : int
         Bar length, nanoseconds: an order decided on a bar is submitted at the bar's close.
+    cancels_at_once : bool
+        True when :meth:`cancel` takes effect before it returns (the simulated broker); False when it is a
+        request the broker confirms later (the order keeps working meanwhile, and may still fill).
     """
 
     working: dict[str, list[Order]]
     bar_ns: int
+    cancels_at_once: bool = True
 
     @abstractmethod
     def submit(self, order: Order, bar: tuple, close_known: bool = True) -> list[Fill]:

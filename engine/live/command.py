@@ -87,7 +87,7 @@ def run_live_command(wh, *, strategy: str, query: str, params: list[str] | None,
     instance = make_strategy(strategy, parse_params(params))
     name = settings.live.ib_strategy or _only_strategy(settings.ib)
     kind = "live" if live else "paper"
-    resumed = None if new else _resumable(Path(wh.root), strategy_name(instance), kind)
+    resumed = None if new else _resumable(Path(wh.root), name, kind)
     run_id = resumed or new_run_id()
     print(f"{'resuming' if resumed else 'starting'} {kind} session {run_id} ({strategy_name(instance)}); "
           "Ctrl-C stops it (qe live starts it again where it stopped)", file=sys.stderr)
@@ -121,7 +121,7 @@ def _only_strategy(ib: Any) -> str:
 
 
 def _resumable(root: Path, strategy: str, kind: str) -> str | None:
-    """The warehouse's current session when it is this strategy's, of this kind."""
+    """The warehouse's current session when it is this strategy's (its name at the broker), of this kind."""
     try:
         info = read_session(find_session(root))
     except QEError:

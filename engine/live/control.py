@@ -283,14 +283,15 @@ def post_command(directory: Path, kind: CommandKind, **args: str) -> str:
     ----------
     kind : {"kill", "flatten", "reset"}
     **args
-        ``kill``: ``reason`` (default ``operator``); ``flatten``: ``symbol`` (required); ``reset``: none.
+        ``kill``: ``reason`` (default ``operator``) and ``flatten`` (``no``: halt and cancel only, the positions
+        were closed at the broker already); ``flatten``: ``symbol`` (required); ``reset``: none.
     """
     args = {k: str(v) for k, v in args.items()}
     if kind == "kill":
         args.setdefault("reason", "operator")
     elif kind == "flatten" and not args.get("symbol"):
         raise ConfigError("flatten needs the symbol to flatten")
-    allowed = {"kill": {"reason"}, "flatten": {"symbol"}, "reset": set()}.get(kind)
+    allowed = {"kill": {"reason", "flatten"}, "flatten": {"symbol"}, "reset": set()}.get(kind)
     if allowed is None:
         raise ConfigError(f"unknown live command {kind!r} (kill, flatten, reset)")
     if set(args) - allowed:

@@ -107,6 +107,10 @@ class Operator:
             return False, "no bar decided yet: nothing to flatten"
         if kind == "kill":
             reason = args.get("reason") or "operator"
+            if args.get("flatten") == "no":  # the operator closed the positions at the broker already
+                kernel.risk.set_state(RiskState.HALTED, f"kill switch: {reason} (flattened at the broker)")
+                handler.cancel_all(kernel.now, "kill switch")
+                return True, "halted; working orders cancelled; positions were closed at the broker"
             if kernel.risk.state is RiskState.HALTED and not kernel.portfolio.positions and not handler.working:
                 return True, "already halted and flat"
             kernel.kill_switch(reason)

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.data.feed import REQUIRED_COLUMNS, bar_type, batch_columns
 from warehouse.errors import QEError
@@ -62,12 +63,21 @@ class QueryRows:
             [self._live_features, rows.cast(self._live_features.schema)])
         name = f"features_{self.timeframe}"
         self.con.register(f"_live_{name}", self._live_features)
-        first = self._live_features["ts"][0].as_py()
+        first = pc.min(self._live_features["ts"]).as_py()
         # qualified with the database: an unqualified (or main.) name inside the temporary view is the view itself
         database = self.con.sql("SELECT current_database()").fetchone()[0]
         self.con.execute(
             f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "{database}".main.{name} '
             f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM _live_{name}")
+
+    def layout(self) -> tuple[dict[str, int], type]:
+        """The rows' column positions and bar type, from the query's columns (no row needed)."""
+        sql = render("backtest_feed.sql", query=f"SELECT * FROM ({self.query}) AS live_q LIMIT 0", order_by=False,
+                     has_volume=self._has_volume)
+        names = self.con.sql(sql).columns
+        if self.columns is None:
+            self.columns, self.bar_type = {n: i for i, n in enumerate(names)}, bar_type(names)
+        return self.columns, self.bar_type
 
     def at(self, ts: datetime) -> tuple[list[list], int]:
         """The query's rows at bar time ``ts`` (ordered by symbol), as one list per column and a count."""
@@ -84,5 +94,9 @@ class QueryRows:
             self.columns = {n: i for i, n in enumerate(names)}
             self.bar_type = bar_type(names)
         elif list(self.columns) != names:
-            raise QEError("the live query's columns changed between bars")
+            if set(self.columns) != set(names):
+                raise QEError("the live query's columns changed between bars: "
+                              f"{sorted(set(names) ^ set(self.columns))}")
+            # the same columns in another order (the shadowing features view lists them by name): the bound order
+            table = table.select(list(self.columns))
         return batch_columns(table), table.num_rows

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.adapters.ib.data import IBBarFeed
 from engine.adapters.ib.handler import IBExecutionHandler
-from engine.backtest.run import BacktestConfig, strategy_name
+from engine.backtest.run import BacktestConfig
 from engine.core.instruments import InstrumentBook
 from engine.live.control import LiveStatus, create_session
 from engine.live.eventlog import EventLog
@@ -63,10 +63,11 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
     con = wh.connect()
     roots = settings.roots or universe(con, query, timeframe)
     contracts = front_contracts(wh, roots)
-    directory = create_session(Path(wh.root), run_id, kind=kind, strategy=strategy_name(strategy),
-                               config=config_path, contracts=contracts)
     risk = RiskManager(config.risk, InstrumentBook(config.instruments))
     handler = make_handler(run_id, contracts, risk)
+    # the session is known by the strategy's name at the broker (its IB binding: client ids, orderRefs)
+    directory = create_session(Path(wh.root), run_id, kind=kind, strategy=handler.strategy, config=config_path,
+                               contracts=contracts)
     session = LiveSession(wh, strategy, query, config, handler, risk, roots, settings=settings, kind=kind,
                           run_id=run_id, timeframe=timeframe, clock=clock, directory=directory)
     operator = session.operator = Operator(directory, session, show)
@@ -93,8 +94,10 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
             operator.publish("failed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            if feed is not None:
-                await feed.stop()
-            session.stop()
-            handler.disconnect()
+            try:
+                if feed is not None:
+                    await feed.stop()
+                session.stop()
+            finally:
+                handler.disconnect()
     return session

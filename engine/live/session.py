@@ -173,13 +173,20 @@ class LiveSession:
         self._last_decided: datetime | None = None
         self._started = False
         self._bars_since_record = 0
-        self._held_fills: list = []
         self.checkpoint_error: str | None = None
+        self._catching_up = False
         self.resumed = False
         state = load_checkpoint(directory / CHECKPOINT_FILE) if directory is not None else None
         if state is not None:
             # the same run again: the kernel as it was after the last decided bar, and the orders it had sent
+            restored_params = dict(getattr(state.strategy, "params", {}) or {})
+            given_params = dict(getattr(strategy, "params", {}) or {})
+            if restored_params != given_params:
+                raise QEError(f"run {run_id} was trading with parameters {restored_params}, not {given_params}: "
+                              "resume it with the same -p values, or start a new run (qe live --new)")
             restore(self.kernel, state)
+            # the configuration given now rules: a restart is how an operator tightens the limits
+            self.kernel.risk.replace_limits(config.risk)
             self.strategy = self.kernel.strategy
             self.decided = list(state.decided)
             self._last_decided = self.decided[-1] if self.decided else None
@@ -191,7 +198,7 @@ class LiveSession:
         handler_risk = getattr(handler, "risk", None)
         if handler_risk is not None:
             handler.risk = self.kernel.risk  # the handler halts the restored risk manager, not the new one
-        self.kernel.submission_gate = _market_hours
+        self.kernel.submission_gate = self._gate
         if hasattr(handler, "clock"):
             handler.clock = self.clock  # send times on the session's clock (bar time in a replay)
 
@@ -208,6 +215,10 @@ class LiveSession:
             self._started = True
         if self._last_decided is not None:
             self.catch_up()
+            if not self.kernel.bound:
+                # nothing to catch up: the rows' layout all the same, so the operator's commands work before the
+                # first new bar (the checkpoint keeps the last bar's rows, not their column positions)
+                self.kernel.bind(*self.rows.layout())
 
     def _catch_up_features(self) -> None:
         """Features of the bars decided before the restart and of those stored since (bounded tails, equal to
@@ -217,6 +228,14 @@ class LiveSession:
         since = self.decided[0] if self.decided else self._last_decided
         rows = compute_tail(self.wh, self.timeframe, self.roots, since)
         self.rows.add_features(rows)
+
+    def _gate(self, order, submitted_ns: int) -> Denial | None:  # noqa: ANN001
+        """Market hours (:func:`_market_hours`), and no new order while deciding bars missed during a stop:
+        their prices are old; only orders the broker already has (decided again, adopted) pass."""
+        if self._catching_up and not getattr(self.handler, "awaits", lambda order: False)(order):
+            return Denial("CATCH_UP", f"decided on {datetime.fromtimestamp(submitted_ns / 1e9, timezone.utc):%H:%M} "
+                                      "while catching up after a restart: not sent at today's prices")
+        return _market_hours(order, submitted_ns)
 
     def check_contracts(self, traded: dict[str, str]) -> list[str]:
         """Halt the run when a held position is in another contract than the one the broker trades now.
@@ -242,12 +261,16 @@ class LiveSession:
         stored = self._con.execute(
             f"SELECT DISTINCT ts FROM bars_{self.timeframe} WHERE list_contains($roots, symbol) AND ts > $after "
             "ORDER BY ts", {"roots": self.roots, "after": self._last_decided}).fetchall()
-        for (ts,) in stored:
+        for k, (ts,) in enumerate(stored):
+            # every missed bar but the newest is decided without new orders (its prices are old)
+            self._catching_up = k < len(stored) - 1
             self._decide_rows(ts, time.perf_counter())
-        unclaimed = getattr(self.handler, "unclaimed", lambda: [])()
+        self._catching_up = False
+        unclaimed = getattr(self.handler, "release_unclaimed", lambda: [])()
         if unclaimed:
             # orders this run sent that deciding the same bars again did not produce: the books are not the
-            # broker's; stop trading until the operator looks (qe live status / reset)
+            # broker's; they count as working from now on (the risk checks see them), and trading stops until
+            # the operator looks (qe live status / reset)
             message = f"orders at the broker the resumed run did not decide again: {', '.join(unclaimed)}"
             log.error(message)
             self.kernel.events.append((self.kernel.now, "risk", "RESUME_MISMATCH", None, None, message))
@@ -276,6 +299,8 @@ class LiveSession:
             # decided without it (it came after the wait, e.g. a spike held for confirmation): stored, not traded
             self.skipped_late.append(bar)
             log.warning("bar %s %s arrived after its time was decided; stored, not traded", bar.root, bar.ts)
+            if self.features is not None:  # the root's features still need it (their windows run over every bar)
+                self.rows.add_features(self.features.append(bars_table([bar])))
             return
         now = time.perf_counter()
         pending = self._pending.setdefault(bar.ts, _Pending())
@@ -308,15 +333,18 @@ class LiveSession:
     def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0) -> None:
         """The broker's fills since the last bar, then the kernel on the query's rows at ``ts``; checkpoint."""
         featured = time.perf_counter()
-        self.kernel.book_fills(self._fills_until(ts))
+        # the fills made before this bar ended (a later one waits in the handler, counted as exposure)
+        fills = self.handler.drain_fills(before=int(ts.timestamp() * 1e9) + self.kernel.bar_ns)
         columns, n = self.rows.at(ts)
         queried = time.perf_counter()
         orders_before = len(self.kernel.orders)
         if n:
             if not self.kernel.bound:
                 self.kernel.bind(self.rows.columns, self.rows.bar_type)
-            self.kernel.process(columns, n)
+            self.kernel.process(columns, n, arrived=fills)
             self.last_symbols = sorted(set(columns[self.rows.columns["symbol"]]))
+        else:
+            self.kernel.book_fills(fills)
         done = time.perf_counter()
         self._last_decided = ts
         self.decided.append(ts)
@@ -329,25 +357,14 @@ class LiveSession:
         if self._bars_since_record >= self.settings.record_every:
             self.record()
 
-    def _fills_until(self, ts: datetime) -> list:
-        """The broker's fills that happened before bar ``ts`` ended, in the order reported; later ones wait.
-
-        A backtest books a fill in the bar it happens in, before the strategy sees that bar; live, fills
-        arrive asynchronously, and a restart deciding an older bar again must not see fills from after it.
-        """
-        fills = self._held_fills + self.handler.drain_fills()
-        end = int(ts.timestamp() * 1e9) + self.kernel.bar_ns
-        self._held_fills = [f for f in fills if f.ts >= end]
-        return [f for f in fills if f.ts < end]
-
     def checkpoint(self) -> None:
         """Save the state after the last decided bar (the session's directory only)."""
         if self.directory is None:
             return
         handler = self.handler
+        booked, records = handler.delivered_books() if hasattr(handler, "delivered_books") else (set(), [])
         try:
-            save_checkpoint(self.directory / CHECKPOINT_FILE, self.kernel, self.decided,
-                            set(getattr(handler, "_booked", ())), list(getattr(handler, "records", ())),
+            save_checkpoint(self.directory / CHECKPOINT_FILE, self.kernel, self.decided, booked, records,
                             dict(getattr(handler, "sent_at", {})))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             # trading goes on; only a restart could not resume this run (said once, in the log and the status)
@@ -406,8 +423,7 @@ class LiveSession:
         """The strategy's ``on_stop``, the last equity point, and the final ledger record; returns the run id."""
         if self._started:
             self.strategy.on_stop()
-        self.kernel.book_fills(self._held_fills + self.handler.drain_fills())
-        self._held_fills = []
+        self.kernel.book_fills(self.handler.drain_fills())
         self.kernel.finish(close_at_end=False)
         if self.features is not None:
             self.features.close()

@@ -46,8 +46,9 @@ def test_orders_fills_commissions_and_cancel_through_the_handler(ib_log) -> None
                 await until(lambda: len(sim.placed) == 3, what="orders at the gateway")
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=1), *BAR)
                 await until(lambda: len(handler.records) == 2, what="two fills with commission")
-                fills = handler.on_bar("MES", 0, *BAR, 0, 0, None)
-                assert handler.on_bar("MES", 0, *BAR, 0, 0, None) == []  # handed over once
+                bar_ts = int((CLOCK + timedelta(minutes=1)).timestamp()) * 10**9  # the bar the fills happened in
+                fills = handler.on_bar("MES", bar_ts, *BAR, 0, 0, None)
+                assert handler.on_bar("MES", bar_ts, *BAR, 0, 0, None) == []  # handed over once
                 assert handler.cancel(protect, 0, "flatten") is True
                 await until(lambda: protect.is_done, what="cancel confirmed")
             finally:

@@ -162,6 +162,11 @@ class IBExecutionHandler(ExecutionHandler):
         #: now (tz-aware): the wall clock, or the session's clock in a replay (bar time), so that send times
         #: and the broker's execution times are on one clock
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        #: bar length (ns) of the session: :meth:`on_bar` hands over only the fills made before a bar ended
+        self.bar_ns = 60_000_000_000
+        #: a cancel is a request: orders stay working until IB confirms (the kernel's flattening must not net
+        #: against them)
+        self.cancels_at_once = False
         #: after a restart: how many orders the engine restored (:meth:`adopt`), and the journaled orders
         #: numbered after them, not counted as working until the engine decides them again (:meth:`_readopt`)
         self._adopted_ids: int | None = None
@@ -170,7 +175,9 @@ class IBExecutionHandler(ExecutionHandler):
         self._trades: dict[str, Trade] = {}
         self._pending: dict[str, tuple[Order, Fill]] = {}  # execId -> fill waiting for its commission
         self._booked: set[str] = set()  # execIds already booked
-        self._ready: list[Fill] = []
+        self._ready: list[Fill] = []  # booked with their commission, not yet handed to the engine
+        self._exec_of: dict[int, str] = {}  # id(fill in _ready) -> its execId
+        self._delivered: set[str] = set()  # execIds handed to the engine (drain_fills / on_bar)
         #: called with every booked fill as it completes (a live loop wakes on these instead of polling)
         self.fill_listeners: list[Callable[[Fill], None]] = []
         self.journal = journal
@@ -465,11 +472,17 @@ class IBExecutionHandler(ExecutionHandler):
         self._send_all(outgoing)
         return []
 
+    def traded_contract(self, root: str) -> str | None:
+        """The local symbol orders of ``root`` go to (None before :meth:`connect` qualified it)."""
+        contract = self.contracts.get(root)
+        return None if contract is None else contract.localSymbol
+
     def resume(self, orders: Iterable[Order], booked_exec_ids: Iterable[str], records: Iterable[FillRecord],
                sent_at: Mapping[str, datetime]) -> None:
         """A restarted run's books from its checkpoint, before :meth:`connect`: the orders it had sent (see
         :meth:`adopt`), and the executions it had booked, which the reconciliation then does not book again."""
         self._booked.update(booked_exec_ids)
+        self._delivered.update(booked_exec_ids)
         self.records.extend(records)
         self.sent_at.update(sent_at)
         self.adopt(orders)
@@ -486,6 +499,16 @@ class IBExecutionHandler(ExecutionHandler):
             if order.order_id >= 0 and order.status is not OrderStatus.DENIED:
                 self._orders[order_ref(self.run_id, self.strategy, order.order_id)] = order
         self._adopted_ids = len(orders)
+
+    def release_unclaimed(self) -> list[str]:
+        """Count the unclaimed orders (:meth:`unclaimed`) as working from now on (they are at the broker: the
+        risk checks must see them); returns their orderRefs."""
+        released, self._awaiting = sorted(self._awaiting), set()
+        return released
+
+    def awaits(self, order: Order) -> bool:
+        """Whether ``order`` is one a restart awaits (journaled and sent before it; deciding it again adopts it)."""
+        return order_ref(self.run_id, self.strategy, order.order_id) in self._awaiting
 
     def unclaimed(self) -> list[str]:
         """Journaled orders of this run numbered after the restored ones that the engine has not decided again
@@ -549,10 +572,8 @@ class IBExecutionHandler(ExecutionHandler):
 
     def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
                trading_day: int, contract: str | None) -> list[Fill]:
-        """The fills of ``symbol`` that IB reported (with commission) since the last call."""
-        taken = [f for f in self._ready if f.symbol == symbol]
-        self._ready = [f for f in self._ready if f.symbol != symbol]
-        return taken
+        """The fills of ``symbol`` IB reported (with commission) that happened before bar ``ts`` ended."""
+        return self._deliver(lambda f: f.symbol == symbol and f.ts < ts + self.bar_ns)
 
     @property
     def working(self) -> dict[str, list[Order]]:
@@ -563,10 +584,44 @@ class IBExecutionHandler(ExecutionHandler):
                 working.setdefault(order.symbol, []).append(order)
         return working
 
-    def drain_fills(self) -> list[Fill]:
-        """Every fill reported since the last call, all symbols."""
-        taken, self._ready = self._ready, []
+    def drain_fills(self, before: int | None = None) -> list[Fill]:
+        """The fills reported since the last call, all symbols; with ``before`` (ns) only those that happened
+        earlier (a bar's fills are booked in that bar: later ones wait here, counted as exposure)."""
+        return self._deliver(None if before is None else (lambda f: f.ts < before))
+
+    def _deliver(self, wanted: Callable[[Fill], bool] | None) -> list[Fill]:
+        taken = [f for f in self._ready if wanted is None or wanted(f)]
+        if taken:
+            self._ready = [f for f in self._ready if not (wanted is None or wanted(f))]
+            self._delivered.update(self._exec_of.pop(id(f)) for f in taken)
         return taken
+
+    def delivered_books(self) -> tuple[set[str], list[FillRecord]]:
+        """The executions handed to the engine so far and their records: what a checkpoint may call booked
+        (fills still waiting here are booked again from IB's executions by a restart's reconciliation)."""
+        return set(self._delivered), [r for r in self.records if r.exec_id in self._delivered]
+
+    def in_flight_quantity(self, symbol: str) -> int:
+        """Working MARKET orders still to fill plus the executions IB reported that the engine has not booked
+        yet (the order shows them filled; the position will)."""
+        return super().in_flight_quantity(symbol) + self._unbooked(symbol)
+
+    def working_buys_sells(self, symbol: str) -> tuple[int, int]:
+        """The worst case of the working orders plus the executions not booked yet (certain changes)."""
+        buys, sells = super().working_buys_sells(symbol)
+        for fill in self._undelivered(symbol):
+            if fill.quantity > 0:
+                buys += fill.quantity
+            else:
+                sells -= fill.quantity
+        return buys, sells
+
+    def _undelivered(self, symbol: str) -> list[Fill]:
+        return [f for f in self._ready if f.symbol == symbol] + \
+            [f for _, f in self._pending.values() if f.symbol == symbol]
+
+    def _unbooked(self, symbol: str) -> int:
+        return sum(f.quantity for f in self._undelivered(symbol))
 
     # -- IB events --------------------------------------------------------------------------------
     def _on_exec(self, trade: Trade, fill: IBFill) -> None:
@@ -603,6 +658,7 @@ class IBExecutionHandler(ExecutionHandler):
         self._booked.add(exec_id)
         self.records.append(FillRecord(engine_fill, exec_id, ref, estimate))
         self._ready.append(engine_fill)
+        self._exec_of[id(engine_fill)] = exec_id
         for listener in list(self.fill_listeners):
             listener(engine_fill)
 
