@@ -9,13 +9,17 @@ One session, bar by bar:
    missing ones), the features of the new bars are computed from in-memory tails
    (:class:`~warehouse.features.live.LiveFeatures`, the same templates as ``qe features build``) and shown
    through the session's ``features_<tf>`` view;
-3. the fills the broker reported since the last bar are booked, then the query's rows at T
-   (:class:`~engine.live.rows.QueryRows`) go through :meth:`engine.kernel.TradingKernel.process`: marks,
-   breakers, the strategy, the risk manager, and the orders to the broker -- the code a backtest runs.
+3. the query's rows at T (:class:`~engine.live.rows.QueryRows`) go through
+   :meth:`engine.kernel.TradingKernel.process` with the broker's fills made before T ended (booked once T's
+   timestamp and trading date are entered; later ones wait in the handler, counted as exposure): marks,
+   breakers, the strategy, the risk manager, and the orders to the broker -- the code a backtest runs;
+4. the state is checkpointed (:mod:`engine.live.checkpoint`) and the status written; between bars the
+   operator's commands are carried out (:mod:`engine.live.operator`).
 
 The decision for a bar is taken when the bar closes; its market orders fill at the broker's next prices
-(a backtest's ``next_open``). The session is a run in the ledger (kind ``paper`` or ``live``), checkpointed
-every ``record_every`` bars and at the end, so ``qe report RUN`` works on it.
+(a backtest's ``next_open``). Outside the root's CME session no order is sent (``MARKET_CLOSED``). The
+session is a run in the ledger (kind ``paper`` or ``live``), recorded every ``record_every`` bars and at the
+end, so ``qe report RUN`` and ``qe live attribution RUN`` work on it.
 """
 
 from __future__ import annotations
