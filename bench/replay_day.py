@@ -83,6 +83,10 @@ def main() -> None:
                        {"first": start}).to_pandas()
         specs = catalog()
         columns = [c for c in specs if c in batch.columns]
+        both = live[["ts"]].merge(batch[["ts"]], on="ts")
+        print(f"rows: {len(live)} live, {len(batch)} batch, {len(both)} at the same bars")
+        live = live.merge(both, on="ts").sort_values("ts").reset_index(drop=True)
+        batch = batch.merge(both, on="ts").sort_values("ts").reset_index(drop=True)
         bad_bars: set = set()
         bad_features: set = set()
         for name in columns:

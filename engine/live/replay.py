@@ -25,6 +25,7 @@ from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
 from engine.backtest.run import BacktestConfig, strategy_name
 from engine.core.instruments import InstrumentBook
+from engine.live.bars import market_open
 from engine.live.runner import Running, trade
 from engine.live.session import LiveSession, LiveSettings
 from engine.risk import RiskManager
@@ -112,6 +113,8 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             now[0] = ts + wait  # the bar's close (plus grace and the wait for missing roots) has passed
             session = running.session
             session.closed_at[ts] = time.perf_counter()
+            if not any(market_open(r["symbol"], ts) for r in group):
+                continue  # outside every root's session: the feed drops such bars, as IB sends none then
             await _until(lambda: bool(session.decided) and session.decided[-1] >= ts, bar_timeout_s,
                          f"the decision on {ts}", task)
             # the bar's orders are on the wire: the next bar is pushed only once the gateway has them all, as a
