@@ -350,6 +350,14 @@ class LiveSession:
         else:
             self.kernel.book_fills(fills)
         done = time.perf_counter()
+        for fill in fills:
+            log.info("fill %s %+d %s @ %s (order %d, commission %.2f)", fill.symbol, fill.quantity, fill.contract,
+                     fill.price, fill.order_id, fill.commission)
+        for order in self.kernel.orders[orders_before:]:
+            log.info("order %d %s %+d %s: %s%s", order.order_id, order.symbol, order.quantity, order.order_type.value,
+                     order.status.value, f" ({order.detail})" if order.detail else "")
+        log.info("bar %s decided: %d row(s), equity %.2f, risk %s", ts.isoformat(), n, self.kernel.portfolio.equity,
+                 self.kernel.risk.state.value)
         self._last_decided = ts
         self.decided.append(ts)
         self.timings.append(BarTiming(ts, stored, done, features_s, queried - featured, done - queried,
