@@ -205,6 +205,7 @@ class LiveSession:
         self.kernel.submission_gate = self._gate
         if hasattr(handler, "clock"):
             handler.clock = self.clock  # send times on the session's clock (bar time in a replay)
+        handler.bar_ns = self.kernel.bar_ns  # a bar's fills are those made before it ended
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:
