@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from engine.backtest.run import BacktestConfig, run_backtest

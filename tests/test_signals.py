@@ -23,7 +23,6 @@ import pytest
 import sqlglot
 
 from engine.cli.signals import signals_app
-from engine.signals import generators as sg
 from engine.signals.generators import build_signals, registry, signal_query, signals_relation
 from warehouse import Warehouse
 from warehouse.errors import QEError
