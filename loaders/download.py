@@ -61,7 +61,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
 from warehouse.lock import write_lock
-from warehouse.store import TMP_SUFFIX, fsync_dir, sha256_file, write_parquet_atomic
+from warehouse.store import TMP_SUFFIX, fsync_dir, sha256_file, write_parquet_atomic, write_text_atomic
 from warehouse.warehouse import Warehouse
 
 DATASET = "GLBX.MDP3"
@@ -704,16 +704,7 @@ def _write_record(chunk_file: Path, sha256: str, conditions: dict[str, DayCondit
         "downloaded_at": downloaded_at.astimezone(timezone.utc).isoformat(),
         "conditions": conditions,
     }
-    target = _record_path(chunk_file)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(_record_path(chunk_file), json.dumps(record, indent=1, sort_keys=True))
 
 
 def _read_record(chunk_file: Path, sha256: str) -> dict[str, Any] | None:

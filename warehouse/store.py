@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,15 +51,23 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one.
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one (:func:`atomic_file`)."""
+    with atomic_file(path) as sink:
+        sink.write(data)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into, put in place whole when the block ends without error.
 
     The temporary file sits in the same directory (a rename across file systems is not atomic) and ends in
-    :data:`TMP_SUFFIX`, so that no glob of a reader picks it up and the crash sweeper knows it.
+    :data:`TMP_SUFFIX`, so that no glob of a reader picks it up and the crash sweeper knows it. It is flushed
+    to disk before the rename, and the directory after it; on an error it is removed and ``path`` is untouched.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as sink:
-            sink.write(data)
+            yield sink
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, path)

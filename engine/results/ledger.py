@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from warehouse import schemas
 from warehouse.errors import QEError
 from warehouse.lock import holds_write_lock
-from warehouse.store import TMP_SUFFIX, fsync_dir, write_parquet_atomic
+from warehouse.store import atomic_file, fsync_dir, write_parquet_atomic
 
 if TYPE_CHECKING:
     from engine.results.result import RunResult
@@ -210,20 +210,11 @@ def _place_equity_file(source: Path, target: Path, run_id: str) -> Path:
         fsync_dir(target.parent)
         return target
     schema = schemas.RUN_EQUITY
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        parquet = pq.ParquetFile(source)
-        with open(tmp, "wb") as sink:
-            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-                for i in range(parquet.num_row_groups):
-                    group = parquet.read_row_group(i)
-                    writer.write_table(_with_run_id(group, run_id, schema), row_group_size=max(group.num_rows, 1))
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+    parquet = pq.ParquetFile(source)
+    with atomic_file(target) as sink, pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for i in range(parquet.num_row_groups):
+            group = parquet.read_row_group(i)
+            writer.write_table(_with_run_id(group, run_id, schema), row_group_size=max(group.num_rows, 1))
     if not is_ledger_file:
         source.unlink(missing_ok=True)
     return target
