@@ -163,14 +163,21 @@ class TradingKernel:
         return None if bar is None else bar[5]
 
     # -- risk ---------------------------------------------------------------------------------------------
-    def kill_switch(self, reason: str = "manual") -> None:
-        """Cancel every working order, flatten every position at market, refuse new orders until reset."""
+    def kill_switch(self, reason: str = "manual", flatten: bool = True) -> None:
+        """Cancel every working order, flatten every position at market, refuse new orders until reset.
+
+        ``flatten=False`` halts and cancels only: the positions were closed elsewhere (the operator's kill at
+        the broker), and flattening the books' positions again would open the opposite ones.
+        """
         self._refresh_now()
         ts = self.now
         self.events.append((ts, "kill_switch", "KILL_SWITCH", None, None, f"triggered: {reason}"))
         if self.risk.state is not RiskState.HALTED:
             self._event(self.risk.set_state(RiskState.HALTED, f"kill switch: {reason}"))
-        self._flatten("kill_switch")
+        if flatten:
+            self._flatten("kill_switch")
+        else:
+            self.handler.cancel_all(self.now, "kill switch")
 
     def reset_kill_switch(self) -> None:
         """Explicitly clear the kill switch: new orders are accepted again."""

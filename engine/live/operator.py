@@ -99,21 +99,16 @@ class Operator:
     def _carry_out(self, kind: str, args: dict[str, str]) -> tuple[bool, str]:
         kernel = self.session.kernel
         handler = self.session.handler
-        if not self.session.decided and kind in ("kill", "flatten"):
-            if kind == "kill":
-                kernel.events.append((kernel.now, "kill_switch", "KILL_SWITCH", None, None, "triggered before the first bar"))
-                kernel.risk.set_state(RiskState.HALTED, f"kill switch: {args.get('reason', 'operator')}")
-                return True, "halted before the first bar: nothing to flatten"
+        if kind == "flatten" and not self.session.decided:
             return False, "no bar decided yet: nothing to flatten"
         if kind == "kill":
             reason = args.get("reason") or "operator"
-            if args.get("flatten") == "no":  # the operator closed the positions at the broker already
-                kernel.risk.set_state(RiskState.HALTED, f"kill switch: {reason} (flattened at the broker)")
-                handler.cancel_all(kernel.now, "kill switch")
-                return True, "halted; working orders cancelled; positions were closed at the broker"
             if kernel.risk.state is RiskState.HALTED and not kernel.portfolio.positions and not handler.working:
                 return True, "already halted and flat"
-            kernel.kill_switch(reason)
+            closed_at_broker = args.get("flatten") == "no"  # the operator's kill closed them at IB already
+            kernel.kill_switch(reason, flatten=not closed_at_broker)
+            if closed_at_broker:
+                return True, "halted; working orders cancelled; positions were closed at the broker"
             return True, f"halted; working orders cancelled; {len(kernel.portfolio.positions)} position(s) sent to flat"
         if kind == "flatten":
             symbol = args.get("symbol", "")
