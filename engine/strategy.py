@@ -14,6 +14,7 @@ The functional form ``strategy(bar, backtester) -> Optional[Order]`` is wrapped 
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from engine.core.params import Param
 from warehouse.errors import ConfigError, QEError
 
 
-__all__ = ["Engine", "Strategy", "FunctionStrategy", "declared_params", "checked_params"]
+__all__ = ["Engine", "Strategy", "FunctionStrategy", "declared_params", "checked_params", "strategy_name"]
 
 
 class Engine(Protocol):
@@ -228,3 +229,16 @@ def checked_params(cls: type[Strategy], params: dict[str, Any], label: str | Non
         return {key: declared[key].coerce(value, label) for key, value in params.items()}
     except QEError as exc:  # one line naming the parameter and the type
         raise ConfigError(str(exc)) from None
+
+
+def strategy_name(strategy: Strategy) -> str:
+    """``module:Class`` or ``/path/to/file.py:Class`` (or the function's name) for the run ledger."""
+    if isinstance(strategy, FunctionStrategy):
+        return f"{_module_label(getattr(strategy.fn, '__module__', '?'))}:{strategy.name}"
+    cls = type(strategy)
+    return f"{_module_label(cls.__module__)}:{cls.__qualname__}"
+
+
+def _module_label(module_name: str) -> str:
+    """The module's name, or the file a strategy was loaded from (``file.py:Name`` on the command line)."""
+    return getattr(sys.modules.get(module_name), "__qe_strategy_file__", module_name)

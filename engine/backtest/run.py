@@ -9,7 +9,6 @@ not by the length of the history.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 import weakref
 from pathlib import Path
@@ -26,7 +25,7 @@ from engine.execution.simulated import BacktestExecutionHandler
 from engine.execution.slippage import SlippageConfig, make_slippage
 from engine.kernel import TradingKernel
 from engine.results.equity import DEFAULT_CHUNK_POINTS, EquityRecorder
-from engine.results.result import RunResult
+from engine.results.result import RunResult, kernel_result
 from engine.results.tables import run_tables
 from engine.risk import RiskLimits, RiskManager
 from engine.strategy import FunctionStrategy, Strategy
@@ -151,19 +150,6 @@ def load_rolls(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None)
     return {(s, f, t): (float(fp), float(tp)) for s, f, t, fp, tp in rows if fp is not None and tp is not None}
 
 
-def strategy_name(strategy: Strategy) -> str:
-    """``module:Class`` or ``/path/to/file.py:Class`` (or the function's name) for the run ledger."""
-    if isinstance(strategy, FunctionStrategy):
-        return f"{_module_label(getattr(strategy.fn, '__module__', '?'))}:{strategy.name}"
-    cls = type(strategy)
-    return f"{_module_label(cls.__module__)}:{cls.__qualname__}"
-
-
-def _module_label(module_name: str) -> str:
-    """The module's name, or the file a strategy was loaded from (``file.py:Name`` on the command line)."""
-    return getattr(sys.modules.get(module_name), "__qe_strategy_file__", module_name)
-
-
 def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: BacktestConfig | None = None,
                  *, record: bool | None = None) -> BacktestResult:
     """Run ``strategy`` over the bars ``query`` returns.
@@ -185,7 +171,6 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
         A run with more equity points than ``config.equity_chunk_points`` has its equity ledger in
         ``result.equity_path`` and a daily sample in ``result.tables["equity"]`` (see :class:`BacktestResult`).
     """
-    from engine.results.metrics import compute_metrics, compute_metrics_streaming
     from warehouse import Warehouse
 
     config = config or BacktestConfig()
@@ -225,24 +210,9 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
         engine.recorder.abort()
         raise
     loop_s = time.perf_counter() - loop_started
-    tables = engine.tables()
+    result = kernel_result(engine, config, query, timeframe, run_id=run_id,
+                           timings={"query_s": query_s, "feed_s": engine.feed_s, "loop_s": loop_s - engine.feed_s})
     recorder = engine.recorder
-    if recorder.spilled:
-        metrics = compute_metrics_streaming(recorder.summary, tables["trades"], tables["fills"],
-                                            initial_capital=config.initial_capital,
-                                            timeframe=_metrics_timeframe(timeframe))
-    else:
-        metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
-                                  initial_capital=config.initial_capital, timeframe=_metrics_timeframe(timeframe))
-    data_start, data_end = recorder.data_span()
-    result = BacktestResult(
-        config=config, strategy=strategy_name(strategy), params=dict(getattr(strategy, "params", {}) or {}),
-        query=query, timeframe=timeframe, tables=tables, metrics=metrics,
-        timings={"query_s": query_s, "feed_s": engine.feed_s, "loop_s": loop_s - engine.feed_s,
-                 "bars": float(engine.bars)},
-        final_equity=engine.portfolio.equity, symbols=sorted(engine.symbols),
-        data_start=data_start, data_end=data_end, run_id=run_id, equity_path=recorder.path,
-    )
     if recorder.spill_dir is not None:
         # the spilled file lives as long as the result (recording moves it into the ledger first)
         weakref.finalize(result, shutil.rmtree, str(recorder.spill_dir), True)
@@ -251,9 +221,3 @@ def run_backtest(source: Any, query: str, strategy: Strategy | Any, config: Back
 
         record_run(warehouse, result)
     return result
-
-
-def _metrics_timeframe(timeframe: str) -> str:
-    """The timeframe name :func:`engine.results.metrics.bars_per_year` annualizes (every feed timeframe is one)."""
-    return timeframe
-

@@ -56,7 +56,6 @@ from engine.backtest.run import (
     BacktestConfig,
     BacktestResult,
     load_rolls,
-    _metrics_timeframe,
 )
 from engine.data.feed import BAR_NS, REQUIRED_COLUMNS, first_trading_days, infer_timeframe, parse_query
 from engine.core.instruments import InstrumentBook
@@ -136,7 +135,7 @@ def run_vectorized(source: Any, query: str, signal: str = "target", config: Back
     tables = run.tables()
     loop_s = time.perf_counter() - loop_started
     metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
-                              initial_capital=config.initial_capital, timeframe=_metrics_timeframe(timeframe))
+                              initial_capital=config.initial_capital, timeframe=timeframe)
     eq_ts = run.eq_ts
     result = BacktestResult(
         config=config, strategy=f"vectorized:{signal}", params={"signal": signal}, query=query, timeframe=timeframe,

@@ -37,7 +37,7 @@ the fills' valuation, which is what makes ``unexplained`` a check and not a plug
 
 What the live loop records for this
 -----------------------------------
-* The ``runs`` row (kind ``live`` or ``paper``): ``strategy`` as :func:`engine.backtest.run.strategy_name`
+* The ``runs`` row (kind ``live`` or ``paper``): ``strategy`` as :func:`engine.strategy.strategy_name`
   gives it, ``params``, ``query`` (the SQL as given, not bounded: the replay bounds it), ``config`` (a
   :class:`~engine.backtest.run.BacktestConfig` dump, with the fill convention the replay is to use; other
   keys are ignored here), ``timeframe``, ``data_start``/``data_end`` (open times of the first and last bar

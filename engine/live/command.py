@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.backtest.run import BacktestConfig, strategy_name
+from engine.backtest.run import BacktestConfig
 from engine.live.control import find_session, read_session
 from engine.live.session import LiveSettings
 from engine.runner import make_strategy, parse_params

@@ -23,13 +23,13 @@ from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
-from engine.backtest.run import BacktestConfig, strategy_name
+from engine.backtest.run import BacktestConfig
 from engine.core.instruments import InstrumentBook
 from engine.live.bars import market_open
 from engine.live.runner import Running, trade
 from engine.live.session import LiveSession, LiveSettings
 from engine.risk import RiskManager
-from engine.strategy import Strategy
+from engine.strategy import Strategy, strategy_name
 from warehouse.errors import QEError
 from warehouse.sessions import trading_date
 

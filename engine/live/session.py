@@ -36,7 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.backtest.run import BacktestConfig, load_rolls, strategy_name
+from engine.backtest.run import BacktestConfig, load_rolls
 from engine.core.instruments import InstrumentBook
 from engine.core.portfolio import Portfolio
 from engine.data.feed import BAR_NS
@@ -47,12 +47,10 @@ from engine.live.bars import FinalBar, bars_table, market_open
 from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save_checkpoint
 from engine.live.rows import QueryRows
 from engine.results.equity import EquityRecorder
-from engine.results.metrics import compute_metrics
-from engine.results.result import RunResult
-from engine.results.tables import run_tables
+from engine.results.result import RunResult, kernel_result
 from warehouse import schemas
 from engine.risk import Denial, RiskManager, RiskState
-from engine.strategy import Strategy
+from engine.strategy import Strategy, strategy_name
 from warehouse.errors import QEError
 from warehouse.features.live import LiveFeatures
 
@@ -389,19 +387,8 @@ class LiveSession:
     # -- the ledger ---------------------------------------------------------------------------------
     def result(self, status: str = "running") -> RunResult:
         """The session so far as a run: the kernel's tables, metrics over its equity points."""
-        tables = run_tables(self.kernel)
-        tables["executions"] = self.executions_table()
-        metrics = compute_metrics(tables["equity"], tables["trades"], tables["fills"],
-                                  initial_capital=self.config.initial_capital,
-                                  timeframe=self.timeframe)
-        data_start, data_end = self.kernel.recorder.data_span()
-        return RunResult(
-            config=self.config, strategy=strategy_name(self.strategy),
-            params=dict(getattr(self.strategy, "params", {}) or {}), query=self.query, timeframe=self.timeframe,
-            tables=tables, metrics=metrics, timings={"bars": float(self.kernel.bars)},
-            final_equity=self.kernel.portfolio.equity, status=status, run_id=self.run_id,
-            symbols=sorted(self.kernel.symbols), data_start=data_start, data_end=data_end,
-        )
+        return kernel_result(self.kernel, self.config, self.query, self.timeframe, timings={}, run_id=self.run_id,
+                             status=status, tables={"executions": self.executions_table()})
 
     def executions_table(self) -> pa.Table:
         """One row per broker execution booked: ids, the bar the order was decided on, when it was sent and

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from engine.results.metrics import compute_metrics, compute_metrics_streaming
+from engine.results.tables import run_tables
+from engine.strategy import strategy_name
 from warehouse import schemas
 
-__all__ = ["RunResult"]
+if TYPE_CHECKING:
+    from engine.kernel import TradingKernel
+
+__all__ = ["RunResult", "kernel_result"]
 
 
 @dataclass
@@ -71,3 +77,31 @@ class RunResult:
         if self.equity_path is None:
             return self.tables["equity"]
         return pq.read_table(self.equity_path).cast(schemas.RUN_EQUITY)
+
+
+def kernel_result(kernel: TradingKernel, config: BaseModel, query: str, timeframe: str, *, timings: dict[str, float],
+                  run_id: str | None, status: str = "completed", tables: dict[str, pa.Table] | None = None) -> RunResult:
+    """What the kernel's books say a run produced, a backtest's and a live session's alike.
+
+    The ledger tables (:func:`~engine.results.tables.run_tables`, plus ``tables`` a shell adds, such as a live
+    session's broker executions), the metrics (streamed from the equity summary when the recorder spilled), the
+    data span and the spilled equity file. ``config`` must carry ``initial_capital``.
+    """
+    run_tables_ = {**run_tables(kernel), **(tables or {})}
+    recorder = kernel.recorder
+    capital = config.initial_capital  # type: ignore[attr-defined]
+    if recorder.spilled:
+        metrics = compute_metrics_streaming(recorder.summary, run_tables_["trades"], run_tables_["fills"],
+                                            initial_capital=capital, timeframe=timeframe)
+    else:
+        metrics = compute_metrics(run_tables_["equity"], run_tables_["trades"], run_tables_["fills"],
+                                  initial_capital=capital, timeframe=timeframe)
+    data_start, data_end = recorder.data_span()
+    strategy = kernel.strategy
+    return RunResult(
+        config=config, strategy=strategy_name(strategy), params=dict(getattr(strategy, "params", {}) or {}),
+        query=query, timeframe=timeframe, tables=run_tables_, metrics=metrics,
+        timings={**timings, "bars": float(kernel.bars)}, final_equity=kernel.portfolio.equity, status=status,
+        run_id=run_id, symbols=sorted(kernel.symbols), data_start=data_start, data_end=data_end,
+        equity_path=recorder.path,
+    )
