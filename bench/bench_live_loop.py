@@ -146,14 +146,9 @@ def main() -> None:
 
 async def _replay(replay_paper, wh, strategy, query, config, replay, received, settings):  # noqa: ANN001, ANN202
     """The replay, with the gateway's order acceptances timed (its order listeners)."""
-    from engine.adapters.ib.gateway_sim import GatewaySim
-    from engine.live.replay import PAPER_ACCOUNT
-    from engine.core.instruments import InstrumentBook
-    from warehouse.sessions import trading_date
+    from engine.live.replay import paper_gateway
 
-    first = replay["ts"][0].as_py()
-    async with GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first,
-                          instruments=InstrumentBook(config.instruments)) as sim:
+    async with paper_gateway(config, replay) as sim:
         sim.order_listeners.append(lambda order: received.setdefault(order.request.order_ref, time.perf_counter()))
         return await replay_paper(wh, strategy, query, config, replay, run_id="bench-live", settings=settings,
                                   sim=sim, bar_timeout_s=120)

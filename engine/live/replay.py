@@ -18,6 +18,7 @@ from itertools import groupby
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
@@ -33,7 +34,7 @@ from engine.strategy import Strategy, strategy_name
 from warehouse.errors import QEError
 from warehouse.sessions import trading_date
 
-__all__ = ["replay_paper", "PAPER_ACCOUNT"]
+__all__ = ["replay_paper", "paper_gateway", "PAPER_ACCOUNT"]
 
 #: The simulator's one paper account.
 PAPER_ACCOUNT = "DU1234567"
@@ -73,12 +74,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
     first = rows[0]["ts"].astimezone(timezone.utc)
     own_sim = sim is None
     if sim is None:
-        # the gateway matches by local symbol (MESZ3): a run's override of a root holds for its contracts too
-        overrides = dict(config.instruments)
-        for row in rows:
-            if row["symbol"] in config.instruments:
-                overrides.setdefault(row["contract"], config.instruments[row["symbol"]])
-        sim = GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first, instruments=InstrumentBook(overrides))
+        sim = paper_gateway(config, bars)
         await sim.start()
     now = [first]
     name = strategy_name(strategy)
@@ -136,6 +132,18 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             if own_sim:
                 await sim.stop()
     return session
+
+
+def paper_gateway(config: BacktestConfig, bars: pa.Table) -> GatewaySim:
+    """The simulator a replay of ``bars`` trades at (not started): one paper account, its date and clock at the
+    first bar, and the run's instrument terms (the gateway matches by local symbol, e.g. MESZ3: a run's override
+    of a root holds for its contracts too)."""
+    first = pc.min(bars["ts"]).as_py().astimezone(timezone.utc)
+    overrides = dict(config.instruments)
+    for root, contract in zip(bars["symbol"].to_pylist(), bars["contract"].to_pylist()):
+        if root in config.instruments:
+            overrides.setdefault(contract, config.instruments[root])
+    return GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first, instruments=InstrumentBook(overrides))
 
 
 async def _first(ready: asyncio.Future, task: asyncio.Future) -> Running:
