@@ -47,6 +47,9 @@ class QueryRows:
         if missing:
             raise QEError(f"the query must return columns {', '.join(REQUIRED_COLUMNS)}; missing: {', '.join(missing)}")
         self._has_volume = "volume" in returned
+        # rendered (and checked) once: each bar only binds its time
+        self._at_sql = render("backtest_feed.sql", query=f"SELECT * FROM ({self.query}) AS live_q WHERE live_q.ts = $ts",
+                              order_by=True, has_volume=self._has_volume)
         self.columns: dict[str, int] | None = None
         self.bar_type: type | None = None
         self._live_features: pa.Table | None = None
@@ -81,10 +84,8 @@ class QueryRows:
 
     def at(self, ts: datetime) -> tuple[list[list], int]:
         """The query's rows at bar time ``ts`` (ordered by symbol), as one list per column and a count."""
-        query = f"SELECT * FROM ({self.query}) AS live_q WHERE live_q.ts = TIMESTAMPTZ '{ts.isoformat()}'"
-        sql = render("backtest_feed.sql", query=query, order_by=True, has_volume=self._has_volume)
         try:
-            table = self.con.sql(sql).arrow()
+            table = self.con.execute(self._at_sql, {"ts": ts}).arrow()
         except duckdb.Error as exc:
             raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
         if isinstance(table, pa.RecordBatchReader):
