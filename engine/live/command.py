@@ -35,6 +35,7 @@ from engine.backtest.run import BacktestConfig
 from engine.live.control import find_session, read_session
 from engine.live.session import LiveSettings
 from engine.runner import make_strategy, parse_params
+from engine.strategy import strategy_name
 from warehouse.errors import ConfigError, QEError
 
 __all__ = ["run_live_command", "LiveFile", "read_live_file"]

@@ -67,7 +67,6 @@ __all__ = [
     "generator",
     "registry",
     "signal_query",
-    "signals_app",
     "signals_dir",
     "signals_relation",
 ]
