@@ -131,6 +131,11 @@ def main() -> None:
         to_order = [1000 * (first_order[int(t.ts.timestamp() * 1e9)] - session.closed_at[t.ts])
                     for t in timings if int(t.ts.timestamp() * 1e9) in first_order]
         parts = {name: [1000 * getattr(t, name) for t in timings] for name in ("features_s", "query_s", "kernel_s")}
+        # the bars' fold, validation and write (IBBarFeed, engine.live.store.append_bars), and the hand-over to
+        # the session loop: everything before the features start
+        parts = {"stored_s": [1000 * (t.stored - session.closed_at[t.ts]) for t in timings],
+                 "to_start_s": [1000 * (t.decided - t.stored - t.features_s - t.query_s - t.kernel_s) for t in timings],
+                 **parts}
         print(f"bars decided {len(session.decided)}, orders {len(orders)} ({len(received)} at the gateway); "
               f"figures over {len(timings)} bars (first {args.skip} left out: "
               f"{', '.join(f'{1000 * (t.decided - session.closed_at[t.ts]):.0f}' for t in session.timings[:args.skip])} ms)")
@@ -139,7 +144,8 @@ def main() -> None:
             print(f"close -> order at gateway: median {statistics.median(to_order):7.1f} ms   p99 {p99(to_order):7.1f} ms "
                   f"({len(to_order)} bars with orders)")
         for name, values in parts.items():
-            print(f"  {name[:-2]:9s} median {statistics.median(values):7.1f} ms   p99 {p99(values):7.1f} ms")
+            label = {"stored": "stored", "to_start": "hand-over"}.get(name[:-2], name[:-2])
+            print(f"  {label:9s} median {statistics.median(values):7.1f} ms   p99 {p99(values):7.1f} ms")
         print(f"ratio batch / live median: {1000 * batch / statistics.median(to_decided):.0f}x")
         wh.close()
 

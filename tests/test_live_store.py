@@ -147,3 +147,33 @@ def test_aggregated_bars_append_directly(wh) -> None:
     final += agg.close_due(T0 + timedelta(minutes=3))
     report = append_bars(wh, bars_table(final))
     assert report.stored["volume"].to_pylist() == [12, 12]
+
+
+def test_the_context_kept_between_appends_is_the_stored_series(wh) -> None:
+    """Each append's context (the contract's last stored bars) is kept in memory between appends; it must be
+    what the views hold before the new bar, bar after bar (the oracle: SQL over the views)."""
+    from engine.live.store import _context
+
+    closes = [5000.0 + 0.25 * k for k in range(45)]
+    append_bars(wh, minutes(*closes[:3]))
+    wh.refresh()
+    for k in range(3, 45):
+        new = minutes(*closes[k - 1:k + 1], start=k - 1).slice(1)
+        seen = _context(wh.root, "1m", new.append_column("instrument_id", pa.nulls(1, pa.int64())), 32)
+        want = wh.sql(f"SELECT close FROM contract_bars_1m WHERE ts < TIMESTAMPTZ '{new['ts'][0].as_py().isoformat()}' "
+                      "ORDER BY ts DESC LIMIT 32")["close"].to_pylist()[::-1]
+        assert seen["close"].to_pylist() == want
+        assert append_bars(wh, new).rows_loaded == 1
+
+
+def test_another_writers_correction_reaches_the_next_appends_context(wh, tmp_path) -> None:
+    """The stored series is re-read when another process rewrote its files: ``qe ingest`` corrects the three
+    bars to a tenfold price (a scale fix); a live bar at the corrected scale is then normal, not a bad tick."""
+    append_bars(wh, minutes(5000.00, 5000.25, 5000.50))
+    append_bars(wh, minutes(5000.50, 5000.75, start=2).slice(1))  # the context is now held in memory
+    path = write_csv(tmp_path / "fix.csv", "symbol,ts,open,high,low,close,volume", [
+        f"MESH6,2026-03-02 15:0{k},{50000 + 2.5 * k:.2f},{50000 + 2.5 * k:.2f},{50000 + 2.5 * k:.2f},{50000 + 2.5 * k:.2f},10"
+        for k in range(4)])
+    ingest(wh, [path], timeframe="1m")
+    report = append_bars(wh, minutes(50007.50, 50010.00, start=3).slice(1))
+    assert report.quarantined.num_rows == 0 and report.stored["close"].to_pylist() == [50010.00]

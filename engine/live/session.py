@@ -45,6 +45,7 @@ from engine.execution.slippage import NoSlippage
 from engine.kernel import TradingKernel
 from engine.live.bars import FinalBar, bars_table, market_open
 from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save_checkpoint
+from engine.live.gcpolicy import GcPolicy
 from engine.live.rows import QueryRows
 from engine.results.equity import EquityRecorder
 from engine.results.result import RunResult, kernel_result
@@ -72,6 +73,8 @@ class LiveSettings(BaseModel):
         Seconds after a bar's close to wait for every root's bar before deciding without the missing ones.
     record_every : int
         Bars between ledger checkpoints of the session's run.
+    gc_every : int
+        Decided bars between full garbage collections, run right after a decision (:mod:`engine.live.gcpolicy`).
     features : bool
         Compute each new bar's catalog features (needed when the query reads ``features_<tf>``).
     """
@@ -82,6 +85,7 @@ class LiveSettings(BaseModel):
     ib_strategy: str | None = None
     bar_wait_s: float = Field(default=5.0, ge=0)
     record_every: int = Field(default=60, ge=1)
+    gc_every: int = Field(default=60, ge=1)
     features: bool = True
 
 
@@ -172,6 +176,8 @@ class LiveSession:
         self.directory = directory
         self.operator = None
         self._pending: dict[datetime, _Pending] = {}
+        #: the collector's full passes run between bars, not between a bar's close and its orders
+        self.gc = GcPolicy(settings.gc_every)
         self._last_decided: datetime | None = None
         self._started = False
         self._bars_since_record = 0
@@ -283,6 +289,13 @@ class LiveSession:
     async def run(self, bars: asyncio.Queue, stop: asyncio.Event, *, tick_s: float = 0.05) -> None:
         """Decide bars from ``bars`` (stored :class:`FinalBar`) until ``stop`` is set; between bars, carry
         out the operator's commands."""
+        self.gc.start()
+        try:
+            await self._run(bars, stop, tick_s)
+        finally:
+            self.gc.stop()
+
+    async def _run(self, bars: asyncio.Queue, stop: asyncio.Event, tick_s: float) -> None:
         while not stop.is_set():
             try:
                 bar = await asyncio.wait_for(bars.get(), tick_s)
@@ -292,7 +305,8 @@ class LiveSession:
                 self.add(bar)
                 while not bars.empty():
                     self.add(bars.get_nowait())
-            self.decide_due()
+            for _ in range(self.decide_due()):
+                self.gc.after_bar()
             if self.operator is not None:
                 self.operator.handle_commands()
 

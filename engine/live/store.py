@@ -161,6 +161,8 @@ def append_bars(
     locked = time.perf_counter()
     with write_lock(wh.root, timeout=lock_timeout, command="qe live"):
         locked = time.perf_counter()
+        stored_bars = _as_bars(good)
+        stamps = _CONTEXT.stamps(wh.root, timeframe, stored_bars)  # the files as this append found them
         batch = StagedWrites()
         with batch:
             for target, rows, also in _targets(wh.root, timeframe, good, source):
@@ -175,6 +177,7 @@ def append_bars(
                 batch.stage(pa.concat_tables(old + [quarantine]), path)
             files = batch.targets
             batch.commit()
+        _CONTEXT.advance(wh.root, timeframe, stored_bars, stamps)
         locked = (time.perf_counter() - locked) * 1000.0
     if refresh and stale:
         wh.refresh()
@@ -225,20 +228,108 @@ def _context(root: Path, timeframe: str, bars: pa.Table, count: int) -> pa.Table
     out: list[pa.Table] = []
     keys = bars.group_by(["symbol", "contract"]).aggregate([("ts", "min")])
     for symbol, contract, first in zip(*(keys[c].to_pylist() for c in ("symbol", "contract", "ts_min"))):
-        found: list[pa.Table] = []
-        rows = 0
-        for path in _newest_files_first(root, timeframe, symbol, first.year):
-            table = pq.read_table(path, filters=[("contract", "=", contract), ("ts", "<", first)])
-            if table.num_rows:
-                found.append(table)
-                rows += table.num_rows
-                if rows >= count and path.name.startswith(layout.LIVE_PREFIX):
-                    break  # the day files already give enough; do not read the year's data.parquet
-        if found:
-            tail = pa.concat_tables(found).sort_by("ts").slice(max(rows - count, 0))
-            tail = tail.append_column("symbol", pa.array([symbol] * tail.num_rows, pa.string()))
-            out.append(tail.select(BARS_TABLE.names).cast(BARS_TABLE))
+        key = (root, timeframe, symbol, first.year, contract)
+        tail = _CONTEXT.get(key, first, count)
+        if tail is None:
+            tail = _read_context(root, timeframe, symbol, contract, first, count)
+            _CONTEXT.put(key, tail, count)
+        if tail.num_rows:
+            out.append(tail.slice(max(tail.num_rows - count, 0)))
     return pa.concat_tables(out) if out else BARS_TABLE.empty_table()
+
+
+def _read_context(root: Path, timeframe: str, symbol: str, contract: str, first: datetime, count: int) -> pa.Table:
+    """:func:`_context` of one contract, read from the partition's files (newest first)."""
+    found: list[pa.Table] = []
+    rows = 0
+    for path in _newest_files_first(root, timeframe, symbol, first.year):
+        table = pq.read_table(path, filters=[("contract", "=", contract), ("ts", "<", first)])
+        if table.num_rows:
+            found.append(table)
+            rows += table.num_rows
+            if rows >= count and path.name.startswith(layout.LIVE_PREFIX):
+                break  # the day files already give enough; do not read the year's data.parquet
+    if not found:
+        return BARS_TABLE.empty_table()
+    tail = pa.concat_tables(found).sort_by("ts").slice(max(rows - count, 0))
+    tail = tail.append_column("symbol", pa.array([symbol] * tail.num_rows, pa.string()))
+    return tail.select(BARS_TABLE.names).cast(BARS_TABLE)
+
+
+class _ContextCache:
+    """The last stored bars of each contract, kept between the appends of one process.
+
+    Reading them from the partition's files (the day files, early in a day the year's ``data.parquet``) was a
+    third of an append's time. An entry is keyed by (warehouse, timeframe, root, year, contract) and stamped
+    with the partition directory's files (names, sizes, modification times): any write by another process
+    (``qe ingest`` folding the day files, a correction) changes the stamp and the entry is read again. The
+    session's own appends advance the entries they touch under the write lock (:meth:`advance`), right after
+    their commit. An entry answers only for bars after everything it holds (a correction of an earlier bar
+    reads the files).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple[tuple, pa.Table, int]] = {}
+
+    @staticmethod
+    def stamp(root: Path, timeframe: str, symbol: str, year: int) -> tuple:
+        directory = layout.bar_partition(root, timeframe, symbol, year).parent
+        stats = []
+        for path in directory.glob("*.parquet"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # removed meanwhile (a fold): the stamp changes either way
+                continue
+            stats.append((path.name, st.st_size, st.st_mtime_ns))
+        return tuple(sorted(stats))
+
+    def get(self, key: tuple, first: datetime, count: int) -> pa.Table | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        stamp, tail, kept = entry
+        if kept < count or stamp != self.stamp(*key[:4]):
+            return None
+        if tail.num_rows and pc.max(tail["ts"]).as_py() >= first:
+            return None
+        return tail
+
+    def put(self, key: tuple, tail: pa.Table, count: int) -> None:
+        stamp = self.stamp(*key[:4])
+        with self._lock:
+            self._entries[key] = (stamp, tail, count)
+
+    @staticmethod
+    def _keys(root: Path, timeframe: str, stored: pa.Table) -> list[tuple]:
+        groups = stored.group_by(["symbol", "contract"]).aggregate([("ts", "min")]).to_pylist()
+        return [(root, timeframe, g["symbol"], g["ts_min"].year, g["contract"]) for g in groups]
+
+    def stamps(self, root: Path, timeframe: str, stored: pa.Table) -> dict[tuple, tuple]:
+        """The stamps of the partitions ``stored`` goes to, taken under the write lock before writing."""
+        return {key: self.stamp(*key[:4]) for key in self._keys(root, timeframe, stored)}
+
+    def advance(self, root: Path, timeframe: str, stored: pa.Table, stamps: dict[tuple, tuple]) -> None:
+        """After a commit of ``stored`` (BARS_TABLE rows, now in the files): the entries of their contracts,
+        if they described the files as the append found them (``stamps``, from :meth:`stamps`)."""
+        for key in self._keys(root, timeframe, stored):
+            symbol, contract = key[2], key[4]
+            with self._lock:
+                entry = self._entries.pop(key, None)
+            if entry is None or entry[0] != stamps.get(key):
+                continue
+            _, tail, kept = entry
+            mine = stored.filter(pc.and_(pc.equal(stored["symbol"], symbol), pc.equal(stored["contract"], contract)))
+            if mine.num_rows == 0 or pc.min(mine["ts"]).as_py().year != key[3] or pc.max(mine["ts"]).as_py().year != key[3]:
+                continue
+            if tail.num_rows and pc.min(mine["ts"]).as_py() <= pc.max(tail["ts"]).as_py():
+                continue  # a replaced bar: read again next time
+            both = pa.concat_tables([tail, mine.cast(BARS_TABLE)]).sort_by("ts")
+            self.put(key, both.slice(max(both.num_rows - kept, 0)), kept)
+
+
+_CONTEXT = _ContextCache()
 
 
 def _newest_files_first(root: Path, timeframe: str, symbol: str, year: int) -> Iterator[Path]:
