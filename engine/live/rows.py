@@ -21,6 +21,9 @@ from warehouse.templates import render
 
 __all__ = ["QueryRows"]
 
+#: Record batches the live feature rows may span before they are copied into one.
+_MAX_CHUNKS = 32
+
 
 class QueryRows:
     """The rows of ``query`` at one bar timestamp, in the kernel's column layout.
@@ -64,6 +67,9 @@ class QueryRows:
             return
         self._live_features = rows if self._live_features is None else pa.concat_tables(
             [self._live_features, rows.cast(self._live_features.schema)])
+        if self._live_features["ts"].num_chunks > _MAX_CHUNKS:
+            # one chunk per bar otherwise: a day of bars is ~1,400 record batches for every scan of the view
+            self._live_features = self._live_features.combine_chunks()
         name = f"features_{self.timeframe}"
         self.con.register(f"_live_{name}", self._live_features)
         first = pc.min(self._live_features["ts"]).as_py()
