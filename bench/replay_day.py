@@ -77,7 +77,7 @@ def main() -> None:
         session = asyncio.run(replay_paper(wh, FeatureBand(**params), query, config, bars, run_id="replay-day",
                                            settings=LiveSettings(bar_wait_s=0.0, roots=["ES"]), bar_timeout_s=120))
         wall = time.perf_counter() - began
-        live = session.rows._live_features.to_pandas().sort_values("ts").reset_index(drop=True)
+        live = session.rows.live_features().to_pandas().sort_values("ts").reset_index(drop=True)
         build_features(wh, "1m")
         batch = wh.sql("SELECT * FROM features_1m WHERE symbol = 'ES' AND ts >= $first ORDER BY ts",
                        {"first": start}).to_pandas()

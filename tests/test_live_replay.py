@@ -58,7 +58,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     session = asyncio.run(asyncio.wait_for(replay_paper(
         wh, FeatureBand(**params), query, config, bars, run_id="live-test-1",
         settings=LiveSettings(bar_wait_s=0.0, roots=["ES"])), 240))
-    live_features = session.rows._live_features
+    live_features = session.rows.live_features()
     build_features(wh, "1m")  # the batch build over the same stored bars (the replayed ones included)
     backtest = run_backtest(wh, query, FeatureBand(**params), config, record=False)
     yield {"wh": wh, "bars": bars, "session": session, "backtest": backtest, "features": live_features,
