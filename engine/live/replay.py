@@ -94,7 +94,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
     try:
         running = await _first(ready, task)
         # pushed bars reach only subscribers: wait until the gateway has every contract's real-time request
-        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) - subscribed >= len(running.handler.contracts),
+        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) - subscribed >= len(running.feed.contracts),
                      bar_timeout_s, "the real-time bar subscriptions", task)
         wait = timedelta(seconds=60) + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
         for count, (ts, group) in enumerate(groupby(rows, key=lambda r: r["ts"]), start=1):
