@@ -124,6 +124,9 @@ class TradingKernel:
         self.roll_enabled = roll
         #: symbol -> the roll a real broker is executing (its legs' fills wait here until both are complete)
         self.rolling: dict[str, RollInFlight] = {}
+        #: symbol -> a roll that failed (:meth:`check_rolls`): its legs' later fills are booked only where the
+        #: books can hold them (:meth:`_book_failed_leg`)
+        self.failed_rolls: dict[str, RollInFlight] = {}
         #: ``gate(order, submission ns) -> Denial | None`` after the risk check: the live shell's market hours
         #: (a backtest has none: its bars only exist when the market trades and its fills wait for the next one)
         self.submission_gate: Callable[[Order, int], Denial | None] | None = None
@@ -427,18 +430,19 @@ class TradingKernel:
         """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all).
 
         A fill of a roll leg in flight waits for the other leg (:meth:`_settle_roll`)."""
-        if self.rolling:
+        if self.rolling or self.failed_rolls:
             roll = self.rolling.get(fill.symbol)
             if roll is not None and fill.order_id in (roll.out_id, roll.in_id):
                 fill.kind = self.orders[fill.order_id].origin
                 (roll.out_fills if fill.order_id == roll.out_id else roll.in_fills).append(fill)
                 self._settle_roll(roll)
                 return
-        for booked in self.portfolio.apply(fill):
-            self.strategy.on_fill(booked)
-        self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
-                                 self.portfolio.slippage))
-        self._cash = self.portfolio.cash
+            failed = self.failed_rolls.get(fill.symbol)
+            if failed is not None and fill.order_id in (failed.out_id, failed.in_id):
+                fill.kind = self.orders[fill.order_id].origin
+                self._book_failed_leg(failed, fill)
+                return
+        self._after_booking(self.portfolio.apply(fill))
         if check:
             self._breakers_after_fills()
 
@@ -487,12 +491,7 @@ class TradingKernel:
             price = reference + offset if qty > 0 else reference - offset
             legs.append(Fill(-1, ts, symbol, contract, qty, price, reference, terms.multiplier, abs(qty) * fee,
                              abs(qty) * offset * terms.multiplier, kind, day))
-        booked = self.portfolio.roll(symbol, legs[0], legs[1], in_price)
-        self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
-                                 self.portfolio.slippage))
-        self._cash = self.portfolio.cash
-        for fill in booked:
-            self.strategy.on_fill(fill)
+        self._after_booking(self.portfolio.roll(symbol, legs[0], legs[1], in_price))
         moved = self.handler.shift_orders(symbol, in_price - out_price)
         for order in moved:
             self.events.append((ts, "warning", "ORDER_SHIFTED_ON_ROLL", symbol, order.order_id,
@@ -527,7 +526,7 @@ class TradingKernel:
             self.orders.append(order)
             legs.append(order)
         out, inn = legs
-        self.rolling[symbol] = RollInFlight(symbol, old, new, out.order_id, inn.order_id, self.now)
+        self.rolling[symbol] = RollInFlight(symbol, old, new, out.order_id, inn.order_id, self.now + self.bar_ns)
         self.events.append((self.now, "roll", "ROLL_SENT", symbol, out.order_id,
                             f"{quantity:+d} {old} -> {new} (orders {out.order_id} out, {inn.order_id} in)"))
         try:
@@ -537,18 +536,19 @@ class TradingKernel:
                 leg.status, leg.detail, leg.ts_done = OrderStatus.DENIED, f"BROKER_REFUSED: {exc}", self.now
             self._fail_roll(self.rolling[symbol], f"the broker refused the roll's orders ({exc})")
 
-    def check_rolls(self, now: int, timeout_ns: int) -> list[str]:
+    def check_rolls(self, now: int, timeout_ns: int | None) -> list[str]:
         """Halt the run (``ROLL_FAILED``) for every roll in flight whose leg the broker refused or cancelled,
-        or that is not complete ``timeout_ns`` after it was sent (``now``, ns). A half-rolled position is the
-        dangerous state: what filled is booked, the legs still working are cancelled, the message says what
-        the books hold. Returns the messages."""
+        or that is not complete ``timeout_ns`` after it was sent (``now``, ns; None: refusals only, for a check
+        between bars while reported fills may still wait to be booked). A half-rolled position is the
+        dangerous state: what the books can hold is booked (:meth:`_book_failed_leg`), the legs still working
+        are cancelled, the message says what the books hold. Returns the messages."""
         problems = []
         for roll in list(self.rolling.values()):
             legs = (self.orders[roll.out_id], self.orders[roll.in_id])
             failed = [o for o in legs if o.is_done and o.status is not OrderStatus.FILLED]
             if failed:
                 why = "; ".join(f"{o.origin} {o.status.value}{': ' + o.detail if o.detail else ''}" for o in failed)
-            elif now - roll.started > timeout_ns:
+            elif timeout_ns is not None and now - roll.started > timeout_ns:
                 why = f"not filled {timeout_ns / 1e9:g} s after it was sent"
             else:
                 continue
@@ -560,46 +560,66 @@ class TradingKernel:
         return problems
 
     def _fail_roll(self, roll: RollInFlight, why: str) -> str:
-        """Book what filled of a failed roll, halt the run, and say what the books hold."""
-        self._settle_roll(roll, force=True)
+        """Book what the books can hold of a failed roll, halt the run, and say what the books hold."""
+        del self.rolling[roll.symbol]
+        reported, roll.out_fills, roll.in_fills = roll.waiting(), [], []
+        self.failed_rolls[roll.symbol] = roll
+        for fill in reported:
+            self._book_failed_leg(roll, fill)
         pos = self.portfolio.positions.get(roll.symbol)
         held = f"{pos.quantity:+d} {pos.contract}" if pos is not None else "flat"
-        message = f"{roll.symbol} roll {roll.old}->{roll.new} failed: {why}; the books hold {held}: check the " \
+        unbooked = sum(f.quantity for f in roll.in_fills)
+        message = f"{roll.symbol} roll {roll.old}->{roll.new} failed: {why}; the books hold {held}" \
+                  f"{f' ({unbooked:+d} {roll.new} filled, not booked beside it)' if unbooked else ''}: check the " \
                   f"broker's positions in {roll.old} and {roll.new} and roll or flatten by hand, then qe live reset"
         self.events.append((self.now, "risk", "ROLL_FAILED", roll.symbol, roll.out_id, message))
         self._event(self.risk.set_state(RiskState.HALTED, f"ROLL_FAILED {message}"))
         return message
 
-    def _settle_roll(self, roll: RollInFlight, force: bool = False) -> None:
-        """Book a roll's legs once both are completely filled (``force``: what filled, after a failure).
-
-        The out-leg executions are booked before the in-leg ones (:meth:`Portfolio.roll_legs`); after a
-        failure the in-leg's executions are booked only when the old contract was completely closed (the books
-        hold one contract per symbol: a partial close beside a new position cannot be shown and is left to
-        the operator, the message says so)."""
+    def _settle_roll(self, roll: RollInFlight) -> None:
+        """Book a roll's legs once both are completely filled: the out-leg executions before the in-leg ones
+        (:meth:`Portfolio.roll_legs`: one round trip across the roll, each execution's own commission)."""
         out, inn = self.orders[roll.out_id], self.orders[roll.in_id]
-        out_done = sum(f.quantity for f in roll.out_fills) == out.quantity
-        in_done = sum(f.quantity for f in roll.in_fills) == inn.quantity
-        if not force and not (out_done and in_done):
+        if sum(f.quantity for f in roll.out_fills) != out.quantity or \
+                sum(f.quantity for f in roll.in_fills) != inn.quantity:
             return
         del self.rolling[roll.symbol]
-        if not roll.waiting():
-            return
-        ins = roll.in_fills if out_done else []
         pos = self.portfolio.positions.get(roll.symbol)
-        if pos is not None and pos.contract == roll.old and roll.symbol in self.portfolio._open_trades:
-            booked = self.portfolio.roll_legs(roll.symbol, roll.out_fills, ins, None) if roll.out_fills or ins else []
-        else:  # an old-contract order filled meanwhile: plain fills (the run halts on the mismatch)
-            booked = [b for fill in (*roll.out_fills, *ins) for b in self.portfolio.apply(fill)]
+        if pos is not None and pos.contract == roll.old and pos.quantity == -out.quantity:
+            booked = self.portfolio.roll_legs(roll.symbol, roll.out_fills, roll.in_fills, None)
+            self._after_booking(booked)
+            self.events.append((self.now, "roll", "ROLL_DONE", roll.symbol, roll.out_id,
+                                f"{roll.old} -> {roll.new}: out {out.avg_fill_price} x {out.quantity:+d}, "
+                                f"in {inn.avg_fill_price} x {inn.quantity:+d}"))
+        else:  # the position changed under the roll (an old-contract order filled meanwhile)
+            self.rolling[roll.symbol] = roll
+            self._fail_roll(roll, f"the position changed while rolling (held {pos.quantity if pos else 0:+d} "
+                                  f"{pos.contract if pos else ''})")
+
+    def _book_failed_leg(self, roll: RollInFlight, fill: Fill) -> None:
+        """A fill of a failed roll's leg, booked where the books can hold it: an out-leg fill closes the old
+        contract (a plain closing fill); an in-leg fill opens the new contract only once the old one is closed
+        (the books hold one contract per symbol), else it waits in ``roll.in_fills``, unbooked (the
+        ``ROLL_FAILED`` message names it) and is booked when the old contract's position closes."""
+        pos = self.portfolio.positions.get(roll.symbol)
+        if fill.order_id == roll.out_id or pos is None or pos.contract == roll.new:
+            self._after_booking(self.portfolio.apply(fill))
+        else:
+            roll.in_fills.append(fill)
+            return
+        pos = self.portfolio.positions.get(roll.symbol)
+        if roll.in_fills and (pos is None or pos.contract == roll.new):
+            waiting, roll.in_fills = roll.in_fills, []
+            for late in waiting:
+                self._after_booking(self.portfolio.apply(late))
+
+    def _after_booking(self, booked: list[Fill]) -> None:
+        """The account's cash mark after fills the portfolio booked, and the strategy's ``on_fill``."""
         self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
                                  self.portfolio.slippage))
         self._cash = self.portfolio.cash
         for fill in booked:
             self.strategy.on_fill(fill)
-        if out_done and in_done:
-            self.events.append((self.now, "roll", "ROLL_DONE", roll.symbol, roll.out_id,
-                                f"{roll.old} -> {roll.new}: out {out.avg_fill_price} x {out.quantity:+d}, "
-                                f"in {inn.avg_fill_price} x {inn.quantity:+d}"))
 
     # -- the loop -----------------------------------------------------------------------------------------
     def process(self, columns: list[list], n: int, arrived: list[Fill] | None = None) -> None:

@@ -335,14 +335,15 @@ class LiveSession:
                     self.add(bars.get_nowait())
             self.decide_due()
             if self.kernel.rolling:  # a refused leg halts at once, not at the next bar
-                self.check_rolls()
+                self.check_rolls(timeouts=False)
             if self.operator is not None:
                 self.operator.handle_commands()
 
-    def check_rolls(self) -> list[str]:
-        """:meth:`TradingKernel.check_rolls` on the session's clock and ``roll_timeout_s``; logs each failure."""
+    def check_rolls(self, timeouts: bool = True) -> list[str]:
+        """:meth:`TradingKernel.check_rolls` on the session's clock and ``roll_timeout_s`` (``timeouts=False``:
+        refused legs only, between bars, when reported fills may still wait to be booked); logs each failure."""
         now = int(self.clock().timestamp() * 1e9)
-        problems = self.kernel.check_rolls(now, int(self.settings.roll_timeout_s * 1e9))
+        problems = self.kernel.check_rolls(now, int(self.settings.roll_timeout_s * 1e9) if timeouts else None)
         for message in problems:
             log.error("roll failed: %s", message)
         return problems

@@ -551,6 +551,11 @@ class IBExecutionHandler(ExecutionHandler):
         log.warning("%s roll %s -> %s: %+d and %+d sent at market", out_leg.symbol, old, new, out_leg.quantity,
                     in_leg.quantity)
 
+    def refused(self, ref: str) -> bool:
+        """Whether the order sent under ``ref`` is done at IB without ever working (refused: error 201...)."""
+        order = self._orders.get(ref)
+        return order is not None and order.status is OrderStatus.DENIED
+
     def _ready_to_send(self) -> None:
         if self.account is None or not self.ib.isConnected():
             raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
