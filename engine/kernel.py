@@ -2,8 +2,10 @@
 
 For every bar, in time order (several symbols interleaved):
 
-1. a change of front contract under an open position rolls it (out of the old contract and into the new
-   one at the roll table's raw prices, with commission and slippage on both legs);
+1. a change of front contract under an open position rolls it: out of the old contract and into the new
+   one at the roll table's raw prices, with commission and slippage on both legs (the simulated broker), or
+   with two market orders whose real fills are booked together when both arrived (a real broker, see
+   :meth:`TradingKernel._send_roll`);
 2. the execution handler fills the symbol's working orders against the bar (the simulated broker) or hands
    over what the broker reported (a real one);
 3. the position is marked to the bar's close, and the loss breakers look at the marked equity;

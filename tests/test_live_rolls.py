@@ -23,7 +23,7 @@ from engine.core.orders import market
 from engine.live.bars import market_open
 from engine.live.replay import replay_paper
 from engine.live.session import LiveSettings
-from engine.risk import RiskState
+from engine.risk import RiskLimits, RiskState
 from engine.strategy import Strategy
 from loaders.ingest import ingest
 from tests.conftest import LEAN
@@ -102,13 +102,15 @@ def test_a_position_across_the_roll_is_rolled_with_two_journaled_orders_and_book
     """Hand-worked from the bars: the entry fills at the open of the first ESZ3 bar after the first decided
     one; the roll's legs, sent at the close of the 23:00 bar, fill at the 23:01 opens (ESZ3 1811.00 out,
     ESH4 1804.75 in). Realized = (1811.00 - entry) x 1 x 50; commissions = three executions, each IB's
-    report, equal to 3 x the fee table's ES fee per side; the position ends +1 ESH4 at 1804.75."""
+    report, equal to 3 x the fee table's ES fee per side; the position ends +1 ESH4 at 1804.75. A house
+    limit of one contract does not stop the roll_in leg (only the roll_out leg would make room for it)."""
     bars = source["bars"]
     wh = _warehouse(tmp_path / "wh", source)
+    config = BacktestConfig(timeframe="1m", initial_capital=2_000_000.0, risk=RiskLimits(max_position_size=1))
 
     async def scenario():  # noqa: ANN202
         async with _gateway(bars) as sim:
-            session = await replay_paper(wh, HoldOne(), QUERY, CONFIG, bars, run_id="roll-1", settings=SETTINGS,
+            session = await replay_paper(wh, HoldOne(), QUERY, config, bars, run_id="roll-1", settings=SETTINGS,
                                          sim=sim)
             return session, list(sim.placed), list(sim.book.executions)
 
@@ -231,3 +233,27 @@ def test_a_refused_roll_leg_halts_the_run_with_roll_failed(tmp_path: Path, sourc
     assert [(f.kind, f.contract, f.quantity) for f in kernel.failed_rolls["ES"].in_fills] == [("roll_in", "ESH4", 1)]
     assert [(f.kind, f.contract) for f in kernel.portfolio.fills] == [("order", "ESZ3")]
     wh.close()
+
+
+def test_both_legs_of_a_roll_in_flight_count_in_the_worst_case() -> None:
+    """Hand-worked: long 2 ESZ3 and rolling; the broker reported the roll_in's +2 ESH4 (not booked: the
+    roll_out's -2 is still out). Worst case = the +2 held plus the +2 in: buys 2 on top of the position, so a
+    limit of 4 contracts refuses a buy of 1 (requested 5), and the position is headed to 4 for sizing."""
+    from engine.backtest.run import Backtester
+    from engine.core.orders import Fill
+    from engine.data.feed import bar_type
+    from engine.kernel import RollInFlight
+
+    config = BacktestConfig(timeframe="1m", initial_capital=5_000_000.0, risk=RiskLimits(max_position_size=4))
+    kernel = Backtester(Strategy(), config, "1m")
+    names = ["symbol", "ts", "open", "high", "low", "close", "volume", "qe_trading_day", "contract"]
+    kernel.bind({n: i for i, n in enumerate(names)}, bar_type(names))
+    kernel.process([["ES"], [0], [1800.0], [1800.0], [1800.0], [1800.0], [100], [16058], ["ESZ3"]], 1)
+    kernel.portfolio.apply(Fill(0, 0, "ES", "ESZ3", 2, 1800.0, 1800.0, 50.0, 4.5, 0.0))
+    roll = RollInFlight("ES", "ESZ3", "ESH4", 1, 2, 0)
+    roll.in_fills.append(Fill(2, 0, "ES", "ESH4", 2, 1794.0, 1794.0, 50.0, 4.5, 0.0, "roll_in"))
+    kernel.rolling["ES"] = roll
+    assert kernel.working_buys_sells("ES") == (2, 0)
+    assert kernel.in_flight_quantity("ES") == 2
+    denial = kernel.risk.check(market("ES", 1), kernel, 16058)
+    assert denial is not None and denial.code == "MAX_POSITION_SIZE" and "requested=5" in denial.message
