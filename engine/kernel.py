@@ -2,8 +2,10 @@
 
 For every bar, in time order (several symbols interleaved):
 
-1. a change of front contract under an open position rolls it (out of the old contract and into the new
-   one at the roll table's raw prices, with commission and slippage on both legs);
+1. a change of front contract under an open position rolls it: out of the old contract and into the new
+   one at the roll table's raw prices, with commission and slippage on both legs (the simulated broker), or
+   with two market orders whose real fills are booked together when both arrived (a real broker, see
+   :meth:`TradingKernel._send_roll`);
 2. the execution handler fills the symbol's working orders against the bar (the simulated broker) or hands
    over what the broker reported (a real one);
 3. the position is marked to the bar's close, and the loss breakers look at the marked equity;
@@ -25,6 +27,7 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -41,10 +44,46 @@ from engine.risk import Denial, RiskManager, RiskState, is_reducing, volatility_
 from engine.strategy import Strategy
 from warehouse.errors import QEError
 
-__all__ = ["TradingKernel", "BAR_FIELDS"]
+__all__ = ["TradingKernel", "BAR_FIELDS", "RollInFlight", "ROLL_ORIGINS"]
+
+#: ``Order.origin`` of a roll's two legs (also the ``kind`` of their fills)
+ROLL_ORIGINS = ("roll_out", "roll_in")
 
 #: The bar context an order is priced from: (symbol, ts, open, high, low, close, volume, trading_day, contract).
 BAR_FIELDS = ("symbol", "ts", "open", "high", "low", "close", "volume", "qe_trading_day", "contract")
+
+
+@dataclass(slots=True)
+class RollInFlight:
+    """A roll sent to a real broker whose legs are not both filled yet (see :meth:`TradingKernel._send_roll`).
+
+    The legs' fills wait here and are booked together (:meth:`engine.core.portfolio.Portfolio.roll_legs`)
+    once both legs are complete, so the position is never booked half in one contract and half in the other.
+
+    Attributes
+    ----------
+    symbol, old, new : str
+        The root and the contracts it leaves and enters.
+    out_id, in_id : int
+        The engine order numbers of the ``roll_out`` and ``roll_in`` legs.
+    started : int
+        When the legs were sent (the roll bar's ts), ns since the epoch.
+    out_fills, in_fills : list of Fill
+        The legs' executions reported so far.
+    """
+
+    symbol: str
+    old: str
+    new: str
+    out_id: int
+    in_id: int
+    started: int
+    out_fills: list[Fill] = field(default_factory=list)
+    in_fills: list[Fill] = field(default_factory=list)
+
+    def waiting(self) -> list[Fill]:
+        """Fills reported but not booked yet (certain changes of the position, both legs)."""
+        return self.out_fills + self.in_fills
 
 
 class TradingKernel:
@@ -85,6 +124,11 @@ class TradingKernel:
         self.strategy = strategy
         self.rolls = rolls or {}
         self.roll_enabled = roll
+        #: symbol -> the roll a real broker is executing (its legs' fills wait here until both are complete)
+        self.rolling: dict[str, RollInFlight] = {}
+        #: symbol -> a roll that failed (:meth:`check_rolls`): its legs' later fills are booked only where the
+        #: books can hold them (:meth:`_book_failed_leg`)
+        self.failed_rolls: dict[str, RollInFlight] = {}
         #: ``gate(order, submission ns) -> Denial | None`` after the risk check: the live shell's market hours
         #: (a backtest has none: its bars only exist when the market trades and its fills wait for the next one)
         self.submission_gate: Callable[[Order, int], Denial | None] | None = None
@@ -141,10 +185,29 @@ class TradingKernel:
         return self.portfolio.position(symbol)
 
     def working_quantity(self, symbol: str) -> int:
-        return self.handler.working_quantity(symbol)
+        buys, sells = self.working_buys_sells(symbol)
+        return buys - sells
 
     def working_buys_sells(self, symbol: str) -> tuple[int, int]:
-        return self.handler.working_buys_sells(symbol)
+        """The handler's worst-case buys and sells, plus the fills of a roll in flight not booked yet: while a
+        roll's legs fill, both count (long 2 rolling: the new contract's +2 filled and the old one's -2 still
+        working count as buys 2, sells 2, a worst case of 4 contracts for margin and size)."""
+        buys, sells = self.handler.working_buys_sells(symbol)
+        roll = self.rolling.get(symbol) if self.rolling else None
+        if roll is not None:
+            for fill in roll.waiting():
+                if fill.quantity > 0:
+                    buys += fill.quantity
+                else:
+                    sells -= fill.quantity
+        return buys, sells
+
+    def in_flight_quantity(self, symbol: str) -> int:
+        """Signed contracts that will fill for sure: the handler's market orders still to fill plus the roll
+        fills waiting to be booked (a roll's legs net to zero once both are done)."""
+        roll = self.rolling.get(symbol) if self.rolling else None
+        waiting = sum(f.quantity for f in roll.waiting()) if roll is not None else 0
+        return self.handler.in_flight_quantity(symbol) + waiting
 
     def symbols_at_risk(self) -> set[str]:
         """Symbols with a position or a working order."""
@@ -206,7 +269,7 @@ class TradingKernel:
         else:
             target = int(round(signal * (limits.max_position_size or 1)))
         # from where market orders already in flight take the position (resting exits do not move it)
-        current = self.portfolio.position(symbol) + self.handler.in_flight_quantity(symbol)
+        current = self.portfolio.position(symbol) + self.in_flight_quantity(symbol)
         return self.risk.cap_contracts(symbol, target, self, current)
 
     def _flatten(self, origin: str) -> None:
@@ -366,12 +429,22 @@ class TradingKernel:
             self.orders.append(child)
 
     def _book(self, fill: Fill, check: bool = True) -> None:
-        """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all)."""
-        for booked in self.portfolio.apply(fill):
-            self.strategy.on_fill(booked)
-        self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
-                                 self.portfolio.slippage))
-        self._cash = self.portfolio.cash
+        """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all).
+
+        A fill of a roll leg in flight waits for the other leg (:meth:`_settle_roll`)."""
+        if self.rolling or self.failed_rolls:
+            roll = self.rolling.get(fill.symbol)
+            if roll is not None and fill.order_id in (roll.out_id, roll.in_id):
+                fill.kind = self.orders[fill.order_id].origin
+                (roll.out_fills if fill.order_id == roll.out_id else roll.in_fills).append(fill)
+                self._settle_roll(roll)
+                return
+            failed = self.failed_rolls.get(fill.symbol)
+            if failed is not None and fill.order_id in (failed.out_id, failed.in_id):
+                fill.kind = self.orders[fill.order_id].origin
+                self._book_failed_leg(failed, fill)
+                return
+        self._after_booking(self.portfolio.apply(fill))
         if check:
             self._breakers_after_fills()
 
@@ -390,8 +463,17 @@ class TradingKernel:
 
     # -- rolls ------------------------------------------------------------------------------------------
     def _roll(self, symbol: str, old: str, new: str) -> None:
+        """Roll ``symbol``'s position from contract ``old`` to ``new`` (the rows' front changed under it).
+
+        A simulated broker (``handler.sends_rolls`` False): both legs are booked now at the roll table's raw
+        prices (out at the old contract's, in at the new one's), each paying commission and slippage, and
+        working orders move by the price gap. A real broker: :meth:`_send_roll`.
+        """
         _, ts, open_, _, _, _, volume, day, _ = self._current_bar()
         self.now, self.trading_day = ts, day
+        if self.handler.sends_rolls:
+            self._send_roll(symbol, old, new)
+            return
         pos = self.portfolio.positions[symbol]
         prices = self.rolls.get((symbol, old, new))
         if prices is None:
@@ -411,16 +493,135 @@ class TradingKernel:
             price = reference + offset if qty > 0 else reference - offset
             legs.append(Fill(-1, ts, symbol, contract, qty, price, reference, terms.multiplier, abs(qty) * fee,
                              abs(qty) * offset * terms.multiplier, kind, day))
-        booked = self.portfolio.roll(symbol, legs[0], legs[1], in_price)
+        self._after_booking(self.portfolio.roll(symbol, legs[0], legs[1], in_price))
+        moved = self.handler.shift_orders(symbol, in_price - out_price)
+        for order in moved:
+            self.events.append((ts, "warning", "ORDER_SHIFTED_ON_ROLL", symbol, order.order_id,
+                                f"prices moved by {in_price - out_price:+g} to {new}"))
+
+    def _send_roll(self, symbol: str, old: str, new: str) -> None:
+        """Roll through a real broker: two market orders, booked when the broker reports their fills.
+
+        The legs are engine orders numbered like any other (``origin`` ``roll_out`` then ``roll_in``, so
+        their orderRefs are deterministic and a restart that decides the roll bar again adopts the legs the
+        journal holds instead of sending them twice): ``roll_out`` closes the position in ``old``, ``roll_in``
+        opens the same signed quantity in ``new``. They pass no pre-trade check (the net position does not
+        change; a house limit must not leave a position in an expiring contract), but while they are in
+        flight both count in the worst case (:meth:`working_buys_sells`). The symbol's working orders (in
+        ``old``) are cancelled first (a protective stop left in the old contract could fill after the roll
+        closed it): the strategy places them again in the new contract. The position keeps its last mark
+        until both legs are booked (the rows' closes are the new contract's now). A broker refusing the
+        legs halts the run (``ROLL_FAILED``); so does a leg refused or not filled in time
+        (:meth:`check_rolls`).
+        """
+        if symbol in self.rolling:
+            return
+        quantity = self.portfolio.positions[symbol].quantity
+        for order in self.handler.working_orders(symbol):
+            if self.handler.cancel(order, self.now, f"roll {old}->{new}"):
+                self.events.append((self.now, "warning", "ORDER_CANCELLED_ON_ROLL", symbol, order.order_id,
+                                    f"working in {old}; place it again in {new}"))
+        legs = []
+        for origin, signed in (("roll_out", -quantity), ("roll_in", quantity)):
+            order = Order(symbol, signed, tag=f"{origin} {old}->{new}")
+            order.origin, order.order_id, order.ts_submitted = origin, len(self.orders), self.now
+            self.orders.append(order)
+            legs.append(order)
+        out, inn = legs
+        self.rolling[symbol] = RollInFlight(symbol, old, new, out.order_id, inn.order_id, self.now + self.bar_ns)
+        self.events.append((self.now, "roll", "ROLL_SENT", symbol, out.order_id,
+                            f"{quantity:+d} {old} -> {new} (orders {out.order_id} out, {inn.order_id} in)"))
+        try:
+            self.handler.send_roll(out, inn, old, new)
+        except QEError as exc:
+            for leg in legs:  # the handler checks before it sends: neither leg left
+                leg.status, leg.detail, leg.ts_done = OrderStatus.DENIED, f"BROKER_REFUSED: {exc}", self.now
+            self._fail_roll(self.rolling[symbol], f"the broker refused the roll's orders ({exc})")
+
+    def check_rolls(self, now: int, timeout_ns: int | None) -> list[str]:
+        """Halt the run (``ROLL_FAILED``) for every roll in flight whose leg the broker refused or cancelled,
+        or that is not complete ``timeout_ns`` after it was sent (``now``, ns; None: refusals only, for a check
+        between bars while reported fills may still wait to be booked). A half-rolled position is the
+        dangerous state: what the books can hold is booked (:meth:`_book_failed_leg`), the legs still working
+        are cancelled, the message says what the books hold. Returns the messages."""
+        problems = []
+        for roll in list(self.rolling.values()):
+            legs = (self.orders[roll.out_id], self.orders[roll.in_id])
+            failed = [o for o in legs if o.is_done and o.status is not OrderStatus.FILLED]
+            if failed:
+                why = "; ".join(f"{o.origin} {o.status.value}{': ' + o.detail if o.detail else ''}" for o in failed)
+            elif timeout_ns is not None and now - roll.started > timeout_ns:
+                why = f"not filled {timeout_ns / 1e9:g} s after it was sent"
+            else:
+                continue
+            self.now = max(self.now, now)
+            for leg in legs:
+                if not leg.is_done:
+                    self.handler.cancel(leg, self.now, "roll failed")
+            problems.append(self._fail_roll(roll, why))
+        return problems
+
+    def _fail_roll(self, roll: RollInFlight, why: str) -> str:
+        """Book what the books can hold of a failed roll, halt the run, and say what the books hold."""
+        del self.rolling[roll.symbol]
+        reported, roll.out_fills, roll.in_fills = roll.waiting(), [], []
+        self.failed_rolls[roll.symbol] = roll
+        for fill in reported:
+            self._book_failed_leg(roll, fill)
+        pos = self.portfolio.positions.get(roll.symbol)
+        held = f"{pos.quantity:+d} {pos.contract}" if pos is not None else "flat"
+        unbooked = sum(f.quantity for f in roll.in_fills)
+        message = f"{roll.symbol} roll {roll.old}->{roll.new} failed: {why}; the books hold {held}" \
+                  f"{f' ({unbooked:+d} {roll.new} filled, not booked beside it)' if unbooked else ''}: check the " \
+                  f"broker's positions in {roll.old} and {roll.new} and roll or flatten by hand, then qe live reset"
+        self.events.append((self.now, "risk", "ROLL_FAILED", roll.symbol, roll.out_id, message))
+        self._event(self.risk.set_state(RiskState.HALTED, f"ROLL_FAILED {message}"))
+        return message
+
+    def _settle_roll(self, roll: RollInFlight) -> None:
+        """Book a roll's legs once both are completely filled: the out-leg executions before the in-leg ones
+        (:meth:`Portfolio.roll_legs`: one round trip across the roll, each execution's own commission)."""
+        out, inn = self.orders[roll.out_id], self.orders[roll.in_id]
+        if sum(f.quantity for f in roll.out_fills) != out.quantity or \
+                sum(f.quantity for f in roll.in_fills) != inn.quantity:
+            return
+        del self.rolling[roll.symbol]
+        pos = self.portfolio.positions.get(roll.symbol)
+        if pos is not None and pos.contract == roll.old and pos.quantity == -out.quantity:
+            booked = self.portfolio.roll_legs(roll.symbol, roll.out_fills, roll.in_fills, None)
+            self._after_booking(booked)
+            self.events.append((self.now, "roll", "ROLL_DONE", roll.symbol, roll.out_id,
+                                f"{roll.old} -> {roll.new}: out {out.avg_fill_price} x {out.quantity:+d}, "
+                                f"in {inn.avg_fill_price} x {inn.quantity:+d}"))
+        else:  # the position changed under the roll (an old-contract order filled meanwhile)
+            self.rolling[roll.symbol] = roll
+            self._fail_roll(roll, f"the position changed while rolling (held {pos.quantity if pos else 0:+d} "
+                                  f"{pos.contract if pos else ''})")
+
+    def _book_failed_leg(self, roll: RollInFlight, fill: Fill) -> None:
+        """A fill of a failed roll's leg, booked where the books can hold it: an out-leg fill closes the old
+        contract (a plain closing fill); an in-leg fill opens the new contract only once the old one is closed
+        (the books hold one contract per symbol), else it waits in ``roll.in_fills``, unbooked (the
+        ``ROLL_FAILED`` message names it) and is booked when the old contract's position closes."""
+        pos = self.portfolio.positions.get(roll.symbol)
+        if fill.order_id == roll.out_id or pos is None or pos.contract == roll.new:
+            self._after_booking(self.portfolio.apply(fill))
+        else:
+            roll.in_fills.append(fill)
+            return
+        pos = self.portfolio.positions.get(roll.symbol)
+        if roll.in_fills and (pos is None or pos.contract == roll.new):
+            waiting, roll.in_fills = roll.in_fills, []
+            for late in waiting:
+                self._after_booking(self.portfolio.apply(late))
+
+    def _after_booking(self, booked: list[Fill]) -> None:
+        """The account's cash mark after fills the portfolio booked, and the strategy's ``on_fill``."""
         self._cash_marks.append((len(self._eq_ts), self.portfolio.realized, self.portfolio.commissions,
                                  self.portfolio.slippage))
         self._cash = self.portfolio.cash
         for fill in booked:
             self.strategy.on_fill(fill)
-        moved = self.handler.shift_orders(symbol, in_price - out_price)
-        for order in moved:
-            self.events.append((ts, "warning", "ORDER_SHIFTED_ON_ROLL", symbol, order.order_id,
-                                f"prices moved by {in_price - out_price:+g} to {new}"))
 
     # -- the loop -----------------------------------------------------------------------------------------
     def process(self, columns: list[list], n: int, arrived: list[Fill] | None = None) -> None:
@@ -453,6 +654,7 @@ class TradingKernel:
         eq_ts, eq_unreal, eq_notional = self._eq_ts, self._eq_unrealized, self._eq_notional
         day_marks = self._day_marks
         last_contract = self._last_contract
+        rolling = self.rolling
         last_ts, day, points = self._last_ts, self._day, self._points
         if self._columns is not None:
             # the last bar of every symbol in the finished batch, for orders on symbols that trade rarely
@@ -495,6 +697,8 @@ class TradingKernel:
                     if contract != last_contract.get(sym, contract):
                         if sym in positions and contract is not None and last_contract[sym] is not None:
                             self._roll(sym, last_contract[sym], contract)
+                        if contract is not None:
+                            handler.front_changed(sym, last_contract[sym], contract)
                     last_contract[sym] = contract
                 if sym in working:
                     fills = handler.on_bar(sym, ts, columns[i_open][i], columns[i_high][i], columns[i_low][i],
@@ -508,7 +712,7 @@ class TradingKernel:
                             self._book(fill, check=False)
                         self._breakers_after_fills()
                 pos = positions.get(sym)
-                if pos is not None:
+                if pos is not None and not (rolling and sym in rolling):  # rolling: the closes are another contract's
                     # inline Portfolio.mark: equity follows every close of a held symbol
                     close = closes[i]
                     move = close - pos.mark

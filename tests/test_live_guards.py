@@ -63,24 +63,41 @@ def test_a_kernel_with_the_gate_records_the_denial_and_sends_nothing() -> None:
     assert [e[2] for e in kernel.events] == ["MARKET_CLOSED"]
 
 
-def test_a_resumed_position_in_the_old_contract_halts_the_run_naming_both_contracts() -> None:
+def test_a_resumed_position_in_the_old_contract_halts_the_run_naming_both_contracts_without_auto_roll() -> None:
     from types import SimpleNamespace
 
     from engine.backtest.run import Backtester, BacktestConfig
     from engine.core.orders import Fill
-    from engine.live.session import LiveSession
+    from engine.live.session import LiveSession, LiveSettings
     from engine.risk import RiskState
     from engine.strategy import Strategy
 
     kernel = Backtester(Strategy(), BacktestConfig(timeframe="1m"), "1m")
     kernel.portfolio.apply(Fill(0, 0, "ES", "ESZ3", 2, 1800.0, 1800.0, 50.0, 4.5, 0.0))
-    session = SimpleNamespace(kernel=kernel)
+    session = SimpleNamespace(kernel=kernel, settings=LiveSettings(auto_roll=False))
     assert LiveSession.check_contracts(session, {"ES": "ESZ3"}) == []
     assert kernel.risk.state is RiskState.ACTIVE
     problems = LiveSession.check_contracts(session, {"ES": "ESH4", "NQ": "NQH4"})
     assert problems == ["ES: held +2 in ESZ3, the broker now trades ESH4"]
     assert kernel.risk.state is RiskState.HALTED and kernel.risk.reason.startswith("ROLL_NEEDED")
     assert kernel.events[-1][2] == "ROLL_NEEDED"
+
+
+def test_with_auto_roll_a_resumed_position_in_the_old_contract_does_not_halt() -> None:
+    """The default: the first row naming the new front rolls the position (orders), so nothing halts."""
+    from types import SimpleNamespace
+
+    from engine.backtest.run import Backtester, BacktestConfig
+    from engine.core.orders import Fill
+    from engine.live.session import LiveSession, LiveSettings
+    from engine.risk import RiskState
+    from engine.strategy import Strategy
+
+    kernel = Backtester(Strategy(), BacktestConfig(timeframe="1m"), "1m")
+    kernel.portfolio.apply(Fill(0, 0, "ES", "ESZ3", 2, 1800.0, 1800.0, 50.0, 4.5, 0.0))
+    session = SimpleNamespace(kernel=kernel, settings=LiveSettings())
+    assert LiveSession.check_contracts(session, {"ES": "ESH4"}) == ["ES: held +2 in ESZ3, the broker now trades ESH4"]
+    assert kernel.risk.state is RiskState.ACTIVE and kernel.events == []
 
 
 def _kernel(capital: float = 5_000_000.0):

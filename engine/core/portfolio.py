@@ -160,13 +160,34 @@ class Portfolio:
 
         The trade stays open across the roll (its P&L includes both legs and their commissions).
         """
+        return self.roll_legs(symbol, [out_fill], [in_fill], mark)
+
+    def roll_legs(self, symbol: str, out_fills: list[Fill], in_fills: list[Fill], mark: float | None) -> list[Fill]:
+        """:meth:`roll` with each leg in one or more executions (a broker's partial fills).
+
+        Every ``out_fills`` execution is booked before any ``in_fills`` one: the old contract is closed at
+        its own average price (realizing ``sum (p_i - A) * q_i * m`` with the sign of the position), then the
+        new contract opens at the in-leg's average fill price. Commission is each execution's own, booked once.
+        With ``in_fills`` empty (an in-leg that never filled) the position simply ends flat or reduced.
+        ``mark``: the new contract's mark after the roll, price (None: the last in-leg fill's price).
+
+        Returns
+        -------
+        list of Fill
+            The fills as booked, out-leg first.
+        """
         trade = self._open_trades[symbol]
-        out = self._book_roll_leg(out_fill, trade)
-        inn = self._book_roll_leg(in_fill, trade)
-        self.positions[symbol].mark = mark
-        trade.rolls += 1
+        booked = [f for fill in (*out_fills, *in_fills) for f in self._book_roll_leg(fill, trade)]
+        pos = self.positions.get(symbol)
+        if pos is not None and pos.quantity == 0:  # nothing reopened: the round trip ends here
+            del self.positions[symbol]
+            trade.exit_ts = booked[-1].ts
+            del self._open_trades[symbol]
+        elif pos is not None:
+            pos.mark = mark if mark is not None else in_fills[-1].reference_price
+            trade.rolls += 1
         self._recompute_marks()
-        return out + inn
+        return booked
 
     def _book_roll_leg(self, fill: Fill, trade: TradeRecord) -> list[Fill]:
         # Book like any fill but keep the round trip open and its entry/exit averages untouched:

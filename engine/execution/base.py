@@ -36,6 +36,10 @@ class ExecutionHandler(ABC):
     working: dict[str, list[Order]]
     bar_ns: int
     cancels_at_once: bool = True
+    #: False: the kernel books a roll itself at the roll table's prices (the simulated broker, see
+    #: :meth:`engine.kernel.TradingKernel._roll`); True: :meth:`send_roll` sends both legs as real orders and
+    #: their fills arrive like any other (a real broker)
+    sends_rolls: bool = False
 
     @abstractmethod
     def submit(self, order: Order, bar: tuple, close_known: bool = True) -> list[Fill]:
@@ -53,6 +57,22 @@ class ExecutionHandler(ABC):
     def on_bar(self, symbol: str, ts: int, open_: float, high: float, low: float, close: float, volume: int,
                trading_day: int, contract: str | None) -> list[Fill]:
         """Fills of ``symbol``'s working orders during this bar."""
+
+    def send_roll(self, out_leg: Order, in_leg: Order, old: str, new: str) -> None:
+        """Send a roll's two market orders (numbered by the kernel, ``origin`` ``roll_out`` / ``roll_in``):
+        ``out_leg`` closes the position in contract ``old``, ``in_leg`` opens the same signed quantity in
+        ``new``. Only handlers with :attr:`sends_rolls` implement it.
+
+        Raises
+        ------
+        engine.adapters.ib.safety.SafetyError or warehouse.errors.QEError
+            The broker cannot take the legs now (the kernel halts the run: a half-sent roll is not traded on).
+        """
+        raise NotImplementedError(f"{type(self).__name__} books rolls itself (sends_rolls is False)")
+
+    def front_changed(self, symbol: str, old: str | None, new: str) -> None:
+        """The query's rows name ``new`` as ``symbol``'s front contract from now on (position or not): a real
+        broker's handler sends the symbol's later orders there. The simulated broker needs nothing."""
 
     def cancel_all(self, ts: int, reason: str, keep_origin: str | None = None) -> None:
         """Cancel every working order but those of origin ``keep_origin``."""

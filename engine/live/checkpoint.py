@@ -31,7 +31,8 @@ CHECKPOINT_FILE = "checkpoint.pkl"
 _KERNEL_STATE = (
     "portfolio", "risk", "orders", "events", "histories", "now", "trading_day", "_columns", "_i",
     "_previous_columns", "_last_bars", "_last_ts", "_day", "_points", "_last_contract", "_trade_entry_point",
-    "_trade_exit_point", "_trade_pending", "symbols", "bars", "_cash",
+    "_trade_exit_point", "_trade_pending", "symbols", "bars", "_cash", "rolling",
+    "failed_rolls",
 )
 _RECORDER_STATE = ("ts", "unrealized", "notional", "day_marks", "cash_marks")
 

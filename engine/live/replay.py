@@ -94,7 +94,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
     try:
         running = await _first(ready, task)
         # pushed bars reach only subscribers: wait until the gateway has every contract's real-time request
-        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) - subscribed >= len(running.handler.contracts),
+        await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) - subscribed >= len(running.feed.contracts),
                      bar_timeout_s, "the real-time bar subscriptions", task)
         wait = timedelta(seconds=60) + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
         for count, (ts, group) in enumerate(groupby(rows, key=lambda r: r["ts"]), start=1):
@@ -111,13 +111,15 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             session.closed_at[ts] = time.perf_counter()
             if not any(market_open(r["symbol"], ts) for r in group):
                 continue  # outside every root's session: the feed drops such bars, as IB sends none then
+            if not any(session.front_at(r["symbol"], ts) in (None, r["contract"]) for r in group):
+                continue  # only bars of a contract that is not the front (around a roll): stored, not decided
             await _until(lambda: bool(session.decided) and session.decided[-1] >= ts, bar_timeout_s,
                          f"the decision on {ts}", task)
             # the bar's orders are on the wire: the next bar is pushed only once the gateway has them all, as a
             # minute's worth of time would let them arrive live (else they would meet a later price)
-            sent = running.handler.sent_at
-            await _until(lambda: sent.keys() <= {o.request.order_ref for o in sim.placed}, bar_timeout_s,
-                         f"the orders of {ts} at the gateway", task)
+            sent, handler = running.handler.sent_at, running.handler
+            await _until(lambda: all(ref in {o.request.order_ref for o in sim.placed} or handler.refused(ref)
+                                     for ref in sent), bar_timeout_s, f"the orders of {ts} at the gateway", task)
             if on_bar is not None:
                 on_bar(running, ts)
             if stop_after is not None and count >= stop_after:

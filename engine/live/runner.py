@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from engine.adapters.ib.data import IBBarFeed
@@ -62,7 +62,11 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
     stop = stop or asyncio.Event()
     con = wh.connect()
     roots = settings.roots or universe(con, query, timeframe)
-    contracts = front_contracts(wh, roots)
+    # the front the rows name now, and the roll table's latest (a roll ahead when they differ: its bars are
+    # streamed beside the front's and the contract is qualified, so the session can roll into it)
+    now = warm_up_now or (clock() if clock is not None else datetime.now(timezone.utc))
+    contracts = front_contracts(wh, roots, at=now)
+    latest = front_contracts(wh, roots)
     risk = RiskManager(config.risk, InstrumentBook(config.instruments))
     handler = make_handler(run_id, contracts, risk)
     # the session is known by the strategy's name at the broker (its IB binding: client ids, orderRefs)
@@ -70,6 +74,11 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
                                contracts=contracts)
     session = LiveSession(wh, strategy, query, config, handler, risk, roots, settings=settings, kind=kind,
                           run_id=run_id, timeframe=timeframe, clock=clock, directory=directory)
+    if settings.auto_roll:
+        held = session.held_contracts()
+        for root in roots:
+            # a resumed position's contract: the roll's out-leg goes there
+            handler.also_trade(root, [latest[root], *([held[root]] if root in held else [])])
     operator = session.operator = Operator(directory, session, show)
     feed = None
     with EventLog(directory):

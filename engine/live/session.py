@@ -77,6 +77,14 @@ class LiveSettings(BaseModel):
         Decided bars between full garbage collections, run right after a decision (:mod:`engine.live.gcpolicy`).
     features : bool
         Compute each new bar's catalog features (needed when the query reads ``features_<tf>``).
+    auto_roll : bool
+        Roll a held position when the query's rows name a new front contract (two market orders through the
+        broker, see :meth:`engine.kernel.TradingKernel._send_roll`), also a resumed position left in the old
+        contract. False: a resumed position in another contract than the front halts the run (``ROLL_NEEDED``)
+        and rolls are the operator's.
+    roll_timeout_s : float
+        Seconds after a roll's legs were sent (session clock) within which both must be filled; else the run
+        halts (``ROLL_FAILED``), as it does at once when the broker refuses a leg.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +95,8 @@ class LiveSettings(BaseModel):
     record_every: int = Field(default=60, ge=1)
     gc_every: int = Field(default=60, ge=1)
     features: bool = True
+    auto_roll: bool = True
+    roll_timeout_s: float = Field(default=120.0, gt=0)
 
 
 @dataclass(slots=True)
@@ -157,11 +167,11 @@ class LiveSession:
         instruments = InstrumentBook(config.instruments)
         recorder = EquityRecorder(config.initial_capital, chunk_points=config.equity_chunk_points,
                                   directory=Path(wh.root) / ".staging", run_id=run_id)
-        # The kernel's simulated roll fills stay off: a live roll is the operator's for now (check_contracts halts
-        # a resumed run whose position is in another contract than the broker's front).
+        # rolls: the handler sends both legs as orders (auto_roll); off, check_contracts halts a resumed run whose
+        # position is in another contract than the broker's front, and rolling is the operator's
         self.kernel = TradingKernel(strategy, handler, instruments, risk, Portfolio(config.initial_capital), recorder,
                                     bar_ns=BAR_NS[timeframe], slippage=NoSlippage(), rolls=load_rolls(self._con),
-                                    roll=False)
+                                    roll=settings.auto_roll)
         strategy.engine = self.kernel
         self.strategy_label = strategy_name(strategy)
         self.rows = QueryRows(self._con, query, timeframe)
@@ -184,6 +194,8 @@ class LiveSession:
         self.checkpoint_error: str | None = None
         self._catching_up = False
         self.resumed = False
+        #: root -> [(valid_from or None, contract)] of the roll table's front segments (see :meth:`front_at`)
+        self._fronts: dict[str, list[tuple[datetime | None, str]]] = {}
         state = load_checkpoint(directory / CHECKPOINT_FILE) if directory is not None else None
         if state is not None:
             # the same run again: the kernel as it was after the last decided bar, and the orders it had sent
@@ -212,9 +224,32 @@ class LiveSession:
         handler.bar_ns = self.kernel.bar_ns  # a bar's fills are those made before it ended
 
     # -- the loop -----------------------------------------------------------------------------------
+    def held_contracts(self) -> dict[str, str]:
+        """Root -> the contract each position of the (restored) books is held in."""
+        return {root: pos.contract for root, pos in self.kernel.portfolio.positions.items() if pos.contract}
+
+    def load_fronts(self) -> None:
+        """Read the roll table's front segments of the session's roots (after the warm-up rebuilt them)."""
+        rows = self._con.execute(
+            "SELECT symbol, valid_from, contract FROM front_segments WHERE list_contains($roots, symbol) "
+            "ORDER BY symbol, valid_from NULLS FIRST", {"roots": self.roots}).fetchall()
+        fronts: dict[str, list[tuple[datetime | None, str]]] = {}
+        for root, valid_from, contract in rows:
+            fronts.setdefault(root, []).append((valid_from, contract))
+        self._fronts = fronts
+
+    def front_at(self, root: str, ts: datetime) -> str | None:
+        """The roll table's front contract of ``root`` for the bar opening at ``ts`` (None: no roll table)."""
+        front = None
+        for valid_from, contract in self._fronts.get(root, ()):
+            if valid_from is None or valid_from <= ts:
+                front = contract
+        return front
+
     def start(self) -> None:
         """Open the per-bar features (after the warm-up stored every bar up to now), decide the bars stored
         since the last decided one (a resumed run), and call the strategy's ``on_start`` (a new run)."""
+        self.load_fronts()
         if self.settings.features and f"features_{self.timeframe}" in self.query and self.features is None:
             if self._last_decided is not None:
                 self._catch_up_features()
@@ -247,16 +282,22 @@ class LiveSession:
         return _market_hours(order, submitted_ns)
 
     def check_contracts(self, traded: dict[str, str]) -> list[str]:
-        """Halt the run when a held position is in another contract than the one the broker trades now.
+        """Halt the run when a held position is in another contract than the one the broker trades now,
+        unless the session rolls it (``auto_roll``).
 
         A restart after the roll table moved a root's front (``traded``: root -> the contract the handler
         trades) would otherwise send the strategy's orders to the new contract against a position in the old
-        one. Rolling a live position is the operator's call for now (``qe live flatten ROOT``, then ``qe live
-        reset``): the run halts with ``ROLL_NEEDED`` and says which. Returns the messages.
+        one. With ``auto_roll`` the first row naming the new front rolls the position (both legs sent as
+        orders, the old contract qualified at connect): nothing halts and the messages are logged. Without it
+        the run halts with ``ROLL_NEEDED`` and says which (roll by hand: ``qe live flatten ROOT``, then ``qe
+        live reset``). Returns the messages.
         """
         problems = [f"{root}: held {pos.quantity:+d} in {pos.contract}, the broker now trades {traded[root]}"
                     for root, pos in self.kernel.portfolio.positions.items()
                     if root in traded and pos.contract is not None and pos.contract != traded[root]]
+        if problems and self.settings.auto_roll:
+            log.warning("rolled at the next bar: %s", "; ".join(problems))
+            return problems
         if problems:
             message = "; ".join(problems)
             log.error("roll needed: %s", message)
@@ -307,11 +348,28 @@ class LiveSession:
                     self.add(bars.get_nowait())
             for _ in range(self.decide_due()):
                 self.gc.after_bar()
+            if self.kernel.rolling:  # a refused leg halts at once, not at the next bar
+                self.check_rolls(timeouts=False)
             if self.operator is not None:
                 self.operator.handle_commands()
 
+    def check_rolls(self, timeouts: bool = True) -> list[str]:
+        """:meth:`TradingKernel.check_rolls` on the session's clock and ``roll_timeout_s`` (``timeouts=False``:
+        refused legs only, between bars, when reported fills may still wait to be booked); logs each failure."""
+        now = int(self.clock().timestamp() * 1e9)
+        problems = self.kernel.check_rolls(now, int(self.settings.roll_timeout_s * 1e9) if timeouts else None)
+        for message in problems:
+            log.error("roll failed: %s", message)
+        return problems
+
     def add(self, bar: FinalBar) -> None:
-        """A stored final bar: held until its timestamp is complete (or waited long enough)."""
+        """A stored final bar: held until its timestamp is complete (or waited long enough).
+
+        A bar of another contract than the root's front at its time (the next front, streamed around a roll,
+        or the old one just after) is stored and not decided: the query's rows are the front's."""
+        front = self.front_at(bar.root, bar.ts)
+        if front is not None and bar.contract != front:
+            return
         if self._last_decided is not None and bar.ts <= self._last_decided:
             # decided without it (it came after the wait, e.g. a spike held for confirmation): stored, not traded
             self.skipped_late.append(bar)
@@ -362,6 +420,8 @@ class LiveSession:
             self.last_symbols = sorted(set(columns[self.rows.columns["symbol"]]))
         else:
             self.kernel.book_fills(fills)
+        if self.kernel.rolling:
+            self.check_rolls()
         done = time.perf_counter()
         for fill in fills:
             log.info("fill %s %+d %s @ %s (order %d, commission %.2f)", fill.symbol, fill.quantity, fill.contract,

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -212,7 +212,14 @@ async def fetch_history(ib: IB, root: str, contract: Contract, start: datetime, 
     return bars, sent
 
 
-async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], timeframe: str = "1m",
+def stream_pairs(contracts: Mapping[str, Contract] | Iterable[tuple[str, Contract]]) -> list[tuple[str, Contract]]:
+    """(root, contract) pairs from a root -> contract mapping or from pairs (a root may have several contracts
+    around a roll: the front and the next)."""
+    return list(contracts.items()) if isinstance(contracts, Mapping) else list(contracts)
+
+
+async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract] | Iterable[tuple[str, Contract]],
+                  timeframe: str = "1m",
                   now: datetime | None = None, *, lookback: timedelta = timedelta(days=3),
                   max_gap: timedelta = timedelta(days=5), pacer: HistoryPacer | None = None,
                   rebuild_rolls: bool = True) -> WarmUpReport:
@@ -223,8 +230,9 @@ async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], time
     ib : ib_async.IB
         Connected.
     wh : Warehouse
-    contracts : mapping
-        root -> qualified IB contract (its ``localSymbol`` is the warehouse's ``contract``).
+    contracts : mapping or iterable of pairs
+        root -> qualified IB contract (its ``localSymbol`` is the warehouse's ``contract``), or (root, contract)
+        pairs when a root has several.
     timeframe : {"1m", "1h"}
     now : datetime, optional
         Tz-aware; default: the clock. Only bars whose interval has closed by ``now`` are fetched.
@@ -251,7 +259,7 @@ async def warm_up(ib: IB, wh: Warehouse, contracts: Mapping[str, Contract], time
     report = WarmUpReport()
     held: list[pa.Table] = []
     touched: set[str] = set()
-    for root, contract in contracts.items():
+    for root, contract in stream_pairs(contracts):
         last = await asyncio.to_thread(last_stored_ts, wh, timeframe, root, contract.localSymbol)
         start = last + timedelta(seconds=step) if last is not None else \
             datetime.fromtimestamp(int((now - lookback).timestamp()) // step * step, timezone.utc)
@@ -294,8 +302,9 @@ class IBBarFeed:
     subscriptions : Subscriptions
         The handler's (renewed after drops).
     wh : Warehouse
-    contracts : mapping
-        root -> qualified contract.
+    contracts : mapping or iterable of pairs
+        root -> qualified contract, or (root, contract) pairs: around a roll a root streams its front and
+        the next front (both are stored; the query's rows name the one the roll table makes the front).
     timeframe : {"1m", "1h"}
     clock : callable
         Returns now (tz-aware); closes bars of a quiet market (:meth:`BarAggregator.close_due`) and ends
@@ -318,7 +327,8 @@ class IBBarFeed:
         One per append, for measurements.
     """
 
-    def __init__(self, ib: IB, subscriptions: Subscriptions, wh: Warehouse, contracts: Mapping[str, Contract], *,
+    def __init__(self, ib: IB, subscriptions: Subscriptions, wh: Warehouse,
+                 contracts: Mapping[str, Contract] | Iterable[tuple[str, Contract]], *,
                  timeframe: str = "1m", clock: Callable[[], datetime] = _utcnow,
                  grace: timedelta = timedelta(seconds=2), tick_s: float = 1.0, pacer: HistoryPacer | None = None,
                  on_bar: Callable[[FinalBar], None] | None = None, use_rth: bool = False) -> None:
@@ -327,7 +337,8 @@ class IBBarFeed:
         self.ib = ib
         self.subscriptions = subscriptions
         self.wh = wh
-        self.contracts = dict(contracts)
+        #: (root, contract) of every stream
+        self.contracts = stream_pairs(contracts)
         self.timeframe = timeframe
         self.clock = clock
         self.tick_s = tick_s
@@ -351,7 +362,7 @@ class IBBarFeed:
     @classmethod
     def for_handler(cls, handler: IBExecutionHandler, wh: Warehouse, **options: object) -> IBBarFeed:
         """A feed on a connected handler's connection, contracts and subscriptions; backfills after its reconnects."""
-        feed = cls(handler.ib, handler.subscriptions, wh, handler.contracts, **options)  # type: ignore[arg-type]
+        feed = cls(handler.ib, handler.subscriptions, wh, handler.streams(), **options)  # type: ignore[arg-type]
         handler.connection.on_restored.append(feed.on_restored)
         return feed
 
@@ -364,7 +375,7 @@ class IBBarFeed:
         step = timeframe_seconds(self.timeframe)
         moment = int((now or self.clock()).timestamp())
         resume = datetime.fromtimestamp(moment // step * step, timezone.utc)
-        for contract in self.contracts.values():  # the bar in progress: its 5-second bars so far, at start()
+        for _, contract in self.contracts:  # the bar in progress: its 5-second bars so far, at start()
             self._resume_from[contract.localSymbol] = resume
         return report
 
@@ -377,7 +388,7 @@ class IBBarFeed:
         self._tasks = [asyncio.ensure_future(self._store_loop()), asyncio.ensure_future(self._clock_loop())]
         if self._resume_from:
             self._buffer = []
-        for root, contract in self.contracts.items():
+        for root, contract in self.contracts:
             sub = Subscription("realtime", root, contract, use_rth=self.use_rth)
             sub.listeners.append(self._on_update)
             self._subs.append(await self.subscriptions.add(sub))
@@ -487,7 +498,7 @@ class IBBarFeed:
         """
         now = self.clock().astimezone(timezone.utc)
         end = datetime.fromtimestamp(int(now.timestamp()) // SOURCE_SECONDS * SOURCE_SECONDS, timezone.utc)
-        for root, contract in self.contracts.items():
+        for root, contract in self.contracts:
             last = self.aggregator.last_seen(root, contract.localSymbol)
             start = last + timedelta(seconds=SOURCE_SECONDS) if last is not None else \
                 self._resume_from.get(contract.localSymbol)

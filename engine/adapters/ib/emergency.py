@@ -112,7 +112,7 @@ async def emergency_kill(config: IBConfig, strategy: str, run_id: str, *, live: 
         account = handler.account or ""
         working = [t for t in await handler.ib.reqAllOpenOrdersAsync()
                    if t.order.account == account and t.isActive()]
-        traded = {c.localSymbol for c in handler.contracts.values()} | set(contracts)
+        traded = set(handler.listed) | set(contracts)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         trades = await handler.kill(all_clients=True, timeout=timeout, only=traded,
                                     ref_prefix=f"operator-kill-{stamp}")

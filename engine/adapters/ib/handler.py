@@ -16,6 +16,12 @@ journaled orders still working are adopted, fills that happened while away are b
 does not know are reported as missing (never re-sent), and orders on the account that no journal knows are
 reported as external (never adopted or cancelled).
 
+Rolls (:meth:`send_roll`): the kernel's two legs go out as market orders on the old and the new contract,
+journaled in one batch under their own orderRefs; every contract the session may need (the front now, the
+roll table's next front, a resumed position's contract) is qualified at :meth:`connect`
+(:meth:`also_trade`), and :meth:`front_changed` moves the root's orders (and :meth:`traded_contract`) to the
+new front when the query's rows do.
+
 Money: ``Fill.commission`` is IB's commission report. The fee table's estimate for the same fill
 (``fee_per_side x |quantity|``) is kept beside it in :attr:`IBExecutionHandler.records` for attribution.
 Fills carry no modelled slippage: ``reference_price`` is the execution price.
@@ -155,7 +161,14 @@ class IBExecutionHandler(ExecutionHandler):
         self.connection = Connection(self.ib, host, port, client_id, reconnect or ReconnectPolicy(), self._halt)
         #: the account every order goes to; set only once every guard passed
         self.account: str | None = None
+        #: root -> the qualified contract the root's orders go to (its front: :meth:`front_changed` moves it)
         self.contracts: dict[str, Contract] = {}
+        #: local symbol -> every qualified contract (the fronts, and those of :meth:`also_trade`)
+        self.listed: dict[str, Contract] = {}
+        #: root -> further contracts to qualify at connect (a resumed position's, the next front)
+        self.extra: dict[str, list[str]] = {}
+        #: a roll's legs are real orders (:meth:`send_roll`)
+        self.sends_rolls = True
         self.records: list[FillRecord] = []
         #: orderRef -> when placeOrder was called, by :attr:`clock`: the send leg of the latency attribution
         self.sent_at: dict[str, datetime] = {}
@@ -241,16 +254,41 @@ class IBExecutionHandler(ExecutionHandler):
         log.info("IB %s: %s trades account %s via %s:%d (client id %d)", "live" if self.live else "paper",
                  self.strategy, mask(account), self.host, self.port, self.connection.active_client_id)
 
+    def also_trade(self, root: str, contracts: Iterable[str]) -> None:
+        """Qualify these contracts of ``root`` too at :meth:`connect` (before it): a resumed position's contract
+        (its roll's out-leg goes there) and the roll table's next front (its bars are subscribed beside the
+        front's so that the query's rows can name it at the roll). Orders still go to the root's front."""
+        known = self.extra.setdefault(root, [])
+        known.extend(c for c in contracts if c and c not in known and c != self.wanted.get(root))
+
+    def streams(self) -> list[tuple[str, Contract]]:
+        """(root, contract) of every qualified contract, fronts first: what the bar feed subscribes."""
+        fronts = [(root, c) for root, c in self.contracts.items()]
+        front_ids = {c.conId for _, c in fronts}
+        return fronts + [(root, c) for root, c in self._roots_of_listed() if c.conId not in front_ids]
+
+    def _roots_of_listed(self) -> list[tuple[str, Contract]]:
+        roots = {local: root for root, locals_ in self.extra.items() for local in locals_}
+        return [(roots[local], c) for local, c in self.listed.items() if local in roots]
+
     async def _qualify(self) -> None:
-        asked = [future_for(root, contract) for root, contract in self.wanted.items()]
+        wanted = [(root, contract) for root, contract in self.wanted.items()] + \
+            [(root, contract) for root, contracts in self.extra.items() for contract in contracts]
+        asked = [future_for(root, contract) for root, contract in wanted]
         found = await self.ib.qualifyContractsAsync(*asked)
         if not self.ib.isConnected():  # a drop mid-request is not an unknown contract
             raise ConnectionError("connection lost while qualifying contracts")
-        for (root, contract), ask, qualified in zip(self.wanted.items(), asked, found, strict=True):
+        extra: dict[str, list[str]] = {}
+        for k, ((root, contract), ask, qualified) in enumerate(zip(wanted, asked, found, strict=True)):
             if qualified is None:
                 raise SafetyError(f"IB has no unique {root} future for {contract!r} on {ask.exchange} "
                                   "(IB error 200: unknown or ambiguous contract)")
-            self.contracts[root] = qualified
+            self.listed[qualified.localSymbol] = qualified
+            if k < len(self.wanted):
+                self.contracts[root] = qualified
+            else:
+                extra.setdefault(root, []).append(qualified.localSymbol)
+        self.extra = extra  # by local symbol from now on (asked perhaps as 202403)
 
     async def _reconcile(self, account: str) -> Reconciliation:
         """Match our orders (the journal's, else those sent by this process) with IB's open orders of every
@@ -296,7 +334,7 @@ class IBExecutionHandler(ExecutionHandler):
             ref = trade.order.orderRef
             if trade.order.account == account and ref not in known_anywhere:
                 found.external.append(ref or f"permId {trade.order.permId}")
-        traded = {contract.conId for contract in self.contracts.values()}
+        traded = {contract.conId for contract in self.listed.values()}
         for position in await self.ib.reqPositionsAsync():
             if position.account != account or not position.position:
                 continue
@@ -437,10 +475,7 @@ class IBExecutionHandler(ExecutionHandler):
 
         ``bar`` and ``close_known`` (the seam's signal-close hints) do not apply: IB fills at its own prices.
         """
-        if self.account is None or not self.ib.isConnected():
-            raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
-        if self.halt_reason is not None:
-            raise SafetyError(f"trading is halted ({self.halt_reason}): no new orders until reset()")
+        self._ready_to_send()
         if order.parent is not None:
             raise SafetyError("a bracket's take-profit and stop-loss are sent with their entry: submit the entry")
         contract = self.contracts.get(order.symbol)
@@ -452,16 +487,7 @@ class IBExecutionHandler(ExecutionHandler):
             child.oca_group = child.oca_group or f"bracket:{order.order_id}"
         if self._readopt(legs):
             return []
-        outgoing = []
-        for leg in legs:
-            ref = order_ref(self.run_id, self.strategy, leg.order_id)
-            if leg.order_id < 0 or ref in self._orders or ref in self._journaled:
-                raise SafetyError(f"order {ref} was already sent (or is not numbered); refusing to send it twice")
-            group = None if leg.oca_group is None else oca_name(self.run_id, self.strategy, leg.oca_group)
-            ib_order = to_ib_order(leg, self.account, ref, group)
-            if ib_order.account != self.account:  # the binding is the one thing that must never slip
-                raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
-            outgoing.append((ref, contract, leg, ib_order))
+        outgoing = [self._outgoing(leg, contract) for leg in legs]
         if order.children:
             parent_ib = outgoing[0][3]
             parent_ib.orderId = self.ib.client.getReqId()
@@ -473,9 +499,80 @@ class IBExecutionHandler(ExecutionHandler):
         return []
 
     def traded_contract(self, root: str) -> str | None:
-        """The local symbol orders of ``root`` go to (None before :meth:`connect` qualified it)."""
+        """The local symbol orders of ``root`` go to (None before :meth:`connect` qualified it): the roll
+        table's front at the start, then the contract the query's rows name (:meth:`front_changed`)."""
         contract = self.contracts.get(root)
         return None if contract is None else contract.localSymbol
+
+    def front_changed(self, symbol: str, old: str | None, new: str) -> None:
+        """The query's rows name ``new`` as ``symbol``'s front: its orders go there from now on.
+
+        A contract that was not qualified at :meth:`connect` halts the handler (``UNQUALIFIED_FRONT``): the
+        strategy's orders would otherwise go to the old contract.
+        """
+        current = self.contracts.get(symbol)
+        if current is None or current.localSymbol == new:
+            return
+        contract = self.listed.get(new)
+        if contract is None:
+            log.error("%s: the rows' front is now %s, which was not qualified at connect (orders went to %s): halted",
+                      symbol, new, current.localSymbol)
+            self._halt("UNQUALIFIED_FRONT")
+            return
+        self.extra.setdefault(symbol, []).append(current.localSymbol)
+        self.extra[symbol] = [c for c in self.extra[symbol] if c != new]
+        self.contracts[symbol] = contract
+        self.wanted[symbol] = new  # a reconnect qualifies the new front as the root's
+        log.info("%s: orders go to %s from now on (was %s)", symbol, new, current.localSymbol)
+
+    def send_roll(self, out_leg: Order, in_leg: Order, old: str, new: str) -> None:
+        """Send a roll's two market orders: ``out_leg`` on contract ``old``, ``in_leg`` on ``new`` (local
+        symbols), journaled in one batch before either is sent, each under its own orderRef
+        (``run/strategy/<order id>``). A restart that decides the roll bar again adopts the journaled legs
+        (:meth:`_readopt`) and sends nothing. Every check runs before anything is sent.
+
+        Raises
+        ------
+        SafetyError
+            Not connected, halted, a contract not qualified at :meth:`connect`, or a leg already sent.
+        """
+        legs = [out_leg, in_leg]
+        if self._readopt(legs):
+            return
+        self._ready_to_send()
+        outgoing = []
+        for leg, local in ((out_leg, old), (in_leg, new)):
+            contract = self.listed.get(local)
+            if contract is None:
+                raise SafetyError(f"{leg.symbol} roll: contract {local} was not qualified at connect "
+                                  f"(qualified: {', '.join(self.listed)})")
+            outgoing.append(self._outgoing(leg, contract))
+        self._send_all(outgoing)
+        log.warning("%s roll %s -> %s: %+d and %+d sent at market", out_leg.symbol, old, new, out_leg.quantity,
+                    in_leg.quantity)
+
+    def refused(self, ref: str) -> bool:
+        """Whether the order sent under ``ref`` is done at IB without ever working (refused: error 201...)."""
+        order = self._orders.get(ref)
+        return order is not None and order.status is OrderStatus.DENIED
+
+    def _ready_to_send(self) -> None:
+        if self.account is None or not self.ib.isConnected():
+            raise SafetyError("not connected with every guard passed: call connect() before submitting orders")
+        if self.halt_reason is not None:
+            raise SafetyError(f"trading is halted ({self.halt_reason}): no new orders until reset()")
+
+    def _outgoing(self, leg: Order, contract: Contract) -> tuple[str, Contract, Order, object]:
+        """(orderRef, contract, engine order, IB order) of one leg, checked: never sent before, for the bound
+        account."""
+        ref = order_ref(self.run_id, self.strategy, leg.order_id)
+        if leg.order_id < 0 or ref in self._orders or ref in self._journaled:
+            raise SafetyError(f"order {ref} was already sent (or is not numbered); refusing to send it twice")
+        group = None if leg.oca_group is None else oca_name(self.run_id, self.strategy, leg.oca_group)
+        ib_order = to_ib_order(leg, self.account, ref, group)
+        if ib_order.account != self.account:  # the binding is the one thing that must never slip
+            raise SafetyError(f"order {ref} is not for this strategy's account {mask(self.account)}")
+        return ref, contract, leg, ib_order
 
     def resume(self, orders: Iterable[Order], booked_exec_ids: Iterable[str], records: Iterable[FillRecord],
                sent_at: Mapping[str, datetime]) -> None:
