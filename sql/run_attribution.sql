@@ -45,6 +45,8 @@ sides AS (
                                            o.order_type ORDER BY o.order_id) AS k
     FROM pairs AS p
     JOIN {{ orders }} AS o ON o.run_id = p.live_run_id OR o.run_id = p.backtest_run_id
+    -- a live roll's legs are orders (sent to the broker); a backtest's are fills without one: both are rolls
+    WHERE coalesce(o.origin, '') NOT IN ('roll_out', 'roll_in')
 ),
 order_fills AS (
     SELECT run_id, order_id, CAST(sum(quantity) AS BIGINT) AS filled,

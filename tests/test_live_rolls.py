@@ -14,6 +14,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -152,7 +153,31 @@ def test_a_position_across_the_roll_is_rolled_with_two_journaled_orders_and_book
     # one round trip, still open, that rolled once
     [trade] = kernel.portfolio.trades
     assert trade.rolls == 1 and trade.exit_ts is None
+
+    # attribution: the same entry in both runs; the roll legs (live: two broker orders; backtest: booked at the
+    # roll table's prices) are the "rolls" cause, not orders only the live run decided
+    from engine.backtest.run import run_backtest
+    from engine.live.attribution import attribute
+
+    result = attribute(wh, "roll-1", record=False)
+    backtest = run_backtest(wh, result_query(session), HoldOne(), config, record=False)
+    mark = bars.filter(pc.equal(bars["contract"], "ESH4"))["close"][-1].as_py()
+    live_legs = -(mark - out_price) * 50.0 + (mark - in_price) * 50.0 - 2 * fee
+    tested = [f for f in backtest.tables["fills"].to_pylist() if f["kind"] in ("roll_out", "roll_in")]
+    assert [f["kind"] for f in tested] == ["roll_out", "roll_in"]
+    backtest_legs = sum(f["quantity"] * (mark - f["price"]) * 50.0 - f["commission"] for f in tested)
+    assert result.effects["rolls"] == pytest.approx(live_legs - backtest_legs)
+    assert result.effects["signal"] == pytest.approx(0.0)
+    assert result.effects["unexplained"] == pytest.approx(0.0, abs=1e-6)
+    assert result.orders.num_rows == 1  # the entry, paired; the legs are not orders to pair
     wh.close()
+
+
+def result_query(session) -> str:  # noqa: ANN001
+    """The live run's query bounded to the bars it saw (what the attribution's backtest replays)."""
+    from engine.live.attribution import replay_query
+
+    return replay_query(session.query, session.decided[0], session.decided[-1])
 
 
 def test_a_restart_after_the_roll_bar_adopts_the_journaled_legs_and_completes_the_roll(

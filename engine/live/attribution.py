@@ -25,7 +25,8 @@ commission. Grouping each run's fills by order and pairing the orders gives, exa
     commission    = sum over equal signals of -(c_L - c_B)
     signal        = sum over orders only live decided of  q_L (M - p_L) m - c_L
                   - sum over orders only the backtest decided of q_B (M - p_B) m - c_B
-    rolls         = the same fill value summed over fills without an order (the kernel's roll legs), live
+    rolls         = the same fill value summed over the roll legs (fills of kind roll_out/roll_in: a live
+                    run's are broker orders, left out of the order pairing; a backtest's have no order), live
                     minus backtest
     unexplained   = the rest: zero (to rounding) whenever both runs' books follow the identity above; a
                     non-zero value means a fill is missing from a ledger, or a run was marked elsewhere (e.g.
@@ -44,8 +45,8 @@ What the live loop records for this
   the strategy saw: it must start from the same state as a backtest started at ``data_start``),
   ``initial_capital`` and ``final_equity`` (the kernel portfolio's, marked to the last close).
 * ``orders`` and ``fills`` from the kernel (:func:`engine.results.tables.run_tables`): ``ts_submitted`` is
-  the close of the bar the order was decided on; every broker fill keeps its ``order_id``; roll legs are
-  booked as the kernel books them (fills without an order).
+  the close of the bar the order was decided on; every broker fill keeps its ``order_id``; a live roll's
+  legs are broker orders too (``origin``/``kind`` ``roll_out``, ``roll_in``), a backtest's are fills without one.
 * ``executions`` (``RUN_EXECUTIONS``), one row per :class:`engine.adapters.ib.handler.FillRecord` ``r`` of
   order ``o``: ``order_id = o.order_id``, ``exec_id = r.exec_id``, ``order_ref = r.order_ref``,
   ``symbol``/``contract``/``quantity``/``price``/``commission`` from ``r.fill`` (IB's commission),
@@ -67,6 +68,7 @@ import duckdb
 import pyarrow as pa
 
 from engine.backtest.run import BacktestConfig, run_backtest
+from engine.kernel import ROLL_ORIGINS
 from engine.results.ledger import latest_run_id, ledger_table, load_run, record_run
 from engine.runner import make_strategy
 from warehouse import schemas
@@ -210,7 +212,7 @@ def attribute(wh: Warehouse, run_id: str, *, record: bool = True) -> Attribution
     )
     live_pnl = float(run["final_equity"]) - float(run["initial_capital"])
     backtest_pnl = replay.final_equity - config.initial_capital
-    rolls = (_unordered_value(tables["fills"], marks) - _unordered_value(replay.tables["fills"], marks))
+    rolls = _roll_value(tables["fills"], marks) - _roll_value(replay.tables["fills"], marks)
     return Attribution(run_id, replay.run_id, orders, live_pnl, backtest_pnl,
                        _effects(orders, rolls, live_pnl - backtest_pnl), marks)
 
@@ -258,11 +260,13 @@ def _marks(wh: Warehouse, query: str) -> dict[str, float]:
     return dict(wh.connect().sql(sql).fetchall())
 
 
-def _unordered_value(fills: pa.Table, marks: dict[str, float]) -> float:
-    """sum q (M - p) m - c over the fills without an order (roll legs), currency."""
+def _roll_value(fills: pa.Table, marks: dict[str, float]) -> float:
+    """sum q (M - p) m - c over a run's roll legs, currency: the fills of kind ``roll_out``/``roll_in`` (a live
+    run's legs are broker orders, a backtest's are booked without one) and any other fill without an order."""
     total = 0.0
-    for f in fills.filter(fills.column("order_id").is_null()).to_pylist():
-        total += f["quantity"] * (marks.get(f["symbol"], math.nan) - f["price"]) * f["multiplier"] - f["commission"]
+    for f in fills.to_pylist():
+        if f["order_id"] is None or f["kind"] in ROLL_ORIGINS:
+            total += f["quantity"] * (marks.get(f["symbol"], math.nan) - f["price"]) * f["multiplier"] - f["commission"]
     return total
 
 
