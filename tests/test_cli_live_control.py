@@ -165,3 +165,19 @@ def test_the_event_log_is_one_line_a_record_with_accounts_masked(tmp_path) -> No
     assert "******567 | second line" in lines[1] and "DU1234567" not in lines[1]
     assert "strategy failed | Traceback" in lines[2] and "ValueError: boom" in lines[2]
     assert logging.getLogger("engine").level == logging.NOTSET  # restored
+
+
+def test_the_brokers_message_dumps_go_to_their_own_log(tmp_path) -> None:
+    """ib_async's INFO reprs of every broker message go to broker.log; events.log keeps its connection lines and
+    its warnings."""
+    with EventLog(tmp_path) as events:
+        logging.getLogger("ib_async.wrapper").info("orderStatus: Trade(contract=Future(...), account DU1234567)")
+        logging.getLogger("ib_async.client").info("Connected")
+        logging.getLogger("ib_async.wrapper").warning("Error 2104, reqId -1: Market data farm connection is OK")
+        logging.getLogger("engine.live.session").info("order 3 ES +1 MARKET: SUBMITTED")
+    events_lines = events.path.read_text().splitlines()
+    broker_lines = (tmp_path / "broker.log").read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in events_lines] == [
+        "ib_async.client: Connected", "ib_async.wrapper: Error 2104, reqId -1: Market data farm connection is OK",
+        "engine.live.session: order 3 ES +1 MARKET: SUBMITTED"]
+    assert len(broker_lines) == 3 and "orderStatus: Trade(" in broker_lines[0] and "DU1234567" not in broker_lines[0]

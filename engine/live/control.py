@@ -9,6 +9,7 @@ work with no socket, no shared memory and even while the session process is stuc
     live/<run_id>/commands/       one JSON file per operator command, waiting for the loop
     live/<run_id>/commands/done/  commands the loop took; their result is written into the same file
     live/<run_id>/events.log      every event, one line each (:mod:`engine.live.eventlog`)
+    live/<run_id>/broker.log      every broker message ib_async handled (its INFO records), one line each
 
 Every file is written atomically (:func:`warehouse.store.write_text_atomic`: temporary file, fsync,
 rename): a reader sees the old file or the whole new one, never half of one. Command file names start with the posting time in
