@@ -26,6 +26,7 @@ from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
 from engine.backtest.run import BacktestConfig
 from engine.core.instruments import InstrumentBook
+from engine.data.feed import BAR_NS
 from engine.live.bars import market_open
 from engine.live.runner import Running, trade
 from engine.live.session import LiveSession, LiveSettings
@@ -96,13 +97,14 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
         # pushed bars reach only subscribers: wait until the gateway has every contract's real-time request
         await _until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) - subscribed >= len(running.feed.contracts),
                      bar_timeout_s, "the real-time bar subscriptions", task)
-        wait = timedelta(seconds=60) + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
+        bar = timedelta(microseconds=BAR_NS[timeframe] // 1000)  # the bars' interval (a minute, an hour)
+        wait = bar + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
         for count, (ts, group) in enumerate(groupby(rows, key=lambda r: r["ts"]), start=1):
             group = list(group)
             for row in group:
                 sim.push_bar(row["contract"], ts, row["open"], row["high"], row["low"], row["close"],
-                             int(row["volume"]), as_5s=True)
-            last_part = ts + timedelta(seconds=55)
+                             int(row["volume"]), as_5s=True, seconds=int(bar.total_seconds()))
+            last_part = ts + bar - timedelta(seconds=5)  # the open time of the bar's last 5-second part
             aggregator = running.feed.aggregator
             await _until(lambda: all((aggregator.last_seen(r["symbol"], r["contract"]) or first) >= last_part
                                      for r in group), bar_timeout_s, f"the 5-second bars of {ts}", task)

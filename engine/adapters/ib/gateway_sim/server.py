@@ -138,16 +138,17 @@ class GatewaySim:
         return found
 
     def push_bar(self, contract: str | int, ts: datetime, open_: float, high: float, low: float, close: float,
-                 volume: int = 1_000_000, *, as_5s: bool = False) -> BookEvents:
+                 volume: int = 1_000_000, *, as_5s: bool = False, seconds: int = 60) -> BookEvents:
         """A bar of ``contract`` opening at ``ts``: match its working orders and report what happened.
 
-        ``as_5s``: the bar is a minute bar that the gateway keeps and streams as IB does, as twelve 5-second
-        bars (:func:`~.bars.split_5s`; history answers and real-time subscribers see those, and any bar size
-        of a minute or more aggregates back to the pushed bar); orders are matched against the whole minute.
+        ``as_5s``: the bar is a bar of ``seconds`` (a minute by default) that the gateway keeps and streams as
+        IB does, as 5-second bars (:func:`~.bars.split_5s`; history answers and real-time subscribers see
+        those, and any bar size of the pushed one or more aggregates back to it); orders are matched against
+        the whole bar.
         """
         future = self.future(contract)
         bar = Bar(ts, open_, high, low, close, volume)
-        parts = split_5s(bar) if as_5s else [bar]
+        parts = split_5s(bar, seconds) if as_5s else [bar]
         for part in parts:
             self.history.add(future.con_id, part)
         events = self.book.push_bar(future, ts, open_, high, low, close, volume)
