@@ -14,7 +14,9 @@ One session, bar by bar:
    timestamp and trading date are entered; later ones wait in the handler, counted as exposure): marks,
    breakers, the strategy, the risk manager, and the orders to the broker -- the code a backtest runs;
 4. the state is checkpointed (:mod:`engine.live.checkpoint`) and the status written; between bars the
-   operator's commands are carried out (:mod:`engine.live.operator`).
+   operator's commands are carried out (:mod:`engine.live.operator`), and once per trading day in the daily
+   halt the roll table, the contracts streamed and the features are brought up to date
+   (:mod:`engine.live.maintenance`).
 
 The decision for a bar is taken when the bar closes; its market orders fill at the broker's next prices
 (a backtest's ``next_open``). Outside the root's CME session no order is sent (``MARKET_CLOSED``). The

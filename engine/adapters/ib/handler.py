@@ -19,8 +19,9 @@ reported as external (never adopted or cancelled).
 Rolls (:meth:`send_roll`): the kernel's two legs go out as market orders on the old and the new contract,
 journaled in one batch under their own orderRefs; every contract the session may need (the front now, the
 roll table's next front, a resumed position's contract) is qualified at :meth:`connect`
-(:meth:`also_trade`), and :meth:`front_changed` moves the root's orders (and :meth:`traded_contract`) to the
-new front when the query's rows do.
+(:meth:`also_trade`), a running session's roll maintenance qualifies more while connected
+(:meth:`add_contracts`, dropped again by :meth:`forget`), and :meth:`front_changed` moves the root's orders
+(and :meth:`traded_contract`) to the new front when the query's rows do.
 
 Money: ``Fill.commission`` is IB's commission report. The fee table's estimate for the same fill
 (``fee_per_side x |quantity|``) is kept beside it in :attr:`IBExecutionHandler.records` for attribution.
