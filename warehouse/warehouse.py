@@ -127,6 +127,14 @@ class Warehouse:
         con.execute("CREATE OR REPLACE VIEW session_bars_1d AS " + render("resample_session_daily.sql", source="bars_1m"))
         return con
 
+    def register_tables(self, con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+        """Register the views of these tables (``rolls``, ``front_segments``...) on ``con`` again, over the files
+        present now: a table that had no file when ``con`` was made is an empty view until then (a long-lived
+        connection, e.g. a live session's, after ``qe rolls build`` wrote its first file)."""
+        for name in names:
+            directory, schema, hive_key = TABLES[name]
+            self._register_table(con, name, self.root / directory, schema, hive_key)
+
     def _register_reference(self, con: duckdb.DuckDBPyConnection) -> None:
         from warehouse.contracts import fees_table, margins_table, specs_table
 

@@ -1,7 +1,7 @@
 """``qe live``: trade a strategy bar by bar from the same SQL a backtest runs, and the operator's commands.
 
 ``qe live --strategy module:Class --query-file q.sql [-p k=v] [-c live.toml] [--paper | --live]`` runs the
-session (:mod:`engine.live.session`); ``status``, ``kill``, ``flatten``, ``reset`` act on a running one from
+session (:mod:`engine.live.session`); ``status``, ``kill``, ``flatten``, ``reset``, ``rolls`` act on a running one from
 another terminal; ``attribution`` compares a live or paper run with the backtest of the same bars.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 live_app = typer.Typer(rich_markup_mode=None, invoke_without_command=True,
-                       help="Trade from the same SQL as a backtest (paper first); status, kill, flatten, reset.")
+                       help="Trade from the same SQL as a backtest (paper first); status, kill, flatten, reset, rolls.")
 
 
 @live_app.callback()
@@ -123,6 +123,16 @@ def reset_command(
 ) -> None:
     """Release the session's kill switch (or risk halt): it may send orders again."""
     _post_and_wait(_session(run), "reset", timeout)
+
+
+@live_app.command("rolls")
+def rolls_command(
+    run: Annotated[Optional[str], _RUN_OPTION] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the session's answer.", min=0)] = 10.0,
+) -> None:
+    """Ask the session to rebuild its roots' roll table now (between bars), stream the next fronts and reload
+    rolled features, as it does every day in the daily halt."""
+    _post_and_wait(_session(run), "rolls", timeout)
 
 
 @live_app.command("kill")

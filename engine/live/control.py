@@ -51,7 +51,7 @@ _DONE = "done"
 
 State = Literal["starting", "warming_up", "running", "halted", "stopped", "failed"]
 SessionKind = Literal["paper", "live"]
-CommandKind = Literal["kill", "flatten", "reset"]
+CommandKind = Literal["kill", "flatten", "reset", "rolls"]
 #: states in which the loop no longer writes: such a status is final, never stale
 FINAL_STATES = frozenset({"stopped", "failed"})
 #: a status not rewritten for this many bars (at least :data:`_MIN_STALE_S` seconds) is old
@@ -282,19 +282,19 @@ def post_command(directory: Path, kind: CommandKind, **args: str) -> str:
 
     Parameters
     ----------
-    kind : {"kill", "flatten", "reset"}
+    kind : {"kill", "flatten", "reset", "rolls"}
     **args
         ``kill``: ``reason`` (default ``operator``) and ``flatten`` (``no``: halt and cancel only, the positions
-        were closed at the broker already); ``flatten``: ``symbol`` (required); ``reset``: none.
+        were closed at the broker already); ``flatten``: ``symbol`` (required); ``reset``, ``rolls``: none.
     """
     args = {k: str(v) for k, v in args.items()}
     if kind == "kill":
         args.setdefault("reason", "operator")
     elif kind == "flatten" and not args.get("symbol"):
         raise ConfigError("flatten needs the symbol to flatten")
-    allowed = {"kill": {"reason", "flatten"}, "flatten": {"symbol"}, "reset": set()}.get(kind)
+    allowed = {"kill": {"reason", "flatten"}, "flatten": {"symbol"}, "reset": set(), "rolls": set()}.get(kind)
     if allowed is None:
-        raise ConfigError(f"unknown live command {kind!r} (kill, flatten, reset)")
+        raise ConfigError(f"unknown live command {kind!r} (kill, flatten, reset, rolls)")
     if set(args) - allowed:
         raise ConfigError(f"{kind} takes {', '.join(sorted(allowed)) or 'no arguments'}, not "
                           f"{', '.join(sorted(set(args) - allowed))}")

@@ -1,6 +1,6 @@
 """The running session's side of the operator controls: its status after every bar, commands between bars.
 
-``qe live status | kill | flatten | reset`` (:mod:`engine.cli.live`) read the status file and post commands
+``qe live status | kill | flatten | reset | rolls`` (:mod:`engine.cli.live`) read the status file and post commands
 into the session's directory (:mod:`engine.live.control`); :class:`Operator` writes the one and answers the
 other, from the loop's thread, between bars (never while the kernel is inside a bar).
 """
@@ -122,4 +122,11 @@ class Operator:
             if reset is not None:
                 reset()
             return True, "kill switch cleared: new orders are accepted"
+        if kind == "rolls":
+            maintenance = self.session.maintenance
+            if maintenance is None:
+                return False, "roll maintenance is off in this session ([live] roll_maintenance = false)"
+            maintenance.requested = True
+            return True, ("roll maintenance runs between the next bars (rebuild the roll table, stream the next "
+                          "fronts, reload rolled features); its changes go to the event log")
         return False, f"unknown command {kind!r}"

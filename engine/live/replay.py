@@ -28,6 +28,7 @@ from engine.backtest.run import BacktestConfig
 from engine.core.instruments import InstrumentBook
 from engine.data.feed import BAR_NS
 from engine.live.bars import market_open
+from engine.live.maintenance import halt_after
 from engine.live.runner import Running, trade
 from engine.live.session import LiveSession, LiveSettings
 from engine.risk import RiskManager
@@ -99,8 +100,12 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
                      bar_timeout_s, "the real-time bar subscriptions", task)
         bar = timedelta(microseconds=BAR_NS[timeframe] // 1000)  # the bars' interval (a minute, an hour)
         wait = bar + _GRACE + timedelta(seconds=settings.bar_wait_s) + timedelta(seconds=1)
+        previous: datetime | None = None
         for count, (ts, group) in enumerate(groupby(rows, key=lambda r: r["ts"]), start=1):
             group = list(group)
+            if previous is not None and trading_date(ts) > trading_date(previous):
+                await _through_halt(running, now, group[0]["symbol"], trading_date(previous), bar_timeout_s, task)
+            previous = ts
             for row in group:
                 sim.push_bar(row["contract"], ts, row["open"], row["high"], row["low"], row["close"],
                              int(row["volume"]), as_5s=True, seconds=int(bar.total_seconds()))
@@ -148,6 +153,18 @@ def paper_gateway(config: BacktestConfig, bars: pa.Table) -> GatewaySim:
         if root in config.instruments:
             overrides.setdefault(contract, config.instruments[root])
     return GatewaySim([PAPER_ACCOUNT], today=trading_date(first), clock=first, instruments=InstrumentBook(overrides))
+
+
+async def _through_halt(running: Running, now: list[datetime], root: str, day, timeout: float,  # noqa: ANN001
+                        task: asyncio.Future) -> None:
+    """The replay clock into the halt after trading date ``day``'s close, and, with roll maintenance, wait until
+    the session maintained it (an hour passes live before the next session's first bar)."""
+    maintenance = running.maintenance
+    closed = halt_after(root, day)
+    if maintenance is None or closed is None:
+        return
+    now[0] = max(now[0], closed + timedelta(seconds=1))
+    await _until(lambda: maintenance.done_through(day), timeout, f"the roll maintenance after {day}", task)
 
 
 async def _first(ready: asyncio.Future, task: asyncio.Future) -> Running:

@@ -19,11 +19,13 @@ from engine.backtest.run import BacktestConfig
 from engine.core.instruments import InstrumentBook
 from engine.live.control import LiveStatus, create_session
 from engine.live.eventlog import EventLog
+from engine.live.maintenance import RollMaintenance, next_contract
 from engine.live.operator import Operator
 from engine.live.session import LiveSession, LiveSettings, universe
 from engine.risk import RiskManager
 from engine.strategy import Strategy
 from warehouse.rolls import front_contracts
+from warehouse.sessions import trading_date
 
 __all__ = ["Running", "trade"]
 
@@ -41,6 +43,7 @@ class Running:
     feed: IBBarFeed
     handler: IBExecutionHandler
     stop: asyncio.Event
+    maintenance: RollMaintenance | None = None
 
 
 async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, settings: LiveSettings, *,  # noqa: ANN001
@@ -58,6 +61,10 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
     history up to now; the bars stored since the last decided one are decided; the feed's 5-second bars are
     subscribed and bars are decided as they complete, with the operator's commands between bars. On the way
     out the feed stops, the session records its run and the connection closes, also after an error.
+
+    With ``settings.roll_maintenance`` the contract after each root's latest front is streamed from the start
+    as well, and the roll table, the contracts streamed and the features are kept current once per trading day
+    in the daily halt and on ``qe live rolls`` (:class:`~engine.live.maintenance.RollMaintenance`).
     """
     stop = stop or asyncio.Event()
     con = wh.connect()
@@ -80,6 +87,7 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
             # a resumed position's contract: the roll's out-leg goes there
             handler.also_trade(root, [latest[root], *([held[root]] if root in held else [])])
     operator = session.operator = Operator(directory, session, show)
+    maintenance = RollMaintenance(session, handler) if settings.roll_maintenance else None
     feed = None
     with EventLog(directory):
         log.info("session %s (%s) %s: %s on %s", run_id, kind, "resumes" if session.resumed else "starts",
@@ -88,15 +96,21 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
         try:
             await handler.connect()
             session.check_contracts({root: c.localSymbol for root, c in handler.contracts.items()})
+            if maintenance is not None:
+                # the contract after the latest front streams from the start: a crossover shows in the bars stored
+                await maintenance.prepare({root: next_contract(latest[root], trading_date(now)) for root in roots}, now)
             operator.publish("warming_up")
             feed = IBBarFeed.for_handler(handler, wh, timeframe=timeframe, grace=grace, tick_s=tick_s,
                                          **({"clock": clock} if clock is not None else {}))
             await feed.warm_up(warm_up_now)
             session.start()
             await feed.start()
+            if maintenance is not None:
+                maintenance.feed = feed
+                session.maintenance = maintenance
             operator.publish("running")
             if started is not None:
-                started(Running(session, feed, handler, stop))
+                started(Running(session, feed, handler, stop, maintenance))
             await session.run(feed.bars, stop)
         except BaseException as exc:
             log.exception("session %s failed", run_id)

@@ -14,7 +14,9 @@ One session, bar by bar:
    timestamp and trading date are entered; later ones wait in the handler, counted as exposure): marks,
    breakers, the strategy, the risk manager, and the orders to the broker -- the code a backtest runs;
 4. the state is checkpointed (:mod:`engine.live.checkpoint`) and the status written; between bars the
-   operator's commands are carried out (:mod:`engine.live.operator`).
+   operator's commands are carried out (:mod:`engine.live.operator`), and once per trading day in the daily
+   halt the roll table, the contracts streamed and the features are brought up to date
+   (:mod:`engine.live.maintenance`).
 
 The decision for a bar is taken when the bar closes; its market orders fill at the broker's next prices
 (a backtest's ``next_open``). Outside the root's CME session no order is sent (``MARKET_CLOSED``). The
@@ -89,6 +91,11 @@ class LiveSettings(BaseModel):
     roll_timeout_s : float
         Seconds after a roll's legs were sent (session clock) within which both must be filled; else the run
         halts (``ROLL_FAILED``), as it does at once when the broker refuses a leg.
+    roll_maintenance : bool
+        Once per trading day in CME's daily halt (and on ``qe live rolls``) rebuild the roots' roll table from
+        the stored bars, stream the next front and the contract after it, and reload the features of rolled
+        roots (:mod:`engine.live.maintenance`); False: the roll table and contracts of the start hold until a
+        restart.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -102,6 +109,7 @@ class LiveSettings(BaseModel):
     feature_workers: int = Field(default=2, ge=1, le=8)
     auto_roll: bool = True
     roll_timeout_s: float = Field(default=120.0, gt=0)
+    roll_maintenance: bool = True
 
 
 @dataclass(slots=True)
@@ -190,6 +198,8 @@ class LiveSession:
         self.started_at = datetime.now(timezone.utc)
         self.directory = directory
         self.operator = None
+        #: the roll upkeep between bars (:class:`~engine.live.maintenance.RollMaintenance`), set by the runner
+        self.maintenance = None
         self._pending: dict[datetime, _Pending] = {}
         #: the collector's full passes run between bars, not between a bar's close and its orders
         self.gc = GcPolicy(settings.gc_every)
@@ -242,6 +252,18 @@ class LiveSession:
         for root, valid_from, contract in rows:
             fronts.setdefault(root, []).append((valid_from, contract))
         self._fronts = fronts
+
+    def refresh_rolls(self) -> None:
+        """Read the roll table again after it was rebuilt (roll maintenance): the fronts of :meth:`front_at` and
+        the kernel's roll prices. The query's rows read the rebuilt table by themselves (the views read the
+        files at each query), so the ``contract`` column changes at the new roll's bar as in a backtest."""
+        self.wh.register_tables(self._con, ["rolls", "front_segments", "instruments"])
+        self.kernel.rolls = load_rolls(self._con)
+        self.load_fronts()
+
+    def query_rows(self, sql: str, roots: list[str]) -> list[tuple]:
+        """Rows of ``sql`` (with a ``$roots`` parameter) on the session's warehouse connection."""
+        return self._con.execute(sql, {"roots": list(roots)}).fetchall()
 
     def front_at(self, root: str, ts: datetime) -> str | None:
         """The roll table's front contract of ``root`` for the bar opening at ``ts`` (None: no roll table)."""
@@ -357,6 +379,10 @@ class LiveSession:
                 self.check_rolls(timeouts=False)
             if self.operator is not None:
                 self.operator.handle_commands()
+            maintenance = self.maintenance
+            if maintenance is not None and not self._pending and maintenance.due(self.clock()):
+                # in the daily halt (no bar arrives) or on the operator's request: between bars, never on a close
+                await maintenance.run()
 
     def check_rolls(self, timeouts: bool = True) -> list[str]:
         """:meth:`TradingKernel.check_rolls` on the session's clock and ``roll_timeout_s`` (``timeouts=False``:

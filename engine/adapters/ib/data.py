@@ -358,6 +358,7 @@ class IBBarFeed:
         self._tasks: list[asyncio.Task] = []
         self._backfill_task: asyncio.Task | None = None
         self._resume_from: dict[str, datetime] = {}  # local symbol -> where its 5-second history starts
+        self._storing = False  # an append is running (see idle())
 
     @classmethod
     def for_handler(cls, handler: IBExecutionHandler, wh: Warehouse, **options: object) -> IBBarFeed:
@@ -394,6 +395,35 @@ class IBBarFeed:
             self._subs.append(await self.subscriptions.add(sub))
         if self._resume_from:
             await self._backfill()
+
+    async def add_streams(self, pairs: Iterable[tuple[str, Contract]]) -> list[tuple[str, Contract]]:
+        """Stream more contracts from now on (a running session's roll maintenance): their 5-second bars are
+        subscribed (renewed after drops like the others) and folded and stored as the others'. No history is
+        fetched for them: bars before now would change the volumes an earlier roll was decided on. Returns the
+        pairs added (contracts already streamed are left out)."""
+        known = {c.conId for _, c in self.contracts}
+        added = []
+        for root, contract in pairs:
+            if contract.conId in known:
+                continue
+            known.add(contract.conId)
+            self.contracts.append((root, contract))
+            added.append((root, contract))
+            if self._tasks:  # started: subscribe now (else start() subscribes every contract)
+                sub = Subscription("realtime", root, contract, use_rth=self.use_rth)
+                sub.listeners.append(self._on_update)
+                self._subs.append(await self.subscriptions.add(sub))
+        return added
+
+    def drop_streams(self, contracts: Iterable[str]) -> None:
+        """Stop streaming these contracts (local symbols): their subscriptions are cancelled (called in the daily
+        halt, when no bar of theirs is in progress)."""
+        drop = set(contracts)
+        for sub in [s for s in self._subs if s.contract.localSymbol in drop]:
+            with contextlib.suppress(ValueError):
+                self.subscriptions.remove(sub)
+            self._subs.remove(sub)
+        self.contracts = [(root, c) for root, c in self.contracts if c.localSymbol not in drop]
 
     async def stop(self) -> None:
         """Cancel the subscriptions and the feed's tasks (open bars are dropped, not stored)."""
@@ -443,7 +473,18 @@ class IBBarFeed:
             finals = await self._finals.get()
             while not self._finals.empty():  # store what piled up in one append
                 finals += self._finals.get_nowait()
-            await self._store(finals)
+            self._storing = True
+            try:
+                await self._store(finals)
+            finally:
+                self._storing = False
+
+    def idle(self) -> bool:
+        """No bar in progress, none closed and not yet stored, none stored and not yet taken from :attr:`bars`,
+        and no backfill running: what the warehouse holds is every bar there is (a suspect bar held for its next
+        bar aside). The daily halt's roll maintenance waits for this."""
+        return (self._buffer is None and not self._storing and self._finals.empty() and self.bars.empty()
+                and all(self.aggregator.pending(root, c.localSymbol) is None for root, c in self.contracts))
 
     async def _store(self, finals: list[FinalBar]) -> None:
         table = bars_table(finals)

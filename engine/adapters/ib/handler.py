@@ -19,8 +19,9 @@ reported as external (never adopted or cancelled).
 Rolls (:meth:`send_roll`): the kernel's two legs go out as market orders on the old and the new contract,
 journaled in one batch under their own orderRefs; every contract the session may need (the front now, the
 roll table's next front, a resumed position's contract) is qualified at :meth:`connect`
-(:meth:`also_trade`), and :meth:`front_changed` moves the root's orders (and :meth:`traded_contract`) to the
-new front when the query's rows do.
+(:meth:`also_trade`), a running session's roll maintenance qualifies more while connected
+(:meth:`add_contracts`, dropped again by :meth:`forget`), and :meth:`front_changed` moves the root's orders
+(and :meth:`traded_contract`) to the new front when the query's rows do.
 
 Money: ``Fill.commission`` is IB's commission report. The fee table's estimate for the same fill
 (``fee_per_side x |quantity|``) is kept beside it in :attr:`IBExecutionHandler.records` for attribution.
@@ -260,6 +261,49 @@ class IBExecutionHandler(ExecutionHandler):
         front's so that the query's rows can name it at the roll). Orders still go to the root's front."""
         known = self.extra.setdefault(root, [])
         known.extend(c for c in contracts if c and c not in known and c != self.wanted.get(root))
+
+    async def add_contracts(self, root: str, contracts: Iterable[str]) -> tuple[list[Contract], list[str]]:
+        """Qualify more contracts of ``root`` while connected (a running session's roll maintenance: the next
+        front, the contract after it), as :meth:`also_trade` does before :meth:`connect`; they are qualified
+        again after every reconnect. Orders still go to the root's front.
+
+        Returns
+        -------
+        (list of Contract, list of str)
+            The contracts qualified now (already qualified ones are left out), and those IB has no unique
+            future for (error 200: not listed yet, expired, ambiguous): not kept, not fatal.
+
+        Raises
+        ------
+        ConnectionError
+            Not connected, or the connection dropped during the request.
+        """
+        asked = list(dict.fromkeys(c for c in contracts if c and c not in self.listed))
+        if not asked:
+            return [], []
+        if not self.ib.isConnected():
+            raise ConnectionError(f"not connected to IB: cannot qualify {', '.join(asked)}")
+        found = await self.ib.qualifyContractsAsync(*[future_for(root, c) for c in asked])
+        if not self.ib.isConnected():
+            raise ConnectionError("connection lost while qualifying contracts")
+        added: list[Contract] = []
+        unknown: list[str] = []
+        for local, qualified in zip(asked, found, strict=True):
+            if qualified is None:
+                unknown.append(local)
+                continue
+            self.listed[qualified.localSymbol] = qualified
+            extra = self.extra.setdefault(root, [])
+            if qualified.localSymbol not in extra and qualified.localSymbol != self.traded_contract(root):
+                extra.append(qualified.localSymbol)
+            added.append(qualified)
+        return added, unknown
+
+    def forget(self, root: str, contract: str) -> None:
+        """Stop qualifying ``contract`` (a local symbol) of ``root`` at reconnects and streaming it (an old front
+        no position is held in: after its expiry IB would refuse it). Never the root's front."""
+        if contract != self.traded_contract(root) and contract in self.extra.get(root, ()):
+            self.extra[root] = [c for c in self.extra[root] if c != contract]
 
     def streams(self) -> list[tuple[str, Contract]]:
         """(root, contract) of every qualified contract, fronts first: what the bar feed subscribes."""
