@@ -3,6 +3,7 @@
 Usage::
 
     python bench/bench_features.py [--rows 1000000] [--repeat 3] [--skip-oracle]
+    python bench/bench_features.py --rows 1000000 --repeat 3 --segments 2,4 [--segment-threads 1,2]
     python bench/bench_features.py --universe --append-day [--workdir /tmp/qe_bench_universe]
     python bench/bench_features.py --append-day --workdir DIR      # on a warehouse an earlier --universe left
 
@@ -10,6 +11,12 @@ Single-symbol mode (default): each measurement runs in a fresh subprocess so tha
 The SQL path renders the full feature query (base + every family) and COPYs it to Parquet with DuckDB, as
 `qe features build` does. The baseline, in the same run and on the same bars, is the test suite's independent
 numpy/pandas oracle of the catalog. Prints median wall seconds, peak RSS and the ratio.
+
+Segmented mode (``--segments K[,K...]``): the staged build (baseline) and the segmented build of
+``warehouse/features/materialize.py`` (``build_segmented``: K segments cut at session opens, each from its bounded
+tail, ``--segment-workers`` at a time, each on a DuckDB connection with ``--segment-threads`` threads, composed into
+the year files) alternate in fresh subprocesses, ``--repeat`` rounds; prints median wall and CPU seconds (user +
+system of all threads, ``time.process_time``) and peak RSS of each, and the ratios to the baseline.
 
 Universe mode (``--universe``): 15 roots x 2 years of 1-minute Globex bars (every session of each root's
 exchange calendar, trading dates 2024-01-02 .. 2025-12-30: holidays absent, early closes short; prices on each
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -72,12 +80,36 @@ con.execute(f"CREATE VIEW bars AS SELECT * FROM read_parquet('{bars}')")
 # family alone over it, then the families side by side by position, one zstd Parquet file per year.
 queries = staged_queries(registry, "bars", "1m")
 stage = Path(tempfile.mkdtemp(dir=Path(out).parent))
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 rows, files = stage_families(con, queries, stage)
 compose_years(files, queries.features, stage / "out")
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "features": len(registry.features)}))
+"""
+
+SEGMENTED_RUN = r"""
+import json, resource, sys, tempfile, time, duckdb
+from pathlib import Path
+from warehouse.features import materialize
+from warehouse.features.materialize import _day_fingerprints, build_segmented, segment_cuts
+from warehouse.features.registry import build_registry, staged_queries
+bars, out, segments, workers, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+materialize.SEGMENT_WORKERS, materialize.SEGMENT_THREADS = workers, threads
+registry = build_registry(timeframe="1m")
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+con.execute(f"CREATE VIEW symbol_bars AS SELECT * FROM read_parquet('{bars}')")
+con.execute("CREATE VIEW feature_source AS SELECT * FROM symbol_bars")
+queries = staged_queries(registry, "symbol_bars", "1m")
+stage = Path(tempfile.mkdtemp(dir=Path(out).parent))
+days = _day_fingerprints(con, "ESH4")  # build_features computes them for its manifest either way
+start, cpu = time.perf_counter(), time.process_time()
+# What build_features runs for a segmented symbol: cuts at session opens, tail starts, segments, composition.
+rows, produced, k = build_segmented(con, "1m", "ESH4", queries, registry, segment_cuts(days, segments), stage / "seg")
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "features": len(registry.features), "rows": rows, "segments": k}))
 """
 
 SINGLE_RUN = r"""
@@ -137,10 +169,40 @@ def run(script: str, bars: Path, out: Path, *extra: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def segmented(args: argparse.Namespace, bars: Path, tmp: Path) -> None:
+    """The staged build and the segmented builds, alternating in fresh subprocesses, ``args.repeat`` rounds."""
+    configs = [(k, t) for k in (int(x) for x in args.segments.split(",")) for t in (int(x) for x in args.segment_threads.split(","))]
+    runs: dict[str, list[dict]] = {"staged (unsegmented)": []}
+    print(f"{args.rows:,} bars; segment workers {args.segment_workers}; load average before: {_load()}")
+    for r in range(args.repeat):
+        runs["staged (unsegmented)"].append(run(SQL_RUN, bars, tmp / "sql.parquet"))
+        for k, t in configs:
+            label = f"segmented K={k}, {t} thread(s) per connection"
+            runs.setdefault(label, []).append(run(SEGMENTED_RUN, bars, tmp / "seg.parquet", str(k), str(args.segment_workers), str(t)))
+        print(f"  round {r + 1}/{args.repeat} done, load average {_load()}", flush=True)
+    base = runs["staged (unsegmented)"]
+    base_wall, base_cpu = statistics.median(x["seconds"] for x in base), statistics.median(x["cpu"] for x in base)
+    print(f"{'path':48} {'wall s (median; runs)':34} {'CPU s':>7} {'peak RSS':>9} {'wall ratio':>10} {'CPU ratio':>9}")
+    for label, rs in runs.items():
+        wall, cpu = statistics.median(x["seconds"] for x in rs), statistics.median(x["cpu"] for x in rs)
+        each = ", ".join(format(x["seconds"], ".1f") for x in rs)
+        print(f"{label:48} {wall:6.2f} ({each}){'':{max(0, 26 - len(each))}} {cpu:7.1f} {max(x['rss_mb'] for x in rs):7.0f}MB "
+              f"{base_wall / wall:9.2f}x {base_cpu / cpu:8.2f}x")
+    print(f"load average after: {_load()}")
+
+
 def single_symbol(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="qe_bench_features_") as tmp:
         bars = Path(tmp) / "bars.parquet"
         make_bars(args.rows, bars)
+        if args.segments:
+            segmented(args, bars, Path(tmp))
+            return
         sql = [run(SQL_RUN, bars, Path(tmp) / "sql.parquet") for _ in range(args.repeat)]
         line = {"seconds": statistics.median(r["seconds"] for r in sql), "rss_mb": max(r["rss_mb"] for r in sql)}
         print(f"{args.rows:,} bars, {sql[0]['features']} features")
@@ -488,6 +550,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-oracle", action="store_true")
     parser.add_argument("--per-family", action="store_true", help="also time base + each family alone (single-symbol mode)")
+    parser.add_argument("--segments", help="segmented build with K segments (comma-separated list), against the staged build")
+    parser.add_argument("--segment-workers", type=int, default=os.cpu_count() or 1, help="segments computed at once")
+    parser.add_argument("--segment-threads", default="1", help="DuckDB threads per segment connection (comma-separated list)")
     parser.add_argument("--universe", action="store_true", help="15 roots x 2 years of 1m bars: ingest + full build")
     parser.add_argument("--append-day", action="store_true", help="append one session to every root, incremental build")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "qe_bench_universe"))
