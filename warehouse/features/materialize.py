@@ -33,11 +33,12 @@ import functools
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,12 @@ SEGMENT_ROWS = 250_000
 #: Segments computed at the same time, and DuckDB threads per segment connection.
 SEGMENT_WORKERS = max(1, os.cpu_count() or 1)
 SEGMENT_THREADS = 1
+#: Run the segments in spawned processes instead of threads (measured: bench/README.md, "Segmented build").
+SEGMENT_PROCESSES = False
+#: Rows per composed batch and Parquet row group of a segmented build: the composition runs beside the segments,
+#: and its batches of 150 columns are most of its memory (1M bars, 4 segments: peak RSS 1,395 MB at 131,072 rows,
+#: 1,037 MB at 32,768).
+SEGMENT_COMPOSE_ROWS = 32_768
 
 
 @dataclass
@@ -408,16 +415,20 @@ def build_segmented(con, timeframe: str, symbol: str, queries: StagedQueries, re
         con.execute(f"DROP VIEW IF EXISTS {view}")
     segments = [(start, since, bounds[k + 1][1] if k + 1 < len(bounds) else None)
                 for k, (start, since) in enumerate(bounds)]
-    with ThreadPoolExecutor(max_workers=SEGMENT_WORKERS, thread_name_prefix="features-segment") as pool:
+    if SEGMENT_PROCESSES:
+        pool = ProcessPoolExecutor(max_workers=SEGMENT_WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        pool = ThreadPoolExecutor(max_workers=SEGMENT_WORKERS, thread_name_prefix="features-segment")
+    with pool:
         futures = [pool.submit(_stage_segment, bars, queries, staging / f"segment_{k}", start, since, until,
-                               temp_directory) for k, (start, since, until) in enumerate(segments)]
+                               SEGMENT_THREADS, temp_directory) for k, (start, since, until) in enumerate(segments)]
         try:
             rows = 0
             with _YearFiles(staging / "out") as out:
                 for future in futures:
                     count, files = future.result()
                     rows += count
-                    for table in _composed(files, queries.features):
+                    for table in _composed(files, queries.features, SEGMENT_COMPOSE_ROWS):
                         out.write(table)
                     shutil.rmtree(files[0].parent, ignore_errors=True)
             return rows, out.paths, len(segments)
@@ -430,11 +441,12 @@ def build_segmented(con, timeframe: str, symbol: str, queries: StagedQueries, re
 
 
 def _stage_segment(bars: Path, queries: StagedQueries, stage: Path, start: dt.datetime | None,
-                   since: dt.datetime | None, until: dt.datetime | None,
+                   since: dt.datetime | None, until: dt.datetime | None, threads: int,
                    temp_directory: Path | None) -> tuple[int, list[Path]]:
-    """One segment on its own connection: the staged families over the bars in [start, until) of the stored
-    bars file, keeping the rows from ``since`` on; (rows kept, one Arrow IPC file per family)."""
-    config = {"threads": SEGMENT_THREADS}
+    """One segment on its own connection (``threads`` DuckDB threads): the staged families over the bars in
+    [start, until) of the stored bars file, keeping the rows from ``since`` on; (rows kept, one Arrow IPC file per
+    family)."""
+    config = {"threads": threads}
     limit = os.environ.get("QE_DUCKDB_MEMORY_LIMIT")
     if limit:
         config["memory_limit"] = limit
@@ -569,13 +581,13 @@ def compose_years(files: list[Path], features: list, output: Path) -> dict[str, 
     return out.paths
 
 
-def _composed(files: list[Path], features: list) -> Iterator[pa.Table]:
-    """The staged families side by side, :data:`BATCH_ROWS` rows at a time: ``ts`` and the features in catalog
-    order with their declared types."""
+def _composed(files: list[Path], features: list, size: int = BATCH_ROWS) -> Iterator[pa.Table]:
+    """The staged families side by side, ``size`` rows at a time: ``ts`` and the features in catalog order with
+    their declared types."""
     first = pa.ipc.open_file(pa.OSFile(str(files[0]), "rb")).schema
     schema = pa.schema([pa.field("ts", first.field("ts").type)]
                        + [pa.field(f.name, pa.int32() if f.type == "int" else pa.float64()) for f in features])
-    for parts in zip(*(_chunks(path, BATCH_ROWS) for path in files)):
+    for parts in zip(*(_chunks(path, size) for path in files)):
         ts = parts[0].column("ts")
         columns = [ts] + [_project(parts[f.family_index].column(f.name), f.type) for f in features]
         yield pa.Table.from_arrays(columns, schema=schema)
