@@ -3,6 +3,7 @@
 Usage::
 
     python bench/bench_features.py [--rows 1000000] [--repeat 3] [--skip-oracle]
+    python bench/bench_features.py --rows 1000000 --repeat 3 --segments 2,4 [--segment-threads 1,2]
     python bench/bench_features.py --universe --append-day [--workdir /tmp/qe_bench_universe]
     python bench/bench_features.py --append-day --workdir DIR      # on a warehouse an earlier --universe left
 
@@ -10,6 +11,12 @@ Single-symbol mode (default): each measurement runs in a fresh subprocess so tha
 The SQL path renders the full feature query (base + every family) and COPYs it to Parquet with DuckDB, as
 `qe features build` does. The baseline, in the same run and on the same bars, is the test suite's independent
 numpy/pandas oracle of the catalog. Prints median wall seconds, peak RSS and the ratio.
+
+Segmented mode (``--segments K[,K...]``): the staged build (baseline) and the segmented build of
+``warehouse/features/materialize.py`` (``build_segmented``: K segments cut at session opens, each from its bounded
+tail, ``--segment-workers`` at a time, each on a DuckDB connection with ``--segment-threads`` threads, composed into
+the year files) alternate in fresh subprocesses, ``--repeat`` rounds; prints median wall and CPU seconds (user +
+system of all threads, ``time.process_time``) and peak RSS of each, and the ratios to the baseline.
 
 Universe mode (``--universe``): 15 roots x 2 years of 1-minute Globex bars (every session of each root's
 exchange calendar, trading dates 2024-01-02 .. 2025-12-30: holidays absent, early closes short; prices on each
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,7 +67,7 @@ def make_bars(n: int, path: Path, seed: int = 11) -> None:
 
 
 SQL_RUN = r"""
-import json, resource, sys, tempfile, time, duckdb
+import json, resource, shutil, sys, tempfile, time, duckdb
 from pathlib import Path
 from warehouse.features.materialize import compose_years, stage_families
 from warehouse.features.registry import build_registry, staged_queries
@@ -72,12 +80,42 @@ con.execute(f"CREATE VIEW bars AS SELECT * FROM read_parquet('{bars}')")
 # family alone over it, then the families side by side by position, one zstd Parquet file per year.
 queries = staged_queries(registry, "bars", "1m")
 stage = Path(tempfile.mkdtemp(dir=Path(out).parent))
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 rows, files = stage_families(con, queries, stage)
 compose_years(files, queries.features, stage / "out")
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+shutil.rmtree(stage)
+print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "features": len(registry.features)}))
+"""
+
+SEGMENTED_RUN = r"""
+import json, resource, shutil, sys, tempfile, time, duckdb
+from pathlib import Path
+from warehouse.features import materialize
+from warehouse.features.materialize import _day_fingerprints, build_segmented, segment_cuts
+from warehouse.features.registry import build_registry, staged_queries
+bars, out, segments, workers, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+materialize.SEGMENT_WORKERS, materialize.SEGMENT_THREADS = workers, threads
+materialize.SEGMENT_PROCESSES = sys.argv[6] == "process"
+registry = build_registry(timeframe="1m")
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+con.execute(f"CREATE VIEW symbol_bars AS SELECT * FROM read_parquet('{bars}')")
+con.execute("CREATE VIEW feature_source AS SELECT * FROM symbol_bars")
+queries = staged_queries(registry, "symbol_bars", "1m")
+stage = Path(tempfile.mkdtemp(dir=Path(out).parent))
+days = _day_fingerprints(con, "ESH4")  # build_features computes them for its manifest either way
+start, cpu = time.perf_counter(), time.process_time()
+# What build_features runs for a segmented symbol: cuts at session opens, tail starts, segments, composition.
+rows, produced, k = build_segmented(con, "1m", "ESH4", queries, registry, segment_cuts(days, segments), stage / "seg")
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+shutil.rmtree(stage)
+children = resource.getrusage(resource.RUSAGE_CHILDREN)  # spawned segment processes (SEGMENT_PROCESSES)
+cpu += children.ru_utime + children.ru_stime
+print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "children_rss_mb": children.ru_maxrss / 1024,
+                  "features": len(registry.features), "rows": rows, "segments": k}))
 """
 
 SINGLE_RUN = r"""
@@ -137,10 +175,44 @@ def run(script: str, bars: Path, out: Path, *extra: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def segmented(args: argparse.Namespace, bars: Path, tmp: Path) -> None:
+    """The staged build and the segmented builds, alternating in fresh subprocesses, ``args.repeat`` rounds."""
+    configs = [(k, t) for k in (int(x) for x in args.segments.split(",")) for t in (int(x) for x in args.segment_threads.split(","))]
+    pool = "process" if args.segment_processes else "thread"
+    runs: dict[str, list[dict]] = {"staged (unsegmented)": []}
+    print(f"{args.rows:,} bars; segment workers {args.segment_workers}; load average before: {_load()}")
+    for r in range(args.repeat):
+        runs["staged (unsegmented)"].append(run(SQL_RUN, bars, tmp / "sql.parquet"))
+        print(f"    staged: {json.dumps(runs['staged (unsegmented)'][-1])}", flush=True)
+        for k, t in configs:
+            label = f"segmented K={k}, {t} thread(s) per {pool}"
+            runs.setdefault(label, []).append(run(SEGMENTED_RUN, bars, tmp / "seg.parquet", str(k), str(args.segment_workers), str(t), pool))
+            print(f"    {label}: {json.dumps(runs[label][-1])}", flush=True)
+        print(f"  round {r + 1}/{args.repeat} done, load average {_load()}", flush=True)
+    base = runs["staged (unsegmented)"]
+    base_wall, base_cpu = statistics.median(x["seconds"] for x in base), statistics.median(x["cpu"] for x in base)
+    print(f"{'path':48} {'wall s (median; runs)':34} {'CPU s':>7} {'peak RSS':>9} {'wall ratio':>10} {'CPU ratio':>9}")
+    for label, rs in runs.items():
+        wall, cpu = statistics.median(x["seconds"] for x in rs), statistics.median(x["cpu"] for x in rs)
+        each = ", ".join(format(x["seconds"], ".1f") for x in rs)
+        rss = max(max(x["rss_mb"], x.get("children_rss_mb", 0)) for x in rs)  # the largest process's peak
+        print(f"{label:48} {wall:6.2f} ({each}){'':{max(0, 26 - len(each))}} {cpu:7.1f} {rss:7.0f}MB "
+              f"{base_wall / wall:9.2f}x {base_cpu / cpu:8.2f}x")
+    print(f"load average after: {_load()}")
+
+
 def single_symbol(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="qe_bench_features_") as tmp:
         bars = Path(tmp) / "bars.parquet"
         make_bars(args.rows, bars)
+        if args.segments:
+            segmented(args, bars, Path(tmp))
+            return
         sql = [run(SQL_RUN, bars, Path(tmp) / "sql.parquet") for _ in range(args.repeat)]
         line = {"seconds": statistics.median(r["seconds"] for r in sql), "rss_mb": max(r["rss_mb"] for r in sql)}
         print(f"{args.rows:,} bars, {sql[0]['features']} features")
@@ -277,7 +349,7 @@ def _day_bounds(con, day: str) -> tuple[str, str]:
     return str(row[0]), str(row[1])
 
 
-def _phase(name: str, work: Path, kind: str | None) -> None:
+def _phase(name: str, work: Path, kind: str | None, segment_rows: int | None = None) -> None:
     """One measured phase, in this (fresh) process; the result goes to ``work/<name>[_kind].json``."""
     sys.path.insert(0, str(REPO))
     result: dict = {}
@@ -311,8 +383,11 @@ def _phase(name: str, work: Path, kind: str | None) -> None:
         result = {"seconds": seconds, "rows": sum(r.rows_loaded for r in reports), "rss_mb": rss.take(), "rss_method": rss.method}
     elif name == "build":
         from warehouse import Warehouse
+        from warehouse.features import materialize
         from warehouse.features.materialize import build_features
 
+        if segment_rows is not None:  # 0: every symbol unsegmented
+            materialize.SEGMENT_ROWS = segment_rows or 10**18
         wh = Warehouse(work / "wh")
         con = wh.connect()
         bars = dict(con.sql("SELECT symbol, count(*) FROM bars_1m_adj_ratio GROUP BY 1").fetchall())
@@ -364,7 +439,7 @@ def _phase(name: str, work: Path, kind: str | None) -> None:
         con = wh.connect()
         rows_after = con.sql("SELECT count(*) FROM features_1m").fetchone()[0]
         result = {
-            "kind": kind, "seconds": seconds, "cpu_seconds": cpu, "bars": sum(bars.values()), "rows_before": rows_before, "rows_after": rows_after,
+            "kind": kind, "seconds": seconds, "cpu_seconds": cpu, "segments": report.segments, "bars": sum(bars.values()), "rows_before": rows_before, "rows_after": rows_after,
             "built": report.built, "skipped": report.skipped, "partitions_written": report.partitions_written,
             "partitions_unchanged": report.partitions_unchanged,
             "rewritten": sorted(k for k in after if k in before and after[k] != before[k]),
@@ -403,11 +478,16 @@ def _run_phase(work: Path, name: str, kind: str | None = None) -> dict:
                "--roots", ",".join(UNIVERSE), "--first-date", FIRST_DATE]
     if kind:
         command += ["--_kind", kind]
+    if SEGMENT_ROWS is not None:
+        command += ["--segment-rows", str(SEGMENT_ROWS)]
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True)
     result = json.loads((work / f"{name}{'_' + kind if kind else ''}.json").read_text())
     result["process_seconds"] = time.perf_counter() - start
     return result
+
+
+SEGMENT_ROWS: int | None = None  # --segment-rows: the build phases' materialize.SEGMENT_ROWS (0: unsegmented)
 
 
 def _build_summary(label: str, r: dict) -> None:
@@ -416,6 +496,8 @@ def _build_summary(label: str, r: dict) -> None:
     print(f"{label}: {r['seconds']:.1f} s wall ({r['cpu_seconds']:.1f} s CPU, all threads) for {r['bars']:,} bars = "
           f"{r['bars'] / r['seconds']:,.0f} bars/s; "
           f"peak RSS {r['rss_mb']:,.0f} MB ({r['rss_method']})")
+    if r.get("segments"):
+        print(f"  segmented symbols: {len(r['segments'])}, segments per symbol: {sorted(set(r['segments'].values()))}")
     print(f"  built {len(r['built'])} symbols, skipped {len(r['skipped'])}; partitions written {r['partitions_written']}, "
           f"unchanged {r['partitions_unchanged']}; features_1m rows {r['rows_before']:,} -> {r['rows_after']:,}")
     if seconds:
@@ -482,23 +564,28 @@ def universe(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    global UNIVERSE, FIRST_DATE
+    global UNIVERSE, FIRST_DATE, SEGMENT_ROWS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-oracle", action="store_true")
     parser.add_argument("--per-family", action="store_true", help="also time base + each family alone (single-symbol mode)")
+    parser.add_argument("--segments", help="segmented build with K segments (comma-separated list), against the staged build")
+    parser.add_argument("--segment-workers", type=int, default=os.cpu_count() or 1, help="segments computed at once")
+    parser.add_argument("--segment-threads", default="1", help="DuckDB threads per segment connection (comma-separated list)")
+    parser.add_argument("--segment-processes", action="store_true", help="segments in spawned processes, not threads")
     parser.add_argument("--universe", action="store_true", help="15 roots x 2 years of 1m bars: ingest + full build")
     parser.add_argument("--append-day", action="store_true", help="append one session to every root, incremental build")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "qe_bench_universe"))
     parser.add_argument("--roots", default=",".join(UNIVERSE), help="universe roots (default: the 15)")
     parser.add_argument("--first-date", default=FIRST_DATE, help="first trading date of the universe history")
+    parser.add_argument("--segment-rows", type=int, help="universe build phases: materialize.SEGMENT_ROWS (0: unsegmented)")
     parser.add_argument("--_phase", help=argparse.SUPPRESS)
     parser.add_argument("--_kind", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    UNIVERSE, FIRST_DATE = tuple(args.roots.split(",")), args.first_date
+    UNIVERSE, FIRST_DATE, SEGMENT_ROWS = tuple(args.roots.split(",")), args.first_date, args.segment_rows
     if args._phase:
-        _phase(args._phase, Path(args.workdir), args._kind)
+        _phase(args._phase, Path(args.workdir), args._kind, args.segment_rows)
     elif args.universe or args.append_day:
         universe(args)
     else:

@@ -15,34 +15,60 @@ from its first bar: the rows from D's first bar on are computed from a bounded t
 (:func:`warehouse.features.incremental.tail_features`, equal to the full build to the catalog's tolerances),
 and only the year partitions from D's year on are rewritten: the stored rows before D plus the new rows,
 written to a temporary file and renamed into place.
+
+Segmented build. A long symbol rebuilt from its first bar (shipped templates, more than :data:`SEGMENT_ROWS`
+bars, or ``segments=``) is cut into segments at cut times T_1 < ... < T_{K-1} (session opens at equal row counts).
+Segment k holds the rows with T_k <= ts < T_{k+1} and is computed, like the incremental rebuild, from the bounded
+tail before T_k (:func:`warehouse.features.incremental.tail_starts`): the same staged templates over only the bars
+from its tail start to T_{k+1} (features at ``ts`` read no later bar). Segments run concurrently, each on its own
+DuckDB connection (:data:`SEGMENT_WORKERS` at a time), so one long symbol keeps every core busy and the memory of a
+segment's windows is bounded by its rows, not the history's; their staged rows are composed in time order into the
+year files and installed atomically like an unsegmented build's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
+import math
+import multiprocessing
 import os
 import shutil
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.errors import QEError
-from warehouse.features.incremental import shipped_registry, tail_features
+from warehouse.features.incremental import shipped_registry, tail_features, tail_starts
 from warehouse.features.registry import Registry, StagedQueries, staged_queries
+from warehouse.features.tail import TailNeeds, family_needs
 from warehouse.lock import holds_write_lock
 from warehouse.store import fsync_dir, sha256_file
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse
 
 TIMEFRAMES = ("1m", "1h", "1d")
+#: A symbol rebuilt from its first bar with more source bars than this is cut into segments of about this many
+#: rows (shipped templates only; see the module docstring). Measured in bench/README.md ("Segmented build").
+SEGMENT_ROWS = 250_000
+#: Segments computed at the same time, and DuckDB threads per segment connection.
+SEGMENT_WORKERS = max(1, os.cpu_count() or 1)
+SEGMENT_THREADS = 1
+#: Run the segments in spawned processes instead of threads (measured: bench/README.md, "Segmented build").
+SEGMENT_PROCESSES = False
+#: Rows per composed batch and Parquet row group of a segmented build: the composition runs beside the segments,
+#: and its batches of 150 columns are most of its memory (1M bars, 4 segments: peak RSS 1,395 MB at 131,072 rows,
+#: 1,037 MB at 32,768).
+SEGMENT_COMPOSE_ROWS = 32_768
 
 
 @dataclass
@@ -57,6 +83,8 @@ class BuildReport:
     rows: int = 0
     #: Symbols whose changed rows were computed from a bounded tail (not from their first bar).
     tail: list[str] = field(default_factory=list)
+    #: Symbols built in segments (each from the bounded tail before its cut): symbol -> number of segments.
+    segments: dict[str, int] = field(default_factory=dict)
 
 
 def features_dir(root: Path, timeframe: str) -> Path:
@@ -71,6 +99,7 @@ def build_features(
     full: bool = False,
     on_symbol: Callable[[str, int, int], None] | None = None,
     registry: Registry | None = None,
+    segments: int | Sequence[dt.datetime] | None = None,
 ) -> BuildReport:
     """Compute and write the features of ``symbols`` (default all) on ``timeframe`` bars.
 
@@ -85,6 +114,10 @@ def build_features(
         Progress callback ``(symbol, done, total)``.
     registry : Registry, optional
         Defaults to the shipped family templates.
+    segments : int or sequence of datetime, optional
+        How a symbol rebuilt from its first bar is cut (shipped templates only; another registry is never cut):
+        ``None`` (default) one segment per :data:`SEGMENT_ROWS` bars, cut at session opens; an int K, K segments
+        of about equal rows, cut at session opens (1: unsegmented); or the cut times themselves (any bar times).
     """
     if timeframe not in TIMEFRAMES:
         raise QEError(f"features are built on {', '.join(TIMEFRAMES)} bars, not {timeframe!r}")
@@ -152,6 +185,20 @@ def build_features(
                     record(symbol, entry, i, *result)
                 else:
                     keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
+                    cuts = segment_cuts(days, segments) if tail_safe else []
+                    if cuts:
+                        # The previous symbol's composition goes on beside this one's segments.
+                        staging = wh.root / ".staging" / uuid.uuid4().hex
+                        try:
+                            rows, produced, k = build_segmented(con, timeframe, symbol, queries, registry, cuts,
+                                                                staging, wh.root / ".duckdb_tmp")
+                            result = _install_produced(wh.root, timeframe, symbol, keep, produced)
+                        finally:
+                            shutil.rmtree(staging, ignore_errors=True)
+                        settle()
+                        report.segments[symbol] = k
+                        record(symbol, entry, i, *result, rows)
+                        continue
                     staging, rows, files = _stage_symbol(wh.root, con, queries)
                     future = composer.submit(_install_symbol, wh.root, timeframe, symbol, keep, staging, rows, files,
                                              queries.features)
@@ -285,31 +332,154 @@ def _install_symbol(root: Path, timeframe: str, symbol: str, keep: set[str], sta
     ``keep``); remove the staging directory. Returns (written, unchanged, rows)."""
     try:
         produced = compose_years(files, features, staging / "out")
-        target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
-        written = unchanged = 0
-        for year_dir, path in sorted(produced.items()):
-            target = target_dir / year_dir / "data.parquet"
-            if target.exists() and (year_dir in keep or sha256_file(target) == sha256_file(path)):
-                unchanged += 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)  # same file system: atomic
-            fsync_dir(target.parent)
-            written += 1
-        for stale in target_dir.glob("year=*"):
-            if stale.name not in produced:
-                shutil.rmtree(stale)
-        return written, unchanged, rows
+        return (*_install_produced(root, timeframe, symbol, keep, produced), rows)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install_produced(root: Path, timeframe: str, symbol: str, keep: set[str],
+                      produced: dict[str, Path]) -> tuple[int, int]:
+    """Rename each composed year file into place unless unchanged (or in ``keep``), remove the symbol's years
+    that were not produced; return (written, unchanged)."""
+    target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
+    written = unchanged = 0
+    for year_dir, path in sorted(produced.items()):
+        target = target_dir / year_dir / "data.parquet"
+        if target.exists() and (year_dir in keep or sha256_file(target) == sha256_file(path)):
+            unchanged += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)  # same file system: atomic
+        fsync_dir(target.parent)
+        written += 1
+    for stale in target_dir.glob("year=*"):
+        if stale.name not in produced:
+            shutil.rmtree(stale)
+    return written, unchanged
+
+
+def segment_cuts(days: dict[str, str], segments: int | Sequence[dt.datetime] | None) -> list[dt.datetime]:
+    """The cut times of a segmented build of one symbol, from its day fingerprints (``"n:hash:first ts"`` per
+    trading date, :func:`_day_fingerprints`): empty for an unsegmented build.
+
+    ``None``: one segment per :data:`SEGMENT_ROWS` bars; an int K: K segments. Either way each cut is the open
+    (first bar) of the first trading date at or after an equal share of the rows. Explicit cut times are kept
+    as given when they fall after the first bar and at or before the last one.
+    """
+    sessions = [(int(fp.split(":", 1)[0]), dt.datetime.fromisoformat(fp.split(":", 2)[2]))
+                for _, fp in sorted(days.items())]
+    total = sum(n for n, _ in sessions)
+    if not sessions:
+        return []
+    first = sessions[0][1]
+    if segments is not None and not isinstance(segments, int):
+        # The last bar is at or after the last date's first bar; a cut later than that yields no rows: dropped there.
+        return sorted({c for c in segments if c > first})
+    k = math.ceil(total / SEGMENT_ROWS) if segments is None else segments
+    cuts, seen, share = [], 0, 1
+    for n, opens in sessions:
+        if share < k and seen >= total * share / k and opens > first:
+            cuts.append(opens)
+            while share < k and seen >= total * share / k:
+                share += 1
+        seen += n
+    return cuts
+
+
+def build_segmented(con, timeframe: str, symbol: str, queries: StagedQueries, registry: Registry,  # noqa: ANN001
+                    cuts: Sequence[dt.datetime], staging: Path,
+                    temp_directory: Path | None = None) -> tuple[int, dict[str, Path], int]:
+    """The features of one symbol (the relation ``symbol_bars`` of ``con``), computed in segments cut at ``cuts``,
+    composed into one zstd Parquet file per year under ``staging / "out"``: (rows, ``{"year=Y": path}``, segments).
+
+    The symbol's bars are stored once (``staging / "bars.parquet"``, in ts order); each cut's tail start is the one
+    :func:`~warehouse.features.incremental.tail_starts` finds for the union of the families' needs (a longer tail
+    than a family needs is exact too: it only reads more history). Each segment runs the staged families
+    (:func:`stage_families`) on its own connection over the bars from its tail start to the next cut and keeps the
+    rows from its cut on; :data:`SEGMENT_WORKERS` segments run at once while this thread composes the finished
+    ones, in time order, into the year files.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    bars = staging / "bars.parquet"
+    con.execute(f"COPY (SELECT * FROM symbol_bars ORDER BY ts) TO '{_quote(bars)}' (FORMAT parquet, COMPRESSION snappy)")
+    view = f"_segment_bars_{uuid.uuid4().hex[:12]}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet('{_quote(bars)}')")
+    try:
+        needs = functools.reduce(TailNeeds.merge, (family_needs(f) for f in registry.families), TailNeeds(0))
+        bounds: list[tuple[dt.datetime | None, dt.datetime | None]] = [(None, None)]  # (tail start, cut)
+        for cut in sorted(cuts):
+            start = tail_starts(con, view, timeframe, needs, [symbol], cut).get(symbol)
+            if start is not None:  # no bar at or after the cut: nothing to compute there
+                bounds.append((start, cut))
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    segments = [(start, since, bounds[k + 1][1] if k + 1 < len(bounds) else None)
+                for k, (start, since) in enumerate(bounds)]
+    if SEGMENT_PROCESSES:
+        pool = ProcessPoolExecutor(max_workers=SEGMENT_WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        pool = ThreadPoolExecutor(max_workers=SEGMENT_WORKERS, thread_name_prefix="features-segment")
+    with pool:
+        futures = [pool.submit(_stage_segment, bars, queries, staging / f"segment_{k}", start, since, until,
+                               SEGMENT_THREADS, temp_directory) for k, (start, since, until) in enumerate(segments)]
+        try:
+            rows = 0
+            with _YearFiles(staging / "out") as out:
+                for future in futures:
+                    count, files = future.result()
+                    rows += count
+                    for table in _composed(files, queries.features, SEGMENT_COMPOSE_ROWS):
+                        out.write(table)
+                    shutil.rmtree(files[0].parent, ignore_errors=True)
+            return rows, out.paths, len(segments)
+        finally:
+            for future in futures:
+                future.cancel()
+            for future in futures:
+                if not future.cancelled():
+                    future.exception()
+
+
+def _stage_segment(bars: Path, queries: StagedQueries, stage: Path, start: dt.datetime | None,
+                   since: dt.datetime | None, until: dt.datetime | None, threads: int,
+                   temp_directory: Path | None) -> tuple[int, list[Path]]:
+    """One segment on its own connection (``threads`` DuckDB threads): the staged families over the bars in
+    [start, until) of the stored bars file, keeping the rows from ``since`` on; (rows kept, one Arrow IPC file per
+    family)."""
+    config = {"threads": threads}
+    limit = os.environ.get("QE_DUCKDB_MEMORY_LIMIT")
+    if limit:
+        config["memory_limit"] = limit
+    con = duckdb.connect(config=config)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if temp_directory is not None:
+            con.execute(f"SET temp_directory = '{_quote(temp_directory)}'")
+        bounds = [f"ts >= {_timestamp(start)}"] if start is not None else []
+        if until is not None:
+            bounds.append(f"ts < {_timestamp(until)}")
+        where = " AND ".join(bounds) or "TRUE"
+        con.execute(f"CREATE TEMP VIEW symbol_bars AS SELECT * FROM read_parquet('{_quote(bars)}') WHERE {where}")
+        stage.mkdir(parents=True)
+        return stage_families(con, queries, stage, since=since)
+    finally:
+        con.close()
+
+
+def _timestamp(value: dt.datetime) -> str:
+    return f"TIMESTAMPTZ '{value.isoformat()}'"
 
 
 #: Rows per Arrow batch of the staged families and per Parquet row group of the composed files.
 BATCH_ROWS = 131_072
 
 
-def stage_families(con, queries: StagedQueries, stage: Path) -> tuple[int, list[Path]]:  # noqa: ANN001
+def stage_families(con, queries: StagedQueries, stage: Path,  # noqa: ANN001
+                   since: dt.datetime | None = None) -> tuple[int, list[Path]]:
     """Compute the base once and every family over it; return (rows, one Arrow IPC file per family).
+
+    With ``since``, only the rows with ``ts >= since`` are kept (a segment of a segmented build: the bars before
+    it are its bounded tail).
 
     The base is a snappy Parquet file in ``stage``, in no particular order (the families order their windows
     themselves): each family reads only the columns it needs from it, where a temporary table kept all of them
@@ -322,12 +492,13 @@ def stage_families(con, queries: StagedQueries, stage: Path) -> tuple[int, list[
     base = stage / "base.parquet"
     con.execute(f"COPY ({queries.base}) TO '{_quote(base)}' (FORMAT parquet, COMPRESSION snappy)")
     con.execute(f"CREATE OR REPLACE TEMP VIEW base AS SELECT * FROM read_parquet('{_quote(base)}')")
+    keep = "TRUE" if since is None else f"ts >= {_timestamp(since)}"
     try:
-        rows = con.sql("SELECT count(*) FROM base").fetchone()[0]
+        rows = con.sql(f"SELECT count(*) FROM base WHERE {keep}").fetchone()[0]
         files = []
         for i, family in enumerate(queries.families):
             path = stage / f"family_{i}.arrow"
-            count = _stream_family(con, family, path)
+            count = _stream_family(con, family if since is None else f"SELECT * FROM ({family}) AS f WHERE {keep}", path)
             if count != rows:
                 raise QEError(f"feature family {i} returned {count} rows for {rows} bars")
             files.append(path)
@@ -404,30 +575,51 @@ def compose_years(files: list[Path], features: list, output: Path) -> dict[str, 
     150 columns of 1M rows, pyarrow ~3 s, mostly because dictionary encoding is tried on every double column
     (random-walk doubles never fit a dictionary; it stays on for the integer columns).
     """
+    with _YearFiles(output) as out:
+        for table in _composed(files, features):
+            out.write(table)
+    return out.paths
+
+
+def _composed(files: list[Path], features: list, size: int = BATCH_ROWS) -> Iterator[pa.Table]:
+    """The staged families side by side, ``size`` rows at a time: ``ts`` and the features in catalog order with
+    their declared types."""
     first = pa.ipc.open_file(pa.OSFile(str(files[0]), "rb")).schema
     schema = pa.schema([pa.field("ts", first.field("ts").type)]
                        + [pa.field(f.name, pa.int32() if f.type == "int" else pa.float64()) for f in features])
-    dictionary = [f.name for f in features if f.type == "int"]
-    writers: dict[str, pq.ParquetWriter] = {}
-    paths: dict[str, Path] = {}
-    try:
-        for parts in zip(*(_chunks(path, BATCH_ROWS) for path in files)):
-            ts = parts[0].column("ts")
-            columns = [ts] + [_project(parts[f.family_index].column(f.name), f.type) for f in features]
-            table = pa.Table.from_arrays(columns, schema=schema)
-            years = pc.year(ts)
-            for year in pc.unique(years).to_pylist():
-                key = f"year={year}"
-                if key not in writers:
-                    paths[key] = output / key / "data.parquet"
-                    paths[key].parent.mkdir(parents=True, exist_ok=True)
-                    writers[key] = pq.ParquetWriter(paths[key], schema, compression="zstd", use_dictionary=dictionary)
-                part = table.filter(pc.equal(years, year))
-                writers[key].write_table(part, row_group_size=BATCH_ROWS)
-    finally:
-        for writer in writers.values():
+    for parts in zip(*(_chunks(path, size) for path in files)):
+        ts = parts[0].column("ts")
+        columns = [ts] + [_project(parts[f.family_index].column(f.name), f.type) for f in features]
+        yield pa.Table.from_arrays(columns, schema=schema)
+
+
+class _YearFiles:
+    """Composed tables in ts order, appended to one zstd Parquet file per UTC year (``output/year=Y/data.parquet``;
+    dictionary encoding on the integer columns only): ``paths`` = ``{"year=Y": path}``, complete once closed."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.paths: dict[str, Path] = {}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def write(self, table: pa.Table) -> None:
+        years = pc.year(table.column("ts"))
+        for year in pc.unique(years).to_pylist():
+            key = f"year={year}"
+            if key not in self._writers:
+                self.paths[key] = self.output / key / "data.parquet"
+                self.paths[key].parent.mkdir(parents=True, exist_ok=True)
+                dictionary = [f.name for f in table.schema if f.type == pa.int32()]
+                self._writers[key] = pq.ParquetWriter(self.paths[key], table.schema, compression="zstd",
+                                                      use_dictionary=dictionary)
+            self._writers[key].write_table(table.filter(pc.equal(years, year)), row_group_size=BATCH_ROWS)
+
+    def __enter__(self) -> _YearFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writer in self._writers.values():
             writer.close()
-    return paths
 
 
 def _project(column: pa.Array, kind: str) -> pa.Array:
