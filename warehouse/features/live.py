@@ -43,7 +43,7 @@ import bisect
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import pyarrow as pa
@@ -51,7 +51,7 @@ import pyarrow as pa
 from warehouse.errors import QEError
 from warehouse.features.incremental import (first_window, register_starts, shipped_registry, side_by_side,
                                             tail_starts)
-from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
+from warehouse.features.registry import STATE_PREFIX, Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
 from warehouse.templates import render, render_string
 
@@ -78,16 +78,25 @@ class _Tail:
     table: str
     cost: int = 0  # rows read per root by the family (its tail bound): the order the families are started in
     grown: int = 0  # rows appended per root since the last trim (the largest over the roots)
+    #: With carried filter state (the family outputs ``family.states``): the tail it needs then, and its seeds table.
+    short: TailNeeds | None = None
+    seeds: str = ""
+    query: str = ""  # the family's query over its table, with the hidden state columns
+    #: Per root: the filter states a tail starting at each row needs (ts -> values in ``family.states`` order),
+    #: for the rows from ``exact`` on, whose states equal the full build's.
+    states: dict = field(default_factory=dict)
+    exact: dict = field(default_factory=dict)
 
 
-def live_needs(family: Family) -> TailNeeds:
+def live_needs(family: Family, carried_state: bool = False) -> TailNeeds:
     """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
     feature, with :data:`CARRIED` in place of the carried features' own needs, and k - 1 sessions before T's
     for a ``Dk`` feature (the session offset keeps its rule; at least 1, which makes the tail start at a session
-    open: T's session is read from its open)."""
+    open: T's session is read from its open). ``carried_state``: the family's recursive filters continue from
+    seeds (no warm-up rows)."""
     needs = TailNeeds(0)
     for spec in family.specs:
-        one = CARRIED.get(spec.name) or feature_needs(spec)
+        one = CARRIED.get(spec.name) or feature_needs(spec, carried_state)
         if one.sessions:
             one = replace(one, sessions=max(one.sessions - 1, 1))
         needs = needs.merge(one)
@@ -124,7 +133,8 @@ class LiveFeatures:
         self._trim_every = trim_every or {"1m": 1380, "1h": 23, "1d": 5}[timeframe]
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
-        self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE)
+        self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE,
+                                             filter_seeds=True)
         self._con = duckdb.connect()
         _configure(self._con, threads)
         columns = "symbol VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume BIGINT"
@@ -139,6 +149,12 @@ class LiveFeatures:
             needs = live_needs(family)
             tail = _Tail(index, family, needs, f"live_f{index}", needs.rows + 1400 * needs.sessions)
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
+            if family.states:
+                tail.short = live_needs(family, carried_state=True)
+                tail.cost = tail.short.rows + 1400 * tail.short.sessions
+                tail.seeds = f"live_seeds_f{index}"
+                self._con.execute(f"CREATE TABLE {tail.seeds} (symbol VARCHAR, "
+                                  + ", ".join(f"seed_{name} DOUBLE" for name in family.states) + ")")
             self._tails.append(tail)
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
         # The session just before the volume tail is its first session's sid - 1, the one before - 2, ... (the
@@ -196,7 +212,7 @@ class LiveFeatures:
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
             con.execute(f"DELETE FROM {TOD_STATE}")
             con.execute("EXECUTE live_tod_refresh")
-        parts = self._run_families()
+        parts = [self._keep_states(tail, part) for tail, part in zip(self._tails, self._run_families())]
         for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
             self._last[symbol] = max(self._last[symbol], ts)
         counts = bars.group_by("symbol").aggregate([("ts", "count")])
@@ -242,23 +258,37 @@ class LiveFeatures:
 
     def trim(self) -> None:
         """Cut every tail back to its bound for the next bar (the rows cut from the volume tail move into its
-        carried state). Equal rows either way: a longer tail than the bound only costs time."""
+        carried state). Equal rows either way: a longer tail than the bound only costs time. A family with
+        carried filter state is cut to its short bound and seeded with the states recorded at the new first row;
+        while a root's states there are not all defined (a young series), to the full bound without seeds."""
         con = self._con
+        far = [dt.timedelta(days=36500)]
         for tail in self._tails:
-            starts = {}
+            starts: dict[str, dt.datetime] = {}
+            seeds: dict[str, tuple | None] = {}
             for symbol in self.roots:
                 # The bound for a bar after the last: computed with the last bar as T (a later T needs less).
-                found = tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol],
-                                    [dt.timedelta(days=36500)])
-                starts.update(found)
+                if tail.short is not None:
+                    found = tail_starts(con, tail.table, self.timeframe, tail.short, [symbol], self._last[symbol], far)
+                    start = found.get(symbol)
+                    values = tail.states.get(symbol, {}).get(start)
+                    if start is not None and start >= tail.exact.get(symbol, start) and values is not None \
+                            and None not in values:
+                        starts[symbol], seeds[symbol] = start, values
+                        continue
+                    if self._seeded(tail, symbol):
+                        continue  # its states always reach its short bound; nothing to cut yet
+                starts.update(tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol],
+                                          far))
             if tail is self._volume:
                 self._carry(tail.table, starts)
             for symbol, start in starts.items():
-                # The trading dates cut (every one before the new first row's) move into the offset.
-                con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
-                            "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
-                con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
+                self._cut(tail, symbol, start, seeds.get(symbol) if tail.short is not None else False)
             tail.grown = 0
+
+    def _seeded(self, tail: _Tail, symbol: str) -> bool:
+        return tail.seeds != "" and self._con.execute(f"SELECT count(*) FROM {tail.seeds} WHERE symbol = $s",
+                                                      {"s": symbol}).fetchone()[0] > 0
 
     def rows(self) -> dict[str, int]:
         """Rows held per family table (all roots): what one append computes over."""
@@ -302,10 +332,16 @@ class LiveFeatures:
         """Prepared statements over the fixed live tables: each family (new rows only), and the carried
         minute-of-day rows of the new bars' minutes."""
         for tail in self._tails:
+            # Families with carried filter state read their seeds (one row per root, NULL columns without one)
+            # beside the base columns.
+            seeds = "".join(f", sd.seed_{name}" for name in tail.family.states)
+            join = f" LEFT JOIN {tail.seeds} AS sd ON sd.symbol = b.symbol" if tail.seeds else ""
             query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
-                                  wrap_base=lambda base, k=tail.index: (
-                                      f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid) FROM ({base}) AS b "
-                                      f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {k}"))
+                                  wrap_base=lambda base, k=tail.index, seeds=seeds, join=join: (
+                                      f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
+                                      f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {k}{join}"),
+                                  states=True)
+            tail.query = query
             self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
@@ -324,9 +360,15 @@ class LiveFeatures:
             seen[symbol] = ts
 
     def _load(self, source: duckdb.DuckDBPyConnection, roots: list[str], last: dict[str, dt.datetime]) -> None:
-        """Tails and carried state of ``roots`` from the warehouse connection ``source``."""
+        """Tails and carried state of ``roots`` from the warehouse connection ``source``.
+
+        A family with carried filter state is loaded from the start of its full tail (the filters' warm-up) for
+        the rows from its short tail's start on, and run once over it: the states at the short start become the
+        seeds, and the rows before it are dropped. A root whose filters have no state there yet (a series younger
+        than the SMA seeds) keeps the full tail without seeds, as the batch build runs."""
         con = self._con
-        spans = [first_window(t.needs, self.timeframe) for t in self._tails]
+        spans = [first_window(replace(t.needs, rows=t.needs.rows + t.short.rows) if t.short else t.needs,
+                              self.timeframe) for t in self._tails]
         width = None if any(s is None for s in spans) else max(spans)
         lo = None if width is None else min(last.values()) - width
         window = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
@@ -337,29 +379,36 @@ class LiveFeatures:
             con.execute("CREATE OR REPLACE TEMP TABLE live_window AS SELECT * FROM _live_window")
         finally:
             con.unregister("_live_window")
-        widths = [width] if width is not None else [None]
-        starts: list[dict[str, dt.datetime]] = []
-        for tail in self._tails:
+        whole = set(roots) if width is None else set()  # roots whose whole history live_window holds
+
+        def starts_for(needs: TailNeeds, since: dict[str, dt.datetime]) -> dict[str, dt.datetime]:
             found: dict[str, dt.datetime] = {}
             for symbol in roots:
-                found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol], last[symbol], widths))
-            starts.append(found)
-        wider = sorted({s for found in starts for s in roots if s not in found})
-        if wider:
-            # Needs beyond the clock window (a long stale stretch, a gap): those roots' whole history.
-            more = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
-                                  "WHERE list_contains($r, symbol) ORDER BY symbol, ts", {"r": wider}).to_arrow_table()
-            con.register("_live_more", more)
-            try:
-                con.execute("DELETE FROM live_window WHERE list_contains($r, symbol)", {"r": wider})
-                con.execute("INSERT INTO live_window SELECT * FROM _live_more")
-            finally:
-                con.unregister("_live_more")
-            for tail, found in zip(self._tails, starts):
+                found.update(tail_starts(con, "live_window", self.timeframe, needs, [symbol], since[symbol],
+                                         [None] if symbol in whole else [width]))
+            wider = [symbol for symbol in roots if symbol not in found]
+            if wider:
+                # Needs beyond the clock window (a long stale stretch, a gap): those roots' whole history.
+                more = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
+                                      "WHERE list_contains($r, symbol) ORDER BY symbol, ts", {"r": wider}).to_arrow_table()
+                con.register("_live_more", more)
+                try:
+                    con.execute("DELETE FROM live_window WHERE list_contains($r, symbol)", {"r": wider})
+                    con.execute("INSERT INTO live_window SELECT * FROM _live_more")
+                finally:
+                    con.unregister("_live_more")
+                whole.update(wider)
                 for symbol in wider:
-                    if symbol not in found:
-                        found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol],
-                                                 last[symbol], [None]))
+                    found.update(tail_starts(con, "live_window", self.timeframe, needs, [symbol], since[symbol], [None]))
+            return found
+
+        shorts: list[dict[str, dt.datetime] | None] = []
+        starts: list[dict[str, dt.datetime]] = []
+        for tail in self._tails:
+            short = starts_for(tail.short, last) if tail.short else None
+            shorts.append(short)
+            # With carried state: the full tail of the short tail's first row (its states are then exact).
+            starts.append(starts_for(tail.needs, short if short is not None else last))
         con.execute("DELETE FROM live_offsets WHERE list_contains($r, symbol)", {"r": roots})
         for symbol in roots:
             # One pass over the root's history: its trading dates before the latest table start; each table's
@@ -371,18 +420,78 @@ class LiveFeatures:
                 first = source.execute(_trading_date_of(), {"t": found[symbol]}).fetchone()[0]
                 con.execute("INSERT INTO live_offsets VALUES ($f, $s, $o)",
                             {"f": tail.index, "s": symbol, "o": bisect.bisect_left(dates, first)})
-        for tail, found in zip(self._tails, starts):
+        for tail, found, short in zip(self._tails, starts, shorts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
             tail.grown = 0
+            if short is not None:
+                self._seed_from_full_tail(tail, roots, short, lambda: starts_for(tail.needs, last))
         if self._volume is not None:
-            vstarts = starts[self._volume.index]
+            vstarts = {symbol: self._first_row(self._volume, symbol) for symbol in roots}
             con.execute("DELETE FROM live_tod_all WHERE list_contains($r, symbol)", {"r": roots})
             con.execute("DELETE FROM live_session_totals WHERE list_contains($r, symbol)", {"r": roots})
             self._load_carried(source, vstarts)
         con.execute("DROP TABLE live_window")
+
+    def _seed_from_full_tail(self, tail: _Tail, roots: list[str], short: dict[str, dt.datetime],
+                             unseeded) -> None:  # noqa: ANN001
+        """Run the family once over its full tails (no seeds) and keep the filter states of the rows from each
+        root's short start on; seed the roots whose states there are all defined and cut their tails to the short
+        start, cut the others to the full tail of the next bar (``unseeded()``: the batch build's warm-up)."""
+        con = self._con
+        con.execute(f"DELETE FROM {tail.seeds} WHERE list_contains($r, symbol)", {"r": roots})
+        register_starts(con, "_live_short", short)
+        try:
+            rows = con.execute(f"SELECT f.* FROM ({tail.query}) AS f JOIN _live_short AS s ON s.symbol = f.symbol "
+                               "AND f.ts >= s.start_ts ORDER BY f.symbol, f.ts").to_arrow_table()
+        finally:
+            con.unregister("_live_short")
+        for symbol in roots:
+            tail.states[symbol] = {}
+            tail.exact[symbol] = short[symbol]
+        self._keep_states(tail, rows)
+        fallback = None
+        for symbol in roots:
+            values = tail.states[symbol].get(short[symbol])
+            if values is not None and None not in values:
+                self._cut(tail, symbol, short[symbol], values)
+            else:
+                fallback = fallback if fallback is not None else unseeded()
+                self._cut(tail, symbol, fallback[symbol], None)
+
+    def _keep_states(self, tail: _Tail, part: pa.Table) -> pa.Table:
+        """Record the hidden filter-state columns of a family's rows per root and row; the rows without them."""
+        if not tail.family.states:
+            return part
+        names = [STATE_PREFIX + name for name in tail.family.states]
+        columns = [part.column(name).to_pylist() for name in names]
+        for k, (symbol, ts) in enumerate(zip(part.column("symbol").to_pylist(), part.column("ts").to_pylist())):
+            tail.states.setdefault(symbol, {})[ts] = tuple(column[k] for column in columns)
+        return part.select(part.column_names[:-len(names)])
+
+    def _cut(self, tail: _Tail, symbol: str, start: dt.datetime, seed: tuple | None | bool = False) -> None:
+        """Drop the rows of ``symbol`` before ``start`` from the family's table (their trading dates move into the
+        session offset) and its recorded states; with carried state, ``seed`` (the states at ``start``, or None:
+        no seed) becomes the root's seed row (False: unchanged)."""
+        con = self._con
+        con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
+                    "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
+        con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
+        if tail.seeds:
+            states = tail.states.get(symbol, {})
+            for ts in [ts for ts in states if ts < start]:
+                del states[ts]
+            if seed is not False:
+                con.execute(f"DELETE FROM {tail.seeds} WHERE symbol = $s", {"s": symbol})
+                if seed is not None:
+                    con.execute(f"INSERT INTO {tail.seeds} VALUES ($s, "
+                                + ", ".join(f"$v{k}" for k in range(len(seed))) + ")",
+                                {"s": symbol, **{f"v{k}": v for k, v in enumerate(seed)}})
+
+    def _first_row(self, tail: _Tail, symbol: str) -> dt.datetime:
+        return self._con.execute(f"SELECT min(ts) FROM {tail.table} WHERE symbol = $s", {"s": symbol}).fetchone()[0]
 
     def _load_carried(self, source: duckdb.DuckDBPyConnection, starts: dict[str, dt.datetime]) -> None:
         """The volume family's carried state from the whole history before each root's volume tail."""
