@@ -123,6 +123,19 @@ CASE WHEN abs({{ q }}) >= {{ floor }} * abs(c) AND {{ q }} <> 0 THEN ({{ p }}) /
 {%- endmacro %}
 {#- Row values of the filters from the block states of prefix `s` (pure LTI states in the first rows, formal
     seeded states for the output). -#}
+{#- Carried filter state (the live path, warehouse/features/live.py; only with `filter_seeds`, left undefined the
+    render is the full build's). The source then has a column seed_<id> per filter of STATES, constant per symbol:
+    the filter's value before the tail's first input (the value at the row before the tail for the filters of c,
+    at the tail's row 0 for those of dc and TR, whose first tail input is row 1); all NULL: no state, the SMA
+    seeds as in the full build. A seeded symbol's formal values are the LTI part plus the homogeneous response to
+    the seeds (no SMA correction): with x = 16k - 1, b^(x+1)*S for a filter of c, b^x*S for dc and TR; the TRIX
+    cascade b^(x+1)*(S3 + a(x+1)S2 + a^2(x+1)(x+2)/2 S1); the MACD signal b9^(x+1)*Ssig plus the responses of
+    its inputs' seeds, a9*bx*kappa_x*Sx. The family then also outputs __state__<id>: the seed a tail whose first
+    row is this row needs (the value at the previous row for the filters of c, at this row for dc and TR). -#}
+{%- set seeded = filter_seeds is defined and filter_seeds %}
+{#- Cascade stages: id, seed row (the catalog's first value). -#}
+{%- set CASCADE = [('k1', 14), ('k2', 28), ('k3', 42), ('sig', 33)] %}
+{%- macro gate(cond) -%}{{ cond }}{{ ' OR seeded' if seeded }}{%- endmacro %}
 {%- macro row_values(s) -%}
 {%- for f in SINGLE %}
         p_{{ f.id }} + {{ pw(-ln(1 - f.alpha), 'ob + 1') }} * {{ s }}.{{ f.id }} AS {{ f.id }},
@@ -352,23 +365,56 @@ pa_d AS (
     FROM pa_d1
 ),
 -- Formal seeded filter values at row x = 16k - 1 (LTI state + seed correction), one row per block.
+{%- if seeded %}
+pa_seed AS (
+    SELECT symbol{% for f in SINGLE %}, any_value(seed_{{ f.id }}) AS seed_{{ f.id }}{% endfor %}
+        {%- for id, r in CASCADE %}, any_value(seed_{{ id }}) AS seed_{{ id }}{% endfor %}
+    FROM {{ source }} GROUP BY symbol
+),
+{%- endif %}
 pa_f AS (
     SELECT s.symbol, s.k,
 {%- for f in SINGLE %}
-        s.{{ f.id }} + {{ pw(-ln(1 - f.alpha), 's.k * ' ~ K ~ ' - 1 - ' ~ (f.first + f.n - 1)) }} * d.d_{{ f.id }} AS {{ f.id }},
+        {% if seeded %}CASE WHEN q.seed_e12 IS NOT NULL THEN s.{{ f.id }} + {{ pw(-ln(1 - f.alpha), 's.k * ' ~ K ~ ' - ' ~ f.first) }} * q.seed_{{ f.id }} ELSE {% endif -%}
+        s.{{ f.id }} + {{ pw(-ln(1 - f.alpha), 's.k * ' ~ K ~ ' - 1 - ' ~ (f.first + f.n - 1)) }} * d.d_{{ f.id }}{{ ' END' if seeded }} AS {{ f.id }},
 {%- endfor %}
-        s.k1 + {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1 AS k1,
-        s.k2 + {{ pw(lam, 's.k * ' ~ K ~ ' - 29') }} * d.d2 + {{ num(a) }} * (s.k * {{ K }} - 29) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1 AS k2,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.k1 + {{ pw(lam, 's.k * ' ~ K) }} * q.seed_k1 ELSE
+{%- endif %}
+        s.k1 + {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1{{ ' END' if seeded }} AS k1,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.k2 + {{ pw(lam, 's.k * ' ~ K) }} * (q.seed_k2 + {{ num(a) }} * (s.k * {{ K }}) * q.seed_k1) ELSE
+{%- endif %}
+        s.k2 + {{ pw(lam, 's.k * ' ~ K ~ ' - 29') }} * d.d2 + {{ num(a) }} * (s.k * {{ K }} - 29) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1{{ ' END' if seeded }} AS k2,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.k3 + {{ pw(lam, 's.k * ' ~ K) }} * (q.seed_k3 + {{ num(a) }} * (s.k * {{ K }}) * q.seed_k2
+            + {{ num(a * a / 2) }} * (s.k * {{ K }}) * (s.k * {{ K }} + 1) * q.seed_k1) ELSE
+{%- endif %}
         s.k3 + {{ pw(lam, 's.k * ' ~ K ~ ' - 43') }} * d.d3 + {{ num(a) }} * (s.k * {{ K }} - 43) * {{ pw(lam, 's.k * ' ~ K ~ ' - 29') }} * d.d2
-            + {{ num(a * a / 2) }} * ((s.k * {{ K }} - 29) * (s.k * {{ K }} - 28) - 210) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1 AS k3,
+            + {{ num(a * a / 2) }} * ((s.k * {{ K }} - 29) * (s.k * {{ K }} - 28) - 210) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1{{ ' END' if seeded }} AS k3,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.sig + {{ pw(lam9, 's.k * ' ~ K) }} * q.seed_sig
+            + {{ num(a9 * b12) }} * {{ kappa(lam12, b12, 's.k * ' ~ K ~ ' - 1') }} * q.seed_e12
+            - {{ num(a9 * b26) }} * {{ kappa(lam26, b26, 's.k * ' ~ K ~ ' - 1') }} * q.seed_e26 ELSE
+{%- endif %}
         s.sig + {{ pw(lam9, 's.k * ' ~ K ~ ' - 34') }} * d.ds
             + {{ num(a9 * b12 ** 23) }} * {{ kappa(lam12, b12, 's.k * ' ~ K ~ ' - 35') }} * d.d_e12
-            - {{ num(a9 * b26 ** 9) }} * {{ kappa(lam26, b26, 's.k * ' ~ K ~ ' - 35') }} * d.d_e26 AS sig
+            - {{ num(a9 * b26 ** 9) }} * {{ kappa(lam26, b26, 's.k * ' ~ K ~ ' - 35') }} * d.d_e26{{ ' END' if seeded }} AS sig
+{%- if seeded %},
+        q.seed_e12 IS NOT NULL AS seeded
+{%- endif %}
     FROM pa_s3 AS s JOIN pa_d AS d ON d.symbol = s.symbol
+{%- if seeded %}
+    JOIN pa_seed AS q ON q.symbol = s.symbol
+{%- endif %}
 ),
 pa_v AS (
     SELECT a.*,
 {{- row_values('f') }}
+{%- if seeded %},
+        p_k1 + {{ pw(lam, 'ob + 1') }} * f.k1 AS k1,
+        f.seeded
+{%- endif %}
     FROM pa_a AS a LEFT JOIN pa_f AS f ON f.symbol = a.symbol AND f.k = a.sb
 )
 {%- set ar = num(a) %}
@@ -384,26 +430,39 @@ SELECT
     mom_10,
     roc_10,
     -- 100*W(G) / (W(G) + W(L)) with W(G) = (W(dc) + W(|dc|)) / 2 and W(G) + W(L) = W(|dc|).
-    CASE WHEN rn >= 2 THEN 50 * (wd2 + wa2) / NULLIF(wa2, 0) END AS rsi_2,
-    CASE WHEN rn >= 14 THEN 50 * (wd14 + wa14) / NULLIF(wa14, 0) END AS rsi_14,
+    CASE WHEN {{ gate('rn >= 2') }} THEN 50 * (wd2 + wa2) / NULLIF(wa2, 0) END AS rsi_2,
+    CASE WHEN {{ gate('rn >= 14') }} THEN 50 * (wd14 + wa14) / NULLIF(wa14, 0) END AS rsi_14,
     stoch_k_14_3,
     stoch_d_14_3_3,
     willr_14,
     cci_20,
-    CASE WHEN rn >= 25 THEN e12 - e26 END AS macd_12_26,
-    CASE WHEN rn >= 33 THEN sig END AS macd_signal_12_26_9,
-    CASE WHEN rn >= 33 THEN e12 - e26 - sig END AS macd_hist_12_26_9,
-    CASE WHEN rn >= 25 THEN 100 * (e12 - e26) / NULLIF(e26, 0) END AS ppo_12_26,
-    CASE WHEN rn >= 43 THEN 100 * {{ ar }} * (k2 - k3) / NULLIF(k3 - {{ ar }} * k2, 0) END AS trix_15,
+    CASE WHEN {{ gate('rn >= 25') }} THEN e12 - e26 END AS macd_12_26,
+    CASE WHEN {{ gate('rn >= 33') }} THEN sig END AS macd_signal_12_26_9,
+    CASE WHEN {{ gate('rn >= 33') }} THEN e12 - e26 - sig END AS macd_hist_12_26_9,
+    CASE WHEN {{ gate('rn >= 25') }} THEN 100 * (e12 - e26) / NULLIF(e26, 0) END AS ppo_12_26,
+    CASE WHEN {{ gate('rn >= 43') }} THEN 100 * {{ ar }} * (k2 - k3) / NULLIF(k3 - {{ ar }} * k2, 0) END AS trix_15,
     aroon_up_25,
     aroon_down_25,
     zscore_close_20,
-    CASE WHEN rn >= 14 THEN {{ pdiv('c - sma20', 'atr') }} END AS dist_sma_20_atr,
-    CASE WHEN rn >= 49 THEN {{ pdiv('c - e50', 'atr') }} END AS dist_ema_50_atr,
+    CASE WHEN {{ gate('rn >= 14') }} THEN {{ pdiv('c - sma20', 'atr') }} END AS dist_sma_20_atr,
+    CASE WHEN {{ gate('rn >= 49') }} THEN {{ pdiv('c - e50', 'atr') }} END AS dist_ema_50_atr,
     ret_sigma_20,
     clv,
     body_ratio,
     upper_wick_ratio,
     lower_wick_ratio,
     gap_open
-FROM pa_v
+{%- if seeded %}
+{%- for f in SINGLE %}
+{%- set r = f.first + f.n - 1 %},
+    {%- if f.first == 0 %}
+    CASE WHEN seeded OR rn - 1 >= {{ r }} THEN coalesce(lag({{ f.id }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ f.id }}) END AS __state__{{ f.id }}
+    {%- else %}
+    CASE WHEN seeded OR rn >= {{ r }} THEN {{ f.id }} END AS __state__{{ f.id }}
+    {%- endif %}
+{%- endfor %}
+{%- for id, r in CASCADE %},
+    CASE WHEN seeded OR rn - 1 >= {{ r }} THEN coalesce(lag({{ id }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ id }}) END AS __state__{{ id }}
+{%- endfor %}
+{%- endif %}
+FROM pa_v{{ ' JOIN pa_seed USING (symbol)' if seeded }}
