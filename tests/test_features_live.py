@@ -35,11 +35,13 @@ def _ingest(wh: Warehouse, frame: pd.DataFrame, path: Path) -> None:
     assert report.error is None, report.error
 
 
-def _source_bars(wh: Warehouse, since: pd.Timestamp, until: pd.Timestamp | None = None) -> pa.Table:
+def _source_bars(wh: Warehouse, since: pd.Timestamp, until: pd.Timestamp | None = None,
+                 timeframe: str = "1m") -> pa.Table:
     """The feature source's bars (back-adjusted) from ``since`` (to ``until``), as the live loop passes them."""
     con = wh.new_connection()
+    source = SOURCE if timeframe == "1m" else f"({render('features/_source.sql', timeframe=timeframe)})"
     try:
-        return con.execute(f"SELECT symbol, ts, open, high, low, close, volume FROM {SOURCE} "
+        return con.execute(f"SELECT symbol, ts, open, high, low, close, volume FROM {source} "
                            "WHERE ts >= $a AND ($b IS NULL OR ts <= $b) ORDER BY ts, symbol",
                            {"a": since.to_pydatetime(), "b": None if until is None else until.to_pydatetime()}
                            ).to_arrow_table()
@@ -267,6 +269,21 @@ def test_the_filter_families_carry_state_and_read_short_tails(synthetic):
         assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
 
 
+SEEDED = ("features/01_price_action.sql", "features/03_volatility.sql")
+
+
+def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
+                        timeframe: str = "1m", trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
+    """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the filter families seeded for the
+    roots ``seeded``), then the bars from ``cut`` on ingested."""
+    wh = Warehouse(tmp_path / "wh")
+    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
+    live = LiveFeatures(wh, timeframe, ["ES"], trim_every=trim_every)
+    assert _seeded_roots(live) == {name: seeded for name in SEEDED}
+    _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
+    return wh, live
+
+
 def _batches(live: LiveFeatures, bars: pa.Table, size: int) -> pa.Table:
     """Append the bars ``size`` timestamps per call (every root's bars of those minutes together)."""
     stamps = sorted(set(bars.column("ts").to_pylist()))
@@ -288,17 +305,13 @@ def test_through_a_stale_stretch_with_trims_inside_it(tmp_path):
     session, offset, length = STALE
     first = bars.index[td == sorted(td.unique())[session]][0]
     cut, end = bars.ts[first + offset + 40], bars.ts[first + offset + length + 30]
-    bars = bars[bars.ts <= end]
-    wh = Warehouse(tmp_path / "wh")
-    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
-    live = LiveFeatures(wh, "1m", ["ES"], trim_every=9)
+    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, {"ES"}, trim_every=9)
     try:
-        _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
         got = _batches(live, _source_bars(wh, cut), 3)
         want, _ = _full_view(wh, cut)
         assert len(want) >= length - 40
         _assert_rows(got, want, "[synthetic stale stretch] ")
-        assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES"}, "features/03_volatility.sql": {"ES"}}
+        assert _seeded_roots(live) == {name: {"ES"} for name in SEEDED}
     finally:
         live.close()
 
@@ -310,18 +323,13 @@ def test_a_young_series_runs_without_seeds_until_its_filters_have_state(tmp_path
     bars = globex_bars(symbols=("ESH4",), sessions=1, seed=13)
     stamps = list(bars.ts)
     cut, end = stamps[150], stamps[449]
-    bars = bars[bars.ts <= end]
-    wh = Warehouse(tmp_path / "wh")
-    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
-    live = LiveFeatures(wh, "1m", ["ES"], trim_every=10)
+    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, set(), trim_every=10)
     try:
-        assert _seeded_roots(live) == {"features/01_price_action.sql": set(), "features/03_volatility.sql": set()}
-        _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
         got = _batches(live, _source_bars(wh, cut), 5)
         want, _ = _full_view(wh, cut)
         assert len(want) == 300
         _assert_rows(got, want, "[young series] ")
-        assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES"}, "features/03_volatility.sql": {"ES"}}
+        assert _seeded_roots(live) == {name: {"ES"} for name in SEEDED}
     finally:
         live.close()
 
@@ -332,12 +340,8 @@ def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp
     bars = lean_minute_bars("201312", "ESZ3")
     bars = bars[bars.ts < "2013-10-09 22:30"].sort_values("ts").reset_index(drop=True)
     cut = pd.Timestamp("2013-10-09 20:40", tz="UTC")
-    wh = Warehouse(tmp_path / "wh")
-    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
-    live = LiveFeatures(wh, "1m", ["ES"], trim_every=15)
+    wh, live = _live_then_new_bars(tmp_path, bars, cut, {"ES"}, trim_every=15)
     try:
-        assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES"}, "features/03_volatility.sql": {"ES"}}
-        _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
         got = _append_each(live, _source_bars(wh, cut))
         want, _ = _full_view(wh, cut)
         assert len(want) >= 40 and want.ts.max() > pd.Timestamp("2013-10-09 22:20", tz="UTC")
@@ -357,20 +361,9 @@ def test_hourly_bars_carry_state_too(tmp_path):
     minutes = globex_bars(symbols=("ESH4",), sessions=30, seed=17)
     hours = sorted(hourly(minutes).ts)
     cut = hours[-30]
-    wh = Warehouse(tmp_path / "wh")
-    _ingest(wh, minutes[minutes.ts < cut], tmp_path / "history.parquet")
-    live = LiveFeatures(wh, "1h", ["ES"], trim_every=5)
+    wh, live = _live_then_new_bars(tmp_path, minutes, cut, {"ES"}, timeframe="1h", trim_every=5)
     try:
-        assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES"}, "features/03_volatility.sql": {"ES"}}
-        _ingest(wh, minutes[minutes.ts >= cut], tmp_path / "new.parquet")
-        con = wh.new_connection()
-        try:
-            new = con.execute(f"SELECT symbol, ts, open, high, low, close, volume FROM "
-                              f"({render('features/_source.sql', timeframe='1h')}) WHERE ts >= $a ORDER BY ts, symbol",
-                              {"a": cut.to_pydatetime()}).to_arrow_table()
-        finally:
-            con.close()
-        got = _append_each(live, new)
+        got = _append_each(live, _source_bars(wh, cut, timeframe="1h"))
         build_features(wh, "1h", full=True)
         wh.refresh()
         want = wh.sql("SELECT * FROM features_1h WHERE ts >= ? ORDER BY symbol, ts", [cut.to_pydatetime()]).to_pandas()

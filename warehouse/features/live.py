@@ -14,6 +14,21 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
+Recursive filters' state carried instead of their warm-up rows (the price action and volatility families, whose
+EMA_50 / WILDER_50 warm-ups would otherwise need 1,051 / 2,031 rows per root; tail.py's ``RECURSIVE``). Rendered
+with ``filter_seeds``, a family template reads a seed per filter (``seed_<name>``, one row per root in the table
+``live_seeds_f<k>``, joined beside the base columns) and outputs after its features each filter's state
+(``__state__<name>``: the seed a tail whose first row is that row would need). A seeded filter continues the
+recursion from the seed at the tail's first input (``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA
+seed), so the tail needs only its windows' look-back and the rows the filters' inputs and outputs reach back
+(``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility). The states of every row
+appended are recorded (``_Tail.states``); :meth:`LiveFeatures.trim` cuts to the short bound and seeds the new first
+row with the states recorded there. On load (and reload after a roll or a correction) the family runs once over the
+full tail of the short tail's first row (its warm-up: the states from there on equal the full build's), which
+gives the first seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds)
+keeps the full tail without seeds, as the batch build runs it, until a trim finds every state defined. Left
+undefined, ``filter_seeds`` changes no byte of the templates' render (the full and incremental builds).
+
 Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
 session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
 0, which is why :mod:`warehouse.features.tail` asks a ``Dk`` feature for k sessions before T's session, one more
