@@ -22,8 +22,9 @@ with ``filter_seeds``, a family template reads a seed per filter (``seed_<name>`
 recursion from the seed at the tail's first input (``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA
 seed), so the tail needs only its windows' look-back and the rows the filters' inputs and outputs reach back
 (``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility). The states of every row
-appended are recorded (``_Tail.states``); :meth:`LiveFeatures.trim` cuts to the short bound and seeds the new first
-row with the states recorded there. On load (and reload after a roll or a correction) the family runs once over the
+appended are not kept: :meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at
+their first row) for the states at the new first row, cuts to the short bound and seeds it with them. The per-bar
+statements output the features only. On load (and reload after a roll or a correction) the family runs once over the
 full tail of the short tail's first row (its warm-up: the states from there on equal the full build's), which
 gives the first seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds)
 keeps the full tail without seeds, as the batch build runs it, until a trim finds every state defined. Left
@@ -66,7 +67,7 @@ import pyarrow as pa
 from warehouse.errors import QEError
 from warehouse.features.incremental import (first_window, register_starts, shipped_registry, side_by_side,
                                             tail_starts)
-from warehouse.features.registry import STATE_PREFIX, Family, Registry, build_registry, feature_query, template_params
+from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
 from warehouse.templates import render, render_string
 
@@ -96,10 +97,8 @@ class _Tail:
     #: With carried filter state (the family outputs ``family.states``): the tail it needs then, and its seeds table.
     short: TailNeeds | None = None
     seeds: str = ""
-    query: str = ""  # the family's query over its table, with the hidden state columns
-    #: Per root: the filter states a tail starting at each row needs (ts -> values in ``family.states`` order),
-    #: for the rows from ``exact`` on, whose states equal the full build's.
-    states: dict = field(default_factory=dict)
+    states_query: str = ""  # the family's query over its table with the hidden state columns (load and trim)
+    #: Per root: the first row from which the table's rows compute the full build's filter states.
     exact: dict = field(default_factory=dict)
 
 
@@ -227,7 +226,7 @@ class LiveFeatures:
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
             con.execute(f"DELETE FROM {TOD_STATE}")
             con.execute("EXECUTE live_tod_refresh")
-        parts = [self._keep_states(tail, part) for tail, part in zip(self._tails, self._run_families())]
+        parts = self._run_families()
         for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
             self._last[symbol] = max(self._last[symbol], ts)
         counts = bars.group_by("symbol").aggregate([("ts", "count")])
@@ -274,31 +273,38 @@ class LiveFeatures:
     def trim(self) -> None:
         """Cut every tail back to its bound for the next bar (the rows cut from the volume tail move into its
         carried state). Equal rows either way: a longer tail than the bound only costs time. A family with
-        carried filter state is cut to its short bound and seeded with the states recorded at the new first row;
-        while a root's states there are not all defined (a young series), to the full bound without seeds."""
+        carried filter state is cut to its short bound and seeded with the filter states at the new first row (one
+        run of the family over its table); while a root's states there are not all defined (a young series), to
+        the full bound without seeds."""
         con = self._con
         far = [dt.timedelta(days=36500)]
         for tail in self._tails:
             starts: dict[str, dt.datetime] = {}
-            seeds: dict[str, tuple | None] = {}
-            for symbol in self.roots:
+            seeds: dict[str, tuple] = {}
+            if tail.short is not None:
                 # The bound for a bar after the last: computed with the last bar as T (a later T needs less).
-                if tail.short is not None:
-                    found = tail_starts(con, tail.table, self.timeframe, tail.short, [symbol], self._last[symbol], far)
-                    start = found.get(symbol)
-                    values = tail.states.get(symbol, {}).get(start)
-                    if start is not None and start >= tail.exact.get(symbol, start) and values is not None \
-                            and None not in values:
-                        starts[symbol], seeds[symbol] = start, values
-                        continue
-                    if self._seeded(tail, symbol):
-                        continue  # its states always reach its short bound; nothing to cut yet
-                starts.update(tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol],
-                                          far))
+                short = {}
+                for symbol in self.roots:
+                    short.update(tail_starts(con, tail.table, self.timeframe, tail.short, [symbol], self._last[symbol],
+                                             far))
+                short = {symbol: start for symbol, start in short.items() if start >= tail.exact.get(symbol, start)}
+                seeds = {symbol: values for symbol, values in self._states_at(tail, short).items()
+                         if None not in values}
+                starts.update({symbol: short[symbol] for symbol in seeds})
+            for symbol in self.roots:
+                if symbol in seeds or (tail.short is not None and self._seeded(tail, symbol)):
+                    continue  # seeded now; or seeded before, and its states do not reach the short bound yet
+                found = tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol], far)
+                if tail.short is not None and symbol in found and found[symbol] > self._first_row(tail, symbol):
+                    # Cut to the full bound of T: the rows from T on compute the full build's states.
+                    tail.exact[symbol] = max(tail.exact.get(symbol, found[symbol]), self._last[symbol])
+                starts.update(found)
             if tail is self._volume:
                 self._carry(tail.table, starts)
             for symbol, start in starts.items():
                 self._cut(tail, symbol, start, seeds.get(symbol) if tail.short is not None else False)
+                if symbol in seeds:
+                    tail.exact[symbol] = start
             tail.grown = 0
 
     def _seeded(self, tail: _Tail, symbol: str) -> bool:
@@ -351,13 +357,16 @@ class LiveFeatures:
             # beside the base columns.
             seeds = "".join(f", sd.seed_{name}" for name in tail.family.states)
             join = f" LEFT JOIN {tail.seeds} AS sd ON sd.symbol = b.symbol" if tail.seeds else ""
-            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
-                                  wrap_base=lambda base, k=tail.index, seeds=seeds, join=join: (
-                                      f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
-                                      f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {k}{join}"),
-                                  states=True)
-            tail.query = query
-            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
+            def query(states: bool, tail: _Tail = tail, seeds: str = seeds, join: str = join) -> str:
+                return feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
+                                     wrap_base=lambda base: (
+                                         f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
+                                         f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {tail.index}{join}"),
+                                     states=states)
+
+            # Per bar the features only; the filter states are read at a load and a trim.
+            tail.states_query = query(True) if tail.seeds else ""
+            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query(False)}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
         self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
@@ -452,39 +461,34 @@ class LiveFeatures:
 
     def _seed_from_full_tail(self, tail: _Tail, roots: list[str], short: dict[str, dt.datetime],
                              unseeded) -> None:  # noqa: ANN001
-        """Run the family once over its full tails (no seeds) and keep the filter states of the rows from each
-        root's short start on; seed the roots whose states there are all defined and cut their tails to the short
-        start, cut the others to the full tail of the next bar (``unseeded()``: the batch build's warm-up)."""
-        con = self._con
-        con.execute(f"DELETE FROM {tail.seeds} WHERE list_contains($r, symbol)", {"r": roots})
-        register_starts(con, "_live_short", short)
-        try:
-            rows = con.execute(f"SELECT f.* FROM ({tail.query}) AS f JOIN _live_short AS s ON s.symbol = f.symbol "
-                               "AND f.ts >= s.start_ts ORDER BY f.symbol, f.ts").to_arrow_table()
-        finally:
-            con.unregister("_live_short")
-        for symbol in roots:
-            tail.states[symbol] = {}
-            tail.exact[symbol] = short[symbol]
-        self._keep_states(tail, rows)
+        """Run the family once over its full tails (no seeds) for the filter states at each root's short start;
+        seed the roots whose states there are all defined and cut their tails to the short start, cut the others
+        to the full tail of the next bar (``unseeded()``: the batch build's warm-up)."""
+        self._con.execute(f"DELETE FROM {tail.seeds} WHERE list_contains($r, symbol)", {"r": roots})
+        states = self._states_at(tail, short)
         fallback = None
         for symbol in roots:
-            values = tail.states[symbol].get(short[symbol])
+            tail.exact[symbol] = short[symbol]
+            values = states.get(symbol)
             if values is not None and None not in values:
                 self._cut(tail, symbol, short[symbol], values)
             else:
                 fallback = fallback if fallback is not None else unseeded()
                 self._cut(tail, symbol, fallback[symbol], None)
 
-    def _keep_states(self, tail: _Tail, part: pa.Table) -> pa.Table:
-        """Record the hidden filter-state columns of a family's rows per root and row; the rows without them."""
-        if not tail.family.states:
-            return part
-        names = [STATE_PREFIX + name for name in tail.family.states]
-        columns = [part.column(name).to_pylist() for name in names]
-        for k, (symbol, ts) in enumerate(zip(part.column("symbol").to_pylist(), part.column("ts").to_pylist())):
-            tail.states.setdefault(symbol, {})[ts] = tuple(column[k] for column in columns)
-        return part.select(part.column_names[:-len(names)])
+    def _states_at(self, tail: _Tail, rows: dict[str, dt.datetime]) -> dict[str, tuple]:
+        """The family's filter states (``__state__`` columns, in ``family.states`` order) at one row per root."""
+        if not rows:
+            return {}
+        con = self._con
+        register_starts(con, "_live_at", rows)
+        try:
+            found = con.execute(f"SELECT f.* FROM ({tail.states_query}) AS f JOIN _live_at AS s "
+                                "ON s.symbol = f.symbol AND f.ts = s.start_ts").fetchall()
+        finally:
+            con.unregister("_live_at")
+        width = len(tail.family.states)
+        return {row[0]: tuple(row[-width:]) for row in found}
 
     def _cut(self, tail: _Tail, symbol: str, start: dt.datetime, seed: tuple | None | bool = False) -> None:
         """Drop the rows of ``symbol`` before ``start`` from the family's table (their trading dates move into the
@@ -495,9 +499,6 @@ class LiveFeatures:
                     "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
         con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
         if tail.seeds:
-            states = tail.states.get(symbol, {})
-            for ts in [ts for ts in states if ts < start]:
-                del states[ts]
             if seed is not False:
                 con.execute(f"DELETE FROM {tail.seeds} WHERE symbol = $s", {"s": symbol})
                 if seed is not None:
