@@ -133,6 +133,8 @@ CASE WHEN abs({{ q }}) >= {{ floor }} * abs(c) AND {{ q }} <> 0 THEN ({{ p }}) /
     its inputs' seeds, a9*bx*kappa_x*Sx. The family then also outputs __state__<id>: the seed a tail whose first
     row is this row needs (the value at the previous row for the filters of c, at this row for dc and TR). -#}
 {%- set seeded = filter_seeds is defined and filter_seeds %}
+{#- `filter_states` (with filter_seeds): output the states too (read at a load and a trim, not per bar). -#}
+{%- set with_states = seeded and filter_states is defined and filter_states %}
 {#- Cascade stages: id, seed row (the catalog's first value). -#}
 {%- set CASCADE = [('k1', 14), ('k2', 28), ('k3', 42), ('sig', 33)] %}
 {%- macro gate(cond) -%}{{ cond }}{{ ' OR seeded' if seeded }}{%- endmacro %}
@@ -367,9 +369,8 @@ pa_d AS (
 -- Formal seeded filter values at row x = 16k - 1 (LTI state + seed correction), one row per block.
 {%- if seeded %}
 pa_seed AS (
-    SELECT symbol{% for f in SINGLE %}, any_value(seed_{{ f.id }}) AS seed_{{ f.id }}{% endfor %}
-        {%- for id, r in CASCADE %}, any_value(seed_{{ id }}) AS seed_{{ id }}{% endfor %}
-    FROM {{ source }} GROUP BY symbol
+    SELECT symbol{% for f in SINGLE %}, seed_{{ f.id }}{% endfor %}{% for id, r in CASCADE %}, seed_{{ id }}{% endfor %}
+    FROM {{ source }} WHERE rn = 0
 ),
 {%- endif %}
 pa_f AS (
@@ -452,7 +453,7 @@ SELECT
     upper_wick_ratio,
     lower_wick_ratio,
     gap_open
-{%- if seeded %}
+{%- if with_states %}
 {%- for f in SINGLE %}
 {%- set r = f.first + f.n - 1 %},
     {%- if f.first == 0 %}
@@ -465,4 +466,4 @@ SELECT
     CASE WHEN seeded OR rn - 1 >= {{ r }} THEN coalesce(lag({{ id }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ id }}) END AS __state__{{ id }}
 {%- endfor %}
 {%- endif %}
-FROM pa_v{{ ' JOIN pa_seed USING (symbol)' if seeded }}
+FROM pa_v{{ ' JOIN pa_seed USING (symbol)' if with_states }}

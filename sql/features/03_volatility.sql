@@ -108,6 +108,8 @@ CASE WHEN ({{ x }}) >= 0 THEN sqrt({{ x }}) END
     whose first row is this row needs (TR and r^2 filters, whose first tail input is the tail's row 1: the value
     at this row, the last non-NULL one for r^2; EMA_20(c): the value at the previous row). -#}
 {%- set seeded = filter_seeds is defined and filter_seeds %}
+{#- `filter_states` (with filter_seeds): output the states too (read at a load and a trim, not per bar). -#}
+{%- set with_states = seeded and filter_states is defined and filter_states %}
 {%- set STATES = ['atr5', 'atr10', 'atr14', 'atr50', 'ema20', 'r2'] %}
 {%- set seedcols = namespace(v='') %}
 {%- if seeded %}{% for name in STATES %}{% set seedcols.v = seedcols.v ~ ' seed_' ~ name ~ ',' %}{% endfor %}{% endif %}
@@ -430,7 +432,7 @@ SELECT
     (rv20_le + coalesce(near, 0)) / 240 AS rv_pctrank_20_240,
     -- RV = SUM_60(r^2) = M2 + 60*mean^2 of r (both terms >= 0; exactly 0 when every r is 0)
     (r_q60 + 60 * r_m60 * r_m60 - {{ (pi / 2) | double }} * bp_s60) / NULLIF(r_q60 + 60 * r_m60 * r_m60, 0) AS rj_bv_60
-{%- if seeded %},
+{%- if with_states %},
     {%- for name, n, a in tr_filters %}
     coalesce({{ name }}, seed_{{ name }}) AS __state__{{ name }},
     {%- endfor %}

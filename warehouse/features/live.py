@@ -94,7 +94,9 @@ class _Tail:
     table: str
     cost: int = 0  # rows read per root by the family (its tail bound): the order the families are started in
     grown: int = 0  # rows appended per root since the last trim (the largest over the roots)
-    #: With carried filter state (the family outputs ``family.states``): the tail it needs then, and its seeds table.
+    #: With carried filter state: the family rendered to output its filters' states (``states``), the tail it
+    #: needs then, and its seeds table.
+    stated: Family | None = None
     short: TailNeeds | None = None
     seeds: str = ""
     states_query: str = ""  # the family's query over its table with the hidden state columns (load and trim)
@@ -147,8 +149,10 @@ class LiveFeatures:
         self._trim_every = trim_every or {"1m": 1380, "1h": 23, "1d": 5}[timeframe]
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
-        self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE,
-                                             filter_seeds=True)
+        # Reading the recursive filters' seeds; and, for a load and a trim, also outputting their states.
+        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE, "filter_seeds": True}
+        self._live_registry = build_registry(**params)
+        stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
         _configure(self._con, threads)
         columns = "symbol VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume BIGINT"
@@ -163,12 +167,13 @@ class LiveFeatures:
             needs = live_needs(family)
             tail = _Tail(index, family, needs, f"live_f{index}", needs.rows + 1400 * needs.sessions)
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
-            if family.states:
+            if stated[index].states:
+                tail.stated = stated[index]
                 tail.short = live_needs(family, carried_state=True)
                 tail.cost = tail.short.rows + 1400 * tail.short.sessions
                 tail.seeds = f"live_seeds_f{index}"
                 self._con.execute(f"CREATE TABLE {tail.seeds} (symbol VARCHAR, "
-                                  + ", ".join(f"seed_{name} DOUBLE" for name in family.states) + ")")
+                                  + ", ".join(f"seed_{name} DOUBLE" for name in tail.stated.states) + ")")
             self._tails.append(tail)
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
         # The session just before the volume tail is its first session's sid - 1, the one before - 2, ... (the
@@ -355,18 +360,19 @@ class LiveFeatures:
         for tail in self._tails:
             # Families with carried filter state read their seeds (one row per root, NULL columns without one)
             # beside the base columns.
-            seeds = "".join(f", sd.seed_{name}" for name in tail.family.states)
+            seeds = "".join(f", sd.seed_{name}" for name in tail.stated.states) if tail.stated else ""
             join = f" LEFT JOIN {tail.seeds} AS sd ON sd.symbol = b.symbol" if tail.seeds else ""
-            def query(states: bool, tail: _Tail = tail, seeds: str = seeds, join: str = join) -> str:
-                return feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
+
+            def query(family: Family, tail: _Tail = tail, seeds: str = seeds, join: str = join) -> str:
+                return feature_query(Registry([family], self._live_registry.base_sql), tail.table, self.timeframe,
                                      wrap_base=lambda base: (
                                          f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
                                          f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {tail.index}{join}"),
-                                     states=states)
+                                     states=family is tail.stated)
 
             # Per bar the features only; the filter states are read at a load and a trim.
-            tail.states_query = query(True) if tail.seeds else ""
-            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query(False)}) AS f "
+            tail.states_query = query(tail.stated) if tail.stated else ""
+            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query(tail.family)}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
         self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
@@ -477,7 +483,7 @@ class LiveFeatures:
                 self._cut(tail, symbol, fallback[symbol], None)
 
     def _states_at(self, tail: _Tail, rows: dict[str, dt.datetime]) -> dict[str, tuple]:
-        """The family's filter states (``__state__`` columns, in ``family.states`` order) at one row per root."""
+        """The family's filter states (``__state__`` columns, in ``stated.states`` order) at one row per root."""
         if not rows:
             return {}
         con = self._con
@@ -487,7 +493,7 @@ class LiveFeatures:
                                 "ON s.symbol = f.symbol AND f.ts = s.start_ts").fetchall()
         finally:
             con.unregister("_live_at")
-        width = len(tail.family.states)
+        width = len(tail.stated.states)
         return {row[0]: tuple(row[-width:]) for row in found}
 
     def _cut(self, tail: _Tail, symbol: str, start: dt.datetime, seed: tuple | None | bool = False) -> None:
