@@ -137,6 +137,10 @@ CASE WHEN abs({{ q }}) >= {{ floor }} * abs(c) AND {{ q }} <> 0 THEN ({{ p }}) /
 {%- set with_states = seeded and filter_states is defined and filter_states %}
 {#- Cascade stages: id, seed row (the catalog's first value). -#}
 {%- set CASCADE = [('k1', 14), ('k2', 28), ('k3', 42), ('sig', 33)] %}
+{#- The seed columns, carried from the source to pa_a (" seed_e12, ..., seed_sig,"; empty without seeds). -#}
+{%- set seedcols = namespace(v='') %}
+{%- if seeded %}{% for id in SINGLE | map(attribute='id') | list + CASCADE | map('first') | list %}{% set seedcols.v = seedcols.v ~ ' seed_' ~ id ~ ',' %}{% endfor %}{% endif %}
+{%- set seedcols = seedcols.v %}
 {%- macro gate(cond) -%}{{ cond }}{{ ' OR seeded' if seeded }}{%- endmacro %}
 {%- macro row_values(s) -%}
 {%- for f in SINGLE %}
@@ -150,7 +154,7 @@ CASE WHEN abs({{ q }}) >= {{ floor }} * abs(c) AND {{ q }} <> 0 THEN ({{ p }}) /
 WITH
 pa_lag AS (
     SELECT
-        symbol, ts, rn, rn // {{ K }} AS sb, rn % {{ K }} AS ob, o, h, l, c, c1, r, coalesce(tr, 0) AS tr
+        symbol, ts,{{ seedcols }} rn, rn // {{ K }} AS sb, rn % {{ K }} AS ob, o, h, l, c, c1, r, coalesce(tr, 0) AS tr
 {%- for j in range(2, 20) %}, lag(c, {{ j }}) OVER w AS c{{ j }}{% endfor %}, lag(c, 60) OVER w AS c60, lag(c, 240) OVER w AS c240
 {%- for j in range(1, 26) %}, lag(h, {{ j }}) OVER w AS h{{ j }}{% endfor %}
 {%- for j in range(1, 26) %}, lag(l, {{ j }}) OVER w AS l{{ j }}{% endfor %}
@@ -163,7 +167,7 @@ pa_lag AS (
 -- deviations from the current close / from r[t-1] (shifted sums: exact 0 on a flat window, no cancellation),
 -- and the 14/26-bar extremes from shared pieces (max over rows t-13..t-4, suffix and prefix maxima).
 pa_in AS (
-    SELECT symbol, ts, rn, sb, ob, o, h, l, c, r, c60, c240, tr
+    SELECT symbol, ts,{{ seedcols }} rn, sb, ob, o, h, l, c, r, c60, c240, tr
 {%- for j in range(1, K) %}, tr_{{ j }}{% endfor %}
 {%- for j in range(1, 16) %}, {{ xl('c', j) }}{% endfor %}
 {%- for j in range(1, 26) %}, h{{ j }}, l{{ j }}{% endfor %}
@@ -203,7 +207,7 @@ pa_ex2 AS (
     FROM pa_ex
 ),
 pa_mid AS (
-    SELECT symbol, ts, rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
+    SELECT symbol, ts,{{ seedcols }} rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
         dc_0, abs(dc_0) AS ac_0, tr,
         -- Padded in-block input lists (entries of earlier blocks are 0): the FIRs are inner products with them.
         list_value(c{% for j in range(1, K) %}, CASE WHEN ob >= {{ j }} THEN {{ xl('c', j) }} ELSE 0 END{% endfor %}) AS lc,
@@ -225,7 +229,7 @@ pa_mid AS (
     FROM pa_ex2
 ),
 pa_mid2 AS (
-    SELECT symbol, ts, rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
+    SELECT symbol, ts,{{ seedcols }} rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
         dc_0, ac_0, tr, lc, ldc, lac, ltr, hh14_0, ll14_0
 {%- for j in range(5) %},
         100 * ({{ xl('c', j) }} - ll14_{{ j }}) / NULLIF(hh14_{{ j }} - ll14_{{ j }}, 0) AS fk_{{ j }}
@@ -238,7 +242,7 @@ pa_mid2 AS (
 -- Level A: every non-recursive feature, and the in-block FIR parts p_* of the filters.
 pa_a AS (
     SELECT
-        symbol, ts, rn, sb, ob, c, dc_0, ac_0, tr,
+        symbol, ts,{{ seedcols }} rn, sb, ob, c, dc_0, ac_0, tr,
         c + cs / 20 AS sma20,
         c / NULLIF(c1, 0) - 1 AS ret_1,
         r AS logret_1,
@@ -369,8 +373,7 @@ pa_d AS (
 -- Formal seeded filter values at row x = 16k - 1 (LTI state + seed correction), one row per block.
 {%- if seeded %}
 pa_seed AS (
-    SELECT symbol{% for f in SINGLE %}, seed_{{ f.id }}{% endfor %}{% for id, r in CASCADE %}, seed_{{ id }}{% endfor %}
-    FROM {{ source }} WHERE rn = 0
+    SELECT symbol,{{ seedcols[:-1] }} FROM pa_a WHERE rn = 0
 ),
 {%- endif %}
 pa_f AS (
@@ -466,4 +469,4 @@ SELECT
     CASE WHEN seeded OR rn - 1 >= {{ r }} THEN coalesce(lag({{ id }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ id }}) END AS __state__{{ id }}
 {%- endfor %}
 {%- endif %}
-FROM pa_v{{ ' JOIN pa_seed USING (symbol)' if with_states }}
+FROM pa_v
