@@ -35,11 +35,13 @@ def _ingest(wh: Warehouse, frame: pd.DataFrame, path: Path) -> None:
     assert report.error is None, report.error
 
 
-def _source_bars(wh: Warehouse, since: pd.Timestamp, until: pd.Timestamp | None = None) -> pa.Table:
+def _source_bars(wh: Warehouse, since: pd.Timestamp, until: pd.Timestamp | None = None,
+                 timeframe: str = "1m") -> pa.Table:
     """The feature source's bars (back-adjusted) from ``since`` (to ``until``), as the live loop passes them."""
     con = wh.new_connection()
+    source = SOURCE if timeframe == "1m" else f"({render('features/_source.sql', timeframe=timeframe)})"
     try:
-        return con.execute(f"SELECT symbol, ts, open, high, low, close, volume FROM {SOURCE} "
+        return con.execute(f"SELECT symbol, ts, open, high, low, close, volume FROM {source} "
                            "WHERE ts >= $a AND ($b IS NULL OR ts <= $b) ORDER BY ts, symbol",
                            {"a": since.to_pydatetime(), "b": None if until is None else until.to_pydatetime()}
                            ).to_arrow_table()
@@ -204,5 +206,170 @@ def live_without_correction(bars: pd.DataFrame, tmp_path: Path, mid: pd.Timestam
     try:
         _ingest(wh, bars[bars.ts >= mid], tmp_path / "plain_new.parquet")
         return _append_each(live, _source_bars(wh, mid))
+    finally:
+        live.close()
+
+
+# -- carried recursive-filter state ------------------------------------------------------------------------------
+
+#: sha256 of the full build's rendered SQL (every family, the single query and the staged family statements) on
+#: main before the families took optional filter seeds (706a273): left undefined, the seeds change no byte.
+FULL_BUILD_SQL = {"1m": "135194dd0f11eae5782490ea0c513017619b3df1dcb407a0e7cd6d73ec31b5e5",
+                  "1h": "b54593de1e15083da7ab566dd0dc25e8829b5d856206b5b22d06e8524169680f",
+                  "1d": "8c8f0246a1ce5ebb8abe3f27dd14aa7ddb146429bc96ec5e76d45c3c2e505d08"}
+
+
+@pytest.mark.parametrize("timeframe", ["1m", "1h", "1d"])
+def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
+    """Rendered without ``filter_seeds`` (the full build, the staged build, the incremental tails) every family
+    is byte-identical to its render before the seeds existed, and names no seed or state column; with it and
+    ``filter_states``, the families with recursive filters output their states after the declared features."""
+    import hashlib
+
+    from warehouse.features.registry import build_registry, staged_queries
+
+    registry = build_registry(timeframe=timeframe)
+    text = ("\n".join(f.sql for f in registry.families) + "\n" + feature_query(registry, "bars", timeframe) + "\n"
+            + "\n".join(staged_queries(registry, "bars", timeframe).families))
+    assert hashlib.sha256(text.encode()).hexdigest() == FULL_BUILD_SQL[timeframe], (
+        "the full build's rendered SQL changed: if a template was changed on purpose, pin the new hash")
+    assert "seed_" not in text and "__state__" not in text
+    assert build_registry(timeframe=timeframe, filter_seeds=False).families[0].sql == registry.families[0].sql
+    assert not any(f.states for f in build_registry(timeframe=timeframe, filter_seeds=True).families)
+    seeded = build_registry(timeframe=timeframe, filter_seeds=True, filter_states=True)
+    assert {f.template: f.states for f in seeded.families if f.states} == {
+        "features/01_price_action.sql": ["e12", "e26", "e50", "wd2", "wa2", "wd14", "wa14", "atr", "k1", "k2", "k3",
+                                         "sig"],
+        "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"]}
+    assert [s.name for s in seeded.features] == [s.name for s in registry.features]
+
+
+def _tail_rows(live: LiveFeatures) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for tail in live._tails:
+        rows = live._con.execute(f"SELECT symbol, count(*) FROM {tail.table} GROUP BY symbol").fetchall()
+        out[tail.family.template] = dict(rows)
+    return out
+
+
+def _seeded_roots(live: LiveFeatures) -> dict[str, set[str]]:
+    return {t.family.template: {r[0] for r in live._con.execute(f"SELECT symbol FROM {t.seeds}").fetchall()}
+            for t in live._tails if t.seeds}
+
+
+def test_the_filter_families_carry_state_and_read_short_tails(synthetic):
+    """After the appends and trims of the synthetic fixture (whose rows equal the full build): price action and
+    volatility continue their filters from seeds, reading their windows' look-back (240 / 259 rows before the next
+    bar, plus at most the 20 rows appended between trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031)."""
+    live = synthetic["live"]
+    assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES", "CL"},
+                                   "features/03_volatility.sql": {"ES", "CL"}}
+    rows = _tail_rows(live)
+    for root in ("ES", "CL"):
+        assert 241 <= rows["features/01_price_action.sql"][root] <= 241 + 20
+        assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
+
+
+SEEDED = ("features/01_price_action.sql", "features/03_volatility.sql")
+
+
+def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
+                        timeframe: str = "1m", trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
+    """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the filter families seeded for the
+    roots ``seeded``), then the bars from ``cut`` on ingested."""
+    wh = Warehouse(tmp_path / "wh")
+    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
+    live = LiveFeatures(wh, timeframe, ["ES"], trim_every=trim_every)
+    assert _seeded_roots(live) == {name: seeded for name in SEEDED}
+    _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
+    return wh, live
+
+
+def _batches(live: LiveFeatures, bars: pa.Table, size: int) -> pa.Table:
+    """Append the bars ``size`` timestamps per call (every root's bars of those minutes together)."""
+    stamps = sorted(set(bars.column("ts").to_pylist()))
+    out = []
+    for k in range(0, len(stamps), size):
+        chunk = set(stamps[k:k + size])
+        out.append(live.append(bars.filter(pa.array([s in chunk for s in bars.column("ts").to_pylist()]))))
+    return pa.concat_tables(out)
+
+
+def test_through_a_stale_stretch_with_trims_inside_it(tmp_path):
+    """The synthetic stale block (300 minutes of zero-range bars, unchanged close: zero TR and |dc| inputs, the
+    filters only decay) is appended three minutes per call with a trim every 9 rows, so seeds are taken inside it
+    and carried through it and out of it; every row equals the full build."""
+    from tests.features_oracle.synthetic import STALE
+
+    bars = globex_bars(symbols=("ESH4",), sessions=3, seed=5)
+    td = (bars.ts.dt.tz_convert("America/New_York") + pd.Timedelta(hours=6)).dt.date
+    session, offset, length = STALE
+    first = bars.index[td == sorted(td.unique())[session]][0]
+    cut, end = bars.ts[first + offset + 40], bars.ts[first + offset + length + 30]
+    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, {"ES"}, trim_every=9)
+    try:
+        got = _batches(live, _source_bars(wh, cut), 3)
+        want, _ = _full_view(wh, cut)
+        assert len(want) >= length - 40
+        _assert_rows(got, want, "[synthetic stale stretch] ")
+        assert _seeded_roots(live) == {name: {"ES"} for name in SEEDED}
+    finally:
+        live.close()
+
+
+def test_a_young_series_runs_without_seeds_until_its_filters_have_state(tmp_path):
+    """A series of 150 bars at load (younger than the short tails: the states at their first row are still in the
+    SMA seeds' warm-up) runs as the batch build does, from its first bar; once the short tail's first row has every
+    filter's state, the trims seed it. Every row equals the full build."""
+    bars = globex_bars(symbols=("ESH4",), sessions=1, seed=13)
+    stamps = list(bars.ts)
+    cut, end = stamps[150], stamps[449]
+    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, set(), trim_every=10)
+    try:
+        got = _batches(live, _source_bars(wh, cut), 5)
+        want, _ = _full_view(wh, cut)
+        assert len(want) == 300
+        _assert_rows(got, want, "[young series] ")
+        assert _seeded_roots(live) == {name: {"ES"} for name in SEEDED}
+    finally:
+        live.close()
+
+
+def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp_path):
+    """Real ESZ3 minute bars (LEAN), appended one at a time from 20 minutes before the 2013-10-09 close to 30
+    minutes after the next open, trimming every 15 rows: equal to the full build."""
+    bars = lean_minute_bars("201312", "ESZ3")
+    bars = bars[bars.ts < "2013-10-09 22:30"].sort_values("ts").reset_index(drop=True)
+    cut = pd.Timestamp("2013-10-09 20:40", tz="UTC")
+    wh, live = _live_then_new_bars(tmp_path, bars, cut, {"ES"}, trim_every=15)
+    try:
+        got = _append_each(live, _source_bars(wh, cut))
+        want, _ = _full_view(wh, cut)
+        assert len(want) >= 40 and want.ts.max() > pd.Timestamp("2013-10-09 22:20", tz="UTC")
+        _assert_rows(got, want, "[real ES, carried state] ")
+        rows = _tail_rows(live)
+        assert rows["features/03_volatility.sql"]["ES"] <= 260 + 15
+    finally:
+        live.close()
+
+
+def test_hourly_bars_carry_state_too(tmp_path):
+    """1h bars (resampled from 30 sessions of synthetic minutes, 690 hours: the WILDER_50 warm-up alone would
+    read 2,031): appended one hour at a time through a session boundary with a trim every 5 rows, equal to the
+    full 1h build; the filter families hold a few hundred hourly rows."""
+    from tests.features_oracle.synthetic import hourly
+
+    minutes = globex_bars(symbols=("ESH4",), sessions=30, seed=17)
+    hours = sorted(hourly(minutes).ts)
+    cut = hours[-30]
+    wh, live = _live_then_new_bars(tmp_path, minutes, cut, {"ES"}, timeframe="1h", trim_every=5)
+    try:
+        got = _append_each(live, _source_bars(wh, cut, timeframe="1h"))
+        build_features(wh, "1h", full=True)
+        wh.refresh()
+        want = wh.sql("SELECT * FROM features_1h WHERE ts >= ? ORDER BY symbol, ts", [cut.to_pydatetime()]).to_pandas()
+        assert len(want) == 30
+        _assert_rows(got, want, "[1h, carried state] ")
+        assert _tail_rows(live)["features/03_volatility.sql"]["ES"] <= 260 + 5
     finally:
         live.close()

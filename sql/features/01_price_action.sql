@@ -123,6 +123,25 @@ CASE WHEN abs({{ q }}) >= {{ floor }} * abs(c) AND {{ q }} <> 0 THEN ({{ p }}) /
 {%- endmacro %}
 {#- Row values of the filters from the block states of prefix `s` (pure LTI states in the first rows, formal
     seeded states for the output). -#}
+{#- Carried filter state (the live path, warehouse/features/live.py; only with `filter_seeds`, left undefined the
+    render is the full build's). The source then has a column seed_<id> per filter of STATES, constant per symbol:
+    the filter's value before the tail's first input (the value at the row before the tail for the filters of c,
+    at the tail's row 0 for those of dc and TR, whose first tail input is row 1); all NULL: no state, the SMA
+    seeds as in the full build. A seeded symbol's formal values are the LTI part plus the homogeneous response to
+    the seeds (no SMA correction): with x = 16k - 1, b^(x+1)*S for a filter of c, b^x*S for dc and TR; the TRIX
+    cascade b^(x+1)*(S3 + a(x+1)S2 + a^2(x+1)(x+2)/2 S1); the MACD signal b9^(x+1)*Ssig plus the responses of
+    its inputs' seeds, a9*bx*kappa_x*Sx. The family then also outputs __state__<id>: the seed a tail whose first
+    row is this row needs (the value at the previous row for the filters of c, at this row for dc and TR). -#}
+{%- set seeded = filter_seeds is defined and filter_seeds %}
+{#- `filter_states` (with filter_seeds): output the states too (read at a load and a trim, not per bar). -#}
+{%- set with_states = seeded and filter_states is defined and filter_states %}
+{#- Cascade stages: id, seed row (the catalog's first value). -#}
+{%- set CASCADE = [('k1', 14), ('k2', 28), ('k3', 42), ('sig', 33)] %}
+{#- The seed columns, carried from the source to pa_a (" seed_e12, ..., seed_sig,"; empty without seeds). -#}
+{%- set seedcols = namespace(v='') %}
+{%- if seeded %}{% for id in SINGLE | map(attribute='id') | list + CASCADE | map('first') | list %}{% set seedcols.v = seedcols.v ~ ' seed_' ~ id ~ ',' %}{% endfor %}{% endif %}
+{%- set seedcols = seedcols.v %}
+{%- macro gate(cond) -%}{{ cond }}{{ ' OR seeded' if seeded }}{%- endmacro %}
 {%- macro row_values(s) -%}
 {%- for f in SINGLE %}
         p_{{ f.id }} + {{ pw(-ln(1 - f.alpha), 'ob + 1') }} * {{ s }}.{{ f.id }} AS {{ f.id }},
@@ -135,7 +154,7 @@ CASE WHEN abs({{ q }}) >= {{ floor }} * abs(c) AND {{ q }} <> 0 THEN ({{ p }}) /
 WITH
 pa_lag AS (
     SELECT
-        symbol, ts, rn, rn // {{ K }} AS sb, rn % {{ K }} AS ob, o, h, l, c, c1, r, coalesce(tr, 0) AS tr
+        symbol, ts,{{ seedcols }} rn, rn // {{ K }} AS sb, rn % {{ K }} AS ob, o, h, l, c, c1, r, coalesce(tr, 0) AS tr
 {%- for j in range(2, 20) %}, lag(c, {{ j }}) OVER w AS c{{ j }}{% endfor %}, lag(c, 60) OVER w AS c60, lag(c, 240) OVER w AS c240
 {%- for j in range(1, 26) %}, lag(h, {{ j }}) OVER w AS h{{ j }}{% endfor %}
 {%- for j in range(1, 26) %}, lag(l, {{ j }}) OVER w AS l{{ j }}{% endfor %}
@@ -148,7 +167,7 @@ pa_lag AS (
 -- deviations from the current close / from r[t-1] (shifted sums: exact 0 on a flat window, no cancellation),
 -- and the 14/26-bar extremes from shared pieces (max over rows t-13..t-4, suffix and prefix maxima).
 pa_in AS (
-    SELECT symbol, ts, rn, sb, ob, o, h, l, c, r, c60, c240, tr
+    SELECT symbol, ts,{{ seedcols }} rn, sb, ob, o, h, l, c, r, c60, c240, tr
 {%- for j in range(1, K) %}, tr_{{ j }}{% endfor %}
 {%- for j in range(1, 16) %}, {{ xl('c', j) }}{% endfor %}
 {%- for j in range(1, 26) %}, h{{ j }}, l{{ j }}{% endfor %}
@@ -188,7 +207,7 @@ pa_ex2 AS (
     FROM pa_ex
 ),
 pa_mid AS (
-    SELECT symbol, ts, rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
+    SELECT symbol, ts,{{ seedcols }} rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
         dc_0, abs(dc_0) AS ac_0, tr,
         -- Padded in-block input lists (entries of earlier blocks are 0): the FIRs are inner products with them.
         list_value(c{% for j in range(1, K) %}, CASE WHEN ob >= {{ j }} THEN {{ xl('c', j) }} ELSE 0 END{% endfor %}) AS lc,
@@ -210,7 +229,7 @@ pa_mid AS (
     FROM pa_ex2
 ),
 pa_mid2 AS (
-    SELECT symbol, ts, rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
+    SELECT symbol, ts,{{ seedcols }} rn, sb, ob, o, h, l, c, c1, r, c5, c10, c15, c60, c240, cs, css, rs, rss, tp3_0, tp3mean, mad3,
         dc_0, ac_0, tr, lc, ldc, lac, ltr, hh14_0, ll14_0
 {%- for j in range(5) %},
         100 * ({{ xl('c', j) }} - ll14_{{ j }}) / NULLIF(hh14_{{ j }} - ll14_{{ j }}, 0) AS fk_{{ j }}
@@ -223,7 +242,7 @@ pa_mid2 AS (
 -- Level A: every non-recursive feature, and the in-block FIR parts p_* of the filters.
 pa_a AS (
     SELECT
-        symbol, ts, rn, sb, ob, c, dc_0, ac_0, tr,
+        symbol, ts,{{ seedcols }} rn, sb, ob, c, dc_0, ac_0, tr,
         c + cs / 20 AS sma20,
         c / NULLIF(c1, 0) - 1 AS ret_1,
         r AS logret_1,
@@ -352,23 +371,54 @@ pa_d AS (
     FROM pa_d1
 ),
 -- Formal seeded filter values at row x = 16k - 1 (LTI state + seed correction), one row per block.
+{%- if seeded %}
+pa_seed AS (
+    SELECT symbol,{{ seedcols[:-1] }} FROM pa_a WHERE rn = 0
+),
+{%- endif %}
 pa_f AS (
     SELECT s.symbol, s.k,
 {%- for f in SINGLE %}
-        s.{{ f.id }} + {{ pw(-ln(1 - f.alpha), 's.k * ' ~ K ~ ' - 1 - ' ~ (f.first + f.n - 1)) }} * d.d_{{ f.id }} AS {{ f.id }},
+        {% if seeded %}CASE WHEN q.seed_e12 IS NOT NULL THEN s.{{ f.id }} + {{ pw(-ln(1 - f.alpha), 's.k * ' ~ K ~ ' - ' ~ f.first) }} * q.seed_{{ f.id }} ELSE {% endif -%}
+        s.{{ f.id }} + {{ pw(-ln(1 - f.alpha), 's.k * ' ~ K ~ ' - 1 - ' ~ (f.first + f.n - 1)) }} * d.d_{{ f.id }}{{ ' END' if seeded }} AS {{ f.id }},
 {%- endfor %}
-        s.k1 + {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1 AS k1,
-        s.k2 + {{ pw(lam, 's.k * ' ~ K ~ ' - 29') }} * d.d2 + {{ num(a) }} * (s.k * {{ K }} - 29) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1 AS k2,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.k1 + {{ pw(lam, 's.k * ' ~ K) }} * q.seed_k1 ELSE
+{%- endif %}
+        s.k1 + {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1{{ ' END' if seeded }} AS k1,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.k2 + {{ pw(lam, 's.k * ' ~ K) }} * (q.seed_k2 + {{ num(a) }} * (s.k * {{ K }}) * q.seed_k1) ELSE
+{%- endif %}
+        s.k2 + {{ pw(lam, 's.k * ' ~ K ~ ' - 29') }} * d.d2 + {{ num(a) }} * (s.k * {{ K }} - 29) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1{{ ' END' if seeded }} AS k2,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.k3 + {{ pw(lam, 's.k * ' ~ K) }} * (q.seed_k3 + {{ num(a) }} * (s.k * {{ K }}) * q.seed_k2
+            + {{ num(a * a / 2) }} * (s.k * {{ K }}) * (s.k * {{ K }} + 1) * q.seed_k1) ELSE
+{%- endif %}
         s.k3 + {{ pw(lam, 's.k * ' ~ K ~ ' - 43') }} * d.d3 + {{ num(a) }} * (s.k * {{ K }} - 43) * {{ pw(lam, 's.k * ' ~ K ~ ' - 29') }} * d.d2
-            + {{ num(a * a / 2) }} * ((s.k * {{ K }} - 29) * (s.k * {{ K }} - 28) - 210) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1 AS k3,
+            + {{ num(a * a / 2) }} * ((s.k * {{ K }} - 29) * (s.k * {{ K }} - 28) - 210) * {{ pw(lam, 's.k * ' ~ K ~ ' - 15') }} * d.d1{{ ' END' if seeded }} AS k3,
+{%- if seeded %}
+        CASE WHEN q.seed_e12 IS NOT NULL THEN s.sig + {{ pw(lam9, 's.k * ' ~ K) }} * q.seed_sig
+            + {{ num(a9 * b12) }} * {{ kappa(lam12, b12, 's.k * ' ~ K ~ ' - 1') }} * q.seed_e12
+            - {{ num(a9 * b26) }} * {{ kappa(lam26, b26, 's.k * ' ~ K ~ ' - 1') }} * q.seed_e26 ELSE
+{%- endif %}
         s.sig + {{ pw(lam9, 's.k * ' ~ K ~ ' - 34') }} * d.ds
             + {{ num(a9 * b12 ** 23) }} * {{ kappa(lam12, b12, 's.k * ' ~ K ~ ' - 35') }} * d.d_e12
-            - {{ num(a9 * b26 ** 9) }} * {{ kappa(lam26, b26, 's.k * ' ~ K ~ ' - 35') }} * d.d_e26 AS sig
+            - {{ num(a9 * b26 ** 9) }} * {{ kappa(lam26, b26, 's.k * ' ~ K ~ ' - 35') }} * d.d_e26{{ ' END' if seeded }} AS sig
+{%- if seeded %},
+        q.seed_e12 IS NOT NULL AS seeded
+{%- endif %}
     FROM pa_s3 AS s JOIN pa_d AS d ON d.symbol = s.symbol
+{%- if seeded %}
+    JOIN pa_seed AS q ON q.symbol = s.symbol
+{%- endif %}
 ),
 pa_v AS (
     SELECT a.*,
 {{- row_values('f') }}
+{%- if seeded %},
+        p_k1 + {{ pw(lam, 'ob + 1') }} * f.k1 AS k1,
+        f.seeded
+{%- endif %}
     FROM pa_a AS a LEFT JOIN pa_f AS f ON f.symbol = a.symbol AND f.k = a.sb
 )
 {%- set ar = num(a) %}
@@ -384,26 +434,39 @@ SELECT
     mom_10,
     roc_10,
     -- 100*W(G) / (W(G) + W(L)) with W(G) = (W(dc) + W(|dc|)) / 2 and W(G) + W(L) = W(|dc|).
-    CASE WHEN rn >= 2 THEN 50 * (wd2 + wa2) / NULLIF(wa2, 0) END AS rsi_2,
-    CASE WHEN rn >= 14 THEN 50 * (wd14 + wa14) / NULLIF(wa14, 0) END AS rsi_14,
+    CASE WHEN {{ gate('rn >= 2') }} THEN 50 * (wd2 + wa2) / NULLIF(wa2, 0) END AS rsi_2,
+    CASE WHEN {{ gate('rn >= 14') }} THEN 50 * (wd14 + wa14) / NULLIF(wa14, 0) END AS rsi_14,
     stoch_k_14_3,
     stoch_d_14_3_3,
     willr_14,
     cci_20,
-    CASE WHEN rn >= 25 THEN e12 - e26 END AS macd_12_26,
-    CASE WHEN rn >= 33 THEN sig END AS macd_signal_12_26_9,
-    CASE WHEN rn >= 33 THEN e12 - e26 - sig END AS macd_hist_12_26_9,
-    CASE WHEN rn >= 25 THEN 100 * (e12 - e26) / NULLIF(e26, 0) END AS ppo_12_26,
-    CASE WHEN rn >= 43 THEN 100 * {{ ar }} * (k2 - k3) / NULLIF(k3 - {{ ar }} * k2, 0) END AS trix_15,
+    CASE WHEN {{ gate('rn >= 25') }} THEN e12 - e26 END AS macd_12_26,
+    CASE WHEN {{ gate('rn >= 33') }} THEN sig END AS macd_signal_12_26_9,
+    CASE WHEN {{ gate('rn >= 33') }} THEN e12 - e26 - sig END AS macd_hist_12_26_9,
+    CASE WHEN {{ gate('rn >= 25') }} THEN 100 * (e12 - e26) / NULLIF(e26, 0) END AS ppo_12_26,
+    CASE WHEN {{ gate('rn >= 43') }} THEN 100 * {{ ar }} * (k2 - k3) / NULLIF(k3 - {{ ar }} * k2, 0) END AS trix_15,
     aroon_up_25,
     aroon_down_25,
     zscore_close_20,
-    CASE WHEN rn >= 14 THEN {{ pdiv('c - sma20', 'atr') }} END AS dist_sma_20_atr,
-    CASE WHEN rn >= 49 THEN {{ pdiv('c - e50', 'atr') }} END AS dist_ema_50_atr,
+    CASE WHEN {{ gate('rn >= 14') }} THEN {{ pdiv('c - sma20', 'atr') }} END AS dist_sma_20_atr,
+    CASE WHEN {{ gate('rn >= 49') }} THEN {{ pdiv('c - e50', 'atr') }} END AS dist_ema_50_atr,
     ret_sigma_20,
     clv,
     body_ratio,
     upper_wick_ratio,
     lower_wick_ratio,
     gap_open
+{%- if with_states %}
+{%- for f in SINGLE %}
+{%- set r = f.first + f.n - 1 %},
+    {%- if f.first == 0 %}
+    CASE WHEN seeded OR rn - 1 >= {{ r }} THEN coalesce(lag({{ f.id }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ f.id }}) END AS __state__{{ f.id }}
+    {%- else %}
+    CASE WHEN seeded OR rn >= {{ r }} THEN {{ f.id }} END AS __state__{{ f.id }}
+    {%- endif %}
+{%- endfor %}
+{%- for id, r in CASCADE %},
+    CASE WHEN seeded OR rn - 1 >= {{ r }} THEN coalesce(lag({{ id }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ id }}) END AS __state__{{ id }}
+{%- endfor %}
+{%- endif %}
 FROM pa_v

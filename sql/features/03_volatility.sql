@@ -100,20 +100,43 @@ CASE WHEN abs({{ b }}) >= {{ floor }} * abs(c) AND {{ b }} <> 0 THEN ({{ a }}) /
 {%- macro nsqrt(x) -%}
 CASE WHEN ({{ x }}) >= 0 THEN sqrt({{ x }}) END
 {%- endmacro %}
+{#- Carried filter state (the live path, warehouse/features/live.py; only with `filter_seeds`, left undefined the
+    render is the full build's): the source then has a column seed_<name> per filter of STATES, constant per symbol,
+    the filter's value just before the tail's first input (NULL: no state, the SMA seed as in the full build). A
+    seed S continues the recursion: w = alpha*x + (1 - alpha)*S at input 0 and alpha*x after, so
+    y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S. The family then also outputs __state__<name>: the seed a tail
+    whose first row is this row needs (TR and r^2 filters, whose first tail input is the tail's row 1: the value
+    at this row, the last non-NULL one for r^2; EMA_20(c): the value at the previous row). -#}
+{%- set seeded = filter_seeds is defined and filter_seeds %}
+{#- `filter_states` (with filter_seeds): output the states too (read at a load and a trim, not per bar). -#}
+{%- set with_states = seeded and filter_states is defined and filter_states %}
+{%- set STATES = ['atr5', 'atr10', 'atr14', 'atr50', 'ema20', 'r2'] %}
+{%- set seedcols = namespace(v='') %}
+{%- if seeded %}{% for name in STATES %}{% set seedcols.v = seedcols.v ~ ' seed_' ~ name ~ ',' %}{% endfor %}{% endif %}
+{%- set seedcols = seedcols.v %}
 {#- z = w*exp(lam*o) of a filter input x with index i, block offset o: the first n inputs carry the SMA seed
-    (x*exp(lam*(n-1))/n sums to y = SMA at input n-1), later ones alpha*x. -#}
-{%- macro zterm(x, i, o, n, a, lam) -%}
+    (x*exp(lam*(n-1))/n sums to y = SMA at input n-1), later ones alpha*x; with a seed column, see above. -#}
+{%- macro zterm(x, i, o, n, a, lam, seed=none) -%}
+{%- if seeded and seed -%}
+CASE WHEN {{ seed }} IS NOT NULL THEN ({{ a | double }} * {{ x }} + CASE WHEN {{ i }} = 0 THEN {{ (1.0 - a) | double }} * {{ seed }} ELSE {{ zero }} END) * exp({{ lam | double }} * {{ o }})
+            ELSE {{ x }} * CASE WHEN {{ i }} < {{ n }} THEN {{ (exp(lam * (n - 1)) / n) | double }} ELSE {{ a | double }} * exp({{ lam | double }} * {{ o }}) END END
+{%- else -%}
 {{ x }} * CASE WHEN {{ i }} < {{ n }} THEN {{ (exp(lam * (n - 1)) / n) | double }} ELSE {{ a | double }} * exp({{ lam | double }} * {{ o }}) END
+{%- endif -%}
+{%- endmacro %}
+{#- The filter's output gate: past the SMA seed, or seeded (`after`: the first row with an input). -#}
+{%- macro gate(cond, seed, after='TRUE') -%}
+{%- if seeded %}({{ cond }} OR ({{ seed }} IS NOT NULL AND {{ after }})){% else %}{{ cond }}{% endif -%}
 {%- endmacro %}
 {#- The filter input terms over the source columns (vol_p0 and the block totals use the same expressions). -#}
 {%- macro z_r() -%}
-CASE WHEN rn >= 1 THEN {{ zterm('r * r', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ e32.L ~ ')', e32.n, e32.a, e32.lam) }} END
+CASE WHEN rn >= 1 THEN {{ zterm('r * r', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ e32.L ~ ')', e32.n, e32.a, e32.lam, 'seed_r2') }} END
 {%- endmacro %}
-{%- macro z_tr(n, a) -%}
-CASE WHEN rn >= 1 THEN {{ zterm('tr', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ tr_L ~ ')', n, a, -ln(1.0 - a)) }} END
+{%- macro z_tr(name, n, a) -%}
+CASE WHEN rn >= 1 THEN {{ zterm('tr', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ tr_L ~ ')', n, a, -ln(1.0 - a), 'seed_' ~ name) }} END
 {%- endmacro %}
 {%- macro z_c() -%}
-{{ zterm('c', 'rn', '(rn % ' ~ e20.L ~ ')', e20.n, e20.a, e20.lam) }}
+{{ zterm('c', 'rn', '(rn % ' ~ e20.L ~ ')', e20.n, e20.a, e20.lam, 'seed_ema20') }}
 {%- endmacro %}
 {#- filter output from the in-block sum s, offset o and the two previous block totals t1, t2 -#}
 {%- macro fvalue(s, o, t1, t2, lam, L) -%}
@@ -184,7 +207,7 @@ SELECT *
 WITH
 vol_p0 AS (
     -- Per-bar inputs; a log is NULL unless both prices are positive (difference-adjusted series).
-    SELECT symbol, ts, rn, h, l, c, r, tr,
+    SELECT symbol, ts, rn, h, l, c, r, tr,{{ seedcols }}
         CASE WHEN h > 0 AND l > 0 THEN ln(h / l) END AS hl,
         CASE WHEN c > 0 AND o > 0 THEN ln(c / o) END AS co,
         CASE WHEN o > 0 AND c1 > 0 THEN ln(o / c1) END AS ov,
@@ -195,7 +218,7 @@ vol_p0 AS (
         -- EMA_32(r^2) fast path: index rn - 1, exact when r is NULL only at rn = 0 (see vol_bad)
         {{ z_r() }} AS z_r,
         {%- for name, n, a in tr_filters %}
-        {{ z_tr(n, a) }} AS z_{{ name }},
+        {{ z_tr(name, n, a) }} AS z_{{ name }},
         {%- endfor %}
         {{ z_c() }} AS z_ema20
     FROM {{ source }}
@@ -206,7 +229,7 @@ vol_p0 AS (
 vol_tr_carry AS (
     SELECT symbol, blk_tr{% for name, n, a in tr_filters %},
         lag(b_{{ name }}) OVER b AS t1_{{ name }}, lag(b_{{ name }}, 2) OVER b AS t2_{{ name }}{% endfor %}
-    FROM (SELECT symbol, greatest(rn - 1, 0) // {{ tr_L }} AS blk_tr{% for name, n, a in tr_filters %}, sum({{ z_tr(n, a) }}) AS b_{{ name }}{% endfor %}
+    FROM (SELECT symbol, greatest(rn - 1, 0) // {{ tr_L }} AS blk_tr{% for name, n, a in tr_filters %}, sum({{ z_tr(name, n, a) }}) AS b_{{ name }}{% endfor %}
           FROM {{ source }} WHERE rn >= 1 GROUP BY ALL)
     WINDOW b AS (PARTITION BY symbol ORDER BY blk_tr)
 ),
@@ -226,7 +249,7 @@ vol_x AS (
     FROM vol_p0
 ),
 vol_s1 AS (
-    SELECT symbol, ts, rn, chunk, c, tr, hl, r, co, ov, rs, h, l, o_tr, o_c, o_r,
+    SELECT symbol, ts, rn, chunk, c, tr, hl, r, co, ov, rs, h, l, o_tr, o_c, o_r,{{ seedcols }}
         {{- lags(['r'], 1, 6) }}
         {{- lags(['hl', 'co', 'ov', 'rs', 'c', 'h', 'l'], 1, 5) }}
         {%- for name, n, a in tr_filters %}
@@ -243,13 +266,13 @@ vol_s1 AS (
 ),
 vol_p1 AS (
     -- 5-row blocks; the filters of TR and c.
-    SELECT symbol, ts, rn, chunk, c, tr, hl, r_m5, r_q5, co_m5, co_q5, ov_m5, ov_q5, c_m5, c_q5,
+    SELECT symbol, ts, rn, chunk, c, tr, hl, r_m5, r_q5, co_m5, co_q5, ov_m5, ov_q5, c_m5, c_q5,{{ seedcols }}
         {%- for name, n, a in tr_filters %}
         {%- set lam = -ln(1.0 - a) %}
-        CASE WHEN rn - 1 >= {{ n - 1 }} THEN {{ fvalue('s_' ~ name, 'o_tr', 't1_' ~ name, 't2_' ~ name, lam, tr_L) }} END AS {{ name }},
+        CASE WHEN {{ gate('rn - 1 >= ' ~ (n - 1), 'seed_' ~ name, 'rn >= 1') }} THEN {{ fvalue('s_' ~ name, 'o_tr', 't1_' ~ name, 't2_' ~ name, lam, tr_L) }} END AS {{ name }},
         {%- endfor %}
-        CASE WHEN rn >= {{ e20.n - 1 }} THEN {{ fvalue('s_ema20', 'o_c', 't1_ema20', 't2_ema20', e20.lam, e20.L) }} END AS ema20,
-        CASE WHEN r IS NOT NULL AND rn - 1 >= {{ e32.n - 1 }} THEN {{ fvalue('s_r', 'o_r', 't1_r', 't2_r', e32.lam, e32.L) }} END AS ema_r2_fast,
+        CASE WHEN {{ gate('rn >= ' ~ (e20.n - 1), 'seed_ema20') }} THEN {{ fvalue('s_ema20', 'o_c', 't1_ema20', 't2_ema20', e20.lam, e20.L) }} END AS ema20,
+        CASE WHEN r IS NOT NULL AND {{ gate('rn - 1 >= ' ~ (e32.n - 1), 'seed_r2') }} THEN {{ fvalue('s_r', 'o_r', 't1_r', 't2_r', e32.lam, e32.L) }} END AS ema_r2_fast,
         {%- set rl = ['r', 'r_1', 'r_2', 'r_3', 'r_4', 'r_5'] %}
         {%- for side, op in (('up', '>'), ('dn', '<')) %}
         {% for j in range(5) %}CASE WHEN {{ rl[j] }} {{ op }} 0 THEN {{ rl[j] }} * {{ rl[j] }} WHEN {{ rl[j] }} IS NOT NULL THEN {{ zero }} END{{ '\n            + ' if not loop.last }}{% endfor %} AS {{ side }}_s5,
@@ -270,7 +293,7 @@ vol_p1 AS (
 ),
 {%- set cols5 = ['r_m5', 'r_q5', 'co_m5', 'co_q5', 'ov_m5', 'ov_q5', 'c_m5', 'c_q5', 'up_s5', 'dn_s5', 'bp_s5', 'hl2_s5', 'gk_s5', 'rs_s5', 'hh_s5', 'll_s5'] %}
 vol_s2 AS (
-    SELECT symbol, ts, rn, chunk, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast,
+    SELECT symbol, ts, rn, chunk, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast,{{ seedcols }}
         {{ cols5 | join(', ') }},
         {{- lags(cols5, 5, 4) }}
         lag(atr14) OVER w AS atr14_prev
@@ -288,7 +311,7 @@ vol_p2 AS (
 ),
 {%- set cols20 = ['r_m20', 'r_q20', 'co_m20', 'co_q20', 'ov_m20', 'ov_q20', 'bp_s20', 'hl2_s20', 'gk_s20', 'rs_s20'] %}
 vol_s3 AS (
-    SELECT symbol, ts, rn, chunk, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast, atr14_prev, r_q5, rv20,
+    SELECT symbol, ts, rn, chunk, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast, atr14_prev, r_q5, rv20,{{ seedcols }}
         c_m20, c_q20, hh20, ll20, up_s20, dn_s20,
         {{ cols20 | join(', ') }},
         {{- lags(cols20, 20, 3) }}
@@ -310,7 +333,7 @@ vol_s3 AS (
 ),
 vol_p3 AS (
     -- 60- and 240-row blocks; own rows only from here on. (Read twice, so only what the output needs.)
-    SELECT symbol, ts, rn, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast, atr14_prev, rv20, r_q5,
+    SELECT symbol, ts, rn, c, tr, hl, atr5, atr10, atr14, atr50, ema20, ema_r2_fast, atr14_prev, rv20, r_q5,{{ seedcols }}
         c_m20, c_q20, hh20, ll20, up_s20, dn_s20, hl2_s20, gk_s20, rs_s20, co_q20, ov_q20,
         r_m60, r_q60, co_q60, ov_q60, r_q240,
         {{- sums(['bp', 'hl2', 'gk', 'rs'], 20, 3, 60) }}
@@ -350,8 +373,8 @@ vol_bad AS (
 ),
 vol_e1 AS (
     SELECT symbol, ts, i, i % {{ e32.L }} AS o, i // {{ e32.L }} AS blk,
-        {{ zterm('x', 'i', '(i % ' ~ e32.L ~ ')', e32.n, e32.a, e32.lam) }} AS z
-    FROM (SELECT symbol, ts, r * r AS x, row_number() OVER w - 1 AS i
+        {{ zterm('x', 'i', '(i % ' ~ e32.L ~ ')', e32.n, e32.a, e32.lam, 'seed_r2') }} AS z{{ ', seed_r2' if seeded }}
+    FROM (SELECT symbol, ts,{{ seedcols }} r * r AS x, row_number() OVER w - 1 AS i
           FROM {{ source }} WHERE r IS NOT NULL AND symbol IN (SELECT symbol FROM vol_bad)
           WINDOW w AS (PARTITION BY symbol ORDER BY ts))
 ),
@@ -361,8 +384,8 @@ vol_e_carry AS (
     WINDOW b AS (PARTITION BY symbol ORDER BY blk)
 ),
 vol_e AS (
-    SELECT symbol, ts, CASE WHEN i >= {{ e32.n - 1 }} THEN {{ fvalue('s', 'o', 't1', 't2', e32.lam, e32.L) }} END AS ema_r2
-    FROM (SELECT symbol, ts, i, o, blk, sum(z) OVER w AS s
+    SELECT symbol, ts, CASE WHEN {{ gate('i >= ' ~ (e32.n - 1), 'seed_r2') }} THEN {{ fvalue('s', 'o', 't1', 't2', e32.lam, e32.L) }} END AS ema_r2
+    FROM (SELECT symbol, ts, i, o, blk,{{ ' seed_r2,' if seeded }} sum(z) OVER w AS s
           FROM vol_e1 WINDOW w AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN o PRECEDING AND CURRENT ROW))
     LEFT JOIN vol_e_carry USING (symbol, blk)
 )
@@ -409,6 +432,14 @@ SELECT
     (rv20_le + coalesce(near, 0)) / 240 AS rv_pctrank_20_240,
     -- RV = SUM_60(r^2) = M2 + 60*mean^2 of r (both terms >= 0; exactly 0 when every r is 0)
     (r_q60 + 60 * r_m60 * r_m60 - {{ (pi / 2) | double }} * bp_s60) / NULLIF(r_q60 + 60 * r_m60 * r_m60, 0) AS rj_bv_60
+{%- if with_states %},
+    {%- for name, n, a in tr_filters %}
+    coalesce({{ name }}, seed_{{ name }}) AS __state__{{ name }},
+    {%- endfor %}
+    coalesce(lag(ema20) OVER (PARTITION BY symbol ORDER BY ts), seed_ema20) AS __state__ema20,
+    coalesce(last_value(CASE WHEN rn >= rn_bad THEN ema_r2 ELSE ema_r2_fast END IGNORE NULLS)
+        OVER (PARTITION BY symbol ORDER BY ts ROWS UNBOUNDED PRECEDING), seed_r2) AS __state__r2
+{%- endif %}
 FROM vol_p3
 LEFT JOIN vol_near USING (symbol, rn)
 LEFT JOIN vol_e USING (symbol, ts)

@@ -14,6 +14,22 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
+Recursive filters' state carried instead of their warm-up rows (the price action and volatility families, whose
+EMA_50 / WILDER_50 warm-ups would otherwise need 1,051 / 2,031 rows per root; tail.py's ``RECURSIVE``). Rendered
+with ``filter_seeds``, a family template reads a seed per filter (``seed_<name>``, one row per root in the table
+``live_seeds_f<k>``, joined beside the base columns) and outputs after its features each filter's state
+(``__state__<name>``: the seed a tail whose first row is that row would need). A seeded filter continues the
+recursion from the seed at the tail's first input (``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA
+seed), so the tail needs only its windows' look-back and the rows the filters' inputs and outputs reach back
+(``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility). The states of every row
+appended are not kept: :meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at
+their first row) for the states at the new first row, cuts to the short bound and seeds it with them. The per-bar
+statements output the features only. On load (and reload after a roll or a correction) the family runs once over the
+full tail of the short tail's first row (its warm-up: the states from there on equal the full build's), which
+gives the first seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds)
+keeps the full tail without seeds, as the batch build runs it, until a trim finds every state defined. Left
+undefined, ``filter_seeds`` changes no byte of the templates' render (the full and incremental builds).
+
 Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
 session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
 0, which is why :mod:`warehouse.features.tail` asks a ``Dk`` feature for k sessions before T's session, one more
@@ -43,7 +59,7 @@ import bisect
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import pyarrow as pa
@@ -78,16 +94,25 @@ class _Tail:
     table: str
     cost: int = 0  # rows read per root by the family (its tail bound): the order the families are started in
     grown: int = 0  # rows appended per root since the last trim (the largest over the roots)
+    #: With carried filter state: the family rendered to output its filters' states (``states``), the tail it
+    #: needs then, and its seeds table.
+    stated: Family | None = None
+    short: TailNeeds | None = None
+    seeds: str = ""
+    states_query: str = ""  # the family's query over its table with the hidden state columns (load and trim)
+    #: Per root: the first row from which the table's rows compute the full build's filter states.
+    exact: dict = field(default_factory=dict)
 
 
-def live_needs(family: Family) -> TailNeeds:
+def live_needs(family: Family, carried_state: bool = False) -> TailNeeds:
     """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
     feature, with :data:`CARRIED` in place of the carried features' own needs, and k - 1 sessions before T's
     for a ``Dk`` feature (the session offset keeps its rule; at least 1, which makes the tail start at a session
-    open: T's session is read from its open)."""
+    open: T's session is read from its open). ``carried_state``: the family's recursive filters continue from
+    seeds (no warm-up rows)."""
     needs = TailNeeds(0)
     for spec in family.specs:
-        one = CARRIED.get(spec.name) or feature_needs(spec)
+        one = CARRIED.get(spec.name) or feature_needs(spec, carried_state)
         if one.sessions:
             one = replace(one, sessions=max(one.sessions - 1, 1))
         needs = needs.merge(one)
@@ -124,7 +149,10 @@ class LiveFeatures:
         self._trim_every = trim_every or {"1m": 1380, "1h": 23, "1d": 5}[timeframe]
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
-        self._live_registry = build_registry(timeframe=timeframe, tod_history=TOD_STATE, session_history=SESSION_STATE)
+        # Reading the recursive filters' seeds; and, for a load and a trim, also outputting their states.
+        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE, "filter_seeds": True}
+        self._live_registry = build_registry(**params)
+        stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
         _configure(self._con, threads)
         columns = "symbol VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume BIGINT"
@@ -139,6 +167,13 @@ class LiveFeatures:
             needs = live_needs(family)
             tail = _Tail(index, family, needs, f"live_f{index}", needs.rows + 1400 * needs.sessions)
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
+            if stated[index].states:
+                tail.stated = stated[index]
+                tail.short = live_needs(family, carried_state=True)
+                tail.cost = tail.short.rows + 1400 * tail.short.sessions
+                tail.seeds = f"live_seeds_f{index}"
+                self._con.execute(f"CREATE TABLE {tail.seeds} (symbol VARCHAR, "
+                                  + ", ".join(f"seed_{name} DOUBLE" for name in tail.stated.states) + ")")
             self._tails.append(tail)
         self._volume = next((t for t in self._tails if any(s.name in CARRIED for s in t.family.specs)), None)
         # The session just before the volume tail is its first session's sid - 1, the one before - 2, ... (the
@@ -242,23 +277,44 @@ class LiveFeatures:
 
     def trim(self) -> None:
         """Cut every tail back to its bound for the next bar (the rows cut from the volume tail move into its
-        carried state). Equal rows either way: a longer tail than the bound only costs time."""
+        carried state). Equal rows either way: a longer tail than the bound only costs time. A family with
+        carried filter state is cut to its short bound and seeded with the filter states at the new first row (one
+        run of the family over its table); while a root's states there are not all defined (a young series), to
+        the full bound without seeds."""
         con = self._con
+        far = [dt.timedelta(days=36500)]
         for tail in self._tails:
-            starts = {}
-            for symbol in self.roots:
+            starts: dict[str, dt.datetime] = {}
+            seeds: dict[str, tuple] = {}
+            if tail.short is not None:
                 # The bound for a bar after the last: computed with the last bar as T (a later T needs less).
-                found = tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol],
-                                    [dt.timedelta(days=36500)])
+                short = {}
+                for symbol in self.roots:
+                    short.update(tail_starts(con, tail.table, self.timeframe, tail.short, [symbol], self._last[symbol],
+                                             far))
+                short = {symbol: start for symbol, start in short.items() if start >= tail.exact.get(symbol, start)}
+                seeds = {symbol: values for symbol, values in self._states_at(tail, short).items()
+                         if None not in values}
+                starts.update({symbol: short[symbol] for symbol in seeds})
+            for symbol in self.roots:
+                if symbol in seeds or (tail.short is not None and self._seeded(tail, symbol)):
+                    continue  # seeded now; or seeded before, and its states do not reach the short bound yet
+                found = tail_starts(con, tail.table, self.timeframe, tail.needs, [symbol], self._last[symbol], far)
+                if tail.short is not None and symbol in found and found[symbol] > self._first_row(tail, symbol):
+                    # Cut to the full bound of T: the rows from T on compute the full build's states.
+                    tail.exact[symbol] = max(tail.exact.get(symbol, found[symbol]), self._last[symbol])
                 starts.update(found)
             if tail is self._volume:
                 self._carry(tail.table, starts)
             for symbol, start in starts.items():
-                # The trading dates cut (every one before the new first row's) move into the offset.
-                con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
-                            "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
-                con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
+                self._cut(tail, symbol, start, seeds.get(symbol) if tail.short is not None else False)
+                if symbol in seeds:
+                    tail.exact[symbol] = start
             tail.grown = 0
+
+    def _seeded(self, tail: _Tail, symbol: str) -> bool:
+        return tail.seeds != "" and self._con.execute(f"SELECT count(*) FROM {tail.seeds} WHERE symbol = $s",
+                                                      {"s": symbol}).fetchone()[0] > 0
 
     def rows(self) -> dict[str, int]:
         """Rows held per family table (all roots): what one append computes over."""
@@ -302,11 +358,21 @@ class LiveFeatures:
         """Prepared statements over the fixed live tables: each family (new rows only), and the carried
         minute-of-day rows of the new bars' minutes."""
         for tail in self._tails:
-            query = feature_query(Registry([tail.family], self._live_registry.base_sql), tail.table, self.timeframe,
-                                  wrap_base=lambda base, k=tail.index: (
-                                      f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid) FROM ({base}) AS b "
-                                      f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {k}"))
-            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query}) AS f "
+            # Families with carried filter state read their seeds (one row per root, NULL columns without one)
+            # beside the base columns.
+            seeds = "".join(f", sd.seed_{name}" for name in tail.stated.states) if tail.stated else ""
+            join = f" LEFT JOIN {tail.seeds} AS sd ON sd.symbol = b.symbol" if tail.seeds else ""
+
+            def query(family: Family, tail: _Tail = tail, seeds: str = seeds, join: str = join) -> str:
+                return feature_query(Registry([family], self._live_registry.base_sql), tail.table, self.timeframe,
+                                     wrap_base=lambda base: (
+                                         f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
+                                         f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {tail.index}{join}"),
+                                     states=family is tail.stated)
+
+            # Per bar the features only; the filter states are read at a load and a trim.
+            tail.states_query = query(tail.stated) if tail.stated else ""
+            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query(tail.family)}) AS f "
                               "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
         self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
@@ -324,9 +390,15 @@ class LiveFeatures:
             seen[symbol] = ts
 
     def _load(self, source: duckdb.DuckDBPyConnection, roots: list[str], last: dict[str, dt.datetime]) -> None:
-        """Tails and carried state of ``roots`` from the warehouse connection ``source``."""
+        """Tails and carried state of ``roots`` from the warehouse connection ``source``.
+
+        A family with carried filter state is loaded from the start of its full tail (the filters' warm-up) for
+        the rows from its short tail's start on, and run once over it: the states at the short start become the
+        seeds, and the rows before it are dropped. A root whose filters have no state there yet (a series younger
+        than the SMA seeds) keeps the full tail without seeds, as the batch build runs."""
         con = self._con
-        spans = [first_window(t.needs, self.timeframe) for t in self._tails]
+        spans = [first_window(replace(t.needs, rows=t.needs.rows + t.short.rows) if t.short else t.needs,
+                              self.timeframe) for t in self._tails]
         width = None if any(s is None for s in spans) else max(spans)
         lo = None if width is None else min(last.values()) - width
         window = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
@@ -337,29 +409,36 @@ class LiveFeatures:
             con.execute("CREATE OR REPLACE TEMP TABLE live_window AS SELECT * FROM _live_window")
         finally:
             con.unregister("_live_window")
-        widths = [width] if width is not None else [None]
-        starts: list[dict[str, dt.datetime]] = []
-        for tail in self._tails:
+        whole = set(roots) if width is None else set()  # roots whose whole history live_window holds
+
+        def starts_for(needs: TailNeeds, since: dict[str, dt.datetime]) -> dict[str, dt.datetime]:
             found: dict[str, dt.datetime] = {}
             for symbol in roots:
-                found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol], last[symbol], widths))
-            starts.append(found)
-        wider = sorted({s for found in starts for s in roots if s not in found})
-        if wider:
-            # Needs beyond the clock window (a long stale stretch, a gap): those roots' whole history.
-            more = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
-                                  "WHERE list_contains($r, symbol) ORDER BY symbol, ts", {"r": wider}).to_arrow_table()
-            con.register("_live_more", more)
-            try:
-                con.execute("DELETE FROM live_window WHERE list_contains($r, symbol)", {"r": wider})
-                con.execute("INSERT INTO live_window SELECT * FROM _live_more")
-            finally:
-                con.unregister("_live_more")
-            for tail, found in zip(self._tails, starts):
+                found.update(tail_starts(con, "live_window", self.timeframe, needs, [symbol], since[symbol],
+                                         [None] if symbol in whole else [width]))
+            wider = [symbol for symbol in roots if symbol not in found]
+            if wider:
+                # Needs beyond the clock window (a long stale stretch, a gap): those roots' whole history.
+                more = source.execute("SELECT symbol, ts, open, high, low, close, volume FROM feature_source "
+                                      "WHERE list_contains($r, symbol) ORDER BY symbol, ts", {"r": wider}).to_arrow_table()
+                con.register("_live_more", more)
+                try:
+                    con.execute("DELETE FROM live_window WHERE list_contains($r, symbol)", {"r": wider})
+                    con.execute("INSERT INTO live_window SELECT * FROM _live_more")
+                finally:
+                    con.unregister("_live_more")
+                whole.update(wider)
                 for symbol in wider:
-                    if symbol not in found:
-                        found.update(tail_starts(con, "live_window", self.timeframe, tail.needs, [symbol],
-                                                 last[symbol], [None]))
+                    found.update(tail_starts(con, "live_window", self.timeframe, needs, [symbol], since[symbol], [None]))
+            return found
+
+        shorts: list[dict[str, dt.datetime] | None] = []
+        starts: list[dict[str, dt.datetime]] = []
+        for tail in self._tails:
+            short = starts_for(tail.short, last) if tail.short else None
+            shorts.append(short)
+            # With carried state: the full tail of the short tail's first row (its states are then exact).
+            starts.append(starts_for(tail.needs, short if short is not None else last))
         con.execute("DELETE FROM live_offsets WHERE list_contains($r, symbol)", {"r": roots})
         for symbol in roots:
             # One pass over the root's history: its trading dates before the latest table start; each table's
@@ -371,18 +450,70 @@ class LiveFeatures:
                 first = source.execute(_trading_date_of(), {"t": found[symbol]}).fetchone()[0]
                 con.execute("INSERT INTO live_offsets VALUES ($f, $s, $o)",
                             {"f": tail.index, "s": symbol, "o": bisect.bisect_left(dates, first)})
-        for tail, found in zip(self._tails, starts):
+        for tail, found, short in zip(self._tails, starts, shorts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
             tail.grown = 0
+            if short is not None:
+                self._seed_from_full_tail(tail, roots, short, lambda: starts_for(tail.needs, last))
         if self._volume is not None:
-            vstarts = starts[self._volume.index]
+            vstarts = {symbol: self._first_row(self._volume, symbol) for symbol in roots}
             con.execute("DELETE FROM live_tod_all WHERE list_contains($r, symbol)", {"r": roots})
             con.execute("DELETE FROM live_session_totals WHERE list_contains($r, symbol)", {"r": roots})
             self._load_carried(source, vstarts)
         con.execute("DROP TABLE live_window")
+
+    def _seed_from_full_tail(self, tail: _Tail, roots: list[str], short: dict[str, dt.datetime],
+                             unseeded) -> None:  # noqa: ANN001
+        """Run the family once over its full tails (no seeds) for the filter states at each root's short start;
+        seed the roots whose states there are all defined and cut their tails to the short start, cut the others
+        to the full tail of the next bar (``unseeded()``: the batch build's warm-up)."""
+        self._con.execute(f"DELETE FROM {tail.seeds} WHERE list_contains($r, symbol)", {"r": roots})
+        states = self._states_at(tail, short)
+        fallback = None
+        for symbol in roots:
+            tail.exact[symbol] = short[symbol]
+            values = states.get(symbol)
+            if values is not None and None not in values:
+                self._cut(tail, symbol, short[symbol], values)
+            else:
+                fallback = fallback if fallback is not None else unseeded()
+                self._cut(tail, symbol, fallback[symbol], None)
+
+    def _states_at(self, tail: _Tail, rows: dict[str, dt.datetime]) -> dict[str, tuple]:
+        """The family's filter states (``__state__`` columns, in ``stated.states`` order) at one row per root."""
+        if not rows:
+            return {}
+        con = self._con
+        register_starts(con, "_live_at", rows)
+        try:
+            found = con.execute(f"SELECT f.* FROM ({tail.states_query}) AS f JOIN _live_at AS s "
+                                "ON s.symbol = f.symbol AND f.ts = s.start_ts").fetchall()
+        finally:
+            con.unregister("_live_at")
+        width = len(tail.stated.states)
+        return {row[0]: tuple(row[-width:]) for row in found}
+
+    def _cut(self, tail: _Tail, symbol: str, start: dt.datetime, seed: tuple | None | bool = False) -> None:
+        """Drop the rows of ``symbol`` before ``start`` from the family's table (their trading dates move into the
+        session offset) and its recorded states; with carried state, ``seed`` (the states at ``start``, or None:
+        no seed) becomes the root's seed row (False: unchanged)."""
+        con = self._con
+        con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
+                    "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
+        con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
+        if tail.seeds:
+            if seed is not False:
+                con.execute(f"DELETE FROM {tail.seeds} WHERE symbol = $s", {"s": symbol})
+                if seed is not None:
+                    con.execute(f"INSERT INTO {tail.seeds} VALUES ($s, "
+                                + ", ".join(f"$v{k}" for k in range(len(seed))) + ")",
+                                {"s": symbol, **{f"v{k}": v for k, v in enumerate(seed)}})
+
+    def _first_row(self, tail: _Tail, symbol: str) -> dt.datetime:
+        return self._con.execute(f"SELECT min(ts) FROM {tail.table} WHERE symbol = $s", {"s": symbol}).fetchone()[0]
 
     def _load_carried(self, source: duckdb.DuckDBPyConnection, starts: dict[str, dt.datetime]) -> None:
         """The volume family's carried state from the whole history before each root's volume tail."""

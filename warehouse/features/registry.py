@@ -23,6 +23,8 @@ from warehouse.features.headers import FeatureSpec, parse_header
 from warehouse.features.lint import lint_lookahead
 from warehouse.templates import render, render_string
 
+#: Prefix of a family's hidden output columns carrying a recursive filter's state (live path only).
+STATE_PREFIX = "__state__"
 BASE_COLUMNS = ("open", "high", "low", "close", "volume", "ts")
 BARS_SCHEMA = {
     "bars": {"symbol": "varchar", "ts": "timestamptz", "open": "double", "high": "double", "low": "double",
@@ -37,6 +39,9 @@ class Family:
     template: str
     specs: list[FeatureSpec]
     sql: str
+    #: Recursive filters whose state the rendered SQL outputs after the declared features, as hidden columns
+    #: ``__state__<name>`` (only when rendered with ``filter_seeds``: the live path, :mod:`warehouse.features.live`).
+    states: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +93,10 @@ def check_family(template: str, text: str, params: dict) -> Family:
     sql = render_string(text, **params)
     tree = sqlglot.parse_one(sql, read="duckdb")
     projected = [p.alias_or_name for p in tree.selects]
+    # Hidden filter-state columns trail the declared outputs (rendered with filter_seeds only).
+    states = []
+    while projected and projected[-1].startswith(STATE_PREFIX):
+        states.insert(0, projected.pop()[len(STATE_PREFIX):])
     declared = ["symbol", "ts", *(s.name for s in specs)]
     for position, (got, want) in enumerate(zip(projected, declared), start=1):
         if got != want:
@@ -99,7 +108,7 @@ def check_family(template: str, text: str, params: dict) -> Family:
         side = "query" if len(projected) > len(declared) else "header"
         raise QEError(f"sql/{template}: the {side} has extra output column(s) {', '.join(more)}")
     lint_lookahead(f"sql/{template}", tree)
-    return Family(template, specs, sql)
+    return Family(template, specs, sql, states)
 
 
 #: Bars per year by timeframe (annualization: trading bars per day x 252; catalog section 1).
@@ -171,13 +180,15 @@ def staged_queries(registry: Registry, source: str, timeframe: str = "1m") -> St
 
 
 def feature_query(registry: Registry, source: str, timeframe: str = "1m",
-                  wrap_base: Callable[[str], str] | None = None) -> str:
+                  wrap_base: Callable[[str], str] | None = None, states: bool = False) -> str:
     """One SELECT computing every registered feature over the bar relation ``source``.
 
     ``source`` must have symbol, ts, open, high, low, close, volume; the result has ``symbol``, ``ts`` and the
     features in registry order with their declared types. ``wrap_base`` (optional) maps the shared base query
     (``base.sql`` over ``source``) to the SELECT the families read instead: the live path adds each symbol's
-    session offset to ``sid`` there (:mod:`warehouse.features.live`).
+    session offset to ``sid`` there (:mod:`warehouse.features.live`). ``states``: also output the families'
+    hidden filter-state columns (``__state__<name>``, after the features; families rendered with
+    ``filter_seeds``).
     """
     from types import SimpleNamespace
 
@@ -186,6 +197,7 @@ def feature_query(registry: Registry, source: str, timeframe: str = "1m",
         base_sql = wrap_base(base_sql)
     index = {family.template: i for i, family in enumerate(registry.families)}
     features = [SimpleNamespace(name=s.name, type=s.type, family_index=index[s.template]) for s in registry.features]
+    extra = {"states": [(i, name) for i, f in enumerate(registry.families) for name in f.states]} if states else {}
     return render(
-        "features/_compose.sql", base_sql=base_sql, families=[f.sql for f in registry.families], features=features
-    )
+        "features/_compose.sql", base_sql=base_sql, families=[f.sql for f in registry.families], features=features,
+        **extra)

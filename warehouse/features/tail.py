@@ -150,8 +150,12 @@ class TailNeeds:
                          self.rth or other.rth, self.anchors or other.anchors)
 
 
-def feature_needs(spec: FeatureSpec) -> TailNeeds:
-    """The tail one feature needs, from its declared warm-up (``first=``) and :data:`RECURSIVE`."""
+def feature_needs(spec: FeatureSpec, carried_state: bool = False) -> TailNeeds:
+    """The tail one feature needs, from its declared warm-up (``first=``) and :data:`RECURSIVE`.
+
+    ``carried_state``: the feature's recursive filters continue from a carried state (a seed per filter at the
+    tail's first row, :mod:`warehouse.features.live`) instead of restarting: no warm-up and no anchors, only the
+    rows its inputs and outputs reach back outside the filters (the chain's ``lags``) and its declared window."""
     warmup = spec.warmup.removeprefix("first=").strip()
     sessions = max((int(k) for k in _SESSIONS.findall(warmup)), default=0)
     rows = 0 if sessions else max((int(k) for k in _INT.findall(warmup)), default=0)
@@ -161,9 +165,9 @@ def feature_needs(spec: FeatureSpec) -> TailNeeds:
         raise QEError(f"{spec.template}: {spec.name} has a warm-up {spec.warmup!r} the tail bound does not know")
     chain = RECURSIVE.get(spec.name)
     if chain is not None:
-        rows = max(rows, chain.warmup)
+        rows = max(rows, chain.lags if carried_state else chain.warmup)
     return TailNeeds(rows, sessions, tod=warmup == "tod20", rth=warmup.endswith("rth") and sessions > 0,
-                     anchors=chain is not None)
+                     anchors=chain is not None and not carried_state)
 
 
 def family_needs(family: Family) -> TailNeeds:
