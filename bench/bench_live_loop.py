@@ -131,11 +131,14 @@ def main() -> None:
         to_order = [1000 * (first_order[int(t.ts.timestamp() * 1e9)] - session.closed_at[t.ts])
                     for t in timings if int(t.ts.timestamp() * 1e9) in first_order]
         parts = {name: [1000 * getattr(t, name) for t in timings] for name in ("features_s", "query_s", "kernel_s")}
-        # the bars' fold, validation and write (IBBarFeed, engine.live.store.append_bars), and the hand-over to
-        # the session loop: everything before the features start
-        parts = {"stored_s": [1000 * (t.stored - session.closed_at[t.ts]) for t in timings],
-                 "to_start_s": [1000 * (t.decided - t.stored - t.features_s - t.query_s - t.kernel_s) for t in timings],
-                 **parts}
+        # close -> features start: the bars' fold and validation (IBBarFeed, engine.live.store.check_live_bars);
+        # the write runs beside the features (LiveSession.before_stored); "write left" is what of the write and the
+        # hand-over to the session loop remained after the features, before the query could run
+        parts = {"checked_s": [1000 * (t.featured_from - session.closed_at[t.ts]) for t in timings],
+                 "features_s": parts["features_s"],
+                 "write_left_s": [1000 * max(0.0, t.decided - t.query_s - t.kernel_s - t.featured_from - t.features_s)
+                                  for t in timings],
+                 "query_s": parts["query_s"], "kernel_s": parts["kernel_s"]}
         print(f"bars decided {len(session.decided)}, orders {len(orders)} ({len(received)} at the gateway); "
               f"figures over {len(timings)} bars (first {args.skip} left out: "
               f"{', '.join(f'{1000 * (t.decided - session.closed_at[t.ts]):.0f}' for t in session.timings[:args.skip])} ms)")
@@ -144,8 +147,8 @@ def main() -> None:
             print(f"close -> order at gateway: median {statistics.median(to_order):7.1f} ms   p99 {p99(to_order):7.1f} ms "
                   f"({len(to_order)} bars with orders)")
         for name, values in parts.items():
-            label = {"stored": "stored", "to_start": "hand-over"}.get(name[:-2], name[:-2])
-            print(f"  {label:9s} median {statistics.median(values):7.1f} ms   p99 {p99(values):7.1f} ms")
+            label = {"checked": "checked", "write_left": "write left"}.get(name[:-2], name[:-2])
+            print(f"  {label:10s} median {statistics.median(values):7.1f} ms   p99 {p99(values):7.1f} ms")
         print(f"ratio batch / live median: {1000 * batch / statistics.median(to_decided):.0f}x")
         wh.close()
 

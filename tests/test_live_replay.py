@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from engine.backtest.run import BacktestConfig, run_backtest
+from engine.live.bars import FinalBar
 from engine.live.replay import replay_paper
+from engine.live.runner import Running
 from engine.live.session import LiveSettings
 from engine.strategies.feature_band import FeatureBand
 from loaders.ingest import ingest
 from tests.conftest import LEAN
 from tests.feature_harness import assert_matches, catalog
+from warehouse.sessions import trading_date
 from warehouse import Warehouse
 from warehouse.features.materialize import build_features
 
@@ -55,14 +59,30 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     config = BacktestConfig(timeframe="1m", initial_capital=2_000_000.0)  # one ES contract within the house limits
     # a band tight enough to trade a few times in 40 minutes
     params = dict(low=45.0, high=55.0, exit_low=49.0, exit_high=51.0)
+    failed_write = []
+
+    def fail_one_write(running: Running, ts: datetime) -> None:
+        """After the 10th bar: the next bar featured as if handed over, then its write reported failed (the
+        session reloads its features from the warehouse; the bar then arrives and is featured as usual)."""
+        if len(running.session.decided) == 10:
+            k = running.session.decided.index(ts) + 1
+            row = bars.slice(k, 1).to_pylist()[0]
+            bar = FinalBar(row["symbol"], row["contract"], row["ts"], row["ts"] + timedelta(minutes=1),
+                           trading_date(row["ts"]), row["open"], row["high"], row["low"], row["close"],
+                           int(row["volume"]), 12)
+            running.session.before_stored([bar])
+            running.session.write_failed([bar])
+            failed_write.append(bar.ts)
+
     session = asyncio.run(asyncio.wait_for(replay_paper(
-        wh, FeatureBand(**params), query, config, bars, run_id="live-test-1",
+        wh, FeatureBand(**params), query, config, bars, run_id="live-test-1", on_bar=fail_one_write,
         settings=LiveSettings(bar_wait_s=0.0, roots=["ES"])), 240))
+    assert len(failed_write) == 1
     live_features = session.rows.live_features()
     build_features(wh, "1m")  # the batch build over the same stored bars (the replayed ones included)
     backtest = run_backtest(wh, query, FeatureBand(**params), config, record=False)
     yield {"wh": wh, "bars": bars, "session": session, "backtest": backtest, "features": live_features,
-           "query": query}
+           "query": query, "failed_write": failed_write}
     wh.close()
 
 
@@ -76,6 +96,9 @@ def test_every_replayed_bar_is_stored_and_decided_in_order(replayed: dict) -> No
 
 
 def test_live_features_equal_the_batch_build_for_every_bar(replayed: dict) -> None:
+    """Every bar's features were computed while it was being written (and one bar featured before a write
+    reported failed, whose features were then reloaded, changes nothing)."""
+    assert replayed["session"].featured_early == BARS + len(replayed["failed_write"])
     live = replayed["features"].to_pandas()
     batch = replayed["wh"].sql(
         "SELECT * FROM features_1m WHERE symbol = 'ES' AND ts >= $first ORDER BY ts",

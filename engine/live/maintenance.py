@@ -177,10 +177,14 @@ class RollMaintenance:
     def due(self, now: datetime) -> bool:
         """Whether a pass should run now: the operator asked, or the first look at a new daily halt once the
         feed stored and handed out the session's last bars (:meth:`~engine.adapters.ib.data.IBBarFeed.idle`: the
-        features reload reads the warehouse, so no stored bar may still wait to be decided)."""
+        features reload reads the warehouse, so no stored bar may still wait to be decided); the operator's
+        request waits only for the bars being stored (:meth:`~engine.adapters.ib.data.IBBarFeed.settled`: their
+        features may be computed already)."""
         if self.running:
             return False
-        return self.requested or (self.halt_day(now) is not None and (self.feed is None or self.feed.idle()))
+        if self.requested:
+            return self.feed is None or self.feed.settled()
+        return self.halt_day(now) is not None and (self.feed is None or self.feed.idle())
 
     def done_through(self, day: date) -> bool:
         """Whether the halt after trading date ``day`` (or a later one) was maintained."""

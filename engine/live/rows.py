@@ -84,6 +84,16 @@ class QueryRows:
             f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "{database}".main.{name} '
             f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM _live_{name}")
 
+    def drop_features(self, keys: list[tuple[str, datetime]]) -> None:
+        """Forget the feature rows of these (symbol, ts): bars featured before a write that then failed (they
+        are not traded; if they are stored later, their rows come again)."""
+        if self._live is None or not keys:
+            return
+        gone = {(symbol, ts) for symbol, ts in keys}
+        keep = [key not in gone for key in zip(self._live["symbol"].to_pylist(), self._live["ts"].to_pylist())]
+        self._live = self._live.filter(pa.array(keep))  # rare (a failed write): the order of the rows is kept
+        self.con.register(f"_live_features_{self.timeframe}", self._live)
+
     def live_features(self) -> pa.Table:
         """The feature rows computed live so far (in the order they were added)."""
         return self._live if self._live is not None else pa.table({})

@@ -104,6 +104,8 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
                                          **({"clock": clock} if clock is not None else {}))
             await feed.warm_up(warm_up_now)
             session.start()
+            # a bar's features are computed while it is written (validated first): they overlap the write
+            feed.on_checked, feed.on_write_failed = session.before_stored, session.write_failed
             await feed.start()
             if maintenance is not None:
                 maintenance.feed = feed

@@ -123,6 +123,9 @@ class BarTiming:
     query_s: float
     kernel_s: float
     orders: int
+    #: when the bar's features began: while the bars were being written (:meth:`LiveSession.before_stored`),
+    #: else after they were stored
+    featured_from: float = 0.0
 
 
 @dataclass
@@ -201,6 +204,15 @@ class LiveSession:
         #: the roll upkeep between bars (:class:`~engine.live.maintenance.RollMaintenance`), set by the runner
         self.maintenance = None
         self._pending: dict[datetime, _Pending] = {}
+        #: (contract, ts) of bars whose features :meth:`before_stored` computed while they were being written,
+        #: and per bar time the seconds it took (counted in the bar's ``features_s``)
+        self._featured: set[tuple[str, datetime]] = set()
+        self._early_s: dict[datetime, float] = {}
+        self._early_at: dict[datetime, float] = {}
+        self._feature_error: BaseException | None = None
+        self._maintaining = False
+        #: bars whose features were computed while they were being written (:meth:`before_stored`)
+        self.featured_early = 0
         #: the collector's full passes run between bars, not between a bar's close and its orders
         self.gc = GcPolicy(settings.gc_every)
         self._last_decided: datetime | None = None
@@ -382,7 +394,11 @@ class LiveSession:
             maintenance = self.maintenance
             if maintenance is not None and not self._pending and maintenance.due(self.clock()):
                 # in the daily halt (no bar arrives) or on the operator's request: between bars, never on a close
-                await maintenance.run()
+                self._maintaining = True  # it reloads the features: a bar stored meanwhile is featured by decide
+                try:
+                    await maintenance.run()
+                finally:
+                    self._maintaining = False
 
     def check_rolls(self, timeouts: bool = True) -> list[str]:
         """:meth:`TradingKernel.check_rolls` on the session's clock and ``roll_timeout_s`` (``timeouts=False``:
@@ -406,7 +422,7 @@ class LiveSession:
             self.skipped_late.append(bar)
             log.warning("bar %s %s arrived after its time was decided; stored, not traded", bar.root, bar.ts)
             if self.features is not None:  # the root's features still need it (their windows run over every bar)
-                self.rows.add_features(self.features.append(bars_table([bar])))
+                self._features_of([bar])
             return
         now = time.perf_counter()
         pending = self._pending.setdefault(bar.ts, _Pending())
@@ -431,12 +447,68 @@ class LiveSession:
     def decide(self, ts: datetime, pending: _Pending) -> None:
         """Features of the bar's rows, then :meth:`_decide_rows`."""
         started = time.perf_counter()
-        new = bars_table(list(pending.bars.values())).sort_by([("symbol", "ascending")])
         if self.features is not None:
-            self.rows.add_features(self.features.append(new))
-        self._decide_rows(ts, pending.stored, time.perf_counter() - started)
+            self._features_of(list(pending.bars.values()))
+        self._decide_rows(ts, pending.stored, time.perf_counter() - started + self._early_s.pop(ts, 0.0),
+                          self._early_at.pop(ts, started))
 
-    def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0) -> None:
+    def before_stored(self, bars: list[FinalBar]) -> None:
+        """The feed's valid final bars, while they are being written (``IBBarFeed.on_checked``): their features
+        are computed now, overlapping the write, and :meth:`decide` finds them done.
+
+        Never raises (the feed's store loop calls it): a failure is kept and raised by the next
+        :meth:`decide`, where the features would have been computed otherwise. Skipped before :meth:`start`,
+        during roll maintenance (which reloads the features) and for another contract than the root's front.
+        """
+        if self.features is None or self._maintaining or self._feature_error is not None:
+            return
+        fronts = [bar for bar in bars if self.front_at(bar.root, bar.ts) in (None, bar.contract)]
+        if not fronts:
+            return
+        started = time.perf_counter()
+        try:
+            self._features_of(fronts)
+        except Exception as exc:  # noqa: BLE001 (kept for decide, which raises it)
+            log.exception("features of %d bar(s) failed", len(fronts))
+            self._feature_error = exc
+            return
+        self._featured.update((bar.contract, bar.ts) for bar in fronts)
+        self.featured_early += len(fronts)
+        seconds = (time.perf_counter() - started) / len({bar.ts for bar in fronts})
+        for bar in fronts:
+            self._early_s[bar.ts] = seconds
+            self._early_at.setdefault(bar.ts, started)
+
+    def write_failed(self, bars: list[FinalBar]) -> None:
+        """The feed could not store ``bars`` after :meth:`before_stored` saw them (``IBBarFeed.on_write_failed``):
+        they are not traded, so their roots' features are loaded again from what the warehouse holds."""
+        featured = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
+        for bar in featured:
+            self._featured.discard((bar.contract, bar.ts))
+            self._early_s.pop(bar.ts, None)
+            self._early_at.pop(bar.ts, None)
+        if featured and self.features is not None:
+            self.rows.drop_features([(bar.root, bar.ts) for bar in featured])
+            roots = sorted({bar.root for bar in featured})
+            log.warning("reloading the features of %s: bars featured before their write were not stored",
+                        ", ".join(roots))
+            self.features.reload(roots)
+
+    def _features_of(self, bars: list[FinalBar]) -> None:
+        """Features of ``bars`` not featured yet (:meth:`before_stored`), shown in the query's rows."""
+        if self._feature_error is not None:
+            error, self._feature_error = self._feature_error, None
+            raise QEError(f"the features of a bar failed while it was being stored: {error}") from error
+        todo = [bar for bar in bars if (bar.contract, bar.ts) not in self._featured]
+        done = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
+        for bar in done:  # decided (or skipped as late) now: forget them
+            self._featured.discard((bar.contract, bar.ts))
+        if todo:
+            self.rows.add_features(self.features.append(
+                bars_table(todo).sort_by([("symbol", "ascending"), ("ts", "ascending")])))
+
+    def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0,
+                     featured_from: float = 0.0) -> None:
         """The broker's fills since the last bar, then the kernel on the query's rows at ``ts``; checkpoint."""
         featured = time.perf_counter()
         # the fills made before this bar ended (a later one waits in the handler, counted as exposure)
@@ -465,7 +537,7 @@ class LiveSession:
         self._last_decided = ts
         self.decided.append(ts)
         self.timings.append(BarTiming(ts, stored, done, features_s, queried - featured, done - queried,
-                                      len(self.kernel.orders) - orders_before))
+                                      len(self.kernel.orders) - orders_before, featured_from or featured))
         self.checkpoint()
         if self.operator is not None:
             self.operator.publish("halted" if self.kernel.risk.state is RiskState.HALTED else "running")

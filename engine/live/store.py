@@ -41,7 +41,8 @@ from warehouse.lock import write_lock
 from warehouse.store import StagedWrites
 from warehouse.warehouse import Warehouse
 
-__all__ = ["AppendReport", "append_bars", "last_stored_ts", "LIVE_TIMEFRAMES"]
+__all__ = ["AppendReport", "CheckedBars", "append_bars", "check_live_bars", "write_checked", "last_stored_ts",
+           "LIVE_TIMEFRAMES"]
 
 #: Timeframes live bars can be stored in (those the warehouse stores intraday).
 LIVE_TIMEFRAMES = ("1m", "1h")
@@ -97,6 +98,9 @@ def append_bars(
 ) -> AppendReport:
     """Validate final bars and append the good ones to the warehouse; quarantine the bad ones.
 
+    :func:`check_live_bars` then :func:`write_checked` (a caller that wants to start work on the valid bars
+    while they are written calls the two itself).
+
     Parameters
     ----------
     wh : Warehouse
@@ -130,15 +134,54 @@ def append_bars(
     warehouse.lock.LockTimeout
         Another writer held the lock for ``lock_timeout`` seconds (nothing was written).
     """
+    checked = check_live_bars(wh, bars, timeframe=timeframe, source=source, context=context,
+                              hold_suspects=hold_suspects)
+    return write_checked(wh, checked, lock_timeout=lock_timeout, refresh=refresh)
+
+
+@dataclass(frozen=True)
+class CheckedBars:
+    """Live bars through validation, not yet written (:func:`check_live_bars`).
+
+    Attributes
+    ----------
+    good : pyarrow.Table
+        The valid bars to store, as validated rows (ingest's schema plus ``rule``/``_file``).
+    held : pyarrow.Table
+        Valid bars held for their next bar (possible spikes), schema :data:`engine.live.bars.BARS_TABLE`.
+    quarantine : pyarrow.Table
+        The rejected rows as they go to the ``quarantine`` table.
+    timeframe, source : str
+    started : float
+        ``time.perf_counter()`` when the check began (the report's ``total_ms`` counts from it).
+    """
+
+    good: pa.Table
+    held: pa.Table
+    quarantine: pa.Table
+    timeframe: str
+    source: str
+    started: float
+
+    @property
+    def ready(self) -> pa.Table:
+        """The bars that will be stored and traded on, schema :data:`engine.live.bars.BARS_TABLE`, in the
+        order of :attr:`AppendReport.stored`."""
+        return _as_bars(self.good).sort_by([("ts", "ascending"), ("symbol", "ascending"), ("contract", "ascending")])
+
+
+def check_live_bars(wh: Warehouse, bars: pa.Table, *, timeframe: str = "1m", source: str = "ib:realtime",
+                    context: int = 32, hold_suspects: bool = True) -> CheckedBars:
+    """The validation half of :func:`append_bars` (no lock, nothing written); same parameters."""
     started = time.perf_counter()
     if timeframe not in LIVE_TIMEFRAMES:
         raise ValueError(f"live bars are stored as {' or '.join(LIVE_TIMEFRAMES)}, not {timeframe!r}")
     missing = set(BARS_TABLE.names) - set(bars.column_names)
     if missing:
         raise ValueError(f"bars lack column(s) {', '.join(sorted(missing))}")
-    empty = BARS_TABLE.empty_table()
     if bars.num_rows == 0:
-        return AppendReport(empty, schemas.QUARANTINE.empty_table(), empty)
+        return CheckedBars(BARS_TABLE.empty_table(), BARS_TABLE.empty_table(), schemas.QUARANTINE.empty_table(),
+                           timeframe, source, started)
     bars = bars.select(BARS_TABLE.names).cast(BARS_TABLE)
     stored = _context(wh.root, timeframe, bars, context)
     raw = _raw_rows(bars, stored, source)
@@ -151,8 +194,17 @@ def append_bars(
     held_mask = _suspects(checked, good) if hold_suspects else np.zeros(good.num_rows, bool)
     held = good.filter(pa.array(held_mask))
     good = good.filter(pa.array(~held_mask))
-    quarantine = quarantine_rows(bad, "bars", timeframe)
+    return CheckedBars(good, _as_bars(held), quarantine_rows(bad, "bars", timeframe), timeframe, source, started)
 
+
+def write_checked(wh: Warehouse, checked: CheckedBars, *, lock_timeout: float | None = None,
+                  refresh: bool = True) -> AppendReport:
+    """The write half of :func:`append_bars`: the good bars and the quarantine, atomically, under the
+    warehouse write lock (held only for the read-merge-write of the touched files)."""
+    timeframe, good, quarantine = checked.timeframe, checked.good, checked.quarantine
+    if good.num_rows == 0 and quarantine.num_rows == 0:  # nothing to write (none given, or all held)
+        return AppendReport(checked.ready, quarantine, checked.held,
+                            total_ms=(time.perf_counter() - checked.started) * 1000.0)
     files: list[Path] = []
     # The views expand their globs per query, so a new day file shows at once; only a view registered while
     # its table had no file at all (an empty stand-in) must be registered again.
@@ -165,7 +217,7 @@ def append_bars(
         stamps = _CONTEXT.stamps(wh.root, timeframe, stored_bars)  # the files as this append found them
         batch = StagedWrites()
         with batch:
-            for target, rows, also in _targets(wh.root, timeframe, good, source):
+            for target, rows, also in _targets(wh.root, timeframe, good, checked.source):
                 stale |= not any((wh.root / "bars" / f"timeframe={timeframe}").glob("*/*/*.parquet"))
                 with _connection() as con:
                     result: MergeResult = merge_partition(batch, target, rows, None, also=also, con=con)
@@ -182,10 +234,9 @@ def append_bars(
     if refresh and stale:
         wh.refresh()
     return AppendReport(
-        stored=_as_bars(good).sort_by([("ts", "ascending"), ("symbol", "ascending"), ("contract", "ascending")]),
-        quarantined=quarantine, held=_as_bars(held), rows_loaded=loaded, rows_unchanged=unchanged, files=files,
-        views_stale=stale and not refresh,
-        total_ms=(time.perf_counter() - started) * 1000.0, locked_ms=locked,
+        stored=checked.ready, quarantined=quarantine, held=checked.held, rows_loaded=loaded,
+        rows_unchanged=unchanged, files=files, views_stale=stale and not refresh,
+        total_ms=(time.perf_counter() - checked.started) * 1000.0, locked_ms=locked,
     )
 
 

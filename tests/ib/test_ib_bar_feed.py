@@ -8,6 +8,7 @@ the middle of a minute neither loses nor repeats a bar.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -50,6 +51,22 @@ async def connected(sim: GatewaySim, **kw) -> IBExecutionHandler:
     handler = IBExecutionHandler("run1", "live", {"MES": "202603"}, port=sim.port, client_id=12, **kw)
     await handler.connect()
     return handler
+
+
+@contextlib.asynccontextmanager
+async def warmed_feed(wh, now: list):  # noqa: ANN001, ANN201
+    """A simulator with ten MESH6 minutes before 15:00 UTC, a connected handler and its feed warmed up over
+    them (on the clock ``now[0]``): yields (sim, feed, warm-up report); disconnects at the end."""
+    async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+        for k in range(-10, 0):
+            sim.push_bar("MESH6", *minute(k), as_5s=True)
+        handler = await connected(sim)
+        try:
+            feed = IBBarFeed.for_handler(handler, wh, clock=lambda: now[0], pacer=no_wait(), tick_s=3600)
+            report = await feed.warm_up(now=CLOCK)
+            yield sim, feed, report
+        finally:
+            handler.disconnect()
 
 
 def test_history_chunks_stay_within_ibs_durations() -> None:
@@ -124,35 +141,27 @@ def test_warm_up_fetches_only_the_gap_and_then_nothing(ib_log, wh) -> None:
 def test_real_time_bars_become_stored_minutes_and_a_bad_tick_is_quarantined(ib_log, wh) -> None:
     async def body() -> None:
         now = [CLOCK]
-        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            for k in range(-10, 0):
-                sim.push_bar("MESH6", *minute(k), as_5s=True)
-            handler = await connected(sim)
-            try:
-                feed = IBBarFeed.for_handler(handler, wh, clock=lambda: now[0], pacer=no_wait(), tick_s=3600)
-                report = await feed.warm_up(now=CLOCK)
-                assert report.bars_stored == 10 and report.requests == 3  # three days of lookback, 1 D each
-                await feed.start()
-                await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
-                bad = list(minute(2))
-                bad[1:5] = [p * 10 for p in bad[1:5]]  # prices at ten times the scale
-                for k in range(5):
-                    sim.push_bar("MESH6", *(bad if k == 2 else minute(k)), as_5s=True)
-                await until(lambda: feed.aggregator.last_seen("MES", "MESH6") == CLOCK + timedelta(minutes=4, seconds=55),
-                            what="the 5-second bars of 15:04")
-                now[0] = CLOCK + timedelta(minutes=5, seconds=3)
-                feed.tick()  # the clock closes 15:04
-                await until(lambda: feed.bars.qsize() == 4, what="four final bars")
-                got = [feed.bars.get_nowait() for _ in range(4)]
-                expected = [minute(k) for k in (0, 1, 3, 4)]
-                assert as_rows(got) == expected
-                assert [b.end for b in got] == [b.ts + timedelta(minutes=1) for b in got]
-                assert [(q["ts"], q["rule"]) for q in feed.quarantined] == [(CLOCK + timedelta(minutes=2), "bad_tick_scale")]
-                assert stored_minutes(wh, "AND ts >= TIMESTAMPTZ '2026-03-02 15:00:00+00'") == expected
-                assert wh.sql("SELECT rule FROM quarantine")["rule"].to_pylist() == ["bad_tick_scale"]
-                await feed.stop()
-            finally:
-                handler.disconnect()
+        async with warmed_feed(wh, now) as (sim, feed, report):
+            assert report.bars_stored == 10 and report.requests == 3  # three days of lookback, 1 D each
+            await feed.start()
+            await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
+            bad = list(minute(2))
+            bad[1:5] = [p * 10 for p in bad[1:5]]  # prices at ten times the scale
+            for k in range(5):
+                sim.push_bar("MESH6", *(bad if k == 2 else minute(k)), as_5s=True)
+            await until(lambda: feed.aggregator.last_seen("MES", "MESH6") == CLOCK + timedelta(minutes=4, seconds=55),
+                        what="the 5-second bars of 15:04")
+            now[0] = CLOCK + timedelta(minutes=5, seconds=3)
+            feed.tick()  # the clock closes 15:04
+            await until(lambda: feed.bars.qsize() == 4, what="four final bars")
+            got = [feed.bars.get_nowait() for _ in range(4)]
+            expected = [minute(k) for k in (0, 1, 3, 4)]
+            assert as_rows(got) == expected
+            assert [b.end for b in got] == [b.ts + timedelta(minutes=1) for b in got]
+            assert [(q["ts"], q["rule"]) for q in feed.quarantined] == [(CLOCK + timedelta(minutes=2), "bad_tick_scale")]
+            assert stored_minutes(wh, "AND ts >= TIMESTAMPTZ '2026-03-02 15:00:00+00'") == expected
+            assert wh.sql("SELECT rule FROM quarantine")["rule"].to_pylist() == ["bad_tick_scale"]
+            await feed.stop()
     run(body)
 
 
@@ -195,4 +204,49 @@ def test_a_reconnect_in_the_middle_of_a_minute_loses_and_repeats_no_bar(ib_log, 
                 await feed.stop()
             finally:
                 handler.disconnect()
+    run(body)
+
+
+def test_valid_bars_are_handed_over_while_written_and_a_failed_write_is_reported(ib_log, wh, monkeypatch) -> None:
+    """``on_checked`` sees the bars that passed validation (not the bad tick), ``on_write_failed`` the ones
+    whose write then failed: those are neither stored nor handed out for trading."""
+    import engine.adapters.ib.data as data
+
+    writes = []
+
+    def failing_once(*args, **kwargs):  # noqa: ANN002, ANN003
+        writes.append(args[1].ready["ts"].to_pylist())
+        if len(writes) == 1:
+            raise OSError("disk full (injected)")
+        return data_write(*args, **kwargs)
+
+    data_write = data.write_checked
+    monkeypatch.setattr(data, "write_checked", failing_once)
+    checked: list[list] = []
+    failed: list[list] = []
+
+    async def body() -> None:
+        now = [CLOCK]
+        async with warmed_feed(wh, now) as (sim, feed, _):
+            feed.on_checked = lambda bars: checked.append(as_rows(bars))
+            feed.on_write_failed = lambda bars: failed.append(as_rows(bars))
+            await feed.start()
+            await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
+            bad = list(minute(2))
+            bad[1:5] = [p * 10 for p in bad[1:5]]
+            for k in range(4):
+                sim.push_bar("MESH6", *(bad if k == 2 else minute(k)), as_5s=True)
+                await until(lambda: feed.aggregator.last_seen("MES", "MESH6") == minute(k)[0] + timedelta(seconds=55),
+                            what=f"the 5-second bars of minute {k}")
+                now[0] = minute(k)[0] + timedelta(minutes=1, seconds=3)
+                feed.tick()  # one store per minute: the first write fails
+                await until(lambda: not feed._storing and feed._finals.empty(), what=f"minute {k} stored")
+            await until(lambda: feed.bars.qsize() == 2, what="two final bars")
+            got = [feed.bars.get_nowait() for _ in range(2)]
+            assert as_rows(got) == [minute(1), minute(3)]
+            assert failed == [[minute(0)]]
+            assert checked == [[minute(0)], [minute(1)], [minute(3)]]  # the bad tick never handed over
+            assert stored_minutes(wh, "AND ts >= TIMESTAMPTZ '2026-03-02 15:00:00+00'") == [minute(1), minute(3)]
+            assert feed.settled()
+            await feed.stop()
     run(body)

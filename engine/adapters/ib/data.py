@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -35,7 +36,8 @@ from ib_async import IB, Contract
 
 from engine.adapters.ib.subscriptions import RENEW_ON, Subscription, Subscriptions
 from engine.live.bars import SOURCE_SECONDS, Bar, BarAggregator, FinalBar, bars_table, timeframe_seconds
-from engine.live.store import LIVE_TIMEFRAMES, AppendReport, append_bars, last_stored_ts
+from engine.live.store import (LIVE_TIMEFRAMES, AppendReport, append_bars, check_live_bars, last_stored_ts,
+                               write_checked)
 from warehouse.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -316,6 +318,12 @@ class IBBarFeed:
     pacer : HistoryPacer, optional
     on_bar : callable, optional
         Called with each stored final bar (after it is in the warehouse).
+    on_checked : callable, optional
+        Called with the final bars that passed validation (a list of :class:`FinalBar`, in time order) while
+        they are being written, in the event loop's thread: the live session computes their features
+        meanwhile. They reach :attr:`bars` once stored; if the write fails, ``on_write_failed`` is called
+        with the same list (they are then not traded).
+    on_write_failed : callable, optional
 
     Attributes
     ----------
@@ -331,7 +339,9 @@ class IBBarFeed:
                  contracts: Mapping[str, Contract] | Iterable[tuple[str, Contract]], *,
                  timeframe: str = "1m", clock: Callable[[], datetime] = _utcnow,
                  grace: timedelta = timedelta(seconds=2), tick_s: float = 1.0, pacer: HistoryPacer | None = None,
-                 on_bar: Callable[[FinalBar], None] | None = None, use_rth: bool = False) -> None:
+                 on_bar: Callable[[FinalBar], None] | None = None, use_rth: bool = False,
+                 on_checked: Callable[[list[FinalBar]], None] | None = None,
+                 on_write_failed: Callable[[list[FinalBar]], None] | None = None) -> None:
         if timeframe not in LIVE_TIMEFRAMES:
             raise ValueError(f"the feed stores {' or '.join(LIVE_TIMEFRAMES)} bars, not {timeframe!r}")
         self.ib = ib
@@ -344,6 +354,8 @@ class IBBarFeed:
         self.tick_s = tick_s
         self.pacer = pacer or HistoryPacer()
         self.on_bar = on_bar
+        self.on_checked = on_checked
+        self.on_write_failed = on_write_failed
         self.use_rth = use_rth
         self.aggregator = BarAggregator(timeframe, grace=grace)
         self.bars: asyncio.Queue[FinalBar] = asyncio.Queue()
@@ -486,19 +498,36 @@ class IBBarFeed:
         return (self._buffer is None and not self._storing and self._finals.empty() and self.bars.empty()
                 and all(self.aggregator.pending(root, c.localSymbol) is None for root, c in self.contracts))
 
+    def settled(self) -> bool:
+        """No final bar being validated or written, and none stored and not yet taken from :attr:`bars` (bars
+        may be in progress): the session's features are those of every bar handed over
+        (:attr:`on_checked` runs while a bar is written)."""
+        return not self._storing and self._finals.empty() and self.bars.empty()
+
     async def _store(self, finals: list[FinalBar]) -> None:
         table = bars_table(finals)
         if self._held is not None:
             table = pa.concat_tables([self._held, table])
         for bar in finals:
             self._waiting[(bar.contract, bar.ts)] = bar
+        ready: list[FinalBar] = []
         try:
-            # in a worker thread: waiting for the write lock (another command writing) never blocks IB's events
-            report = await asyncio.to_thread(append_bars, self.wh, table, timeframe=self.timeframe, refresh=False)
+            # in worker threads: waiting for the write lock (another command writing) never blocks IB's events
+            checked = await asyncio.to_thread(check_live_bars, self.wh, table, timeframe=self.timeframe)
+            # the write starts now; the valid bars are handed over meanwhile (their features overlap the write;
+            # the callback keeps its own errors, see LiveSession.before_stored)
+            write = asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(write_checked, self.wh, checked, refresh=False))
+            ready = self._ready(checked.ready)
+            if ready and self.on_checked is not None:
+                self.on_checked(ready)
+            report = await write
         except Exception:
             log.exception("storing %d live bar(s) failed; they are not traded", len(finals))
             for bar in finals:
                 self._waiting.pop((bar.contract, bar.ts), None)
+            if ready and self.on_write_failed is not None:
+                self.on_write_failed(ready)
             return
         self.appends.append(report)
         if report.views_stale:  # here, in the loop's thread: the connection is not shared with the worker
@@ -515,6 +544,11 @@ class IBBarFeed:
             self.bars.put_nowait(bar)
             if self.on_bar is not None:
                 self.on_bar(bar)
+
+    def _ready(self, stored: pa.Table) -> list[FinalBar]:
+        """The live final bars among ``stored`` (a warm-up bar held back and stored now is history), in its order."""
+        found = (self._waiting.get(key) for key in zip(stored["contract"].to_pylist(), stored["ts"].to_pylist()))
+        return [bar for bar in found if bar is not None]
 
     # -- reconnects -------------------------------------------------------------------------------
     def on_restored(self, reason: str) -> None:
