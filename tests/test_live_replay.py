@@ -76,7 +76,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     session = asyncio.run(asyncio.wait_for(replay_paper(
         wh, FeatureBand(**params), query, config, bars, run_id="live-test-1", on_bar=fail_one_write,
-        settings=LiveSettings(bar_wait_s=0.0, roots=["ES"])), 240))
+        settings=LiveSettings(bar_wait_s=0.0, roots=["ES"], feature_trim_every=15)), 240))
     assert len(failed_write) == 1
     live_features = session.rows.live_features()
     build_features(wh, "1m")  # the batch build over the same stored bars (the replayed ones included)
@@ -97,8 +97,9 @@ def test_every_replayed_bar_is_stored_and_decided_in_order(replayed: dict) -> No
 
 def test_live_features_equal_the_batch_build_for_every_bar(replayed: dict) -> None:
     """Every bar's features were computed while it was being written (and one bar featured before a write
-    reported failed, whose features were then reloaded, changes nothing)."""
+    reported failed, whose features were then reloaded, changes nothing; nor do the trims between bars)."""
     assert replayed["session"].featured_early == BARS + len(replayed["failed_write"])
+    assert replayed["session"].feature_trims >= 2  # tails cut back between bars (every 15 bars here)
     live = replayed["features"].to_pandas()
     batch = replayed["wh"].sql(
         "SELECT * FROM features_1m WHERE symbol = 'ES' AND ts >= $first ORDER BY ts",

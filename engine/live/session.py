@@ -83,6 +83,9 @@ class LiveSettings(BaseModel):
         Feature families computed side by side per bar (:class:`~warehouse.features.live.LiveFeatures`
         ``workers``): 2 on a 2-core machine halves the features' time when the machine is otherwise idle
         (297 vs 557 ms median, ``bench/bench_features_live.py``); 1 when other work keeps the cores busy.
+    feature_trim_every : int, optional
+        Bars per root after which the features' in-memory tails are cut back to their bound (~1 s, done after
+        a decision, never between a bar's close and its orders); default one trading day of the timeframe.
     auto_roll : bool
         Roll a held position when the query's rows name a new front contract (two market orders through the
         broker, see :meth:`engine.kernel.TradingKernel._send_roll`), also a resumed position left in the old
@@ -107,6 +110,7 @@ class LiveSettings(BaseModel):
     gc_every: int = Field(default=60, ge=1)
     features: bool = True
     feature_workers: int = Field(default=2, ge=1, le=8)
+    feature_trim_every: int | None = Field(default=None, ge=1)
     auto_roll: bool = True
     roll_timeout_s: float = Field(default=120.0, gt=0)
     roll_maintenance: bool = True
@@ -213,6 +217,8 @@ class LiveSession:
         self._maintaining = False
         #: bars whose features were computed while they were being written (:meth:`before_stored`)
         self.featured_early = 0
+        #: times the features' tails were cut back (between bars)
+        self.feature_trims = 0
         #: the collector's full passes run between bars, not between a bar's close and its orders
         self.gc = GcPolicy(settings.gc_every)
         self._last_decided: datetime | None = None
@@ -292,7 +298,8 @@ class LiveSession:
         if self.settings.features and f"features_{self.timeframe}" in self.query and self.features is None:
             if self._last_decided is not None:
                 self._catch_up_features()
-            self.features = LiveFeatures(self.wh, self.timeframe, self.roots, workers=self.settings.feature_workers)
+            self.features = LiveFeatures(self.wh, self.timeframe, self.roots, workers=self.settings.feature_workers,
+                                         trim_every=self.settings.feature_trim_every)
         if not self._started:
             self.strategy.on_start()
             self._started = True
@@ -387,6 +394,10 @@ class LiveSession:
                     self.add(bars.get_nowait())
             for _ in range(self.decide_due()):
                 self.gc.after_bar()
+            if self.features is not None and not self._pending and self.features.trim_due():
+                # once a trading day (~1 s): after a decision, not between a bar's close and its orders
+                self.features.trim()
+                self.feature_trims += 1
             if self.kernel.rolling:  # a refused leg halts at once, not at the next bar
                 self.check_rolls(timeouts=False)
             if self.operator is not None:
@@ -505,7 +516,7 @@ class LiveSession:
             self._featured.discard((bar.contract, bar.ts))
         if todo:
             self.rows.add_features(self.features.append(
-                bars_table(todo).sort_by([("symbol", "ascending"), ("ts", "ascending")])))
+                bars_table(todo).sort_by([("symbol", "ascending"), ("ts", "ascending")]), trim=False))
 
     def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0,
                      featured_from: float = 0.0) -> None:

@@ -195,13 +195,15 @@ class LiveFeatures:
         self.reload()
 
     # -- public ------------------------------------------------------------------------------------------------
-    def append(self, bars: pa.Table, check_rolls: bool = True) -> pa.Table:
+    def append(self, bars: pa.Table, check_rolls: bool = True, trim: bool = True) -> pa.Table:
         """Features of the final new ``bars`` (symbol, ts, open, high, low, close, volume; one or more per root,
         in ts order, already appended to the warehouse): an Arrow table with exactly the columns and types of
         the ``features_<tf>`` view, one row per bar, sorted by (symbol, ts).
 
         ``check_rolls`` (default True): first reload the roots whose front-contract segments changed (module
-        docstring); pass False when the caller reloads after rolls itself.
+        docstring); pass False when the caller reloads after rolls itself. ``trim`` (default True): cut the tails
+        back when they grew by ``trim_every`` rows (:meth:`trim`, ~1 s); False leaves it to the caller, who
+        calls :meth:`trim` when :meth:`trim_due` says so, off the bar's path (the live loop: after a decision).
 
         Raises
         ------
@@ -241,9 +243,13 @@ class LiveFeatures:
         out = side_by_side(parts)
         if out.num_rows != bars.num_rows:
             raise AssertionError(f"live features: {out.num_rows} rows for {bars.num_rows} new bars")
-        if any(tail.grown >= self._trim_every for tail in self._tails):
+        if trim and self.trim_due():
             self.trim()
         return out
+
+    def trim_due(self) -> bool:
+        """Whether a tail grew by ``trim_every`` rows since its last :meth:`trim`."""
+        return any(tail.grown >= self._trim_every for tail in self._tails)
 
     def reload(self, roots: Sequence[str] | None = None, before: dict[str, dt.datetime] | None = None) -> None:
         """Load (again) the tails and carried state of ``roots`` (default: all) from the warehouse: after a roll
