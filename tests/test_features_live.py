@@ -244,6 +244,13 @@ def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
     assert [s.name for s in seeded.features] == [s.name for s in registry.features]
 
 
+#: The families carrying their recursive filters' state, and those carrying their session state (always seeded:
+#: a NULL session state is a state).
+FILTERED = ("features/01_price_action.sql", "features/03_volatility.sql")
+SESSIONED = ("features/04_structure.sql",)
+SEEDED = FILTERED + SESSIONED
+
+
 def _tail_rows(live: LiveFeatures) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for tail in live._tails:
@@ -262,25 +269,21 @@ def test_the_filter_families_carry_state_and_read_short_tails(synthetic):
     volatility continue their filters from seeds, reading their windows' look-back (240 / 259 rows before the next
     bar, plus at most the 20 rows appended between trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031)."""
     live = synthetic["live"]
-    assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES", "CL"},
-                                   "features/03_volatility.sql": {"ES", "CL"}}
+    assert _seeded_roots(live) == {name: {"ES", "CL"} for name in SEEDED}
     rows = _tail_rows(live)
     for root in ("ES", "CL"):
         assert 241 <= rows["features/01_price_action.sql"][root] <= 241 + 20
         assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
 
 
-SEEDED = ("features/01_price_action.sql", "features/03_volatility.sql")
-
-
 def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
                         timeframe: str = "1m", trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
     """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the filter families seeded for the
-    roots ``seeded``), then the bars from ``cut`` on ingested."""
+    roots ``seeded``, the session families for every root), then the bars from ``cut`` on ingested."""
     wh = Warehouse(tmp_path / "wh")
     _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
     live = LiveFeatures(wh, timeframe, ["ES"], trim_every=trim_every)
-    assert _seeded_roots(live) == {name: seeded for name in SEEDED}
+    assert _seeded_roots(live) == {**{name: seeded for name in FILTERED}, **{name: {"ES"} for name in SESSIONED}}
     _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
     return wh, live
 

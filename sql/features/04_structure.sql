@@ -74,6 +74,20 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
     they come from (first open, first RTH row and its open).
 -#}
 {% import 'macros.sql' as m %}
+{#- Carried session state (the live path, warehouse/features/live.py; only with `session_seeds`, left undefined the
+    render is the full build's). The tail may then start anywhere in a session, and the source has a column
+    seed_<name> per name of SSTATES, constant per symbol: the state of the session features just before the tail's
+    first row F, whose session (sid s0) is the tail's first (s_rn = 0):
+    sess_open, sess_hi, sess_lo, sess_rth_open, sess_rth_close: s0's first open, max h, min l, first RTH open and
+    last RTH close over s0's rows before F (all NULL when F is s0's first row; the RTH ones when no RTH row of s0
+    precedes F); sess_p_high, sess_p_low, sess_p_close: the whole session s0 - 1; sess_p_rth_close: the last RTH
+    close of the latest session before s0 with RTH rows. All are the full build's own values (extrema, first and
+    last prices), so the continued sessions equal it bit for bit. With `filter_states` the family also outputs
+    __state__<name>: the state a tail whose first row is this row needs (read at a load and a trim only). -#}
+{%- set sseeded = session_seeds is defined and session_seeds %}
+{%- set with_states = sseeded and filter_states is defined and filter_states %}
+{%- set SSTATES = ['sess_open', 'sess_hi', 'sess_lo', 'sess_rth_open', 'sess_rth_close', 'sess_p_high', 'sess_p_low',
+                   'sess_p_close', 'sess_p_rth_close'] %}
 {#- WILDER_14 block constants (same method and block length as _filters.sql). -#}
 {%- set lam = -ln(13.0 / 14.0) %}
 {%- set L = (40.0 / lam) | round(0, 'floor') | int %}
@@ -109,6 +123,9 @@ sess AS (
         arg_min(o, ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_open_{{ loop.index0 }},
         arg_max(c, ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_close_{{ loop.index0 }}
         {%- endfor %}
+        {%- if sseeded %},
+        min(ts) AS s_ts{% for name in SSTATES %}, any_value(seed_{{ name }}) AS seed_{{ name }}{% endfor %}
+        {%- endif %}
     FROM {{ source }}
     GROUP BY symbol, sid
 ),
@@ -121,16 +138,54 @@ sess_rth AS (
             {%- endfor %}
         END AS {{ col }}{{ ',' if not loop.last }}
         {%- endfor %}
+        {%- if sseeded %},
+        s_ts{% for name in SSTATES %}, seed_{{ name }}{% endfor %}
+        {%- endif %}
     FROM sess
 ),
+{%- if sseeded %}
+-- The tail's first session (s_rn = 0) continues the carried state of its rows before the tail (rth_ts: the RTH
+-- session began before the tail, so every tail row of it is at or after it). c_* are the carried parts the rows
+-- need; the states of a later row are its running values (the final SELECT).
+sess_c AS (
+    SELECT symbol, sid, s_rn,
+        CASE WHEN s_rn = 0 AND seed_sess_open IS NOT NULL THEN seed_sess_open ELSE s_open END AS s_open,
+        CASE WHEN s_rn = 0 THEN greatest(s_high, seed_sess_hi) ELSE s_high END AS s_high,
+        CASE WHEN s_rn = 0 THEN least(s_low, seed_sess_lo) ELSE s_low END AS s_low,
+        s_close,
+        s_rn = 0 AND seed_sess_rth_open IS NOT NULL AS rth_carried,
+        CASE WHEN s_rn = 0 AND seed_sess_rth_open IS NOT NULL THEN s_ts ELSE rth_ts END AS rth_ts,
+        CASE WHEN s_rn = 0 AND seed_sess_rth_open IS NOT NULL THEN seed_sess_rth_open ELSE rth_open END AS rth_open,
+        CASE WHEN s_rn = 0 THEN coalesce(rth_close, seed_sess_rth_close) ELSE rth_close END AS rth_close,
+        s_rn = 0 AND seed_sess_open IS NOT NULL AS s_cont,
+        CASE WHEN s_rn = 0 THEN seed_sess_hi END AS c_hi,
+        CASE WHEN s_rn = 0 THEN seed_sess_lo END AS c_lo,
+        CASE WHEN s_rn = 0 THEN seed_sess_rth_close END AS c_rth_close,
+        seed_sess_p_high, seed_sess_p_low, seed_sess_p_close, seed_sess_p_rth_close
+    FROM sess_rth
+),
+{%- endif %}
 sessx AS (
     SELECT cur.symbol, cur.sid, cur.s_rn, cur.s_open, cur.rth_ts, cur.rth_open,
+{%- if sseeded %}
+        -- the session before the tail's first one is the carried one
+        CASE WHEN cur.s_rn = 0 THEN cur.seed_sess_p_high ELSE prev.s_high END AS p_high,
+        CASE WHEN cur.s_rn = 0 THEN cur.seed_sess_p_low ELSE prev.s_low END AS p_low,
+        CASE WHEN cur.s_rn = 0 THEN cur.seed_sess_p_close ELSE prev.s_close END AS p_close,
+        cur.rth_carried, cur.s_cont, cur.c_rth_close,
+        -- the latest earlier session with RTH rows, in the tail or else the carried one
+        coalesce(arg_max(cur.rth_close, CASE WHEN cur.rth_close IS NOT NULL THEN cur.sid END) OVER (PARTITION BY cur.symbol
+            ORDER BY cur.sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), cur.seed_sess_p_rth_close) AS p_rth_close
+    FROM sess_c AS cur
+    LEFT JOIN sess_c AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
+{%- else %}
         prev.s_high AS p_high, prev.s_low AS p_low, prev.s_close AS p_close,
         -- the latest earlier session with RTH rows, which need not be sid - 1
         arg_max(cur.rth_close, CASE WHEN cur.rth_close IS NOT NULL THEN cur.sid END) OVER (PARTITION BY cur.symbol
             ORDER BY cur.sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS p_rth_close
     FROM sess_rth AS cur
     LEFT JOIN sess_rth AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
+{%- endif %}
 ),
 -- +DI, -DI and ADX run in a narrow chain of their own (h, l, TR), joined to the wide chain at the end.
 -- Level 1 of the DMI chain: h[t-1], l[t-1] and the Wilder weights of +DM, -DM and TR (index rn - 1, folded seed).
@@ -280,12 +335,20 @@ x AS (
         sum(r * r1) OVER w60 AS srr,
         sum(lr5 * lr5) OVER w120 AS q2,
         regr_slope(lnc, rn) OVER w60 AS slope60, var_samp(lnc) OVER w60 AS var60,
+{%- if sseeded %}
+        -- the session so far, continued from the carried extrema in the tail's first session
+        greatest(max(h) OVER ws, c_hi) AS s_hi, least(min(l) OVER ws, c_lo) AS s_lo,
+        {%- if with_states %}
+        s_rn, c_hi, c_lo,
+        {%- endif %}
+{%- else %}
         max(h) OVER ws AS s_hi, min(l) OVER ws AS s_lo,
+{%- endif %}
         -- integer window sums are HUGEINT in DuckDB: cast at once
         CAST(sum(pk59) OVER w59 AS INTEGER) AS n59,
         CAST(sum(pk119) OVER w119 AS INTEGER) AS n119
     FROM x0p
-    LEFT JOIN (SELECT symbol, sid, s_rn FROM sess) USING (symbol, sid)
+    LEFT JOIN (SELECT symbol, sid, s_rn{{ ', c_hi, c_lo FROM sess_c' if sseeded else ' FROM sess' }}) USING (symbol, sid)
     WINDOW w AS (PARTITION BY symbol ORDER BY ts), w59 AS ({{ rows(59) }}),
         w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
         -- the session so far, as a row frame of the same sort
@@ -323,8 +386,17 @@ xm AS (
             {{ lnq('c60', 'c61') }} AS r60
         FROM x
     )
-    LEFT JOIN (SELECT symbol, sid, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close FROM sessx) USING (symbol, sid)
+    LEFT JOIN (SELECT symbol, sid, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close{{ ', rth_carried, s_cont, c_rth_close' if with_states }} FROM sessx) USING (symbol, sid)
+){%- if with_states %},
+-- The last RTH close of the row's session before the row (the states only).
+sst AS (
+    SELECT symbol, ts,
+        last_value(CASE WHEN minute_of_day >= {{ m.rth_open('symbol', rth, rth_default) }}
+            AND minute_of_day < {{ m.rth_close('symbol', rth, rth_default) }} THEN c END IGNORE NULLS)
+            OVER (PARTITION BY symbol, sid ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rth_close_before
+    FROM {{ source }}
 )
+{%- endif %}
 SELECT
     xm.symbol,
     xm.ts,
@@ -364,5 +436,21 @@ SELECT
     CASE WHEN sid >= 2 AND xm.ts >= rth_ts THEN {{ lnq('rth_open', 'p_rth_close') }} END AS overnight_gap,
     CASE WHEN sid >= 1 THEN {{ lnq('c', 's_open') }} END AS dist_session_open,
     CASE WHEN sid >= 1 THEN (c - s_lo) / NULLIF(s_hi - s_lo, 0) END AS session_range_pos
+{%- if with_states %},
+    -- The session state before this row: its session's values over the rows before it (the running extrema of the
+    -- row before; the carried ones at the tail's first row) and the earlier sessions' values.
+    CASE WHEN rn > s_rn OR s_cont THEN s_open END AS __state__sess_open,
+    CASE WHEN rn > s_rn THEN lag(s_hi) OVER (PARTITION BY xm.symbol ORDER BY xm.ts) ELSE c_hi END AS __state__sess_hi,
+    CASE WHEN rn > s_rn THEN lag(s_lo) OVER (PARTITION BY xm.symbol ORDER BY xm.ts) ELSE c_lo END AS __state__sess_lo,
+    CASE WHEN xm.ts > rth_ts OR rth_carried THEN rth_open END AS __state__sess_rth_open,
+    coalesce(sst.rth_close_before, c_rth_close) AS __state__sess_rth_close,
+    p_high AS __state__sess_p_high,
+    p_low AS __state__sess_p_low,
+    p_close AS __state__sess_p_close,
+    p_rth_close AS __state__sess_p_rth_close
+{%- endif %}
 FROM xm
 LEFT JOIN adx USING (symbol, ts)
+{%- if with_states %}
+LEFT JOIN sst USING (symbol, ts)
+{%- endif %}

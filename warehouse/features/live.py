@@ -82,6 +82,9 @@ TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
 CARRIED_SESSIONS = 21
 #: Earlier rows carried per minute of day.
 CARRIED_TOD = 20
+#: Prefix of the carried session states (``session_seeds``): unlike a filter state, NULL is a state (no earlier
+#: session, no RTH row yet, the first row of its session).
+SESSION_STATE_PREFIX = "sess_"
 
 
 @dataclass
@@ -104,17 +107,19 @@ class _Tail:
     exact: dict = field(default_factory=dict)
 
 
-def live_needs(family: Family, carried_state: bool = False) -> TailNeeds:
+def live_needs(family: Family, carried_state: bool = False, carried_sessions: bool = False) -> TailNeeds:
     """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
     feature, with :data:`CARRIED` in place of the carried features' own needs, and k - 1 sessions before T's
     for a ``Dk`` feature (the session offset keeps its rule; at least 1, which makes the tail start at a session
     open: T's session is read from its open). ``carried_state``: the family's recursive filters continue from
-    seeds (no warm-up rows)."""
+    seeds (no warm-up rows). ``carried_sessions``: its session features continue from carried session state
+    (``session_seeds``), so they need no session at all, only their window part (``max(D1,14)``: 14 rows)."""
     needs = TailNeeds(0)
     for spec in family.specs:
         one = CARRIED.get(spec.name) or feature_needs(spec, carried_state)
         if one.sessions:
-            one = replace(one, sessions=max(one.sessions - 1, 1))
+            one = (replace(one, sessions=0, rth=False) if carried_sessions
+                   else replace(one, sessions=max(one.sessions - 1, 1)))
         needs = needs.merge(one)
     return needs
 
@@ -150,7 +155,8 @@ class LiveFeatures:
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
         # Reading the recursive filters' seeds; and, for a load and a trim, also outputting their states.
-        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE, "filter_seeds": True}
+        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE, "filter_seeds": True,
+                  "session_seeds": True}
         self._live_registry = build_registry(**params)
         stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
@@ -169,7 +175,9 @@ class LiveFeatures:
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
             if stated[index].states:
                 tail.stated = stated[index]
-                tail.short = live_needs(family, carried_state=True)
+                names = tail.stated.states
+                tail.short = live_needs(family, carried_state=any(not _session_state(n) for n in names),
+                                        carried_sessions=any(_session_state(n) for n in names))
                 tail.cost = tail.short.rows + 1400 * tail.short.sessions
                 tail.seeds = f"live_seeds_f{index}"
                 self._con.execute(f"CREATE TABLE {tail.seeds} (symbol VARCHAR, "
@@ -294,7 +302,7 @@ class LiveFeatures:
                                              far))
                 short = {symbol: start for symbol, start in short.items() if start >= tail.exact.get(symbol, start)}
                 seeds = {symbol: values for symbol, values in self._states_at(tail, short).items()
-                         if None not in values}
+                         if self._defined(tail, values)}
                 starts.update({symbol: short[symbol] for symbol in seeds})
             for symbol in self.roots:
                 if symbol in seeds or (tail.short is not None and self._seeded(tail, symbol)):
@@ -476,11 +484,16 @@ class LiveFeatures:
         for symbol in roots:
             tail.exact[symbol] = short[symbol]
             values = states.get(symbol)
-            if values is not None and None not in values:
+            if values is not None and self._defined(tail, values):
                 self._cut(tail, symbol, short[symbol], values)
             else:
                 fallback = fallback if fallback is not None else unseeded()
                 self._cut(tail, symbol, fallback[symbol], None)
+
+    @staticmethod
+    def _defined(tail: _Tail, values: tuple) -> bool:
+        """Every filter state is defined (a session state may be NULL: it is a state, not a missing warm-up)."""
+        return all(v is not None or _session_state(name) for name, v in zip(tail.stated.states, values))
 
     def _states_at(self, tail: _Tail, rows: dict[str, dt.datetime]) -> dict[str, tuple]:
         """The family's filter states (``__state__`` columns, in ``stated.states`` order) at one row per root."""
@@ -570,6 +583,10 @@ class LiveFeatures:
         finally:
             con.unregister("_live_tod")
             con.unregister("_live_sessions")
+
+
+def _session_state(name: str) -> bool:
+    return name.startswith(SESSION_STATE_PREFIX)
 
 
 def _dates_before(bars: str) -> str:
