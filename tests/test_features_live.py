@@ -247,7 +247,7 @@ def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
 #: The families carrying their recursive filters' state, and those carrying their session state (always seeded:
 #: a NULL session state is a state).
 FILTERED = ("features/01_price_action.sql", "features/03_volatility.sql")
-SESSIONED = ("features/04_structure.sql",)
+SESSIONED = ("features/02_volume.sql", "features/04_structure.sql")
 SEEDED = FILTERED + SESSIONED
 
 

@@ -313,7 +313,7 @@ class LiveFeatures:
                     tail.exact[symbol] = max(tail.exact.get(symbol, found[symbol]), self._last[symbol])
                 starts.update(found)
             if tail is self._volume:
-                self._carry(tail.table, starts)
+                self._carry(tail, starts)
             for symbol, start in starts.items():
                 self._cut(tail, symbol, start, seeds.get(symbol) if tail.short is not None else False)
                 if symbol in seeds:
@@ -440,6 +440,9 @@ class LiveFeatures:
                     found.update(tail_starts(con, "live_window", self.timeframe, needs, [symbol], since[symbol], [None]))
             return found
 
+        # The minute-of-day rows of the last append were before the volume tail's old start; the reloaded table may
+        # start earlier and hold them too (a row twice in the states run below): none are needed until the next append.
+        con.execute(f"DELETE FROM {TOD_STATE}")
         shorts: list[dict[str, dt.datetime] | None] = []
         starts: list[dict[str, dt.datetime]] = []
         for tail in self._tails:
@@ -529,22 +532,31 @@ class LiveFeatures:
         return self._con.execute(f"SELECT min(ts) FROM {tail.table} WHERE symbol = $s", {"s": symbol}).fetchone()[0]
 
     def _load_carried(self, source: duckdb.DuckDBPyConnection, starts: dict[str, dt.datetime]) -> None:
-        """The volume family's carried state from the whole history before each root's volume tail."""
+        """The volume family's carried state from the whole history before each root's volume tail: the rows per
+        minute of day, and the totals of the complete sessions before the tail's first one (the part of that one
+        before the tail is its seed ``sess_v``)."""
         for symbol, start in starts.items():
-            history = f"(SELECT * FROM feature_source WHERE symbol = '{_literal(symbol)}' AND ts < '{start.isoformat()}')"
-            state = self._carried_query(history)
+            rows = f"SELECT * FROM feature_source WHERE symbol = '{_literal(symbol)}'"
+            history = f"({rows} AND ts < '{start.isoformat()}')"
+            literal = f"TIMESTAMPTZ '{start.isoformat()}'"
+            whole = f"({_before_session(rows, 'ts', literal)})"
+            state = self._carried_query(history, whole)
             tod = source.execute(state["tod"]).to_arrow_table()
             sessions = source.execute(state["sessions"]).to_arrow_table()
             self._insert_state(tod, sessions)
 
-    def _carry(self, table: str, starts: dict[str, dt.datetime]) -> None:
-        """Move the rows cut from the volume tail (whole sessions before the new starts) into the carried state:
-        the union of the old state and the cut rows, reduced to the latest rows per minute of day / sessions."""
+    def _carry(self, tail: _Tail, starts: dict[str, dt.datetime]) -> None:
+        """Move the rows cut from the volume tail into the carried state: the union of the old state and the cut
+        rows, reduced to the latest rows per minute of day / sessions. Only the sessions completed before the new
+        start's session become totals (the first of them adds its part before the table, the current seed); the
+        cut rows of the new start's session are carried by its new seed."""
         con = self._con
         register_starts(con, "_live_cut", starts)
         try:
-            cut = (f"(SELECT b.* FROM {table} AS b JOIN _live_cut AS s ON s.symbol = b.symbol AND b.ts < s.start_ts)")
-            state = self._carried_query(cut)
+            rows = f"SELECT b.* FROM {tail.table} AS b JOIN _live_cut AS s ON s.symbol = b.symbol WHERE true"
+            cut = f"({rows} AND b.ts < s.start_ts)"
+            whole = f"({_before_session(rows, 'b.ts', 's.start_ts')})"
+            state = self._carried_query(cut, whole, tail.seeds)
             tod = con.execute(state["tod"]).to_arrow_table()
             sessions = con.execute(state["sessions"]).to_arrow_table()
         finally:
@@ -562,15 +574,25 @@ class LiveFeatures:
         con.execute("INSERT INTO live_session_totals SELECT * FROM _live_keep")
         con.execute("DROP TABLE _live_keep")
 
-    def _carried_query(self, bars: str) -> dict[str, str]:
-        """SELECTs of the carried state from the bar relation ``bars``: the latest rows per minute of day and the
-        latest session totals, with base.sql's own minute of day, trading date and v."""
-        base = render("features/base.sql", **{**template_params(self.timeframe), "source": bars})
+    def _carried_query(self, bars: str, whole: str, seeds: str = "") -> dict[str, str]:
+        """SELECTs of the carried state: the latest rows per minute of day of the bar relation ``bars`` and the
+        latest session totals of ``whole`` (its rows of complete sessions), with base.sql's own minute of day,
+        trading date and v. ``seeds``: the volume family's seed table, whose ``seed_sess_v`` (the part of the
+        table's first session before the table) is added to the earliest session of ``whole``."""
+        params = template_params(self.timeframe)
+        base = render("features/base.sql", **{**params, "source": bars})
+        sessions = render("features/base.sql", **{**params, "source": whole})
+        carried, join = "", ""
+        if seeds:
+            carried = (" + CASE WHEN b.trading_date = min(b.trading_date) OVER (PARTITION BY b.symbol) "
+                       "THEN coalesce(any_value(sd.seed_sess_v), 0) ELSE 0 END")
+            join = f" LEFT JOIN {seeds} AS sd ON sd.symbol = b.symbol"
         return {
             "tod": f"SELECT symbol, ts, minute_of_day, v FROM ({base}) "
                    f"QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= {CARRIED_TOD}",
-            "sessions": f"SELECT symbol, trading_date, sum(v) AS total FROM ({base}) GROUP BY symbol, trading_date "
-                        f"QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= {CARRIED_SESSIONS}",
+            "sessions": f"SELECT b.symbol, b.trading_date, sum(b.v){carried} AS total FROM ({sessions}) AS b{join} "
+                        "GROUP BY b.symbol, b.trading_date QUALIFY row_number() OVER "
+                        f"(PARTITION BY b.symbol ORDER BY b.trading_date DESC) <= {CARRIED_SESSIONS}",
         }
 
     def _insert_state(self, tod: pa.Table, sessions: pa.Table) -> None:
@@ -587,6 +609,13 @@ class LiveFeatures:
 
 def _session_state(name: str) -> bool:
     return name.startswith(SESSION_STATE_PREFIX)
+
+
+def _before_session(rows: str, ts: str, start: str) -> str:
+    """The SELECT ``rows`` (ending in a WHERE clause) kept to the bars at ``ts`` of an earlier trading date than
+    ``start`` (SQL expressions; base.sql's trading date)."""
+    return render_string("{% import 'macros.sql' as m %}{{ rows }} AND {{ m.trading_date(ts) }} < "
+                         "{{ m.trading_date(start) }}", rows=rows, ts=ts, start=start)
 
 
 def _dates_before(bars: str) -> str:
