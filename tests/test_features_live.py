@@ -221,9 +221,10 @@ FULL_BUILD_SQL = {"1m": "135194dd0f11eae5782490ea0c513017619b3df1dcb407a0e7cd6d7
 
 @pytest.mark.parametrize("timeframe", ["1m", "1h", "1d"])
 def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
-    """Rendered without ``filter_seeds`` (the full build, the staged build, the incremental tails) every family
-    is byte-identical to its render before the seeds existed, and names no seed or state column; with it and
-    ``filter_states``, the families with recursive filters output their states after the declared features."""
+    """Rendered without ``filter_seeds`` and ``session_seeds`` (the full build, the staged build, the incremental
+    tails) every family is byte-identical to its render before the seeds existed, and names no seed or state
+    column; with them and ``filter_states``, the families with recursive filters (01, 03) and those with session
+    features (02, 04) output their states after the declared features."""
     import hashlib
 
     from warehouse.features.registry import build_registry, staged_queries
@@ -234,13 +235,17 @@ def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
     assert hashlib.sha256(text.encode()).hexdigest() == FULL_BUILD_SQL[timeframe], (
         "the full build's rendered SQL changed: if a template was changed on purpose, pin the new hash")
     assert "seed_" not in text and "__state__" not in text
-    assert build_registry(timeframe=timeframe, filter_seeds=False).families[0].sql == registry.families[0].sql
-    assert not any(f.states for f in build_registry(timeframe=timeframe, filter_seeds=True).families)
-    seeded = build_registry(timeframe=timeframe, filter_seeds=True, filter_states=True)
+    unseeded = build_registry(timeframe=timeframe, filter_seeds=False, session_seeds=False)
+    assert [f.sql for f in unseeded.families] == [f.sql for f in registry.families]
+    assert not any(f.states for f in build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True).families)
+    seeded = build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True, filter_states=True)
     assert {f.template: f.states for f in seeded.families if f.states} == {
         "features/01_price_action.sql": ["e12", "e26", "e50", "wd2", "wa2", "wd14", "wa14", "atr", "k1", "k2", "k3",
                                          "sig"],
-        "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"]}
+        "features/02_volume.sql": ["sess_open", "sess_v", "sess_vd", "sess_vdd", "sess_tpv", "sess_sv", "sess_p_vwap"],
+        "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"],
+        "features/04_structure.sql": ["sess_open", "sess_hi", "sess_lo", "sess_rth_open", "sess_rth_close",
+                                      "sess_p_high", "sess_p_low", "sess_p_close", "sess_p_rth_close"]}
     assert [s.name for s in seeded.features] == [s.name for s in registry.features]
 
 
@@ -264,16 +269,21 @@ def _seeded_roots(live: LiveFeatures) -> dict[str, set[str]]:
             for t in live._tails if t.seeds}
 
 
-def test_the_filter_families_carry_state_and_read_short_tails(synthetic):
-    """After the appends and trims of the synthetic fixture (whose rows equal the full build): price action and
-    volatility continue their filters from seeds, reading their windows' look-back (240 / 259 rows before the next
-    bar, plus at most the 20 rows appended between trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031)."""
+def test_the_state_families_carry_state_and_read_short_tails(synthetic):
+    """After the appends and trims of the synthetic fixture (whose rows equal the full build, across a session
+    boundary with trims inside both sessions): price action and volatility continue their filters from seeds,
+    reading their windows' look-back (240 / 259 rows before the next bar, plus at most the 20 rows appended between
+    trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031); volume and structure continue their sessions from
+    carried state, reading their filters' warm-ups (WILDER_14 + 1: 555 rows; ADX's two stages: 1,109), not the
+    previous session from its open and the current one (~2,700 rows)."""
     live = synthetic["live"]
     assert _seeded_roots(live) == {name: {"ES", "CL"} for name in SEEDED}
     rows = _tail_rows(live)
     for root in ("ES", "CL"):
         assert 241 <= rows["features/01_price_action.sql"][root] <= 241 + 20
         assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
+        assert 556 <= rows["features/02_volume.sql"][root] <= 556 + 20
+        assert 1110 <= rows["features/04_structure.sql"][root] <= 1110 + 20
 
 
 def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
@@ -352,6 +362,8 @@ def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp
         _assert_rows(got, want, "[real ES, carried state] ")
         rows = _tail_rows(live)
         assert rows["features/03_volatility.sql"]["ES"] <= 260 + 15
+        assert rows["features/02_volume.sql"]["ES"] <= 556 + 15
+        assert rows["features/04_structure.sql"]["ES"] <= 1110 + 15
     finally:
         live.close()
 
@@ -373,6 +385,9 @@ def test_hourly_bars_carry_state_too(tmp_path):
         want = wh.sql("SELECT * FROM features_1h WHERE ts >= ? ORDER BY symbol, ts", [cut.to_pydatetime()]).to_pandas()
         assert len(want) == 30
         _assert_rows(got, want, "[1h, carried state] ")
-        assert _tail_rows(live)["features/03_volatility.sql"]["ES"] <= 260 + 5
+        rows = _tail_rows(live)
+        assert rows["features/03_volatility.sql"]["ES"] <= 260 + 5
+        # its filters' warm-up (555 rows back from their last active input), not its sessions
+        assert rows["features/02_volume.sql"]["ES"] < 600
     finally:
         live.close()

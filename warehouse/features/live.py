@@ -30,13 +30,28 @@ gives the first seeds. A root whose filters have no state yet at that row (a ser
 keeps the full tail without seeds, as the batch build runs it, until a trim finds every state defined. Left
 undefined, ``filter_seeds`` changes no byte of the templates' render (the full and incremental builds).
 
+Session state carried instead of whole sessions (the volume and structure families, whose session features would
+otherwise read the previous session from its open and the current one: ~2,700 rows per root at 1m). Rendered with
+``session_seeds``, the two templates read the same kind of seed row (``seed_sess_<name>``, :data:`SESSION_STATE_PREFIX`)
+and output the same kind of hidden states, for a tail that starts anywhere in a session: its first session's
+running values before the tail (first open; volume: the sums of v, s*v, v*d, v*d^2 and tp*v; structure: the
+extrema and the RTH open and last RTH close) and the earlier sessions' values its rows read (volume: the previous
+session's VWAP; structure: its high, low and close, and the latest earlier RTH close). A session state may be NULL
+(no earlier session, no RTH row yet): it is always defined, so these families are always seeded, and their tails
+hold only their windows' and filters' look-back (``live_needs(carried_sessions=True)``: 555 rows for volume, whose
+WILDER_14 ATR and EMA filters still warm up, 1,109 for structure, whose ADX chains two WILDER_14 stages). Integer
+sums (v, s*v) and the structure family's extrema and prices continue the full build's exactly; the volume
+family's price sums are continued in another order of addition than the full build's window sums (an ulp of
+their size, far inside the catalog tolerances). The carried session totals of ``session_volume_frac_20`` are the
+complete sessions before the volume tail's first session (a cut session's part before the tail is its seed).
+
 Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
 session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
 0, which is why :mod:`warehouse.features.tail` asks a ``Dk`` feature for k sessions before T's session, one more
 than its data needs. The live path adds each table's *session offset* to ``sid`` in the base query the families
 read (the number of trading dates of the series before the table's first row: the full build's sid), so the
 rules read the full build's numbers and a ``Dk`` feature needs only its data: the k - 1 sessions before T's,
-complete, and T's from its open (:func:`live_needs`).
+complete, and T's from its open (:func:`live_needs`), or, with carried session state, no session at all.
 
 Rolls and corrections. The features run on the back-adjusted (ratio) series: when a roll is added, every earlier
 price of the root is multiplied by the new roll's ratio, so the tails in memory no longer are the series the
