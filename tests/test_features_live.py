@@ -244,15 +244,15 @@ def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
                                          "sig"],
         "features/02_volume.sql": ["sess_open", "sess_v", "sess_vd", "sess_vdd", "sess_tpv", "sess_sv", "sess_p_vwap"],
         "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"],
-        "features/04_structure.sql": ["sess_open", "sess_hi", "sess_lo", "sess_rth_open", "sess_rth_close",
+        "features/04_structure.sql": ["dmp", "dmm", "dmt", "adx", "sess_open", "sess_hi", "sess_lo", "sess_rth_open", "sess_rth_close",
                                       "sess_p_high", "sess_p_low", "sess_p_close", "sess_p_rth_close"]}
     assert [s.name for s in seeded.features] == [s.name for s in registry.features]
 
 
-#: The families carrying their recursive filters' state, and those carrying their session state (always seeded:
-#: a NULL session state is a state).
-FILTERED = ("features/01_price_action.sql", "features/03_volatility.sql")
-SESSIONED = ("features/02_volume.sql", "features/04_structure.sql")
+#: The families carrying their recursive filters' state (seeded once every filter has a state; structure carries its
+#: session state too), and the one carrying only its session state (always seeded: a NULL session state is a state).
+FILTERED = ("features/01_price_action.sql", "features/03_volatility.sql", "features/04_structure.sql")
+SESSIONED = ("features/02_volume.sql",)
 SEEDED = FILTERED + SESSIONED
 
 
@@ -274,8 +274,9 @@ def test_the_state_families_carry_state_and_read_short_tails(synthetic):
     boundary with trims inside both sessions): price action and volatility continue their filters from seeds,
     reading their windows' look-back (240 / 259 rows before the next bar, plus at most the 20 rows appended between
     trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031); volume and structure continue their sessions from
-    carried state, reading their filters' warm-ups (WILDER_14 + 1: 555 rows; ADX's two stages: 1,109), not the
-    previous session from its open and the current one (~2,700 rows)."""
+    carried state, not reading the previous session from its open and the current one (~2,700 rows): volume reads
+    its filters' warm-up (WILDER_14 + 1: 555 rows), structure, whose DMI and ADX filters are seeded too, its 240-row
+    windows."""
     live = synthetic["live"]
     assert _seeded_roots(live) == {name: {"ES", "CL"} for name in SEEDED}
     rows = _tail_rows(live)
@@ -283,7 +284,7 @@ def test_the_state_families_carry_state_and_read_short_tails(synthetic):
         assert 241 <= rows["features/01_price_action.sql"][root] <= 241 + 20
         assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
         assert 556 <= rows["features/02_volume.sql"][root] <= 556 + 20
-        assert 1110 <= rows["features/04_structure.sql"][root] <= 1110 + 20
+        assert 240 <= rows["features/04_structure.sql"][root] <= 240 + 20
 
 
 def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
@@ -363,7 +364,7 @@ def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp
         rows = _tail_rows(live)
         assert rows["features/03_volatility.sql"]["ES"] <= 260 + 15
         assert rows["features/02_volume.sql"]["ES"] <= 556 + 15
-        assert rows["features/04_structure.sql"]["ES"] <= 1110 + 15
+        assert rows["features/04_structure.sql"]["ES"] <= 240 + 15
     finally:
         live.close()
 
@@ -389,5 +390,6 @@ def test_hourly_bars_carry_state_too(tmp_path):
         assert rows["features/03_volatility.sql"]["ES"] <= 260 + 5
         # its filters' warm-up (555 rows back from their last active input), not its sessions
         assert rows["features/02_volume.sql"]["ES"] < 600
+        assert rows["features/04_structure.sql"]["ES"] <= 240 + 5
     finally:
         live.close()

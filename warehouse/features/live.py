@@ -14,14 +14,15 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
-Recursive filters' state carried instead of their warm-up rows (the price action and volatility families, whose
-EMA_50 / WILDER_50 warm-ups would otherwise need 1,051 / 2,031 rows per root; tail.py's ``RECURSIVE``). Rendered
+Recursive filters' state carried instead of their warm-up rows (the price action, volatility and structure
+families, whose EMA_50 / WILDER_50 / ADX warm-ups would otherwise need 1,051 / 2,031 / 1,109 rows per root; tail.py's
+``RECURSIVE``). Rendered
 with ``filter_seeds``, a family template reads a seed per filter (``seed_<name>``, one row per root in the table
 ``live_seeds_f<k>``, joined beside the base columns) and outputs after its features each filter's state
 (``__state__<name>``: the seed a tail whose first row is that row would need). A seeded filter continues the
 recursion from the seed at the tail's first input (``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA
 seed), so the tail needs only its windows' look-back and the rows the filters' inputs and outputs reach back
-(``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility). The states of every row
+(``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility, 240 for structure). The states of every row
 appended are not kept: :meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at
 their first row) for the states at the new first row, cuts to the short bound and seeds it with them. The per-bar
 statements output the features only. On load (and reload after a roll or a correction) the family runs once over the
@@ -39,7 +40,7 @@ extrema and the RTH open and last RTH close) and the earlier sessions' values it
 session's VWAP; structure: its high, low and close, and the latest earlier RTH close). A session state may be NULL
 (no earlier session, no RTH row yet): it is always defined, so these families are always seeded, and their tails
 hold only their windows' and filters' look-back (``live_needs(carried_sessions=True)``: 555 rows for volume, whose
-WILDER_14 ATR and EMA filters still warm up, 1,109 for structure, whose ADX chains two WILDER_14 stages). Integer
+WILDER_14 ATR and EMA filters still warm up; 240 for structure, whose DMI and ADX filters are seeded too). Integer
 sums (v, s*v) and the structure family's extrema and prices continue the full build's exactly; the volume
 family's price sums are continued in another order of addition than the full build's window sums (an ulp of
 their size, far inside the catalog tolerances). The carried session totals of ``session_volume_frac_20`` are the
