@@ -237,23 +237,25 @@ def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
     assert "seed_" not in text and "__state__" not in text
     unseeded = build_registry(timeframe=timeframe, filter_seeds=False, session_seeds=False)
     assert [f.sql for f in unseeded.families] == [f.sql for f in registry.families]
-    assert not any(f.states for f in build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True).families)
+    live = build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True)
+    assert not any(f.states for f in live.families)
     seeded = build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True, filter_states=True)
     assert {f.template: f.states for f in seeded.families if f.states} == {
         "features/01_price_action.sql": ["e12", "e26", "e50", "wd2", "wa2", "wd14", "wa14", "atr", "k1", "k2", "k3",
                                          "sig"],
-        "features/02_volume.sql": ["sess_open", "sess_v", "sess_vd", "sess_vdd", "sess_tpv", "sess_sv", "sess_p_vwap"],
+        "features/02_volume.sql": ["e12", "e26", "esv", "evs", "u3", "u10", "atr", "sess_open", "sess_v", "sess_vd",
+                                   "sess_vdd", "sess_tpv", "sess_sv", "sess_p_vwap"],
         "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"],
-        "features/04_structure.sql": ["dmp", "dmm", "dmt", "adx", "sess_open", "sess_hi", "sess_lo", "sess_rth_open", "sess_rth_close",
+        "features/04_structure.sql": ["dmp", "dmm", "dmt", "adx", "sess_open", "sess_hi", "sess_lo", "sess_rth_open",
+                                      "sess_rth_close",
                                       "sess_p_high", "sess_p_low", "sess_p_close", "sess_p_rth_close"]}
     assert [s.name for s in seeded.features] == [s.name for s in registry.features]
 
 
-#: The families carrying their recursive filters' state (seeded once every filter has a state; structure carries its
-#: session state too), and the one carrying only its session state (always seeded: a NULL session state is a state).
-FILTERED = ("features/01_price_action.sql", "features/03_volatility.sql", "features/04_structure.sql")
-SESSIONED = ("features/02_volume.sql",)
-SEEDED = FILTERED + SESSIONED
+#: The families carrying their recursive filters' state (seeded once every filter has a state); volume and
+#: structure carry their session state in the same seed rows.
+SEEDED = ("features/01_price_action.sql", "features/02_volume.sql", "features/03_volatility.sql",
+          "features/04_structure.sql")
 
 
 def _tail_rows(live: LiveFeatures) -> dict[str, dict[str, int]]:
@@ -273,28 +275,28 @@ def test_the_state_families_carry_state_and_read_short_tails(synthetic):
     """After the appends and trims of the synthetic fixture (whose rows equal the full build, across a session
     boundary with trims inside both sessions): price action and volatility continue their filters from seeds,
     reading their windows' look-back (240 / 259 rows before the next bar, plus at most the 20 rows appended between
-    trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031); volume and structure continue their sessions from
-    carried state, not reading the previous session from its open and the current one (~2,700 rows): volume reads
-    its filters' warm-up (WILDER_14 + 1: 555 rows), structure, whose DMI and ADX filters are seeded too, its 240-row
-    windows."""
+    trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031); volume and structure continue their sessions and
+    their filters (EMAs, WILDER_14 ATR, DMI, ADX) from carried state too, reading their windows' look-back (60 / 239
+    rows), not the previous session from its open and the current one (~2,700 rows)."""
     live = synthetic["live"]
     assert _seeded_roots(live) == {name: {"ES", "CL"} for name in SEEDED}
     rows = _tail_rows(live)
     for root in ("ES", "CL"):
         assert 241 <= rows["features/01_price_action.sql"][root] <= 241 + 20
         assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
-        assert 556 <= rows["features/02_volume.sql"][root] <= 556 + 20
+        assert 61 <= rows["features/02_volume.sql"][root] <= 61 + 20
         assert 240 <= rows["features/04_structure.sql"][root] <= 240 + 20
 
 
-def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
-                        timeframe: str = "1m", trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
-    """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the filter families seeded for the
-    roots ``seeded``, the session families for every root), then the bars from ``cut`` on ingested."""
+def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp,
+                        seeded: set[str] | dict[str, set[str]], timeframe: str = "1m",
+                        trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
+    """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the state families seeded for the
+    roots ``seeded``, or per family), then the bars from ``cut`` on ingested."""
     wh = Warehouse(tmp_path / "wh")
     _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
     live = LiveFeatures(wh, timeframe, ["ES"], trim_every=trim_every)
-    assert _seeded_roots(live) == {**{name: seeded for name in FILTERED}, **{name: {"ES"} for name in SESSIONED}}
+    assert _seeded_roots(live) == (seeded if isinstance(seeded, dict) else {name: seeded for name in SEEDED})
     _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
     return wh, live
 
@@ -338,7 +340,9 @@ def test_a_young_series_runs_without_seeds_until_its_filters_have_state(tmp_path
     bars = globex_bars(symbols=("ESH4",), sessions=1, seed=13)
     stamps = list(bars.ts)
     cut, end = stamps[150], stamps[449]
-    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, set(), trim_every=10)
+    # The volume family's filters have their states from row 25 on: its 60-row short tail is seeded at once.
+    at_load = {**{name: set() for name in SEEDED}, "features/02_volume.sql": {"ES"}}
+    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, at_load, trim_every=10)
     try:
         got = _batches(live, _source_bars(wh, cut), 5)
         want, _ = _full_view(wh, cut)
@@ -363,7 +367,7 @@ def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp
         _assert_rows(got, want, "[real ES, carried state] ")
         rows = _tail_rows(live)
         assert rows["features/03_volatility.sql"]["ES"] <= 260 + 15
-        assert rows["features/02_volume.sql"]["ES"] <= 556 + 15
+        assert rows["features/02_volume.sql"]["ES"] <= 61 + 15
         assert rows["features/04_structure.sql"]["ES"] <= 240 + 15
     finally:
         live.close()
@@ -388,8 +392,7 @@ def test_hourly_bars_carry_state_too(tmp_path):
         _assert_rows(got, want, "[1h, carried state] ")
         rows = _tail_rows(live)
         assert rows["features/03_volatility.sql"]["ES"] <= 260 + 5
-        # its filters' warm-up (555 rows back from their last active input), not its sessions
-        assert rows["features/02_volume.sql"]["ES"] < 600
+        assert rows["features/02_volume.sql"]["ES"] <= 61 + 5
         assert rows["features/04_structure.sql"]["ES"] <= 240 + 5
     finally:
         live.close()

@@ -113,8 +113,33 @@ CASE WHEN min(rn) = 0 THEN coalesce(any_value(seed_{{ name }}), 0) ELSE 0 END
     ('atr', 'tr', 14, 1.0 / 14, 1),
 ] -%}
 {%- set L = ((40.0 / -ln(1.0 - (FILTERS | map(attribute=3) | min))) | round(0, 'ceil') | int) -%}
+{#- Carried filter state (the live path; only with `filter_seeds`, left undefined the render is the full build's):
+    the source then has a column seed_<name> per filter, constant per symbol: the filter's value before the tail's
+    first input (the value at the row before the tail for the filters with lead 0, at the tail's row 0 for those
+    with lead 1, whose first tail input is row 1). A seed S continues the recursion: w = alpha*x + (1 - alpha)*S at
+    the first input and alpha*x after (u3/u10 take their steady input -(beta/alpha)*x from the first row: the SMA
+    seed's ramp belongs to the series' first rows), so y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S (NULL: no
+    state, the SMA seed as in the full build; all seven are set together). With `filter_states` the family also
+    outputs __state__<name>: the seed a tail whose first row is this row needs. -#}
+{%- set fseeded = filter_seeds is defined and filter_seeds %}
+{%- set fstates = fseeded and filter_states is defined and filter_states %}
+{%- set STEADY = {'u3': (-1.0 | double) ~ ' * (mfm * v)', 'u10': (-4.5 | double) ~ ' * (mfm * v)'} %}
+{%- set fseedcols = namespace(v='') %}
+{%- if fseeded %}{% for fl in FILTERS %}{% set fseedcols.v = fseedcols.v ~ ' seed_' ~ fl[0] ~ ',' %}{% endfor %}{% endif %}
+{%- set fseedcols = fseedcols.v %}
 {#- z = w * exp(lam * o) of one filter, an expression over the base relation's columns. -#}
 {%- macro z(fl) -%}
+{%- set name, x, n, alpha, lead = fl -%}
+{%- if fseeded -%}
+CASE WHEN seed_{{ name }} IS NOT NULL THEN CASE WHEN rn < {{ lead }} THEN 0.0
+     ELSE ({{ alpha | double }} * ({{ STEADY.get(name, x) }}) + CASE WHEN rn = {{ lead }} THEN {{ (1.0 - alpha) | double }} * seed_{{ name }} ELSE 0.0 END)
+          * exp({{ -ln(1.0 - alpha) | double }} * (rn % {{ L }})) END
+ELSE {{ z_unseeded(fl) }} END
+{%- else -%}
+{{ z_unseeded(fl) }}
+{%- endif -%}
+{%- endmacro -%}
+{%- macro z_unseeded(fl) -%}
 {%- set name, x, n, alpha, lead = fl -%}
 CASE WHEN rn < {{ lead }} THEN 0.0
      WHEN rn <= {{ lead + n - 1 }} THEN ({{ x }}) * {{ (exp(-ln(1.0 - alpha) * ((lead + n - 1) % L)) / n) | double }}
@@ -226,7 +251,7 @@ vol_prior AS (
 vol_x AS (
     -- Per-row inputs that need a window of their own (running sums, lags) before the windows over them.
     SELECT
-        symbol, ts, rn, o, c, v, tp, r, sv, v_s, mfm, tr, sid,
+        symbol, ts, rn, o, c, v, tp, r, sv, v_s, mfm, tr, sid,{{ fseedcols }}
         -- Exact integer running sums: v is an integer volume, sv = sign * volume a BIGINT (OBV_0 = 0).
         sum(v) OVER wu AS cum_v,
         CAST(sum(coalesce(sv, 0)) OVER wu AS DOUBLE) AS obv,
@@ -253,6 +278,7 @@ vol_x AS (
 vol_w AS (
     SELECT
         x.symbol, x.ts, x.rn, x.c, x.v, x.sid, x.obv, x.r_back19, x.r_back59, x.rel_volume_tod_20,
+{%- for fl in FILTERS if fseeded %} x.seed_{{ fl[0] }},{% endfor %}
 {%- if sseeded %}
         -- the session before the tail's first one is the carried one
         CASE WHEN cur.first_rn = 0 THEN cur.c_p_vwap ELSE prev.vwap END AS prev_vwap,
@@ -336,7 +362,7 @@ vol_w AS (
 vol_v AS (
     SELECT w.*,
 {%- for name, x, n, alpha, lead in FILTERS %}
-        CASE WHEN w.rn >= {{ lead + n - 1 }} THEN
+        CASE WHEN w.rn >= {{ lead + n - 1 }}{% if fseeded %} OR (seed_{{ name }} IS NOT NULL AND w.rn >= {{ lead }}){% endif %} THEN
             (in_{{ name }} + {{ (1.0 - alpha) | double }} * carry_{{ name }}) * exp({{ ln(1.0 - alpha) | double }} * (w.rn % {{ L }})) END AS {{ name }},
 {%- endfor %}
         -- sum(tp*v) / sum(v) evaluated as a + sum(v*d) / sum(v): the same number to an ulp of the price.
@@ -391,6 +417,15 @@ SELECT
     CASE WHEN full60_r AND {{ field('cnt59', 2) }} > 0 THEN beta60_r_sv END AS kyle_lambda_60,
     CASE WHEN {% if session_history is defined %}prev_n21 = 21{% else %}sid >= 21{% endif %} THEN ss_v / NULLIF(prev_mean20, 0) END AS session_volume_frac_20,
     CASE WHEN full20_r THEN s20_rv / NULLIF(s20_v, 0) END AS vwret_20
+{%- if fstates %},
+    {%- for name, x, n, alpha, lead in FILTERS %}
+    {%- if lead == 0 %}
+    coalesce(lag({{ name }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ name }}) AS __state__{{ name }}{{ ',' if not loop.last }}
+    {%- else %}
+    coalesce({{ name }}, seed_{{ name }}) AS __state__{{ name }}{{ ',' if not loop.last }}
+    {%- endif %}
+    {%- endfor %}
+{%- endif %}
 {%- if with_states %},
     -- The session state before this row: its session's sums over the rows before it (the row before's running
     -- sums; the carried ones at the tail's first row), s*v through this row, the previous session's VWAP.

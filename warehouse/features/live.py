@@ -14,37 +14,37 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
-Recursive filters' state carried instead of their warm-up rows (the price action, volatility and structure
-families, whose EMA_50 / WILDER_50 / ADX warm-ups would otherwise need 1,051 / 2,031 / 1,109 rows per root; tail.py's
-``RECURSIVE``). Rendered
-with ``filter_seeds``, a family template reads a seed per filter (``seed_<name>``, one row per root in the table
-``live_seeds_f<k>``, joined beside the base columns) and outputs after its features each filter's state
-(``__state__<name>``: the seed a tail whose first row is that row would need). A seeded filter continues the
-recursion from the seed at the tail's first input (``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA
-seed), so the tail needs only its windows' look-back and the rows the filters' inputs and outputs reach back
-(``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility, 240 for structure). The states of every row
-appended are not kept: :meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at
-their first row) for the states at the new first row, cuts to the short bound and seeds it with them. The per-bar
-statements output the features only. On load (and reload after a roll or a correction) the family runs once over the
-full tail of the short tail's first row (its warm-up: the states from there on equal the full build's), which
-gives the first seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds)
-keeps the full tail without seeds, as the batch build runs it, until a trim finds every state defined. Left
-undefined, ``filter_seeds`` changes no byte of the templates' render (the full and incremental builds).
+Recursive filters' state carried instead of their warm-up rows (every family with filters: price action,
+volume, volatility and structure, whose EMA_50 / WILDER_14 / WILDER_50 / ADX warm-ups would otherwise need 1,051 /
+555 / 2,031 / 1,109 rows per root; tail.py's ``RECURSIVE``). Rendered with ``filter_seeds``, a family template reads
+a seed per filter (``seed_<name>``, one row per root in the table ``live_seeds_f<k>``, joined beside the base
+columns) and outputs after its features each filter's state (``__state__<name>``: the seed a tail whose first row
+is that row would need). A seeded filter continues the recursion from the seed at the tail's first input
+(``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA seed), so the tail needs only its windows' look-back
+and the rows the filters' inputs and outputs reach back (``feature_needs(carried_state=True)``: 241 rows for price
+action, 61 for volume, 260 for volatility, 240 for structure). The states of every row appended are not kept:
+:meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at their first row) for
+the states at the new first row, cuts to the short bound and seeds it with them. The per-bar statements output the
+features only. On load (and reload after a roll or a correction) the family runs once over the full tail of the
+short tail's first row (its warm-up: the states from there on equal the full build's), which gives the first
+seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds) keeps the full tail
+without seeds, as the batch build runs it, until a trim finds every state defined. Left undefined, ``filter_seeds``
+changes no byte of the templates' render (the full and incremental builds).
 
 Session state carried instead of whole sessions (the volume and structure families, whose session features would
 otherwise read the previous session from its open and the current one: ~2,700 rows per root at 1m). Rendered with
-``session_seeds``, the two templates read the same kind of seed row (``seed_sess_<name>``, :data:`SESSION_STATE_PREFIX`)
-and output the same kind of hidden states, for a tail that starts anywhere in a session: its first session's
-running values before the tail (first open; volume: the sums of v, s*v, v*d, v*d^2 and tp*v; structure: the
-extrema and the RTH open and last RTH close) and the earlier sessions' values its rows read (volume: the previous
-session's VWAP; structure: its high, low and close, and the latest earlier RTH close). A session state may be NULL
-(no earlier session, no RTH row yet): it is always defined, so these families are always seeded, and their tails
-hold only their windows' and filters' look-back (``live_needs(carried_sessions=True)``: 555 rows for volume, whose
-WILDER_14 ATR and EMA filters still warm up; 240 for structure, whose DMI and ADX filters are seeded too). Integer
-sums (v, s*v) and the structure family's extrema and prices continue the full build's exactly; the volume
-family's price sums are continued in another order of addition than the full build's window sums (an ulp of
-their size, far inside the catalog tolerances). The carried session totals of ``session_volume_frac_20`` are the
-complete sessions before the volume tail's first session (a cut session's part before the tail is its seed).
+``session_seeds``, the two templates take seeds and output states of the same kind (``sess_<name>``,
+:data:`SESSION_STATE_PREFIX`, in the same seed row as the filters'), for a tail that starts anywhere in a session:
+its first session's running values before the tail (first open; volume: the sums of v, s*v, v*d, v*d^2 and tp*v;
+structure: the extrema and the RTH open and last RTH close) and the earlier sessions' values its rows read (volume:
+the previous session's VWAP; structure: its high, low and close, and the latest earlier RTH close). A session state
+may be NULL (no earlier session, no RTH row yet): that is a state, not a missing warm-up, so only the filter states
+decide whether a root is seeded (``live_needs(carried_sessions=True)``: the session features need no session).
+Integer sums (v, s*v) and the structure family's extrema and prices continue the full build's exactly; the volume
+family's price sums are continued in another order of addition than the full build's window sums (an ulp of their
+size, far inside the catalog tolerances). The carried session totals of ``session_volume_frac_20`` are the complete
+sessions before the volume tail's first session (a cut session's part before the tail is its seed ``sess_v``).
+Left undefined, ``session_seeds`` changes no byte of the templates' render either.
 
 Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
 session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
@@ -171,8 +171,8 @@ class LiveFeatures:
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
         # Reading the recursive filters' seeds; and, for a load and a trim, also outputting their states.
-        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE, "filter_seeds": True,
-                  "session_seeds": True}
+        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE,
+                  "filter_seeds": True, "session_seeds": True}
         self._live_registry = build_registry(**params)
         stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
