@@ -78,10 +78,11 @@ def _full_view(wh: Warehouse, since: pd.Timestamp) -> tuple[pd.DataFrame, pa.Sch
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> dict:
-    """Two roots x 23 sessions of synthetic Globex bars; the bars from 25 minutes before the last session's close
-    to 25 minutes after the next open are appended one minute at a time, with a trim every 20 bars."""
+    """Two roots x 24 sessions of synthetic Globex bars; the bars from 25 minutes before the last session's close
+    (Friday 2024-04-05) to 25 minutes after the next open (Sunday 18:00 ET, trading date Monday 2024-04-08) are
+    appended one minute at a time, with a trim every 20 bars: the carried session state crosses a weekend."""
     tmp = tmp_path_factory.mktemp("live")
-    bars = globex_bars(symbols=("ESH4", "CLJ4"), sessions=23, seed=3)
+    bars = globex_bars(symbols=("ESH4", "CLJ4"), sessions=24, seed=3)
     trading_date = (bars.ts.dt.tz_convert("America/New_York") + pd.Timedelta(hours=6)).dt.date
     last_open = bars.ts[trading_date == trading_date.max()].min()
     stamps = sorted(bars.ts.unique())
