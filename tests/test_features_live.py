@@ -78,10 +78,11 @@ def _full_view(wh: Warehouse, since: pd.Timestamp) -> tuple[pd.DataFrame, pa.Sch
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> dict:
-    """Two roots x 23 sessions of synthetic Globex bars; the bars from 25 minutes before the last session's close
-    to 25 minutes after the next open are appended one minute at a time, with a trim every 20 bars."""
+    """Two roots x 24 sessions of synthetic Globex bars; the bars from 25 minutes before the last session's close
+    (Friday 2024-04-05) to 25 minutes after the next open (Sunday 18:00 ET, trading date Monday 2024-04-08) are
+    appended one minute at a time, with a trim every 20 bars: the carried session state crosses a weekend."""
     tmp = tmp_path_factory.mktemp("live")
-    bars = globex_bars(symbols=("ESH4", "CLJ4"), sessions=23, seed=3)
+    bars = globex_bars(symbols=("ESH4", "CLJ4"), sessions=24, seed=3)
     trading_date = (bars.ts.dt.tz_convert("America/New_York") + pd.Timedelta(hours=6)).dt.date
     last_open = bars.ts[trading_date == trading_date.max()].min()
     stamps = sorted(bars.ts.unique())
@@ -221,9 +222,10 @@ FULL_BUILD_SQL = {"1m": "135194dd0f11eae5782490ea0c513017619b3df1dcb407a0e7cd6d7
 
 @pytest.mark.parametrize("timeframe", ["1m", "1h", "1d"])
 def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
-    """Rendered without ``filter_seeds`` (the full build, the staged build, the incremental tails) every family
-    is byte-identical to its render before the seeds existed, and names no seed or state column; with it and
-    ``filter_states``, the families with recursive filters output their states after the declared features."""
+    """Rendered without ``filter_seeds`` and ``session_seeds`` (the full build, the staged build, the incremental
+    tails) every family is byte-identical to its render before the seeds existed, and names no seed or state
+    column; with them and ``filter_states``, the families with recursive filters (01, 03) and those with session
+    features (02, 04) output their states after the declared features."""
     import hashlib
 
     from warehouse.features.registry import build_registry, staged_queries
@@ -234,14 +236,27 @@ def test_the_full_builds_sql_is_unchanged_without_seeds(timeframe):
     assert hashlib.sha256(text.encode()).hexdigest() == FULL_BUILD_SQL[timeframe], (
         "the full build's rendered SQL changed: if a template was changed on purpose, pin the new hash")
     assert "seed_" not in text and "__state__" not in text
-    assert build_registry(timeframe=timeframe, filter_seeds=False).families[0].sql == registry.families[0].sql
-    assert not any(f.states for f in build_registry(timeframe=timeframe, filter_seeds=True).families)
-    seeded = build_registry(timeframe=timeframe, filter_seeds=True, filter_states=True)
+    unseeded = build_registry(timeframe=timeframe, filter_seeds=False, session_seeds=False)
+    assert [f.sql for f in unseeded.families] == [f.sql for f in registry.families]
+    live = build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True)
+    assert not any(f.states for f in live.families)
+    seeded = build_registry(timeframe=timeframe, filter_seeds=True, session_seeds=True, filter_states=True)
     assert {f.template: f.states for f in seeded.families if f.states} == {
         "features/01_price_action.sql": ["e12", "e26", "e50", "wd2", "wa2", "wd14", "wa14", "atr", "k1", "k2", "k3",
                                          "sig"],
-        "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"]}
+        "features/02_volume.sql": ["e12", "e26", "esv", "evs", "u3", "u10", "atr", "sess_open", "sess_v", "sess_vd",
+                                   "sess_vdd", "sess_tpv", "sess_sv", "sess_p_vwap"],
+        "features/03_volatility.sql": ["atr5", "atr10", "atr14", "atr50", "ema20", "r2"],
+        "features/04_structure.sql": ["dmp", "dmm", "dmt", "adx", "sess_open", "sess_hi", "sess_lo", "sess_rth_open",
+                                      "sess_rth_close",
+                                      "sess_p_high", "sess_p_low", "sess_p_close", "sess_p_rth_close"]}
     assert [s.name for s in seeded.features] == [s.name for s in registry.features]
+
+
+#: The families carrying their recursive filters' state (seeded once every filter has a state); volume and
+#: structure carry their session state in the same seed rows.
+SEEDED = ("features/01_price_action.sql", "features/02_volume.sql", "features/03_volatility.sql",
+          "features/04_structure.sql")
 
 
 def _tail_rows(live: LiveFeatures) -> dict[str, dict[str, int]]:
@@ -257,30 +272,32 @@ def _seeded_roots(live: LiveFeatures) -> dict[str, set[str]]:
             for t in live._tails if t.seeds}
 
 
-def test_the_filter_families_carry_state_and_read_short_tails(synthetic):
-    """After the appends and trims of the synthetic fixture (whose rows equal the full build): price action and
-    volatility continue their filters from seeds, reading their windows' look-back (240 / 259 rows before the next
-    bar, plus at most the 20 rows appended between trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031)."""
+def test_the_state_families_carry_state_and_read_short_tails(synthetic):
+    """After the appends and trims of the synthetic fixture (whose rows equal the full build, across a session
+    boundary with trims inside both sessions): price action and volatility continue their filters from seeds,
+    reading their windows' look-back (240 / 259 rows before the next bar, plus at most the 20 rows appended between
+    trims), not the EMA_50 / WILDER_50 warm-ups (1,051 / 2,031); volume and structure continue their sessions and
+    their filters (EMAs, WILDER_14 ATR, DMI, ADX) from carried state too, reading their windows' look-back (60 / 239
+    rows), not the previous session from its open and the current one (~2,700 rows)."""
     live = synthetic["live"]
-    assert _seeded_roots(live) == {"features/01_price_action.sql": {"ES", "CL"},
-                                   "features/03_volatility.sql": {"ES", "CL"}}
+    assert _seeded_roots(live) == {name: {"ES", "CL"} for name in SEEDED}
     rows = _tail_rows(live)
     for root in ("ES", "CL"):
         assert 241 <= rows["features/01_price_action.sql"][root] <= 241 + 20
         assert 260 <= rows["features/03_volatility.sql"][root] <= 260 + 20
+        assert 61 <= rows["features/02_volume.sql"][root] <= 61 + 20
+        assert 240 <= rows["features/04_structure.sql"][root] <= 240 + 20
 
 
-SEEDED = ("features/01_price_action.sql", "features/03_volatility.sql")
-
-
-def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp, seeded: set[str],
-                        timeframe: str = "1m", trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
-    """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the filter families seeded for the
-    roots ``seeded``), then the bars from ``cut`` on ingested."""
+def _live_then_new_bars(tmp_path: Path, bars: pd.DataFrame, cut: pd.Timestamp,
+                        seeded: set[str] | dict[str, set[str]], timeframe: str = "1m",
+                        trim_every: int | None = None) -> tuple[Warehouse, LiveFeatures]:
+    """A warehouse with the bars before ``cut``, LiveFeatures loaded over it (the state families seeded for the
+    roots ``seeded``, or per family), then the bars from ``cut`` on ingested."""
     wh = Warehouse(tmp_path / "wh")
     _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
     live = LiveFeatures(wh, timeframe, ["ES"], trim_every=trim_every)
-    assert _seeded_roots(live) == {name: seeded for name in SEEDED}
+    assert _seeded_roots(live) == (seeded if isinstance(seeded, dict) else {name: seeded for name in SEEDED})
     _ingest(wh, bars[bars.ts >= cut], tmp_path / "new.parquet")
     return wh, live
 
@@ -324,7 +341,9 @@ def test_a_young_series_runs_without_seeds_until_its_filters_have_state(tmp_path
     bars = globex_bars(symbols=("ESH4",), sessions=1, seed=13)
     stamps = list(bars.ts)
     cut, end = stamps[150], stamps[449]
-    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, set(), trim_every=10)
+    # The volume family's filters have their states from row 25 on: its 60-row short tail is seeded at once.
+    at_load = {**{name: set() for name in SEEDED}, "features/02_volume.sql": {"ES"}}
+    wh, live = _live_then_new_bars(tmp_path, bars[bars.ts <= end], cut, at_load, trim_every=10)
     try:
         got = _batches(live, _source_bars(wh, cut), 5)
         want, _ = _full_view(wh, cut)
@@ -349,6 +368,8 @@ def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp
         _assert_rows(got, want, "[real ES, carried state] ")
         rows = _tail_rows(live)
         assert rows["features/03_volatility.sql"]["ES"] <= 260 + 15
+        assert rows["features/02_volume.sql"]["ES"] <= 61 + 15
+        assert rows["features/04_structure.sql"]["ES"] <= 240 + 15
     finally:
         live.close()
 
@@ -370,6 +391,9 @@ def test_hourly_bars_carry_state_too(tmp_path):
         want = wh.sql("SELECT * FROM features_1h WHERE ts >= ? ORDER BY symbol, ts", [cut.to_pydatetime()]).to_pandas()
         assert len(want) == 30
         _assert_rows(got, want, "[1h, carried state] ")
-        assert _tail_rows(live)["features/03_volatility.sql"]["ES"] <= 260 + 5
+        rows = _tail_rows(live)
+        assert rows["features/03_volatility.sql"]["ES"] <= 260 + 5
+        assert rows["features/02_volume.sql"]["ES"] <= 61 + 5
+        assert rows["features/04_structure.sql"]["ES"] <= 240 + 5
     finally:
         live.close()

@@ -57,15 +57,32 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
   * everything the main window needs from sessions and blocks is joined on small tables, before it or after it.
 
   Optional parameters for the live path (warehouse/features/live.py), which runs this template over a short tail
-  of bars (starting at a session open) and carries the longer history of two features as state; left undefined,
+  of bars (starting at a session open, or anywhere with session_seeds) and carries the longer history of two features as state; left undefined,
   the template is the full build's:
   * tod_history: relation (symbol, ts, minute_of_day, v) of earlier rows, before the tail, at the minutes of day
     of the new rows: rel_volume_tod_20's window runs over them and the tail's rows together;
   * session_history: relation (symbol, sid, total) of the total volumes of the sessions before the tail, sid = -1
     for the one just before it, -2 ... (at most 21): session_volume_frac_20's 20-session mean runs over them and
     the tail's sessions together, and "sid >= 21" becomes "the 21 sessions before this one are present" (the same
-    rule: the full build's sids are consecutive from 0).
+    rule: the full build's sids are consecutive from 0); with session_seeds, the tail's first session's total
+    adds its carried part;
+  * session_seeds: the tail may start anywhere in a session; the source then has a column seed_<name> per carried
+    session state, constant per symbol: the state of the session features at the tail's first row F, whose session
+    (sid s0) is the tail's first (first_rn = 0): sess_open, s0's first open (NULL when F is s0's first row);
+    sess_v, sess_vd, sess_vdd, sess_tpv: s0's sums of v, v*d, v*d^2 (d = tp - first open) and tp*v over its rows
+    before F; sess_sv: s0's sum of s*v up to and including F (F's tick sign reads the close before the tail);
+    sess_p_vwap: the VWAP of the whole session s0 - 1. Volumes are integers, so the carried sums of v and s*v
+    continue the full build's exactly; the three price sums are continued in another order of addition than the
+    full build's window sums (an ulp of their size). The session totals of session_history are then the complete
+    sessions before s0. With `filter_states` the family also outputs __state__<name>: the state a tail whose
+    first row is this row needs (read at a load and a trim only).
 -#}
+{%- set sseeded = session_seeds is defined and session_seeds %}
+{%- set with_states = sseeded and filter_states is defined and filter_states %}
+{#- The tail's first session's carried part of a session sum (0 on every other session: nothing is carried). -#}
+{%- macro carried(name) -%}
+CASE WHEN min(rn) = 0 THEN coalesce(any_value(seed_{{ name }}), 0) ELSE 0 END
+{%- endmacro %}
 {%- set W = 'PARTITION BY symbol ORDER BY ts' -%}
 {%- set WX = 'PARTITION BY x.symbol ORDER BY x.ts' -%}
 {%- set FLOOR = 1e-7 | double -%}
@@ -96,8 +113,33 @@ vwret_20                | double | n=20        | first=20         | volume-weigh
     ('atr', 'tr', 14, 1.0 / 14, 1),
 ] -%}
 {%- set L = ((40.0 / -ln(1.0 - (FILTERS | map(attribute=3) | min))) | round(0, 'ceil') | int) -%}
+{#- Carried filter state (the live path; only with `filter_seeds`, left undefined the render is the full build's):
+    the source then has a column seed_<name> per filter, constant per symbol: the filter's value before the tail's
+    first input (the value at the row before the tail for the filters with lead 0, at the tail's row 0 for those
+    with lead 1, whose first tail input is row 1). A seed S continues the recursion: w = alpha*x + (1 - alpha)*S at
+    the first input and alpha*x after (u3/u10 take their steady input -(beta/alpha)*x from the first row: the SMA
+    seed's ramp belongs to the series' first rows), so y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S (NULL: no
+    state, the SMA seed as in the full build; all seven are set together). With `filter_states` the family also
+    outputs __state__<name>: the seed a tail whose first row is this row needs. -#}
+{%- set fseeded = filter_seeds is defined and filter_seeds %}
+{%- set fstates = fseeded and filter_states is defined and filter_states %}
+{%- set STEADY = {'u3': (-1.0 | double) ~ ' * (mfm * v)', 'u10': (-4.5 | double) ~ ' * (mfm * v)'} %}
+{%- set fseedcols = namespace(v='') %}
+{%- if fseeded %}{% for fl in FILTERS %}{% set fseedcols.v = fseedcols.v ~ ' seed_' ~ fl[0] ~ ',' %}{% endfor %}{% endif %}
+{%- set fseedcols = fseedcols.v %}
 {#- z = w * exp(lam * o) of one filter, an expression over the base relation's columns. -#}
 {%- macro z(fl) -%}
+{%- set name, x, n, alpha, lead = fl -%}
+{%- if fseeded -%}
+CASE WHEN seed_{{ name }} IS NOT NULL THEN CASE WHEN rn < {{ lead }} THEN 0.0
+     ELSE ({{ alpha | double }} * ({{ STEADY.get(name, x) }}) + CASE WHEN rn = {{ lead }} THEN {{ (1.0 - alpha) | double }} * seed_{{ name }} ELSE 0.0 END)
+          * exp({{ -ln(1.0 - alpha) | double }} * (rn % {{ L }})) END
+ELSE {{ z_unseeded(fl) }} END
+{%- else -%}
+{{ z_unseeded(fl) }}
+{%- endif -%}
+{%- endmacro -%}
+{%- macro z_unseeded(fl) -%}
 {%- set name, x, n, alpha, lead = fl -%}
 CASE WHEN rn < {{ lead }} THEN 0.0
      WHEN rn <= {{ lead + n - 1 }} THEN ({{ x }}) * {{ (exp(-ln(1.0 - alpha) * ((lead + n - 1) % L)) / n) | double }}
@@ -120,10 +162,27 @@ vol_sess AS (
     -- are read by the next session (joined on sid - 1).
     SELECT symbol, sid,
         min(rn) AS first_rn,
+{%- if sseeded %}
+        -- the tail's first session continues the carried one
+        CASE WHEN min(rn) = 0 AND any_value(seed_sess_open) IS NOT NULL THEN any_value(seed_sess_open)
+            ELSE arg_min(o, rn) END AS first_open,
+        min(rn) = 0 AND any_value(seed_sess_open) IS NOT NULL AS s_cont,
+        {{ carried('sess_v') }} AS c_v,
+        {{ carried('sess_sv') }} AS c_sv,
+        {{ carried('sess_vd') }} AS c_vd,
+        {{ carried('sess_vdd') }} AS c_vdd,
+        {{ carried('sess_tpv') }} AS c_tpv,
+        CASE WHEN min(rn) = 0 THEN any_value(seed_sess_p_vwap) END AS c_p_vwap,
+{%- else %}
         arg_min(o, rn) AS first_open,
+{%- endif %}
         coalesce(sum(sum(v)) OVER before, 0) AS v_before,
         coalesce(sum(sum(coalesce(sv, 0))) OVER before, 0) AS obv_before,
+{%- if sseeded %}
+        (sum(tp * v) + {{ carried('sess_tpv') }}) / NULLIF(sum(v) + {{ carried('sess_v') }}, 0) AS vwap,
+{%- else %}
         sum(tp * v) / NULLIF(sum(v), 0) AS vwap,
+{%- endif %}
         avg(sum(v)) OVER (PARTITION BY symbol ORDER BY sid ROWS BETWEEN 19 PRECEDING AND CURRENT ROW) AS mean20
     FROM {{ source }}
     GROUP BY symbol, sid
@@ -185,14 +244,14 @@ vol_prior AS (
     SELECT symbol, sid,
         avg(total) OVER (PARTITION BY symbol ORDER BY sid ROWS BETWEEN 19 PRECEDING AND CURRENT ROW) AS mean20,
         count(*) OVER (PARTITION BY symbol ORDER BY sid ROWS BETWEEN 20 PRECEDING AND CURRENT ROW) AS n21
-    FROM (SELECT symbol, sid, sum(v) AS total FROM {{ source }} GROUP BY symbol, sid
+    FROM (SELECT symbol, sid, sum(v){{ ' + ' ~ carried('sess_v') if sseeded }} AS total FROM {{ source }} GROUP BY symbol, sid
           UNION ALL SELECT symbol, sid, total FROM {{ session_history }})
 ),
 {%- endif %}
 vol_x AS (
     -- Per-row inputs that need a window of their own (running sums, lags) before the windows over them.
     SELECT
-        symbol, ts, rn, o, c, v, tp, r, sv, v_s, mfm, tr, sid,
+        symbol, ts, rn, o, c, v, tp, r, sv, v_s, mfm, tr, sid,{{ fseedcols }}
         -- Exact integer running sums: v is an integer volume, sv = sign * volume a BIGINT (OBV_0 = 0).
         sum(v) OVER wu AS cum_v,
         CAST(sum(coalesce(sv, 0)) OVER wu AS DOUBLE) AS obv,
@@ -219,7 +278,13 @@ vol_x AS (
 vol_w AS (
     SELECT
         x.symbol, x.ts, x.rn, x.c, x.v, x.sid, x.obv, x.r_back19, x.r_back59, x.rel_volume_tod_20,
+{%- for fl in FILTERS if fseeded %} x.seed_{{ fl[0] }},{% endfor %}
+{%- if sseeded %}
+        -- the session before the tail's first one is the carried one
+        CASE WHEN cur.first_rn = 0 THEN cur.c_p_vwap ELSE prev.vwap END AS prev_vwap,
+{%- else %}
         prev.vwap AS prev_vwap,
+{%- endif %}
 {%- if session_history is defined %}
         prior.mean20 AS prev_mean20,
         prior.n21 AS prev_n21,
@@ -236,12 +301,25 @@ vol_w AS (
         lag(cum_v, 1, 0) OVER wx - lag(cum_v, 21, 0) OVER wx AS s20p_v,
         {{ rsum('obv', 20) }} AS s20_sv,
         -- Session to date: the running sums minus their value before the session's first row.
+{%- if sseeded %}
+        -- (plus the carried part of the tail's first session)
+        cum_v - cur.v_before + cur.c_v AS ss_v,
+        obv - cur.obv_before + cur.c_sv AS ss_sv,
+        cur.first_open,
+        sum(v * (tp - cur.first_open)) OVER wsess + cur.c_vd AS ss_vd,
+        sum(v * (tp - cur.first_open) * (tp - cur.first_open)) OVER wsess + cur.c_vdd AS ss_vdd,
+        {%- if with_states %}
+        sum(tp * v) OVER wsess + cur.c_tpv AS ss_tpv,
+        cur.first_rn, cur.s_cont, cur.c_v, cur.c_vd, cur.c_vdd, cur.c_tpv,
+        {%- endif %}
+{%- else %}
         cum_v - cur.v_before AS ss_v,
         obv - cur.obv_before AS ss_sv,
         -- Moments of d = tp - (first open a), not of tp, so that m2 - m1^2 keeps its digits; VWAP = a + m1.
         cur.first_open,
         sum(v * (tp - cur.first_open)) OVER wsess AS ss_vd,
         sum(v * (tp - cur.first_open) * (tp - cur.first_open)) OVER wsess AS ss_vdd,
+{%- endif %}
         sum(ln(1 + v)) OVER w60 AS s60_lnv,
         stddev_samp(ln(1 + v)) OVER w60 AS sd60_lnv,
         cume_dist(ORDER BY v) OVER w60 AS pr60_v,
@@ -284,7 +362,7 @@ vol_w AS (
 vol_v AS (
     SELECT w.*,
 {%- for name, x, n, alpha, lead in FILTERS %}
-        CASE WHEN w.rn >= {{ lead + n - 1 }} THEN
+        CASE WHEN w.rn >= {{ lead + n - 1 }}{% if fseeded %} OR (seed_{{ name }} IS NOT NULL AND w.rn >= {{ lead }}){% endif %} THEN
             (in_{{ name }} + {{ (1.0 - alpha) | double }} * carry_{{ name }}) * exp({{ ln(1.0 - alpha) | double }} * (w.rn % {{ L }})) END AS {{ name }},
 {%- endfor %}
         -- sum(tp*v) / sum(v) evaluated as a + sum(v*d) / sum(v): the same number to an ulp of the price.
@@ -339,4 +417,23 @@ SELECT
     CASE WHEN full60_r AND {{ field('cnt59', 2) }} > 0 THEN beta60_r_sv END AS kyle_lambda_60,
     CASE WHEN {% if session_history is defined %}prev_n21 = 21{% else %}sid >= 21{% endif %} THEN ss_v / NULLIF(prev_mean20, 0) END AS session_volume_frac_20,
     CASE WHEN full20_r THEN s20_rv / NULLIF(s20_v, 0) END AS vwret_20
+{%- if fstates %},
+    {%- for name, x, n, alpha, lead in FILTERS %}
+    {%- if lead == 0 %}
+    coalesce(lag({{ name }}) OVER (PARTITION BY symbol ORDER BY ts), seed_{{ name }}) AS __state__{{ name }}{{ ',' if not loop.last }}
+    {%- else %}
+    coalesce({{ name }}, seed_{{ name }}) AS __state__{{ name }}{{ ',' if not loop.last }}
+    {%- endif %}
+    {%- endfor %}
+{%- endif %}
+{%- if with_states %},
+    -- The session state before this row: its session's sums over the rows before it (the row before's running
+    -- sums; the carried ones at the tail's first row), s*v through this row, the previous session's VWAP.
+    CASE WHEN rn > first_rn OR s_cont THEN first_open END AS __state__sess_open,
+    {%- for name, carry in [('ss_v', 'c_v'), ('ss_vd', 'c_vd'), ('ss_vdd', 'c_vdd'), ('ss_tpv', 'c_tpv')] %}
+    CASE WHEN rn > first_rn THEN lag({{ name }}) OVER (PARTITION BY symbol ORDER BY ts) ELSE {{ carry }} END AS __state__sess_{{ name[3:] }},
+    {%- endfor %}
+    ss_sv AS __state__sess_sv,
+    prev_vwap AS __state__sess_p_vwap
+{%- endif %}
 FROM vol_v

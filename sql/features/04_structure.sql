@@ -74,6 +74,34 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
     they come from (first open, first RTH row and its open).
 -#}
 {% import 'macros.sql' as m %}
+{#- Carried session state (the live path, warehouse/features/live.py; only with `session_seeds`, left undefined the
+    render is the full build's). The tail may then start anywhere in a session, and the source has a column
+    seed_<name> per name of SSTATES, constant per symbol: the state of the session features just before the tail's
+    first row F, whose session (sid s0) is the tail's first (s_rn = 0):
+    sess_open, sess_hi, sess_lo, sess_rth_open, sess_rth_close: s0's first open, max h, min l, first RTH open and
+    last RTH close over s0's rows before F (all NULL when F is s0's first row; the RTH ones when no RTH row of s0
+    precedes F); sess_p_high, sess_p_low, sess_p_close: the whole session s0 - 1; sess_p_rth_close: the last RTH
+    close of the latest session before s0 with RTH rows. All are the full build's own values (extrema, first and
+    last prices), so the continued sessions equal it bit for bit. With `filter_states` the family also outputs
+    __state__<name>: the state a tail whose first row is this row needs (read at a load and a trim only). -#}
+{%- set sseeded = session_seeds is defined and session_seeds %}
+{%- set sstates = sseeded and filter_states is defined and filter_states %}
+{#- Carried filter state (only with `filter_seeds`; left undefined the render is the full build's): the source then
+    has a column seed_<name> per filter of FSTATES, constant per symbol: the WILDER_14 sums of +DM, -DM and TR at
+    the tail's row 0 (their first tail input is row 1) and ADX after the tail's row 0 (its first tail input is the
+    first non-NULL DX of the tail). A seed S continues the recursion: w = alpha*x + (1 - alpha)*S at the first
+    input and alpha*x after, so y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S (NULL: no state, the folded SMA
+    seed as in the full build; all four are set together). With `filter_states` the family also outputs
+    __state__<name>: the seed a tail whose first row is this row needs. -#}
+{%- set fseeded = filter_seeds is defined and filter_seeds %}
+{%- set fstates = fseeded and filter_states is defined and filter_states %}
+{%- set FSTATES = ['dmp', 'dmm', 'dmt', 'adx'] %}
+{#- The filter seed columns, carried along the DMI chain (" seed_dmp, ..., seed_adx,"; empty without seeds). -#}
+{%- set fseedcols = namespace(v='') %}
+{%- if fseeded %}{% for name in FSTATES %}{% set fseedcols.v = fseedcols.v ~ ' seed_' ~ name ~ ',' %}{% endfor %}{% endif %}
+{%- set fseedcols = fseedcols.v %}
+{%- set SSTATES = ['sess_open', 'sess_hi', 'sess_lo', 'sess_rth_open', 'sess_rth_close', 'sess_p_high', 'sess_p_low',
+                   'sess_p_close', 'sess_p_rth_close'] %}
 {#- WILDER_14 block constants (same method and block length as _filters.sql). -#}
 {%- set lam = -ln(13.0 / 14.0) %}
 {%- set L = (40.0 / lam) | round(0, 'floor') | int %}
@@ -90,6 +118,16 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
 CASE WHEN {{ i }} <= 13 THEN {{ (exp(13 * lam) / 14) | double }} ELSE {{ (1.0 / 14) | double }} * exp({{ lam | double }} * ({{ o }})) END
 {%- endmacro %}
 {%- set dm_scale = wscale('rn - 1', bo) %}
+{#- The weight of input x (0-based filter index i, block offset o) with a seed column: alpha*x, plus (1-alpha)*S at
+    the first input, times exp(lam * o); the folded SMA seed without one. -#}
+{%- macro wterm(x, i, o, seed) -%}
+{%- if fseeded -%}
+CASE WHEN {{ seed }} IS NOT NULL THEN ({{ (1.0 / 14) | double }} * {{ x }} + CASE WHEN {{ i }} = 0 THEN {{ (13.0 / 14) | double }} * {{ seed }} ELSE 0.0 END) * exp({{ lam | double }} * ({{ o }}))
+            ELSE {{ wscale(i, o) }} * {{ x }} END
+{%- else -%}
+{{ wscale(i, o) }} * {{ x }}
+{%- endif -%}
+{%- endmacro %}
 {#- ln(a / b), NULL unless both are positive (catalog section 3). -#}
 {%- macro lnq(a, b) -%}
 CASE WHEN {{ a }} > 0 AND {{ b }} > 0 THEN ln({{ a }} / {{ b }}) END
@@ -109,6 +147,9 @@ sess AS (
         arg_min(o, ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_open_{{ loop.index0 }},
         arg_max(c, ts) FILTER (WHERE minute_of_day >= {{ open }} AND minute_of_day < {{ close }}) AS rth_close_{{ loop.index0 }}
         {%- endfor %}
+        {%- if sseeded %},
+        min(ts) AS s_ts{% for name in SSTATES %}, any_value(seed_{{ name }}) AS seed_{{ name }}{% endfor %}
+        {%- endif %}
     FROM {{ source }}
     GROUP BY symbol, sid
 ),
@@ -121,26 +162,70 @@ sess_rth AS (
             {%- endfor %}
         END AS {{ col }}{{ ',' if not loop.last }}
         {%- endfor %}
+        {%- if sseeded %},
+        s_ts{% for name in SSTATES %}, seed_{{ name }}{% endfor %}
+        {%- endif %}
     FROM sess
 ),
+{%- if sseeded %}
+-- The tail's first session (s_rn = 0) continues the carried state of its rows before the tail (rth_ts: the RTH
+-- session began before the tail, so every tail row of it is at or after it). c_* are the carried parts the rows
+-- need; the states of a later row are its running values (the final SELECT).
+sess_c AS (
+    SELECT symbol, sid, s_rn,
+        CASE WHEN s_rn = 0 AND seed_sess_open IS NOT NULL THEN seed_sess_open ELSE s_open END AS s_open,
+        CASE WHEN s_rn = 0 THEN greatest(s_high, seed_sess_hi) ELSE s_high END AS s_high,
+        CASE WHEN s_rn = 0 THEN least(s_low, seed_sess_lo) ELSE s_low END AS s_low,
+        s_close,
+        s_rn = 0 AND seed_sess_rth_open IS NOT NULL AS rth_carried,
+        CASE WHEN s_rn = 0 AND seed_sess_rth_open IS NOT NULL THEN s_ts ELSE rth_ts END AS rth_ts,
+        CASE WHEN s_rn = 0 AND seed_sess_rth_open IS NOT NULL THEN seed_sess_rth_open ELSE rth_open END AS rth_open,
+        CASE WHEN s_rn = 0 THEN coalesce(rth_close, seed_sess_rth_close) ELSE rth_close END AS rth_close,
+        s_rn = 0 AND seed_sess_open IS NOT NULL AS s_cont,
+        CASE WHEN s_rn = 0 THEN seed_sess_hi END AS c_hi,
+        CASE WHEN s_rn = 0 THEN seed_sess_lo END AS c_lo,
+        CASE WHEN s_rn = 0 THEN seed_sess_rth_close END AS c_rth_close,
+        seed_sess_p_high, seed_sess_p_low, seed_sess_p_close, seed_sess_p_rth_close
+    FROM sess_rth
+),
+{%- endif %}
 sessx AS (
     SELECT cur.symbol, cur.sid, cur.s_rn, cur.s_open, cur.rth_ts, cur.rth_open,
+{%- if sseeded %}
+        -- the session before the tail's first one is the carried one
+        CASE WHEN cur.s_rn = 0 THEN cur.seed_sess_p_high ELSE prev.s_high END AS p_high,
+        CASE WHEN cur.s_rn = 0 THEN cur.seed_sess_p_low ELSE prev.s_low END AS p_low,
+        CASE WHEN cur.s_rn = 0 THEN cur.seed_sess_p_close ELSE prev.s_close END AS p_close,
+        cur.rth_carried, cur.s_cont, cur.c_rth_close,
+        -- the latest earlier session with RTH rows, in the tail or else the carried one
+        coalesce(arg_max(cur.rth_close, CASE WHEN cur.rth_close IS NOT NULL THEN cur.sid END) OVER (PARTITION BY cur.symbol
+            ORDER BY cur.sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), cur.seed_sess_p_rth_close) AS p_rth_close
+    FROM sess_c AS cur
+    LEFT JOIN sess_c AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
+{%- else %}
         prev.s_high AS p_high, prev.s_low AS p_low, prev.s_close AS p_close,
         -- the latest earlier session with RTH rows, which need not be sid - 1
         arg_max(cur.rth_close, CASE WHEN cur.rth_close IS NOT NULL THEN cur.sid END) OVER (PARTITION BY cur.symbol
             ORDER BY cur.sid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS p_rth_close
     FROM sess_rth AS cur
     LEFT JOIN sess_rth AS prev ON prev.symbol = cur.symbol AND prev.sid = cur.sid - 1
+{%- endif %}
 ),
 -- +DI, -DI and ADX run in a narrow chain of their own (h, l, TR), joined to the wide chain at the end.
 -- Level 1 of the DMI chain: h[t-1], l[t-1] and the Wilder weights of +DM, -DM and TR (index rn - 1, folded seed).
 dm0 AS (
     SELECT symbol, ts, rn, (greatest(rn, 1) - 1) // {{ L }} AS blk, {{ bo }} AS bo,
+{%- if fseeded %}
+        CASE WHEN rn >= 1 THEN {{ wterm('CASE WHEN h - h1 > l1 - l AND h - h1 > 0 THEN h - h1 ELSE 0.0 END', 'rn - 1', bo, 'seed_dmp') }} END AS dm_wp,
+        CASE WHEN rn >= 1 THEN {{ wterm('CASE WHEN l1 - l > h - h1 AND l1 - l > 0 THEN l1 - l ELSE 0.0 END', 'rn - 1', bo, 'seed_dmm') }} END AS dm_wm,
+        CASE WHEN rn >= 1 THEN {{ wterm('tr', 'rn - 1', bo, 'seed_dmt') }} END AS dm_wt,{{ fseedcols[:-1] }}
+{%- else %}
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN h - h1 > l1 - l AND h - h1 > 0 THEN h - h1 ELSE 0.0 END END AS dm_wp,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * CASE WHEN l1 - l > h - h1 AND l1 - l > 0 THEN l1 - l ELSE 0.0 END END AS dm_wm,
         CASE WHEN rn >= 1 THEN {{ dm_scale }} * tr END AS dm_wt
+{%- endif %}
     FROM (
-        SELECT symbol, ts, rn, h, l, tr, lag(h) OVER w AS h1, lag(l) OVER w AS l1
+        SELECT symbol, ts, rn, h, l, tr,{{ fseedcols }} lag(h) OVER w AS h1, lag(l) OVER w AS l1
         FROM {{ source }}
         WINDOW w AS (PARTITION BY symbol ORDER BY ts)
     )
@@ -181,18 +266,31 @@ dm_carry AS (
 ),
 -- Level 2 of the DMI chain: the in-block sums, the filter values (block method) and +DI, -DI, DX.
 dmi AS (
-    SELECT symbol, ts, pdi, mdi, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx
+    SELECT symbol, ts, pdi, mdi, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx{{ ',' ~ fseedcols[:-1] if fseeded }}
+    {%- if fstates %}, dmp, dmm, dmt{% endif %}
     FROM (
-        SELECT symbol, ts,
+        SELECT symbol, ts,{{ fseedcols }}
+{%- if fseeded %}
+            -- seeded: from the tail's row 1 (its first input)
+            CASE WHEN (rn >= 14 OR (seed_dmt IS NOT NULL AND rn >= 1)) AND tr14 <> 0 THEN 100.0 * (pdm14 / tr14) END AS pdi,
+            CASE WHEN (rn >= 14 OR (seed_dmt IS NOT NULL AND rn >= 1)) AND tr14 <> 0 THEN 100.0 * (mdm14 / tr14) END AS mdi
+            {%- if fstates %},
+            -- the sums at this row (at the tail's row 0, the seeds; before the folded SMA seed's row, no state)
+            {%- for name, col in [('dmp', 'pdm14'), ('dmm', 'mdm14'), ('dmt', 'tr14')] %}
+            CASE WHEN rn >= 14 OR seed_dmt IS NOT NULL THEN coalesce({{ col }}, seed_{{ name }}) END AS {{ name }}{{ ',' if not loop.last }}
+            {%- endfor %}
+            {%- endif %}
+{%- else %}
             CASE WHEN rn >= 14 AND tr14 <> 0 THEN 100.0 * (pdm14 / tr14) END AS pdi,
             CASE WHEN rn >= 14 AND tr14 <> 0 THEN 100.0 * (mdm14 / tr14) END AS mdi
+{%- endif %}
         FROM (
-            SELECT symbol, ts, rn,
+            SELECT symbol, ts, rn,{{ fseedcols }}
                 exp({{ -lam | double }} * bo) * (sp + {{ exp(-lam) | double }} * cp) AS pdm14,
                 exp({{ -lam | double }} * bo) * (sm + {{ exp(-lam) | double }} * cm) AS mdm14,
                 exp({{ -lam | double }} * bo) * (st + {{ exp(-lam) | double }} * ct) AS tr14
             FROM (
-                SELECT symbol, ts, rn, blk, bo,
+                SELECT symbol, ts, rn, blk, bo,{{ fseedcols }}
                     sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm, sum(dm_wt) OVER wb AS st
                 FROM dm0
                 WINDOW wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)
@@ -204,10 +302,10 @@ dmi AS (
 -- WILDER_14(DX) skipping the NULL DX rows (catalog section 4): the filter index of a row is the number of non-NULL
 -- DX rows before it; the same block method and folded seed as +DM / -DM / TR, blocks of L non-NULL rows.
 adx_w AS (
-    SELECT symbol, ts, pdi, mdi, ai, ai // {{ L }} AS ablk, ai % {{ L }} AS ao,
-        CASE WHEN dx IS NOT NULL THEN {{ wscale('ai', 'ai % ' ~ L) }} * dx END AS aw
+    SELECT symbol, ts, pdi, mdi, ai, ai // {{ L }} AS ablk, ai % {{ L }} AS ao,{{ fseedcols }}{{ ' dmp, dmm, dmt,' if fstates }}
+        CASE WHEN dx IS NOT NULL THEN {{ wterm('dx', 'ai', 'ai % ' ~ L, 'seed_adx') }} END AS aw
     FROM (
-        SELECT symbol, ts, pdi, mdi, dx,
+        SELECT symbol, ts, pdi, mdi, dx,{{ fseedcols }}{{ ' dmp, dmm, dmt,' if fstates }}
             count(dx) OVER (PARTITION BY symbol ORDER BY ts ROWS UNBOUNDED PRECEDING) - 1 AS ai
         FROM dmi
     )
@@ -223,8 +321,8 @@ adx_carry AS (
     WINDOW b AS (PARTITION BY symbol ORDER BY ablk)
 ),
 adx AS (
-    SELECT symbol, ts, pdi, mdi,
-        CASE WHEN aw IS NOT NULL AND ai >= 13 THEN
+    SELECT symbol, ts, pdi, mdi,{{ ' seed_adx, dmp, dmm, dmt,' if fstates }}
+        CASE WHEN aw IS NOT NULL AND {{ '(ai >= 13 OR seed_adx IS NOT NULL)' if fseeded else 'ai >= 13' }} THEN
             exp({{ -lam | double }} * ao) * (sum(aw) OVER (PARTITION BY symbol, ablk ORDER BY ts ROWS UNBOUNDED PRECEDING)
                 + {{ exp(-lam) | double }} * carry)
         END AS adx_14
@@ -280,12 +378,20 @@ x AS (
         sum(r * r1) OVER w60 AS srr,
         sum(lr5 * lr5) OVER w120 AS q2,
         regr_slope(lnc, rn) OVER w60 AS slope60, var_samp(lnc) OVER w60 AS var60,
+{%- if sseeded %}
+        -- the session so far, continued from the carried extrema in the tail's first session
+        greatest(max(h) OVER ws, c_hi) AS s_hi, least(min(l) OVER ws, c_lo) AS s_lo,
+        {%- if sstates %}
+        s_rn, c_hi, c_lo,
+        {%- endif %}
+{%- else %}
         max(h) OVER ws AS s_hi, min(l) OVER ws AS s_lo,
+{%- endif %}
         -- integer window sums are HUGEINT in DuckDB: cast at once
         CAST(sum(pk59) OVER w59 AS INTEGER) AS n59,
         CAST(sum(pk119) OVER w119 AS INTEGER) AS n119
     FROM x0p
-    LEFT JOIN (SELECT symbol, sid, s_rn FROM sess) USING (symbol, sid)
+    LEFT JOIN (SELECT symbol, sid, s_rn{{ ', c_hi, c_lo FROM sess_c' if sseeded else ' FROM sess' }}) USING (symbol, sid)
     WINDOW w AS (PARTITION BY symbol ORDER BY ts), w59 AS ({{ rows(59) }}),
         w60 AS ({{ rows(60) }}), w119 AS ({{ rows(119) }}), w120 AS ({{ rows(120) }}),
         -- the session so far, as a row frame of the same sort
@@ -323,8 +429,17 @@ xm AS (
             {{ lnq('c60', 'c61') }} AS r60
         FROM x
     )
-    LEFT JOIN (SELECT symbol, sid, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close FROM sessx) USING (symbol, sid)
+    LEFT JOIN (SELECT symbol, sid, s_open, rth_ts, rth_open, p_high, p_low, p_close, p_rth_close{{ ', rth_carried, s_cont, c_rth_close' if sstates }} FROM sessx) USING (symbol, sid)
+){%- if sstates %},
+-- The last RTH close of the row's session before the row (the states only).
+sst AS (
+    SELECT symbol, ts,
+        last_value(CASE WHEN minute_of_day >= {{ m.rth_open('symbol', rth, rth_default) }}
+            AND minute_of_day < {{ m.rth_close('symbol', rth, rth_default) }} THEN c END IGNORE NULLS)
+            OVER (PARTITION BY symbol, sid ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rth_close_before
+    FROM {{ source }}
 )
+{%- endif %}
 SELECT
     xm.symbol,
     xm.ts,
@@ -364,5 +479,29 @@ SELECT
     CASE WHEN sid >= 2 AND xm.ts >= rth_ts THEN {{ lnq('rth_open', 'p_rth_close') }} END AS overnight_gap,
     CASE WHEN sid >= 1 THEN {{ lnq('c', 's_open') }} END AS dist_session_open,
     CASE WHEN sid >= 1 THEN (c - s_lo) / NULLIF(s_hi - s_lo, 0) END AS session_range_pos
+{%- if fstates %},
+    dmp AS __state__dmp,
+    dmm AS __state__dmm,
+    dmt AS __state__dmt,
+    -- ADX after this row's DX: the last ADX so far (the seed before the tail's first DX)
+    coalesce(last_value(adx_14 IGNORE NULLS) OVER (PARTITION BY xm.symbol ORDER BY xm.ts ROWS UNBOUNDED PRECEDING),
+        seed_adx) AS __state__adx
+{%- endif %}
+{%- if sstates %},
+    -- The session state before this row: its session's values over the rows before it (the running extrema of the
+    -- row before; the carried ones at the tail's first row) and the earlier sessions' values.
+    CASE WHEN rn > s_rn OR s_cont THEN s_open END AS __state__sess_open,
+    CASE WHEN rn > s_rn THEN lag(s_hi) OVER (PARTITION BY xm.symbol ORDER BY xm.ts) ELSE c_hi END AS __state__sess_hi,
+    CASE WHEN rn > s_rn THEN lag(s_lo) OVER (PARTITION BY xm.symbol ORDER BY xm.ts) ELSE c_lo END AS __state__sess_lo,
+    CASE WHEN xm.ts > rth_ts OR rth_carried THEN rth_open END AS __state__sess_rth_open,
+    coalesce(sst.rth_close_before, c_rth_close) AS __state__sess_rth_close,
+    p_high AS __state__sess_p_high,
+    p_low AS __state__sess_p_low,
+    p_close AS __state__sess_p_close,
+    p_rth_close AS __state__sess_p_rth_close
+{%- endif %}
 FROM xm
 LEFT JOIN adx USING (symbol, ts)
+{%- if sstates %}
+LEFT JOIN sst USING (symbol, ts)
+{%- endif %}

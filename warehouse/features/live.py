@@ -14,21 +14,37 @@ of day and ``session_volume_frac_20`` the total volumes of the 21 sessions befor
 volumes only, so they are kept as the raw rows and session totals before the volume tail (``tod_history`` and
 ``session_history`` of ``sql/features/02_volume.sql``), and the template's own windows run over them.
 
-Recursive filters' state carried instead of their warm-up rows (the price action and volatility families, whose
-EMA_50 / WILDER_50 warm-ups would otherwise need 1,051 / 2,031 rows per root; tail.py's ``RECURSIVE``). Rendered
-with ``filter_seeds``, a family template reads a seed per filter (``seed_<name>``, one row per root in the table
-``live_seeds_f<k>``, joined beside the base columns) and outputs after its features each filter's state
-(``__state__<name>``: the seed a tail whose first row is that row would need). A seeded filter continues the
-recursion from the seed at the tail's first input (``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA
-seed), so the tail needs only its windows' look-back and the rows the filters' inputs and outputs reach back
-(``feature_needs(carried_state=True)``: 241 rows for price action, 260 for volatility). The states of every row
-appended are not kept: :meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at
-their first row) for the states at the new first row, cuts to the short bound and seeds it with them. The per-bar
-statements output the features only. On load (and reload after a roll or a correction) the family runs once over the
-full tail of the short tail's first row (its warm-up: the states from there on equal the full build's), which
-gives the first seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds)
-keeps the full tail without seeds, as the batch build runs it, until a trim finds every state defined. Left
-undefined, ``filter_seeds`` changes no byte of the templates' render (the full and incremental builds).
+Recursive filters' state carried instead of their warm-up rows (every family with filters: price action,
+volume, volatility and structure, whose EMA_50 / WILDER_14 / WILDER_50 / ADX warm-ups would otherwise need 1,051 /
+555 / 2,031 / 1,109 rows per root; tail.py's ``RECURSIVE``). Rendered with ``filter_seeds``, a family template reads
+a seed per filter (``seed_<name>``, one row per root in the table ``live_seeds_f<k>``, joined beside the base
+columns) and outputs after its features each filter's state (``__state__<name>``: the seed a tail whose first row
+is that row would need). A seeded filter continues the recursion from the seed at the tail's first input
+(``y_t = sum_k alpha*x_k*beta^(t-k) + beta^(t+1)*S``, no SMA seed), so the tail needs only its windows' look-back
+and the rows the filters' inputs and outputs reach back (``feature_needs(carried_state=True)``: 241 rows for price
+action, 61 for volume, 260 for volatility, 240 for structure). The states of every row appended are not kept:
+:meth:`LiveFeatures.trim` runs the family once over its table (its rows are exact: seeded at their first row) for
+the states at the new first row, cuts to the short bound and seeds it with them. The per-bar statements output the
+features only. On load (and reload after a roll or a correction) the family runs once over the full tail of the
+short tail's first row (its warm-up: the states from there on equal the full build's), which gives the first
+seeds. A root whose filters have no state yet at that row (a series younger than the SMA seeds) keeps the full tail
+without seeds, as the batch build runs it, until a trim finds every state defined. Left undefined, ``filter_seeds``
+changes no byte of the templates' render (the full and incremental builds).
+
+Session state carried instead of whole sessions (the volume and structure families, whose session features would
+otherwise read the previous session from its open and the current one: ~2,700 rows per root at 1m). Rendered with
+``session_seeds``, the two templates take seeds and output states of the same kind (``sess_<name>``,
+:data:`SESSION_STATE_PREFIX`, in the same seed row as the filters'), for a tail that starts anywhere in a session:
+its first session's running values before the tail (first open; volume: the sums of v, s*v, v*d, v*d^2 and tp*v;
+structure: the extrema and the RTH open and last RTH close) and the earlier sessions' values its rows read (volume:
+the previous session's VWAP; structure: its high, low and close, and the latest earlier RTH close). A session state
+may be NULL (no earlier session, no RTH row yet): that is a state, not a missing warm-up, so only the filter states
+decide whether a root is seeded (``live_needs(carried_sessions=True)``: the session features need no session).
+Integer sums (v, s*v) and the structure family's extrema and prices continue the full build's exactly; the volume
+family's price sums are continued in another order of addition than the full build's window sums (an ulp of their
+size, far inside the catalog tolerances). The carried session totals of ``session_volume_frac_20`` are the complete
+sessions before the volume tail's first session (a cut session's part before the tail is its seed ``sess_v``).
+Left undefined, ``session_seeds`` changes no byte of the templates' render either.
 
 Session numbers. ``sid`` (base.sql: the 0-based rank of the trading date in the series) is what the templates'
 session rules read ("NULL on sid < k": the first session of a series may be partial). Over a tail it restarts at
@@ -36,7 +52,7 @@ session rules read ("NULL on sid < k": the first session of a series may be part
 than its data needs. The live path adds each table's *session offset* to ``sid`` in the base query the families
 read (the number of trading dates of the series before the table's first row: the full build's sid), so the
 rules read the full build's numbers and a ``Dk`` feature needs only its data: the k - 1 sessions before T's,
-complete, and T's from its open (:func:`live_needs`).
+complete, and T's from its open (:func:`live_needs`), or, with carried session state, no session at all.
 
 Rolls and corrections. The features run on the back-adjusted (ratio) series: when a roll is added, every earlier
 price of the root is multiplied by the new roll's ratio, so the tails in memory no longer are the series the
@@ -82,6 +98,9 @@ TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
 CARRIED_SESSIONS = 21
 #: Earlier rows carried per minute of day.
 CARRIED_TOD = 20
+#: Prefix of the carried session states (``session_seeds``): unlike a filter state, NULL is a state (no earlier
+#: session, no RTH row yet, the first row of its session).
+SESSION_STATE_PREFIX = "sess_"
 
 
 @dataclass
@@ -104,17 +123,19 @@ class _Tail:
     exact: dict = field(default_factory=dict)
 
 
-def live_needs(family: Family, carried_state: bool = False) -> TailNeeds:
+def live_needs(family: Family, carried_state: bool = False, carried_sessions: bool = False) -> TailNeeds:
     """The tail one family needs on the live path: :func:`~warehouse.features.tail.feature_needs` of every
     feature, with :data:`CARRIED` in place of the carried features' own needs, and k - 1 sessions before T's
     for a ``Dk`` feature (the session offset keeps its rule; at least 1, which makes the tail start at a session
     open: T's session is read from its open). ``carried_state``: the family's recursive filters continue from
-    seeds (no warm-up rows)."""
+    seeds (no warm-up rows). ``carried_sessions``: its session features continue from carried session state
+    (``session_seeds``), so they need no session at all, only their window part (``max(D1,14)``: 14 rows)."""
     needs = TailNeeds(0)
     for spec in family.specs:
         one = CARRIED.get(spec.name) or feature_needs(spec, carried_state)
         if one.sessions:
-            one = replace(one, sessions=max(one.sessions - 1, 1))
+            one = (replace(one, sessions=0, rth=False) if carried_sessions
+                   else replace(one, sessions=max(one.sessions - 1, 1)))
         needs = needs.merge(one)
     return needs
 
@@ -150,7 +171,8 @@ class LiveFeatures:
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
         # Reading the recursive filters' seeds; and, for a load and a trim, also outputting their states.
-        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE, "filter_seeds": True}
+        params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE,
+                  "filter_seeds": True, "session_seeds": True}
         self._live_registry = build_registry(**params)
         stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
@@ -169,7 +191,9 @@ class LiveFeatures:
             self._con.execute(f"CREATE TABLE {tail.table} ({columns})")
             if stated[index].states:
                 tail.stated = stated[index]
-                tail.short = live_needs(family, carried_state=True)
+                names = tail.stated.states
+                tail.short = live_needs(family, carried_state=any(not _session_state(n) for n in names),
+                                        carried_sessions=any(_session_state(n) for n in names))
                 tail.cost = tail.short.rows + 1400 * tail.short.sessions
                 tail.seeds = f"live_seeds_f{index}"
                 self._con.execute(f"CREATE TABLE {tail.seeds} (symbol VARCHAR, "
@@ -300,7 +324,7 @@ class LiveFeatures:
                                              far))
                 short = {symbol: start for symbol, start in short.items() if start >= tail.exact.get(symbol, start)}
                 seeds = {symbol: values for symbol, values in self._states_at(tail, short).items()
-                         if None not in values}
+                         if self._defined(tail, values)}
                 starts.update({symbol: short[symbol] for symbol in seeds})
             for symbol in self.roots:
                 if symbol in seeds or (tail.short is not None and self._seeded(tail, symbol)):
@@ -311,7 +335,7 @@ class LiveFeatures:
                     tail.exact[symbol] = max(tail.exact.get(symbol, found[symbol]), self._last[symbol])
                 starts.update(found)
             if tail is self._volume:
-                self._carry(tail.table, starts)
+                self._carry(tail, starts)
             for symbol, start in starts.items():
                 self._cut(tail, symbol, start, seeds.get(symbol) if tail.short is not None else False)
                 if symbol in seeds:
@@ -438,6 +462,9 @@ class LiveFeatures:
                     found.update(tail_starts(con, "live_window", self.timeframe, needs, [symbol], since[symbol], [None]))
             return found
 
+        # The minute-of-day rows of the last append were before the volume tail's old start; the reloaded table may
+        # start earlier and hold them too (a row twice in the states run below): none are needed until the next append.
+        con.execute(f"DELETE FROM {TOD_STATE}")
         shorts: list[dict[str, dt.datetime] | None] = []
         starts: list[dict[str, dt.datetime]] = []
         for tail in self._tails:
@@ -482,11 +509,16 @@ class LiveFeatures:
         for symbol in roots:
             tail.exact[symbol] = short[symbol]
             values = states.get(symbol)
-            if values is not None and None not in values:
+            if values is not None and self._defined(tail, values):
                 self._cut(tail, symbol, short[symbol], values)
             else:
                 fallback = fallback if fallback is not None else unseeded()
                 self._cut(tail, symbol, fallback[symbol], None)
+
+    @staticmethod
+    def _defined(tail: _Tail, values: tuple) -> bool:
+        """Every filter state is defined (a session state may be NULL: it is a state, not a missing warm-up)."""
+        return all(v is not None or _session_state(name) for name, v in zip(tail.stated.states, values))
 
     def _states_at(self, tail: _Tail, rows: dict[str, dt.datetime]) -> dict[str, tuple]:
         """The family's filter states (``__state__`` columns, in ``stated.states`` order) at one row per root."""
@@ -522,22 +554,31 @@ class LiveFeatures:
         return self._con.execute(f"SELECT min(ts) FROM {tail.table} WHERE symbol = $s", {"s": symbol}).fetchone()[0]
 
     def _load_carried(self, source: duckdb.DuckDBPyConnection, starts: dict[str, dt.datetime]) -> None:
-        """The volume family's carried state from the whole history before each root's volume tail."""
+        """The volume family's carried state from the whole history before each root's volume tail: the rows per
+        minute of day, and the totals of the complete sessions before the tail's first one (the part of that one
+        before the tail is its seed ``sess_v``)."""
         for symbol, start in starts.items():
-            history = f"(SELECT * FROM feature_source WHERE symbol = '{_literal(symbol)}' AND ts < '{start.isoformat()}')"
-            state = self._carried_query(history)
+            rows = f"SELECT * FROM feature_source WHERE symbol = '{_literal(symbol)}'"
+            history = f"({rows} AND ts < '{start.isoformat()}')"
+            literal = f"TIMESTAMPTZ '{start.isoformat()}'"
+            whole = f"({_before_session(rows, 'ts', literal)})"
+            state = self._carried_query(history, whole)
             tod = source.execute(state["tod"]).to_arrow_table()
             sessions = source.execute(state["sessions"]).to_arrow_table()
             self._insert_state(tod, sessions)
 
-    def _carry(self, table: str, starts: dict[str, dt.datetime]) -> None:
-        """Move the rows cut from the volume tail (whole sessions before the new starts) into the carried state:
-        the union of the old state and the cut rows, reduced to the latest rows per minute of day / sessions."""
+    def _carry(self, tail: _Tail, starts: dict[str, dt.datetime]) -> None:
+        """Move the rows cut from the volume tail into the carried state: the union of the old state and the cut
+        rows, reduced to the latest rows per minute of day / sessions. Only the sessions completed before the new
+        start's session become totals (the first of them adds its part before the table, the current seed); the
+        cut rows of the new start's session are carried by its new seed."""
         con = self._con
         register_starts(con, "_live_cut", starts)
         try:
-            cut = (f"(SELECT b.* FROM {table} AS b JOIN _live_cut AS s ON s.symbol = b.symbol AND b.ts < s.start_ts)")
-            state = self._carried_query(cut)
+            rows = f"SELECT b.* FROM {tail.table} AS b JOIN _live_cut AS s ON s.symbol = b.symbol WHERE true"
+            cut = f"({rows} AND b.ts < s.start_ts)"
+            whole = f"({_before_session(rows, 'b.ts', 's.start_ts')})"
+            state = self._carried_query(cut, whole, tail.seeds)
             tod = con.execute(state["tod"]).to_arrow_table()
             sessions = con.execute(state["sessions"]).to_arrow_table()
         finally:
@@ -555,15 +596,25 @@ class LiveFeatures:
         con.execute("INSERT INTO live_session_totals SELECT * FROM _live_keep")
         con.execute("DROP TABLE _live_keep")
 
-    def _carried_query(self, bars: str) -> dict[str, str]:
-        """SELECTs of the carried state from the bar relation ``bars``: the latest rows per minute of day and the
-        latest session totals, with base.sql's own minute of day, trading date and v."""
-        base = render("features/base.sql", **{**template_params(self.timeframe), "source": bars})
+    def _carried_query(self, bars: str, whole: str, seeds: str = "") -> dict[str, str]:
+        """SELECTs of the carried state: the latest rows per minute of day of the bar relation ``bars`` and the
+        latest session totals of ``whole`` (its rows of complete sessions), with base.sql's own minute of day,
+        trading date and v. ``seeds``: the volume family's seed table, whose ``seed_sess_v`` (the part of the
+        table's first session before the table) is added to the earliest session of ``whole``."""
+        params = template_params(self.timeframe)
+        base = render("features/base.sql", **{**params, "source": bars})
+        sessions = render("features/base.sql", **{**params, "source": whole})
+        carried, join = "", ""
+        if seeds:
+            carried = (" + CASE WHEN b.trading_date = min(b.trading_date) OVER (PARTITION BY b.symbol) "
+                       "THEN coalesce(any_value(sd.seed_sess_v), 0) ELSE 0 END")
+            join = f" LEFT JOIN {seeds} AS sd ON sd.symbol = b.symbol"
         return {
             "tod": f"SELECT symbol, ts, minute_of_day, v FROM ({base}) "
                    f"QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= {CARRIED_TOD}",
-            "sessions": f"SELECT symbol, trading_date, sum(v) AS total FROM ({base}) GROUP BY symbol, trading_date "
-                        f"QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= {CARRIED_SESSIONS}",
+            "sessions": f"SELECT b.symbol, b.trading_date, sum(b.v){carried} AS total FROM ({sessions}) AS b{join} "
+                        "GROUP BY b.symbol, b.trading_date QUALIFY row_number() OVER "
+                        f"(PARTITION BY b.symbol ORDER BY b.trading_date DESC) <= {CARRIED_SESSIONS}",
         }
 
     def _insert_state(self, tod: pa.Table, sessions: pa.Table) -> None:
@@ -576,6 +627,17 @@ class LiveFeatures:
         finally:
             con.unregister("_live_tod")
             con.unregister("_live_sessions")
+
+
+def _session_state(name: str) -> bool:
+    return name.startswith(SESSION_STATE_PREFIX)
+
+
+def _before_session(rows: str, ts: str, start: str) -> str:
+    """The SELECT ``rows`` (ending in a WHERE clause) kept to the bars at ``ts`` of an earlier trading date than
+    ``start`` (SQL expressions; base.sql's trading date)."""
+    return render_string("{% import 'macros.sql' as m %}{{ rows }} AND {{ m.trading_date(ts) }} < "
+                         "{{ m.trading_date(start) }}", rows=rows, ts=ts, start=start)
 
 
 def _dates_before(bars: str) -> str:
