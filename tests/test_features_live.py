@@ -354,16 +354,23 @@ def test_a_young_series_runs_without_seeds_until_its_filters_have_state(tmp_path
         live.close()
 
 
+def _real_es_appended(tmp_path: Path, cut: str, until: str, trim_every: int) -> tuple[pa.Table, pd.DataFrame,
+                                                                                      LiveFeatures]:
+    """Real ESZ3 minutes (LEAN) before ``until``: those from ``cut`` on appended one at a time to LiveFeatures
+    loaded over the earlier ones (seeded), trimming every ``trim_every`` rows; (live rows, full build rows, live)."""
+    bars = lean_minute_bars("201312", "ESZ3")
+    bars = bars[bars.ts < until].sort_values("ts").reset_index(drop=True)
+    start = pd.Timestamp(cut, tz="UTC")
+    wh, live = _live_then_new_bars(tmp_path, bars, start, {"ES"}, trim_every=trim_every)
+    got = _append_each(live, _source_bars(wh, start))
+    want, _ = _full_view(wh, start)
+    return got, want, live
+
 def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp_path):
     """Real ESZ3 minute bars (LEAN), appended one at a time from 20 minutes before the 2013-10-09 close to 30
     minutes after the next open, trimming every 15 rows: equal to the full build."""
-    bars = lean_minute_bars("201312", "ESZ3")
-    bars = bars[bars.ts < "2013-10-09 22:30"].sort_values("ts").reset_index(drop=True)
-    cut = pd.Timestamp("2013-10-09 20:40", tz="UTC")
-    wh, live = _live_then_new_bars(tmp_path, bars, cut, {"ES"}, trim_every=15)
+    got, want, live = _real_es_appended(tmp_path, "2013-10-09 20:40", "2013-10-09 22:30", trim_every=15)
     try:
-        got = _append_each(live, _source_bars(wh, cut))
-        want, _ = _full_view(wh, cut)
         assert len(want) >= 40 and want.ts.max() > pd.Timestamp("2013-10-09 22:20", tz="UTC")
         _assert_rows(got, want, "[real ES, carried state] ")
         rows = _tail_rows(live)
@@ -373,6 +380,21 @@ def test_real_es_bars_with_carried_state_across_trims_and_a_session_boundary(tmp
     finally:
         live.close()
 
+
+
+def test_real_es_bars_across_the_rth_open_inside_trimmed_tails(tmp_path):
+    """Real ESZ3 minutes appended from 13:12 to 13:52 UTC on 2013-10-10 (the RTH open is 09:30 ET = 13:30 UTC),
+    trimming every 6 rows: the tails are cut mid-session before the RTH open, the open then falls inside a tail,
+    and later trims carry it (and the previous date's RTH close) as session state: ``overnight_gap`` and the
+    RTH clocks equal the full build's on every row, and so does everything else."""
+    got, want, live = _real_es_appended(tmp_path, "2013-10-10 13:12", "2013-10-10 13:53", trim_every=6)
+    try:
+        assert len(want) == 41
+        rth = want[want.ts >= pd.Timestamp("2013-10-10 13:30", tz="UTC")]
+        assert rth.overnight_gap.notna().all() and want[want.ts < rth.ts.min()].overnight_gap.isna().all()
+        _assert_rows(got, want, "[real ES, RTH open inside trimmed tails] ")
+    finally:
+        live.close()
 
 def test_hourly_bars_carry_state_too(tmp_path):
     """1h bars (resampled from 30 sessions of synthetic minutes, 690 hours: the WILDER_50 warm-up alone would
