@@ -14,7 +14,6 @@ equal the batch build over the same stored bars.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -28,9 +27,8 @@ from engine.live.replay import paper_gateway, replay_paper
 from engine.live.session import LiveSettings
 from engine.risk import RiskState
 from loaders.ingest import ingest
-from tests.conftest import LEAN
 from tests.feature_harness import assert_matches, catalog
-from tests.test_live_rolls import HoldOne
+from tests.test_live_rolls import HoldOne, roll_day
 from warehouse import Warehouse
 from warehouse.features.materialize import build_features
 from warehouse.rolls import front_contracts
@@ -45,26 +43,13 @@ FROM bars_1m b JOIN features_1m f USING (symbol, ts)
 WHERE b.symbol = 'ES' AND b.ts >= TIMESTAMPTZ '{START.isoformat()}'
 """
 CONFIG = BacktestConfig(timeframe="1m", initial_capital=2_000_000.0)
-COLUMNS = "symbol, contract, ts, open, high, low, close, volume"
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The replayed bars (both contracts, 21:00-23:05) and a Parquet file of 2013-12-18 before 21:00."""
     base = tmp_path_factory.mktemp("maintenance")
-    src = base / "day-src"
-    src.mkdir()
-    shutil.copy(LEAN / "minute" / "20131218_trade.zip", src)
-    day = Warehouse(base / "day")
-    ingest(day, [src])
-    bars = day.sql(f"SELECT {COLUMNS} FROM contract_bars_1m WHERE contract IN ('ESZ3', 'ESH4') "
-                   "AND ts >= $start AND ts <= $end ORDER BY ts, contract", {"start": START, "end": END})
-    earlier = day.sql(f"SELECT {COLUMNS} FROM contract_bars_1m WHERE contract IN ('ESZ3', 'ESH4') AND ts < $start "
-                      "ORDER BY ts, contract", {"start": START})
-    day.close()
-    history = base / "history-src"
-    history.mkdir()
-    shutil.copy(LEAN / "minute" / "20131203_trade.zip", history)
+    bars, earlier, history = roll_day(base, START, END)
     today = base / "today-src"
     today.mkdir()
     pq.write_table(earlier, today / "es_20131218_before_2100.parquet")

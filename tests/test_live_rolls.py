@@ -14,6 +14,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -51,10 +52,10 @@ class HoldOne(Strategy):
         return None
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The replayed bars (both contracts, 21:30-23:05) and a Parquet file of 2013-12-18 before 21:30."""
-    base = tmp_path_factory.mktemp("rolls")
+def roll_day(base: Path, start: datetime, end: datetime) -> tuple[pa.Table, pa.Table, Path]:
+    """The real ESZ3 and ESH4 minutes of 2013-12-18 (LEAN; the volume crossover is at 23:00 UTC) from ``start``
+    to ``end`` (the bars to replay) and before ``start``, read through a scratch warehouse in ``base``; and a
+    source folder holding 2013-12-03 (ESZ3 only, no roll yet) for the history."""
     src = base / "day-src"
     src.mkdir()
     shutil.copy(LEAN / "minute" / "20131218_trade.zip", src)
@@ -62,13 +63,20 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ingest(day, [src])
     columns = "symbol, contract, ts, open, high, low, close, volume"
     bars = day.sql(f"SELECT {columns} FROM contract_bars_1m WHERE contract IN ('ESZ3', 'ESH4') "
-                   "AND ts >= $start AND ts <= $end ORDER BY ts, contract", {"start": START, "end": END})
+                   "AND ts >= $start AND ts <= $end ORDER BY ts, contract", {"start": start, "end": end})
     before = day.sql(f"SELECT {columns} FROM contract_bars_1m WHERE contract IN ('ESZ3', 'ESH4') AND ts < $start "
-                     "ORDER BY ts, contract", {"start": START})
+                     "ORDER BY ts, contract", {"start": start})
     day.close()
     history = base / "history-src"
     history.mkdir()
     shutil.copy(LEAN / "minute" / "20131203_trade.zip", history)
+    return bars, before, history
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The replayed bars (both contracts, 21:30-23:05) and a Parquet file of 2013-12-18 before 21:30."""
+    bars, before, history = roll_day(tmp_path_factory.mktemp("rolls"), START, END)
     pq.write_table(before, history / "es_20131218_before_2130.parquet")
     return {"bars": bars, "history": history}
 
