@@ -209,10 +209,9 @@ class LiveSession:
         self.maintenance = None
         self._pending: dict[datetime, _Pending] = {}
         #: (contract, ts) of bars whose features :meth:`before_stored` computed while they were being written,
-        #: and per bar time the seconds it took (counted in the bar's ``features_s``)
+        #: and per bar time when that began and the seconds it took (counted in the bar's ``features_s``)
         self._featured: set[tuple[str, datetime]] = set()
-        self._early_s: dict[datetime, float] = {}
-        self._early_at: dict[datetime, float] = {}
+        self._early: dict[datetime, tuple[float, float]] = {}
         self._feature_error: BaseException | None = None
         self._maintaining = False
         #: bars whose features were computed while they were being written (:meth:`before_stored`)
@@ -460,8 +459,8 @@ class LiveSession:
         started = time.perf_counter()
         if self.features is not None:
             self._features_of(list(pending.bars.values()))
-        self._decide_rows(ts, pending.stored, time.perf_counter() - started + self._early_s.pop(ts, 0.0),
-                          self._early_at.pop(ts, started))
+        began, early_s = self._early.pop(ts, (started, 0.0))
+        self._decide_rows(ts, pending.stored, time.perf_counter() - started + early_s, began)
 
     def before_stored(self, bars: list[FinalBar]) -> None:
         """The feed's valid final bars, while they are being written (``IBBarFeed.on_checked``): their features
@@ -485,10 +484,11 @@ class LiveSession:
             return
         self._featured.update((bar.contract, bar.ts) for bar in fronts)
         self.featured_early += len(fronts)
-        seconds = (time.perf_counter() - started) / len({bar.ts for bar in fronts})
-        for bar in fronts:
-            self._early_s[bar.ts] = seconds
-            self._early_at.setdefault(bar.ts, started)
+        times = {bar.ts for bar in fronts}
+        seconds = (time.perf_counter() - started) / len(times)
+        for ts in times:  # a bar time's roots may come in more than one batch: from the first, summed
+            began, spent = self._early.get(ts, (started, 0.0))
+            self._early[ts] = (began, spent + seconds)
 
     def write_failed(self, bars: list[FinalBar]) -> None:
         """The feed could not store ``bars`` after :meth:`before_stored` saw them (``IBBarFeed.on_write_failed``):
@@ -496,8 +496,7 @@ class LiveSession:
         featured = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
         for bar in featured:
             self._featured.discard((bar.contract, bar.ts))
-            self._early_s.pop(bar.ts, None)
-            self._early_at.pop(bar.ts, None)
+            self._early.pop(bar.ts, None)
         if featured and self.features is not None:
             self.rows.drop_features([(bar.root, bar.ts) for bar in featured])
             roots = sorted({bar.root for bar in featured})

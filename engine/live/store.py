@@ -20,6 +20,7 @@ in ``data.parquet`` is merged there, and the next ``qe ingest`` of the partition
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -163,7 +164,7 @@ class CheckedBars:
     source: str
     started: float
 
-    @property
+    @functools.cached_property
     def ready(self) -> pa.Table:
         """The bars that will be stored and traded on, schema :data:`engine.live.bars.BARS_TABLE`, in the
         order of :attr:`AppendReport.stored`."""
