@@ -70,6 +70,10 @@ class RollInFlight:
         When the legs were sent (the roll bar's ts), ns since the epoch.
     out_fills, in_fills : list of Fill
         The legs' executions reported so far.
+    later : list of Fill
+        Other executions of the symbol in the new contract (the strategy's orders after the roll bar go there)
+        reported before the legs were booked: held, and booked after the legs, so that the books never apply a
+        new-contract fill to the old contract's position.
     """
 
     symbol: str
@@ -80,10 +84,14 @@ class RollInFlight:
     started: int
     out_fills: list[Fill] = field(default_factory=list)
     in_fills: list[Fill] = field(default_factory=list)
+    later: list[Fill] = field(default_factory=list)
+
+    def __setstate__(self, state: dict) -> None:  # a checkpoint written before ``later`` existed
+        self.__dict__.update({"later": [], **state})
 
     def waiting(self) -> list[Fill]:
-        """Fills reported but not booked yet (certain changes of the position, both legs)."""
-        return self.out_fills + self.in_fills
+        """Fills reported but not booked yet (certain changes of the position: both legs, and the held ones)."""
+        return self.out_fills + self.in_fills + self.later
 
 
 class TradingKernel:
@@ -431,13 +439,17 @@ class TradingKernel:
     def _book(self, fill: Fill, check: bool = True) -> None:
         """Book a fill; with ``check`` run the breakers on the new equity (a bar's fills check once, after all).
 
-        A fill of a roll leg in flight waits for the other leg (:meth:`_settle_roll`)."""
+        A fill of a roll leg in flight waits for the other leg (:meth:`_settle_roll`), and so does any other
+        fill of the symbol in the new contract (:attr:`RollInFlight.later`)."""
         if self.rolling or self.failed_rolls:
             roll = self.rolling.get(fill.symbol)
             if roll is not None and fill.order_id in (roll.out_id, roll.in_id):
                 fill.kind = self.orders[fill.order_id].origin
                 (roll.out_fills if fill.order_id == roll.out_id else roll.in_fills).append(fill)
                 self._settle_roll(roll)
+                return
+            if roll is not None and fill.contract == roll.new:
+                roll.later.append(fill)
                 return
             failed = self.failed_rolls.get(fill.symbol)
             if failed is not None and fill.order_id in (failed.out_id, failed.in_id):
@@ -564,7 +576,7 @@ class TradingKernel:
     def _fail_roll(self, roll: RollInFlight, why: str) -> str:
         """Book what the books can hold of a failed roll, halt the run, and say what the books hold."""
         del self.rolling[roll.symbol]
-        reported, roll.out_fills, roll.in_fills = roll.waiting(), [], []
+        reported, roll.out_fills, roll.in_fills, roll.later = roll.waiting(), [], [], []
         self.failed_rolls[roll.symbol] = roll
         for fill in reported:
             self._book_failed_leg(roll, fill)
@@ -590,6 +602,9 @@ class TradingKernel:
         if pos is not None and pos.contract == roll.old and pos.quantity == -out.quantity:
             booked = self.portfolio.roll_legs(roll.symbol, roll.out_fills, roll.in_fills, None)
             self._after_booking(booked)
+            later, roll.later = roll.later, []
+            for fill in later:  # the new contract's other fills, now that the books hold it
+                self._after_booking(self.portfolio.apply(fill))
             self.events.append((self.now, "roll", "ROLL_DONE", roll.symbol, roll.out_id,
                                 f"{roll.old} -> {roll.new}: out {out.avg_fill_price} x {out.quantity:+d}, "
                                 f"in {inn.avg_fill_price} x {inn.quantity:+d}"))

@@ -290,3 +290,38 @@ def test_both_legs_of_a_roll_in_flight_count_in_the_worst_case() -> None:
     assert kernel.in_flight_quantity("ES") == 2
     denial = kernel.risk.check(market("ES", 1), kernel, 16058)
     assert denial is not None and denial.code == "MAX_POSITION_SIZE" and "requested=5" in denial.message
+
+
+def test_a_new_contract_fill_reported_before_the_roll_legs_waits_for_them() -> None:
+    """Hand-worked: long 1 ESZ3 bought at 1800 and rolling to ESH4. The strategy's +1 ESH4 (its order after the
+    roll bar) is reported at 1806 before the legs (out -1 ESZ3 at 1801, in +1 ESH4 at 1805). It is held until
+    the legs are booked: the roll completes, ESZ3's round trip realizes (1801 - 1800) x 50 = 50.00, and the books
+    hold +2 ESH4 at (1805 + 1806) / 2 = 1805.50. Applied at once, it would have been booked against ESZ3's 1800."""
+    from engine.backtest.run import Backtester
+    from engine.core.orders import Fill
+    from engine.data.feed import bar_type
+    from engine.kernel import BAR_FIELDS, RollInFlight
+
+    config = BacktestConfig(timeframe="1m", initial_capital=5_000_000.0)
+    kernel = Backtester(Strategy(), config, "1m")
+    names = list(BAR_FIELDS)
+    kernel.bind({n: i for i, n in enumerate(names)}, bar_type(names))
+    kernel.process([["ES"], [0], [1800.0], [1800.0], [1800.0], [1800.0], [100], [16058], ["ESZ3"]], 1)
+    kernel.portfolio.apply(Fill(0, 0, "ES", "ESZ3", 1, 1800.0, 1800.0, 50.0, 0.0, 0.0))
+    out, inn = market("ES", -1), market("ES", 1)
+    out.origin, inn.origin = "roll_out", "roll_in"
+    out.order_id, inn.order_id = len(kernel.orders), len(kernel.orders) + 1
+    kernel.orders += [out, inn]
+    kernel.rolling["ES"] = RollInFlight("ES", "ESZ3", "ESH4", out.order_id, inn.order_id, 0)
+
+    kernel._book(Fill(99, 1, "ES", "ESH4", 1, 1806.0, 1806.0, 50.0, 0.0, 0.0))
+    pos = kernel.portfolio.positions["ES"]
+    assert (pos.contract, pos.quantity, pos.avg_price) == ("ESZ3", 1, 1800.0)  # held, not booked
+    assert kernel.in_flight_quantity("ES") == 1  # but counted by the risk checks
+    kernel._book(Fill(out.order_id, 2, "ES", "ESZ3", -1, 1801.0, 1801.0, 50.0, 0.0, 0.0))
+    kernel._book(Fill(inn.order_id, 2, "ES", "ESH4", 1, 1805.0, 1805.0, 50.0, 0.0, 0.0))
+    assert [e[2] for e in kernel.events if e[2].startswith("ROLL")] == ["ROLL_DONE"]
+    pos = kernel.portfolio.positions["ES"]
+    assert (pos.contract, pos.quantity, pos.avg_price) == ("ESH4", 2, 1805.5)
+    assert kernel.portfolio.realized == 50.0
+    assert kernel.rolling == {}
