@@ -118,7 +118,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             session.closed_at[ts] = time.perf_counter()
             if not any(market_open(r["symbol"], ts) for r in group):
                 continue  # outside every root's session: the feed drops such bars, as IB sends none then
-            if not any(session.front_at(r["symbol"], ts) in (None, r["contract"]) for r in group):
+            if not any(session.is_front(r["symbol"], r["contract"], ts) for r in group):
                 continue  # only bars of a contract that is not the front (around a roll): stored, not decided
             await _until(lambda: bool(session.decided) and session.decided[-1] >= ts, bar_timeout_s,
                          f"the decision on {ts}", task)

@@ -213,7 +213,6 @@ class LiveSession:
         self._featured: set[tuple[str, datetime]] = set()
         self._early: dict[datetime, tuple[float, float]] = {}
         self._feature_error: BaseException | None = None
-        self._maintaining = False
         #: bars whose features were computed while they were being written (:meth:`before_stored`)
         self.featured_early = 0
         #: times the features' tails were cut back (between bars)
@@ -289,6 +288,11 @@ class LiveSession:
             if valid_from is None or valid_from <= ts:
                 front = contract
         return front
+
+    def is_front(self, root: str, contract: str, ts: datetime) -> bool:
+        """Whether a bar of ``contract`` at ``ts`` is the front's (the query's rows are; the next front's bars,
+        streamed around a roll, are stored and not decided); True without a roll table."""
+        return self.front_at(root, ts) in (None, contract)
 
     def start(self) -> None:
         """Open the per-bar features (after the warm-up stored every bar up to now), decide the bars stored
@@ -391,10 +395,13 @@ class LiveSession:
                 self.add(bar)
                 while not bars.empty():
                     self.add(bars.get_nowait())
-            for _ in range(self.decide_due()):
+            decided = self.decide_due()
+            for _ in range(decided):
                 self.gc.after_bar()
-            if self.features is not None and not self._pending and self.features.trim_due():
-                # once a trading day (~1 s): after a decision, not between a bar's close and its orders
+            if (decided and self.features is not None and not self._pending and not self._featured
+                    and self.features.trim_due()):
+                # once a trading day (~1 s): right after a decision, with no bar featured and waiting for its
+                # write or its decision (not between a bar's close and its orders)
                 self.features.trim()
                 self.feature_trims += 1
             if self.kernel.rolling:  # a refused leg halts at once, not at the next bar
@@ -404,11 +411,7 @@ class LiveSession:
             maintenance = self.maintenance
             if maintenance is not None and not self._pending and maintenance.due(self.clock()):
                 # in the daily halt (no bar arrives) or on the operator's request: between bars, never on a close
-                self._maintaining = True  # it reloads the features: a bar stored meanwhile is featured by decide
-                try:
-                    await maintenance.run()
-                finally:
-                    self._maintaining = False
+                await maintenance.run()
 
     def check_rolls(self, timeouts: bool = True) -> list[str]:
         """:meth:`TradingKernel.check_rolls` on the session's clock and ``roll_timeout_s`` (``timeouts=False``:
@@ -424,8 +427,7 @@ class LiveSession:
 
         A bar of another contract than the root's front at its time (the next front, streamed around a roll,
         or the old one just after) is stored and not decided: the query's rows are the front's."""
-        front = self.front_at(bar.root, bar.ts)
-        if front is not None and bar.contract != front:
+        if not self.is_front(bar.root, bar.contract, bar.ts):
             return
         if self._last_decided is not None and bar.ts <= self._last_decided:
             # decided without it (it came after the wait, e.g. a spike held for confirmation): stored, not traded
@@ -470,9 +472,10 @@ class LiveSession:
         :meth:`decide`, where the features would have been computed otherwise. Skipped before :meth:`start`,
         during roll maintenance (which reloads the features) and for another contract than the root's front.
         """
-        if self.features is None or self._maintaining or self._feature_error is not None:
+        maintaining = self.maintenance is not None and self.maintenance.running  # it reloads the features
+        if self.features is None or maintaining or self._feature_error is not None:
             return
-        fronts = [bar for bar in bars if self.front_at(bar.root, bar.ts) in (None, bar.contract)]
+        fronts = [bar for bar in bars if self.is_front(bar.root, bar.contract, bar.ts)]
         if not fronts:
             return
         started = time.perf_counter()

@@ -495,7 +495,7 @@ class IBBarFeed:
         """No bar in progress, none closed and not yet stored, none stored and not yet taken from :attr:`bars`,
         and no backfill running: what the warehouse holds is every bar there is (a suspect bar held for its next
         bar aside). The daily halt's roll maintenance waits for this."""
-        return (self._buffer is None and not self._storing and self._finals.empty() and self.bars.empty()
+        return (self.settled() and self._buffer is None
                 and all(self.aggregator.pending(root, c.localSymbol) is None for root, c in self.contracts))
 
     def settled(self) -> bool:
@@ -520,7 +520,10 @@ class IBBarFeed:
                 None, functools.partial(write_checked, self.wh, checked, refresh=False))
             ready = self._ready(checked.ready)
             if ready and self.on_checked is not None:
-                self.on_checked(ready)
+                try:
+                    self.on_checked(ready)
+                except Exception:  # the callback's own failure, not the write's
+                    log.exception("the hand-over of %d validated bar(s) failed", len(ready))
             report = await write
         except Exception:
             log.exception("storing %d live bar(s) failed; they are not traded", len(finals))
@@ -537,10 +540,8 @@ class IBBarFeed:
             self.quarantined.append(row)
             self._waiting.pop((row["contract"], row["ts"]), None)
         self._held = report.held if report.held.num_rows else None
-        for contract, ts in zip(report.stored["contract"].to_pylist(), report.stored["ts"].to_pylist()):
-            bar = self._waiting.pop((contract, ts), None)
-            if bar is None:
-                continue  # a warm-up bar held back, now stored: already in the warehouse's history
+        for bar in ready:  # the live bars among the stored ones (a warm-up bar held back is history)
+            self._waiting.pop((bar.contract, bar.ts), None)
             self.bars.put_nowait(bar)
             if self.on_bar is not None:
                 self.on_bar(bar)
