@@ -456,7 +456,7 @@ def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: st
         batch.stage(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
         return MergeResult(new.num_rows, 0)
     stored = [pq.read_table(p).cast(new.schema) for p in ([target] if target.exists() else []) + folded]
-    if source is None and not folded and not _keys_overlap(stored, new):
+    if source is None and not folded and not _ts_overlap(stored, new):
         # A live append of bars after those stored: nothing to compare, replace or drop, so the merge is the
         # union sorted by key -- the rows ``merge_partition.sql`` gives, without a DuckDB round trip per bar.
         batch.stage(pa.concat_tables([new, *stored]).sort_by([("contract", "ascending"), ("ts", "ascending")]),
@@ -487,15 +487,11 @@ def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: st
     return result
 
 
-def _keys_overlap(stored: list[pa.Table], new: pa.Table) -> bool:
-    """Whether a (contract, ts) key of ``new`` is also in ``stored`` (NULL contracts compare equal, as the merge's
-    ``IS NOT DISTINCT FROM``)."""
-    def keys(table: pa.Table) -> pa.Array:
-        contract = pc.fill_null(table["contract"].cast(pa.string()), "\x00")
-        return pc.binary_join_element_wise(contract, table["ts"].cast(pa.int64()).cast(pa.string()), "|")
-
-    wanted = keys(new)
-    return any(pc.any(pc.is_in(keys(table), value_set=wanted)).as_py() for table in stored if table.num_rows)
+def _ts_overlap(stored: list[pa.Table], new: pa.Table) -> bool:
+    """Whether a ``ts`` of ``new`` is also in ``stored``: a superset of a (contract, ts) key in both (another
+    contract's bar at the same time only sends the rows through ``merge_partition.sql``, which gives the same
+    rows), and cheaper to test per live bar than joined keys."""
+    return any(pc.any(pc.is_in(table["ts"], value_set=new["ts"])).as_py() for table in stored if table.num_rows)
 
 
 def _rendered(name: str, **params: object) -> str:

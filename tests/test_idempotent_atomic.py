@@ -123,3 +123,17 @@ def test_duckdb_spills_inside_the_warehouse_and_its_memory_can_be_capped(tmp_pat
     monkeypatch.setenv("QE_DUCKDB_MEMORY_LIMIT", "lots")
     with pytest.raises(QEError, match="QE_DUCKDB_MEMORY_LIMIT"):
         Warehouse(tmp_path / "v").connect()
+
+
+def test_connections_side_by_side_share_the_memory_cap(tmp_path, monkeypatch):
+    """A segmented feature build runs its segments in databases of their own: each gets its share of
+    QE_DUCKDB_MEMORY_LIMIT (hand-worked: 2GB = 2,000,000,000 bytes over 2 = 1,000,000,000 B = 953.6 MiB)."""
+    import duckdb
+
+    from warehouse.warehouse import configure_connection
+
+    monkeypatch.setenv("QE_DUCKDB_MEMORY_LIMIT", "2GB")
+    con = duckdb.connect()
+    configure_connection(con, tmp_path, share=2)
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "953.6 MiB"
+    assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(tmp_path / ".duckdb_tmp")

@@ -32,6 +32,7 @@ Views
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -95,16 +96,7 @@ class Warehouse:
     def new_connection(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory connection with all views (e.g. one per thread)."""
         con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        # Large sorts and windows (a backtest feed's ORDER BY, feature builds) spill here, not into the cwd;
-        # QE_DUCKDB_MEMORY_LIMIT (e.g. "2GB") caps DuckDB's memory (default: DuckDB's, 80 % of RAM).
-        con.execute(f"SET temp_directory = '{_quote(self.root / '.duckdb_tmp')}'")
-        limit = os.environ.get("QE_DUCKDB_MEMORY_LIMIT")
-        if limit:
-            try:
-                con.execute(f"SET memory_limit = '{_quote(limit)}'")
-            except duckdb.Error as exc:
-                raise QEError(f"QE_DUCKDB_MEMORY_LIMIT={limit!r}: {str(exc).splitlines()[0]}") from exc
+        configure_connection(con, self.root)
         self._register_reference(con)
         for tf in layout.TIMEFRAMES:
             self._register_bars(con, tf)
@@ -270,6 +262,37 @@ def _parquet_files(path: Path) -> list[Path]:
     if not path.is_dir():
         return []
     return sorted(path.rglob("*.parquet"))
+
+
+#: Bytes per unit of a DuckDB memory size ("2GB", "1.5GiB", "800MB", "1000000B").
+_SIZE_UNITS = {"b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def configure_connection(con: duckdb.DuckDBPyConnection, root: Path, share: int = 1) -> None:
+    """A warehouse connection's settings: UTC; large sorts and windows (a backtest feed's ORDER BY, feature
+    builds) spill into ``root/.duckdb_tmp``, not the cwd; ``QE_DUCKDB_MEMORY_LIMIT`` (e.g. "2GB") caps DuckDB's
+    memory (default: DuckDB's, 80 % of RAM), split evenly when ``share`` connections (their own databases, e.g.
+    the segments of a feature build) run side by side, so that together they stay within it.
+
+    Raises
+    ------
+    QEError
+        ``QE_DUCKDB_MEMORY_LIMIT`` is not a size DuckDB takes.
+    """
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET temp_directory = '{_quote(root / '.duckdb_tmp')}'")
+    limit = os.environ.get("QE_DUCKDB_MEMORY_LIMIT")
+    if not limit:
+        return
+    try:
+        con.execute(f"SET memory_limit = '{_quote(limit)}'")
+    except duckdb.Error as exc:
+        raise QEError(f"QE_DUCKDB_MEMORY_LIMIT={limit!r}: {str(exc).splitlines()[0]}") from exc
+    size = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", limit.lower())
+    if share > 1 and size is not None and (size.group(2) or "b") in _SIZE_UNITS:
+        each = int(float(size.group(1)) * _SIZE_UNITS[size.group(2) or "b"]) // share
+        con.execute(f"SET memory_limit = '{each}B'")
 
 
 def _quote(text: str) -> str:

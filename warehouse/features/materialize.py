@@ -54,7 +54,7 @@ from warehouse.features.tail import TailNeeds, family_needs
 from warehouse.lock import holds_write_lock
 from warehouse.store import fsync_dir, sha256_file
 from warehouse.templates import render
-from warehouse.warehouse import Warehouse
+from warehouse.warehouse import Warehouse, configure_connection
 
 TIMEFRAMES = ("1m", "1h", "1d")
 #: A symbol rebuilt from its first bar with more source bars than this is cut into segments of about this many
@@ -191,7 +191,7 @@ def build_features(
                         staging = wh.root / ".staging" / uuid.uuid4().hex
                         try:
                             rows, produced, k = build_segmented(con, timeframe, symbol, queries, registry, cuts,
-                                                                staging, wh.root / ".duckdb_tmp")
+                                                                staging, wh.root)
                             result = _install_produced(wh.root, timeframe, symbol, keep, produced)
                         finally:
                             shutil.rmtree(staging, ignore_errors=True)
@@ -388,7 +388,7 @@ def segment_cuts(days: dict[str, str], segments: int | Sequence[dt.datetime] | N
 
 def build_segmented(con, timeframe: str, symbol: str, queries: StagedQueries, registry: Registry,  # noqa: ANN001
                     cuts: Sequence[dt.datetime], staging: Path,
-                    temp_directory: Path | None = None) -> tuple[int, dict[str, Path], int]:
+                    root: Path | None = None) -> tuple[int, dict[str, Path], int]:
     """The features of one symbol (the relation ``symbol_bars`` of ``con``), computed in segments cut at ``cuts``,
     composed into one zstd Parquet file per year under ``staging / "out"``: (rows, ``{"year=Y": path}``, segments).
 
@@ -421,7 +421,7 @@ def build_segmented(con, timeframe: str, symbol: str, queries: StagedQueries, re
         pool = ThreadPoolExecutor(max_workers=SEGMENT_WORKERS, thread_name_prefix="features-segment")
     with pool:
         futures = [pool.submit(_stage_segment, bars, queries, staging / f"segment_{k}", start, since, until,
-                               SEGMENT_THREADS, temp_directory) for k, (start, since, until) in enumerate(segments)]
+                               SEGMENT_THREADS, root) for k, (start, since, until) in enumerate(segments)]
         try:
             rows = 0
             with _YearFiles(staging / "out") as out:
@@ -442,19 +442,16 @@ def build_segmented(con, timeframe: str, symbol: str, queries: StagedQueries, re
 
 def _stage_segment(bars: Path, queries: StagedQueries, stage: Path, start: dt.datetime | None,
                    since: dt.datetime | None, until: dt.datetime | None, threads: int,
-                   temp_directory: Path | None) -> tuple[int, list[Path]]:
+                   root: Path | None) -> tuple[int, list[Path]]:
     """One segment on its own connection (``threads`` DuckDB threads): the staged families over the bars in
     [start, until) of the stored bars file, keeping the rows from ``since`` on; (rows kept, one Arrow IPC file per
     family)."""
-    config = {"threads": threads}
-    limit = os.environ.get("QE_DUCKDB_MEMORY_LIMIT")
-    if limit:
-        config["memory_limit"] = limit
-    con = duckdb.connect(config=config)
+    con = duckdb.connect(config={"threads": threads})
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        if temp_directory is not None:
-            con.execute(f"SET temp_directory = '{_quote(temp_directory)}'")
+        if root is not None:  # its own database: the memory cap is split among the segments running side by side
+            configure_connection(con, root, share=SEGMENT_WORKERS)
+        else:
+            con.execute("SET TimeZone = 'UTC'")
         bounds = [f"ts >= {_timestamp(start)}"] if start is not None else []
         if until is not None:
             bounds.append(f"ts < {_timestamp(until)}")
