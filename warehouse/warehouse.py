@@ -100,8 +100,7 @@ class Warehouse:
         self._register_reference(con)
         for tf in layout.TIMEFRAMES:
             self._register_bars(con, tf)
-        for name, (directory, schema, hive_key) in TABLES.items():
-            self._register_table(con, name, self.root / directory, schema, hive_key)
+        self.register_tables(con, list(TABLES))
         for tf in layout.TIMEFRAMES:
             contractless = _symbols_with_contractless_bars(self.root / "bars" / f"timeframe={tf}")
             for adjust in (None, "ratio", "diff"):

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.backtest.run import BacktestConfig, run_backtest
 from engine.kernel import ROLL_ORIGINS
@@ -263,11 +264,10 @@ def _marks(wh: Warehouse, query: str) -> dict[str, float]:
 def _roll_value(fills: pa.Table, marks: dict[str, float]) -> float:
     """sum q (M - p) m - c over a run's roll legs, currency: the fills of kind ``roll_out``/``roll_in`` (a live
     run's legs are broker orders, a backtest's are booked without one) and any other fill without an order."""
-    total = 0.0
-    for f in fills.to_pylist():
-        if f["order_id"] is None or f["kind"] in ROLL_ORIGINS:
-            total += f["quantity"] * (marks.get(f["symbol"], math.nan) - f["price"]) * f["multiplier"] - f["commission"]
-    return total
+    legs = fills.filter(pc.or_kleene(pc.is_null(fills["order_id"]),
+                                     pc.is_in(fills["kind"], value_set=pa.array(list(ROLL_ORIGINS)))))
+    return sum(f["quantity"] * (marks.get(f["symbol"], math.nan) - f["price"]) * f["multiplier"] - f["commission"]
+               for f in legs.to_pylist()) + 0.0  # a float when there is no leg
 
 
 def _effects(orders: pa.Table, rolls: float, gap: float) -> dict[str, float]:

@@ -283,8 +283,9 @@ def _context(root: Path, timeframe: str, bars: pa.Table, count: int) -> pa.Table
         key = (root, timeframe, symbol, first.year, contract)
         tail = _CONTEXT.get(key, first, count)
         if tail is None:
+            stamp = _CONTEXT.stamp(*key[:4])  # before the read: a write meanwhile makes the entry stale, not wrong
             tail = _read_context(root, timeframe, symbol, contract, first, count)
-            _CONTEXT.put(key, tail, count)
+            _CONTEXT.put(key, tail, count, stamp)
         if tail.num_rows:
             out.append(tail.slice(max(tail.num_rows - count, 0)))
     return pa.concat_tables(out) if out else BARS_TABLE.empty_table()
@@ -348,8 +349,8 @@ class _ContextCache:
             return None
         return tail
 
-    def put(self, key: tuple, tail: pa.Table, count: int) -> None:
-        stamp = self.stamp(*key[:4])
+    def put(self, key: tuple, tail: pa.Table, count: int, stamp: tuple) -> None:
+        """Keep ``tail`` as read from the partition files as they were at ``stamp``."""
         with self._lock:
             self._entries[key] = (stamp, tail, count)
 
@@ -378,7 +379,7 @@ class _ContextCache:
             if tail.num_rows and pc.min(mine["ts"]).as_py() <= pc.max(tail["ts"]).as_py():
                 continue  # a replaced bar: read again next time
             both = pa.concat_tables([tail, mine.cast(BARS_TABLE)]).sort_by("ts")
-            self.put(key, both.slice(max(both.num_rows - kept, 0)), kept)
+            self.put(key, both.slice(max(both.num_rows - kept, 0)), kept, self.stamp(*key[:4]))  # under the lock
 
 
 _CONTEXT = _ContextCache()
