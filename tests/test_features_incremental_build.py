@@ -87,3 +87,143 @@ def test_full_flag_and_a_change_on_the_first_day_rebuild_from_the_first_bar(tmp_
     _ingest(wh, changed, tmp_path / "all.parquet")
     report = build_features(wh, "1m")
     assert report.built == ["ES"] and report.tail == []
+
+
+def _split_last_date(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trading_date = (frame.ts.dt.tz_convert("America/New_York") + pd.Timedelta(hours=6)).dt.date
+    last = trading_date == trading_date.max()
+    return frame[~last].reset_index(drop=True), frame[last].reset_index(drop=True)
+
+
+def _partition(wh: Warehouse, symbol: str = "ES") -> Path:
+    [directory] = (wh.root / "features" / "timeframe=1m" / f"symbol={symbol}").glob("year=*")
+    return directory
+
+
+def _file_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+
+def test_appends_rewrite_only_the_tail_file_until_it_folds_into_the_data_file(tmp_path, days, monkeypatch):
+    from warehouse.features import materialize
+
+    history, day_b = days
+    base, day_a = _split_last_date(history)
+    wh = Warehouse(tmp_path / "inc")
+    _ingest(wh, base, tmp_path / "base.parquet")
+    build_features(wh, "1m")
+    partition = _partition(wh)
+    data, tail = partition / "data.parquet", partition / "tail.parquet"
+    written = data.read_bytes()
+    assert not tail.exists()
+
+    # Two appended days: the year's data file is not touched, the tail file holds exactly their rows.
+    _ingest(wh, day_a, tmp_path / "a.parquet")
+    assert build_features(wh, "1m").tail == ["ES"]
+    assert data.read_bytes() == written and _file_rows(tail) == len(day_a)
+    _ingest(wh, day_b, tmp_path / "b.parquet")
+    assert build_features(wh, "1m").tail == ["ES"]
+    assert data.read_bytes() == written and _file_rows(tail) == len(day_a) + len(day_b)
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", pd.concat([base, day_a, day_b])), "two appends: ")
+
+    # A corrected bar inside the tail rewrites the tail only.
+    fixed_a = day_a.copy()
+    fixed_a.loc[len(fixed_a) // 2, ["high", "close"]] += 1.5
+    _ingest(wh, fixed_a, tmp_path / "a.parquet")
+    assert build_features(wh, "1m").tail == ["ES"]
+    assert data.read_bytes() == written and _file_rows(tail) == len(day_a) + len(day_b)
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full2", pd.concat([base, fixed_a, day_b])), "tail fix: ")
+
+    # A corrected bar of a day inside the data file: the partition becomes one data file again.
+    before, last_base = _split_last_date(base)
+    fixed_base = last_base.copy()
+    fixed_base.loc[7, ["low", "close"]] -= 1.25
+    _ingest(wh, fixed_base, tmp_path / "fix.parquet")
+    assert build_features(wh, "1m").tail == ["ES"]
+    assert not tail.exists() and _file_rows(data) == len(base) + len(day_a) + len(day_b)
+    want = _full(tmp_path, "full3", pd.concat([before, fixed_base, fixed_a, day_b]))
+    _assert_equal(wh.pandas(QUERY), want, "data fix: ")
+
+    # Past TAIL_FILE_ROWS the tail is folded into the data file.
+    monkeypatch.setattr(materialize, "TAIL_FILE_ROWS", 10)
+    fixed_b = day_b.copy()
+    fixed_b.loc[3, ["high", "close"]] += 0.75
+    _ingest(wh, fixed_b, tmp_path / "b.parquet")
+    assert build_features(wh, "1m").tail == ["ES"]
+    assert not tail.exists() and _file_rows(data) == len(base) + len(day_a) + len(day_b)
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full4", pd.concat([before, fixed_base, fixed_a, fixed_b])),
+                  "folded: ")
+
+
+def test_a_full_build_drops_the_tail_and_a_fold_cut_short_by_a_crash_is_repaired(tmp_path, days):
+    import duckdb
+
+    history, day_b = days
+    base, day_a = _split_last_date(history)
+    wh = Warehouse(tmp_path / "w")
+    _ingest(wh, base, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    _ingest(wh, day_a, tmp_path / "a.parquet")
+    build_features(wh, "1m")
+    partition = _partition(wh)
+    data, tail = partition / "data.parquet", partition / "tail.parquet"
+    assert _file_rows(tail) == len(day_a)
+    # A full build writes whole years: a tail file left beside a rewritten data file would double its rows.
+    build_features(wh, "1m", full=True)
+    assert not tail.exists()
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", history), "full build: ")
+
+    _ingest(wh, day_b, tmp_path / "b.parquet")
+    build_features(wh, "1m")
+    assert _file_rows(tail) == len(day_b)
+    want = wh.pandas(QUERY)
+    # A fold that renamed the new data file (holding the tail's rows) and died before removing the tail.
+    folded = tmp_path / "folded.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM read_parquet(['{data}', '{tail}'], union_by_name = true) ORDER BY ts) "
+               f"TO '{folded}' (FORMAT parquet)")
+    folded.replace(data)
+    assert len(wh.pandas(QUERY)) == len(want) + len(day_b)  # the duplicates a reader would now see
+
+    report = build_features(wh, "1m")  # nothing changed; the stale tail is recognised and removed first
+    assert report.skipped == ["ES"] and not tail.exists()
+    _assert_equal(wh.pandas(QUERY), want, "repaired: ")
+
+
+def test_symbols_appended_together_are_computed_in_one_tail_pass(tmp_path, monkeypatch):
+    from warehouse.features import materialize
+
+    bars = globex_bars(symbols=("ESH4", "NQH4", "CLJ4"), sessions=12, seed=9)
+    history, last_day = _split_last_date(bars)
+    wh = Warehouse(tmp_path / "w")
+    _ingest(wh, history, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    passes: list[list[str]] = []
+    real = materialize.tail_features
+
+    def counted(con, source, timeframe, since, symbols, registry):  # noqa: ANN001, ANN202
+        passes.append(sorted(symbols))
+        return real(con, source, timeframe, since, symbols, registry)
+
+    monkeypatch.setattr(materialize, "tail_features", counted)
+    # Every root gets the new day; CL also a corrected bar ten days back (its own pass, from that day).
+    early = history[history.symbol == "CLJ4"].index[len(history[history.symbol == "CLJ4"]) // 4]
+    fixed = history.copy()
+    fixed.loc[early, ["high", "close"]] += 0.5
+    _ingest(wh, fixed, tmp_path / "h.parquet")
+    _ingest(wh, last_day, tmp_path / "d.parquet")
+    report = build_features(wh, "1m")
+    assert sorted(report.tail) == ["CL", "ES", "NQ"]
+    assert passes == [["CL"], ["ES", "NQ"]]
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", pd.concat([fixed, last_day])), "grouped: ")
+
+
+def test_tail_groups_span_at_most_the_group_span():
+    import datetime as dt
+
+    from warehouse.features.materialize import TAIL_GROUP_SPAN, _SymbolPlan, _tail_groups
+
+    t0 = dt.datetime(2024, 3, 4, 23, tzinfo=dt.timezone.utc)
+    plans = [_SymbolPlan(s, {}, {}, {}, {}, since=t0 + offset) for s, offset in
+             [("NQ", dt.timedelta(minutes=1)), ("ES", dt.timedelta(0)), ("CL", -dt.timedelta(days=10)),
+              ("GC", TAIL_GROUP_SPAN), ("ZN", TAIL_GROUP_SPAN + dt.timedelta(seconds=1))]]
+    assert [[p.symbol for p in g] for g in _tail_groups(plans)] == [["CL"], ["ES", "NQ", "GC"], ["ZN"]]

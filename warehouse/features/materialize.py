@@ -12,9 +12,12 @@ the same file system, then each file is renamed into place). ``--full`` recomput
 Bounded tail. With the shipped catalog templates, a symbol whose bars changed only from a trading date D on (a
 fingerprint per date of every source bar: an appended session, or a corrected bar in the last one) is not recomputed
 from its first bar: the rows from D's first bar on are computed from a bounded tail of history
-(:func:`warehouse.features.incremental.tail_features`, equal to the full build to the catalog's tolerances),
-and only the year partitions from D's year on are rewritten: the stored rows before D plus the new rows,
-written to a temporary file and renamed into place.
+(:func:`warehouse.features.incremental.tail_features`, equal to the full build to the catalog's tolerances).
+The symbols whose changes start within :data:`TAIL_GROUP_SPAN` of each other (a day appended to every root) are
+computed in one pass, so the family queries' fixed cost is paid once, not per symbol. Only the year partitions
+from D's year on are touched, and of those only the small ``tail.parquet`` beside the year's ``data.parquet``
+while the change is after the data file's last row (:func:`_splice_symbol`), so an append costs the rows of the
+tail, not of the year.
 
 Segmented build. A long symbol rebuilt from its first bar (shipped templates, more than :data:`SEGMENT_ROWS`
 bars, or ``segments=``) is cut into segments at cut times T_1 < ... < T_{K-1} (session opens at equal row counts).
@@ -69,6 +72,12 @@ SEGMENT_PROCESSES = False
 #: and its batches of 150 columns are most of its memory (1M bars, 4 segments: peak RSS 1,395 MB at 131,072 rows,
 #: 1,037 MB at 32,768).
 SEGMENT_COMPOSE_ROWS = 32_768
+#: Symbols whose changed rows start within this span of each other are computed from their tails in one pass.
+TAIL_GROUP_SPAN = dt.timedelta(days=4)
+#: A year partition is ``data.parquet`` plus, after incremental builds, ``tail.parquet``: the rows appended
+#: since ``data.parquet`` was written. An append rewrites only the tail file; once it would hold more than this
+#: many rows (about six weeks of 1-minute bars) it is folded into ``data.parquet``.
+TAIL_FILE_ROWS = 60_000
 
 
 @dataclass
@@ -134,83 +143,130 @@ def build_features(
     manifest_path = features_dir(wh.root, timeframe) / "_manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     signature = _registry_signature(registry)
+    for tail in sorted(features_dir(wh.root, timeframe).glob(f"symbol=*/year=*/{TAIL_FILE}")):
+        _drop_stale_tail(con, tail.parent)  # a fold cut short by a crash (see _splice_symbol)
     report = BuildReport(timeframe)
     queries = staged_queries(registry, "symbol_bars", timeframe)
-    # A symbol's composition (pyarrow: Parquet encoding, mostly outside the GIL) runs on this thread while DuckDB
-    # computes the next symbol's families, so the build keeps both cores busy; its report and manifest entry are
-    # recorded when it is done, in symbol order.
-    pending: list[tuple[Future, str, dict, int]] = []
+    # Decide first what each symbol needs: nothing, its rows from a date on (bounded tails, all such symbols in
+    # one pass), or a rebuild from its first bar.
+    plans: list[_SymbolPlan] = []
+    for symbol in chosen:
+        years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
+        days = _day_fingerprints(con, symbol)
+        previous = manifest.get(symbol)
+        previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
+        changed = sorted(d for d in set(days) | set(previous.get("days", {}))
+                         if days.get(d) != previous.get("days", {}).get(d))
+        entry = {"all": _combine(years), "years": years, "days": days, "signature": signature}
+        stored = _has_partitions(wh.root, timeframe, symbol)
+        if not full and previous["all"] == entry["all"] and not changed and stored:
+            plans.append(_SymbolPlan(symbol, entry, previous, years, days, skip=True))
+            continue
+        since = _tail_since(changed, days, previous, signature) if tail_safe and not full and stored else None
+        plans.append(_SymbolPlan(symbol, entry, previous, years, days, since=since))
+    done = 0
 
-    def settle() -> None:
-        while pending:
-            future, done_symbol, entry, k = pending.pop(0)
-            record(done_symbol, entry, k, *future.result())
-
-    def record(done_symbol: str, entry: dict, k: int, written: int, unchanged: int, rows: int) -> None:
+    def record(plan: _SymbolPlan, written: int, unchanged: int, rows: int) -> None:
+        nonlocal done
+        done += 1
         report.partitions_written += written
         report.partitions_unchanged += unchanged
         report.rows += rows
-        report.built.append(done_symbol)
-        manifest[done_symbol] = entry
+        report.built.append(plan.symbol)
+        manifest[plan.symbol] = plan.entry
         _write_manifest(manifest_path, manifest)
         if on_symbol is not None:
-            on_symbol(done_symbol, k, len(chosen))
+            on_symbol(plan.symbol, done, len(chosen))
+
+    for plan in plans:
+        if plan.skip:
+            done += 1
+            report.skipped.append(plan.symbol)
+            if on_symbol is not None:
+                on_symbol(plan.symbol, done, len(chosen))
+    for group in _tail_groups([p for p in plans if not p.skip and p.since is not None]):
+        # One bounded-tail pass for the group (its earliest date on: a few more rows than some symbols need, all
+        # equal to a full build's): the fixed cost of the family queries is paid once, not per symbol.
+        since = min(p.since for p in group)
+        new = tail_features(con, "feature_source", timeframe, since, [p.symbol for p in group], registry)
+        for plan in group:
+            rows = new.filter(pc.equal(new["symbol"], plan.symbol))
+            report.tail.append(plan.symbol)
+            record(plan, *_splice_symbol(wh.root, con, timeframe, plan.symbol, since, rows))
+    # A rebuilt symbol's composition (pyarrow: Parquet encoding, mostly outside the GIL) runs on this thread while
+    # DuckDB computes the next symbol's families, so the build keeps both cores busy; its report and manifest entry
+    # are recorded when it is done, in symbol order.
+    pending: list[tuple[Future, _SymbolPlan]] = []
+
+    def settle() -> None:
+        while pending:
+            future, done_plan = pending.pop(0)
+            record(done_plan, *future.result())
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-compose") as composer:
         try:
-            for i, symbol in enumerate(chosen, start=1):
-                years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
-                days = _day_fingerprints(con, symbol)
-                fingerprint = _combine(years)
-                previous = manifest.get(symbol)
-                previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
-                changed = sorted(d for d in set(days) | set(previous.get("days", {}))
-                                 if days.get(d) != previous.get("days", {}).get(d))
-                entry = {"all": fingerprint, "years": years, "days": days, "signature": signature}
-                if not full and previous["all"] == fingerprint and not changed and _has_partitions(wh.root, timeframe, symbol):
-                    settle()
-                    report.skipped.append(symbol)
-                    if on_symbol is not None:
-                        on_symbol(symbol, i, len(chosen))
+            for plan in plans:
+                if plan.skip or plan.since is not None:
                     continue
+                symbol = plan.symbol
                 # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
                 literal = symbol.replace("'", "''")
                 con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
-                since = _tail_since(changed, days, previous, signature) if tail_safe and not full else None
-                if since is not None and _has_partitions(wh.root, timeframe, symbol):
-                    new = tail_features(con, "symbol_bars", timeframe, since, [symbol], registry)
-                    result = _splice_symbol(wh.root, con, timeframe, symbol, since, new)
+                keep = set() if full else {f"year={y}" for y, fp in plan.years.items()
+                                           if plan.previous["years"].get(y) == fp}
+                cuts = segment_cuts(plan.days, segments) if tail_safe else []
+                if cuts:
+                    # The previous symbol's composition goes on beside this one's segments.
+                    staging = wh.root / ".staging" / uuid.uuid4().hex
+                    try:
+                        rows, produced, k = build_segmented(con, timeframe, symbol, queries, registry, cuts,
+                                                            staging, wh.root)
+                        result = _install_produced(wh.root, timeframe, symbol, keep, produced)
+                    finally:
+                        shutil.rmtree(staging, ignore_errors=True)
                     settle()
-                    report.tail.append(symbol)
-                    record(symbol, entry, i, *result)
-                else:
-                    keep = set() if full else {f"year={y}" for y, fp in years.items() if previous["years"].get(y) == fp}
-                    cuts = segment_cuts(days, segments) if tail_safe else []
-                    if cuts:
-                        # The previous symbol's composition goes on beside this one's segments.
-                        staging = wh.root / ".staging" / uuid.uuid4().hex
-                        try:
-                            rows, produced, k = build_segmented(con, timeframe, symbol, queries, registry, cuts,
-                                                                staging, wh.root)
-                            result = _install_produced(wh.root, timeframe, symbol, keep, produced)
-                        finally:
-                            shutil.rmtree(staging, ignore_errors=True)
-                        settle()
-                        report.segments[symbol] = k
-                        record(symbol, entry, i, *result, rows)
-                        continue
-                    staging, rows, files = _stage_symbol(wh.root, con, queries)
-                    future = composer.submit(_install_symbol, wh.root, timeframe, symbol, keep, staging, rows, files,
-                                             queries.features)
-                    settle()
-                    pending.append((future, symbol, entry, i))
+                    report.segments[symbol] = k
+                    record(plan, *result, rows)
+                    continue
+                staging, rows, files = _stage_symbol(wh.root, con, queries)
+                future = composer.submit(_install_symbol, wh.root, timeframe, symbol, keep, staging, rows, files,
+                                         queries.features)
+                settle()
+                pending.append((future, plan))
             settle()
         finally:
             # On an error, wait for a composition still running (its staging directory is removed either way).
-            for future, *_ in pending:
+            for future, _ in pending:
                 future.exception()
     wh.refresh()
     return report
+
+
+@dataclass
+class _SymbolPlan:
+    """What one symbol of a build needs: nothing (``skip``), its rows from ``since`` on (bounded tails), or a
+    rebuild from its first bar (``since`` None); ``entry`` is its manifest entry once built."""
+
+    symbol: str
+    entry: dict
+    previous: dict
+    years: dict[str, str]
+    days: dict[str, str]
+    since: dt.datetime | None = None
+    skip: bool = False
+
+
+def _tail_groups(plans: list[_SymbolPlan]) -> list[list[_SymbolPlan]]:
+    """The bounded-tail symbols in groups computed in one pass each: sorted by ``since``, a group spans at most
+    :data:`TAIL_GROUP_SPAN` (a day appended to every root is one group; a correction weeks back in one symbol
+    gets its own, so the others do not recompute weeks of rows for it)."""
+    groups: list[list[_SymbolPlan]] = []
+    for plan in sorted(plans, key=lambda p: p.since):
+        if groups and plan.since - groups[-1][0].since <= TAIL_GROUP_SPAN:
+            groups[-1].append(plan)
+        else:
+            groups.append([plan])
+    return groups
 
 
 def _year_fingerprints(con, symbol: str) -> dict[str, str]:  # noqa: ANN001
@@ -261,38 +317,106 @@ def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datet
                    new: pa.Table) -> tuple[int, int, int]:
     """Replace the rows with ``ts >= since`` of one symbol by ``new``; return (written, unchanged, rows).
 
-    Only the year partitions from ``since``'s year on are touched: each becomes its stored rows before ``since``
-    plus the new rows of that year, written to a temporary file beside it and renamed into place (atomic)."""
+    Only the year partitions from ``since``'s year on are touched. Where the partition's ``data.parquet`` ends
+    before ``since`` (an appended day; a corrected bar of a day appended since the file was written), only its
+    ``tail.parquet`` is rewritten: its rows before ``since`` plus the new rows (folded into ``data.parquet`` once
+    more than :data:`TAIL_FILE_ROWS`), so an append costs the size of the tail, not of the year. Where the change
+    reaches ``data.parquet``, the partition becomes one ``data.parquet`` of its stored rows before ``since`` plus
+    the new rows. Each file is written to a temporary beside it and renamed into place (atomic); a fold renames
+    the new ``data.parquet`` (which holds the tail's rows) in first and then removes the tail, and a tail left
+    by a crash in between is recognised by its rows not being after ``data.parquet``'s and removed
+    (:func:`_drop_stale_tail`) before the partition is read again by a build.
+    """
     target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
     name = f"_splice_{uuid.uuid4().hex[:12]}"
     con.register(name, new)
     cut = f"TIMESTAMPTZ '{since.isoformat()}'"
     try:
         new_years = {r[0] for r in con.sql(f"SELECT DISTINCT year(ts) FROM {name}").fetchall()}
-        old_years = {int(p.parent.name.split("=", 1)[1]) for p in target_dir.glob("year=*/data.parquet")}
+        old_years = {int(d.name.split("=", 1)[1]) for d in target_dir.glob("year=*") if any(d.glob("*.parquet"))}
         years = sorted(y for y in new_years | old_years if y >= since.year)
-        written = 0
         for year in years:
-            target = target_dir / f"year={year}" / "data.parquet"
-            parts = [f"SELECT * EXCLUDE (symbol) FROM {name} WHERE year(ts) = {year}"]
-            if target.exists():
-                parts.insert(0, f"SELECT * FROM read_parquet('{_quote(target)}', hive_partitioning = false) "
-                                f"WHERE ts < {cut}")
-            count = con.sql(f"SELECT count(*) FROM ({' UNION ALL '.join(parts)})").fetchone()[0]
-            if count == 0:
-                shutil.rmtree(target.parent, ignore_errors=True)
-                written += 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".data.{uuid.uuid4().hex}.tmp")
-            con.execute(f"COPY ({' UNION ALL '.join(parts)} ORDER BY ts) TO '{_quote(tmp)}' "
-                        "(FORMAT parquet, COMPRESSION zstd)")
-            os.replace(tmp, target)  # same directory: atomic
-            fsync_dir(target.parent)
-            written += 1
-        return written, len(old_years - set(years)), new.num_rows
+            directory = target_dir / f"year={year}"
+            data, tail = directory / DATA_FILE, directory / TAIL_FILE
+            _drop_stale_tail(con, directory)
+            fresh = f"SELECT * EXCLUDE (symbol) FROM {name} WHERE year(ts) = {year}"
+            end = _last_ts(con, data)
+            if end is not None and end >= since:
+                # The change reaches data.parquet's rows: the partition becomes one file again.
+                parts = [_rows_before(data, cut)] + ([_rows_before(tail, cut)] if tail.exists() else []) + [fresh]
+                _write_rows(con, parts, data, remove_if_empty=True)
+                tail.unlink(missing_ok=True)
+            else:
+                parts = ([_rows_before(tail, cut)] if tail.exists() else []) + [fresh]
+                if _count_rows(con, parts) > TAIL_FILE_ROWS:
+                    whole = ([f"SELECT * FROM read_parquet('{_quote(data)}', hive_partitioning = false)"]
+                             if data.exists() else []) + parts
+                    _write_rows(con, whole, data, remove_if_empty=True)
+                    tail.unlink(missing_ok=True)
+                else:
+                    _write_rows(con, parts, tail, remove_if_empty=True)
+            if directory.exists() and not any(directory.glob("*.parquet")):
+                shutil.rmtree(directory, ignore_errors=True)
+            elif directory.exists():
+                fsync_dir(directory)
+        return len(years), len(old_years - set(years)), new.num_rows
     finally:
         con.unregister(name)
+
+
+#: The files of a year partition of the features (see :data:`TAIL_FILE_ROWS`).
+DATA_FILE = "data.parquet"
+TAIL_FILE = "tail.parquet"
+
+
+def _rows_before(path: Path, cut: str) -> str:
+    return f"SELECT * FROM read_parquet('{_quote(path)}', hive_partitioning = false) WHERE ts < {cut}"
+
+
+def _count_rows(con, parts: list[str]) -> int:  # noqa: ANN001
+    return con.sql(f"SELECT count(*) FROM ({' UNION ALL BY NAME '.join(parts)})").fetchone()[0]
+
+
+def _write_rows(con, parts: list[str], target: Path, remove_if_empty: bool) -> None:  # noqa: ANN001
+    """``parts`` (SELECTs of one partition's rows) in ts order to ``target``: a temporary beside it renamed into
+    place (atomic); no rows (and ``remove_if_empty``): ``target`` removed."""
+    union = " UNION ALL BY NAME ".join(parts)
+    if remove_if_empty and _count_rows(con, parts) == 0:
+        target.unlink(missing_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp")
+    try:
+        con.execute(f"COPY ({union} ORDER BY ts) TO '{_quote(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+        os.replace(tmp, target)  # same directory: atomic
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _last_ts(con, path: Path) -> dt.datetime | None:  # noqa: ANN001
+    """The latest ``ts`` of a partition file (from its statistics), None without the file or rows."""
+    if not path.exists():
+        return None
+    return con.execute(f"SELECT max(ts) FROM read_parquet('{_quote(path)}', hive_partitioning = false)").fetchone()[0]
+
+
+def _first_ts(con, path: Path) -> dt.datetime | None:  # noqa: ANN001
+    if not path.exists():
+        return None
+    return con.execute(f"SELECT min(ts) FROM read_parquet('{_quote(path)}', hive_partitioning = false)").fetchone()[0]
+
+
+def _drop_stale_tail(con, directory: Path) -> bool:  # noqa: ANN001
+    """Remove a partition's ``tail.parquet`` whose rows are not all after ``data.parquet``'s: what a crash
+    between a fold's rename and its removal of the tail leaves (its rows are in ``data.parquet`` already).
+    In every other state a tail's rows start after the data file's last row. Returns True if one was removed."""
+    tail, data = directory / TAIL_FILE, directory / DATA_FILE
+    end, start = _last_ts(con, data), _first_ts(con, tail)
+    if end is None or start is None or start > end:
+        return False
+    tail.unlink()
+    fsync_dir(directory)
+    return True
 
 
 def _combine(years: dict[str, str]) -> str:
@@ -305,7 +429,7 @@ def _registry_signature(registry: Registry) -> str:
 
 
 def _has_partitions(root: Path, timeframe: str, symbol: str) -> bool:
-    return any((features_dir(root, timeframe) / f"symbol={symbol}").glob("*/data.parquet"))
+    return any((features_dir(root, timeframe) / f"symbol={symbol}").glob("year=*/*.parquet"))
 
 
 def _stage_symbol(root: Path, con, queries: StagedQueries) -> tuple[Path, int, list[Path]]:  # noqa: ANN001
@@ -344,12 +468,16 @@ def _install_produced(root: Path, timeframe: str, symbol: str, keep: set[str],
     target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
     written = unchanged = 0
     for year_dir, path in sorted(produced.items()):
-        target = target_dir / year_dir / "data.parquet"
-        if target.exists() and (year_dir in keep or sha256_file(target) == sha256_file(path)):
+        target = target_dir / year_dir / DATA_FILE
+        tail = target.with_name(TAIL_FILE)
+        # A kept year is current with its tail file; a data file equal to the produced year is only if no tail
+        # file adds rows to it.
+        if target.exists() and (year_dir in keep or (not tail.exists() and sha256_file(target) == sha256_file(path))):
             unchanged += 1
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)  # same file system: atomic
+        tail.unlink(missing_ok=True)  # its rows are in the produced year (the order a crash leaves repairable)
         fsync_dir(target.parent)
         written += 1
     for stale in target_dir.glob("year=*"):
