@@ -21,7 +21,7 @@ from sqlglot.lineage import lineage
 from warehouse.errors import QEError
 from warehouse.features.headers import FeatureSpec, parse_header
 from warehouse.features.lint import lint_lookahead
-from warehouse.templates import render, render_string
+from warehouse.templates import render, render_composed, render_string
 
 #: Prefix of a family's hidden output columns carrying a recursive filter's state (live path only).
 STATE_PREFIX = "__state__"
@@ -174,7 +174,7 @@ def staged_queries(registry: Registry, source: str, timeframe: str = "1m") -> St
     by_family: dict[int, list[str]] = {i: [] for i in range(len(registry.families))}
     for f in features:
         by_family[f.family_index].append(f.name)
-    families = [render("features/_family_staged.sql", family_sql=family.sql, columns=by_family[i])
+    families = [render_composed("features/_family_staged.sql", {"family_sql": family.sql}, columns=by_family[i])
                 for i, family in enumerate(registry.families)]
     return StagedQueries(base_sql, families, features)
 
@@ -198,6 +198,5 @@ def feature_query(registry: Registry, source: str, timeframe: str = "1m",
     index = {family.template: i for i, family in enumerate(registry.families)}
     features = [SimpleNamespace(name=s.name, type=s.type, family_index=index[s.template]) for s in registry.features]
     extra = {"states": [(i, name) for i, f in enumerate(registry.families) for name in f.states]} if states else {}
-    return render(
-        "features/_compose.sql", base_sql=base_sql, families=[f.sql for f in registry.families], features=features,
-        **extra)
+    return render_composed("features/_compose.sql", {"base_sql": base_sql, "families": [f.sql for f in registry.families]},
+                           features=features, **extra)
