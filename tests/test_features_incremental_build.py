@@ -227,3 +227,24 @@ def test_tail_groups_span_at_most_the_group_span():
              [("NQ", dt.timedelta(minutes=1)), ("ES", dt.timedelta(0)), ("CL", -dt.timedelta(days=10)),
               ("GC", TAIL_GROUP_SPAN), ("ZN", TAIL_GROUP_SPAN + dt.timedelta(seconds=1))]]
     assert [[p.symbol for p in g] for g in _tail_groups(plans)] == [["CL"], ["ES", "NQ", "GC"], ["ZN"]]
+
+
+def test_unchanged_bars_are_skipped_whatever_the_manifest_says_of_years(tmp_path, days):
+    # The skip rests on the exact day fingerprints and the templates' signature: a manifest whose year entries
+    # were written another way (an earlier version) does not make unchanged bars rebuild.
+    import json
+
+    history, _ = days
+    wh = Warehouse(tmp_path / "w")
+    _ingest(wh, history, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    path = wh.root / "features" / "timeframe=1m" / "_manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["ES"]["all"] = "0" * 24
+    manifest["ES"]["years"] = {year: "f" * 24 for year in manifest["ES"]["years"]}
+    path.write_text(json.dumps(manifest))
+    assert build_features(wh, "1m").skipped == ["ES"]
+    manifest["ES"]["days"][max(manifest["ES"]["days"])] = "1:2:2024-01-01T00:00:00+00:00"  # one day differs
+    path.write_text(json.dumps(manifest))
+    report = build_features(wh, "1m")
+    assert report.tail == ["ES"] and report.rows > 0

@@ -150,16 +150,18 @@ def build_features(
     # Decide first what each symbol needs: nothing, its rows from a date on (bounded tails, all such symbols in
     # one pass), or a rebuild from its first bar.
     plans: list[_SymbolPlan] = []
+    all_days = _day_fingerprints(con, chosen)
     for symbol in chosen:
-        years = {year: fp + signature for year, fp in _year_fingerprints(con, symbol).items()}
-        days = _day_fingerprints(con, symbol)
+        days = all_days[symbol]
+        years = {year: fp + signature for year, fp in _year_fingerprints(days).items()}
         previous = manifest.get(symbol)
         previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
         changed = sorted(d for d in set(days) | set(previous.get("days", {}))
                          if days.get(d) != previous.get("days", {}).get(d))
         entry = {"all": _combine(years), "years": years, "days": days, "signature": signature}
         stored = _has_partitions(wh.root, timeframe, symbol)
-        if not full and previous["all"] == entry["all"] and not changed and stored:
+        # Unchanged: every trading date's bars and the templates as last built (the day fingerprints are exact).
+        if not full and not changed and previous.get("signature") == signature and previous.get("days") and stored:
             plans.append(_SymbolPlan(symbol, entry, previous, years, days, skip=True))
             continue
         since = _tail_since(changed, days, previous, signature) if tail_safe and not full and stored else None
@@ -269,25 +271,30 @@ def _tail_groups(plans: list[_SymbolPlan]) -> list[list[_SymbolPlan]]:
     return groups
 
 
-def _year_fingerprints(con, symbol: str) -> dict[str, str]:  # noqa: ANN001
-    """Per year Y: a fingerprint of every source bar up to the end of Y (what Y's features can depend on)."""
-    rows = con.sql(
-        "SELECT year(ts) AS y, count(*), min(ts), max(ts), sum(close), sum(high - low), sum(volume) "
-        "FROM feature_source WHERE symbol = $s GROUP BY y ORDER BY y",
-        params={"s": symbol},
-    ).fetchall()
-    out: dict[str, str] = {}
-    running = hashlib.sha256()
-    for row in rows:
-        running.update(repr(row).encode())
-        out[str(row[0])] = running.copy().hexdigest()[:24]
+def _day_fingerprints(con, symbols: list[str]) -> dict[str, dict[str, str]]:  # noqa: ANN001
+    """Per symbol and trading date: ``"count:hash sum:first ts"`` of the source bars, for every symbol in one scan
+    (``sql/features/_day_fingerprints.sql``; the hash sums are exact integers, so a fingerprint never changes
+    unless the bars do)."""
+    out: dict[str, dict[str, str]] = {s: {} for s in symbols}
+    for symbol, day, n, h, first in con.execute(render("features/_day_fingerprints.sql"), {"symbols": symbols}).fetchall():
+        out[symbol][day] = f"{n}:{h}:{first.isoformat()}"
     return out
 
 
-def _day_fingerprints(con, symbol: str) -> dict[str, str]:  # noqa: ANN001
-    """Per trading date: ``"count:hash sum:first ts"`` of the source bars (``sql/features/_day_fingerprints.sql``)."""
-    rows = con.execute(render("features/_day_fingerprints.sql"), {"symbol": symbol}).fetchall()
-    return {d: f"{n}:{h}:{first.isoformat()}" for d, n, h, first in rows}
+def _year_fingerprints(days: dict[str, str]) -> dict[str, str]:
+    """Per UTC year Y of the bars: a fingerprint of every trading date with a bar at or before the end of Y (its
+    first bar's year <= Y), which is everything a year's partition depends on (features read no later bar).
+    Built from the day fingerprints (exact integer hash sums), not from a second scan."""
+    first_year = {day: int(fp.split(":", 2)[2][:4]) for day, fp in days.items()}
+    years = set(first_year.values()) | {int(day[:4]) for day in days}  # a session may open in the year before
+    out: dict[str, str] = {}
+    for year in sorted(years):
+        running = hashlib.sha256()
+        for day in sorted(days):
+            if first_year[day] <= year:
+                running.update(f"{day}={days[day]};".encode())
+        out[str(year)] = running.hexdigest()[:24]
+    return out
 
 
 def _tail_since(changed: list[str], days: dict[str, str], previous: dict, signature: str) -> dt.datetime | None:
