@@ -99,8 +99,29 @@ def _checked(label: str, template: jinja2.Template, params: dict[str, Any]) -> s
     return sql
 
 
-@lru_cache(maxsize=512)
+def render_parsed(label: str, text: str, **params: Any) -> tuple[str, exp.Query]:
+    """Render template ``text`` like :func:`render_string` and also return its parse tree (one parse for the
+    SELECT check and the caller's own inspection of the query)."""
+    sql = _rendered(label, _environment().from_string(text), params)
+    statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    _VERDICTS[sql] = len(statements) == 1 and isinstance(statements[0], exp.Query)
+    if not _VERDICTS[sql]:
+        raise QEError(f"{label}: a template must render to exactly one SELECT")
+    return sql, statements[0]
+
+
+#: SELECT-check verdicts by rendered text (bounded: cleared when full).
+_VERDICTS: dict[str, bool] = {}
+_MAX_VERDICTS = 512
+
+
 def _one_select(sql: str) -> bool:
     """``sql`` parses (sqlglot, DuckDB dialect) as exactly one query (SELECT, WITH ... SELECT, set operation)."""
-    statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    return len(statements) == 1 and isinstance(statements[0], exp.Query)
+    verdict = _VERDICTS.get(sql)
+    if verdict is None:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+        verdict = len(statements) == 1 and isinstance(statements[0], exp.Query)
+        if len(_VERDICTS) >= _MAX_VERDICTS:
+            _VERDICTS.clear()
+        _VERDICTS[sql] = verdict
+    return verdict

@@ -1,10 +1,12 @@
 {#-
   Where the bounded tail of each symbol starts, for the feature rows with ts >= $since (warehouse/features/tail.py
-  derives the needs; warehouse/features/incremental.py runs this per family).
-  Parameters: source (bar relation: symbol, ts, open, high, low, close, volume), rows, sessions, tod, rth, anchors
-  (TailNeeds), rth_table and rth_default (the RTH table), windowed (True when $lo may cut the history).
+  derives the needs; warehouse/features/incremental.py runs this for one or several families in one scan).
+  Parameters: source (bar relation: symbol, ts, open, high, low, close, volume), needs (a list of TailNeeds:
+  rows, sessions, tod, rth, anchors; one output block per entry, numbered `need` from 0), rth_table and
+  rth_default (the RTH table), windowed (True when $lo may cut the history).
   Bound parameters: $since (TIMESTAMPTZ), $lo (TIMESTAMPTZ: only bars with ts >= $lo are read), $symbols (list).
-  Output per symbol with rows at or after $since: symbol, start_ts (first bar of the tail), complete (false when the
+  Output per need and symbol with rows at or after $since: need, symbol, start_ts (first bar of the tail), complete
+  (false when the
   bars from $lo on did not hold everything the needs ask for: read more history). Without `windowed` the relation
   holds the whole history, row 0 is the symbol's first bar, and a need that reaches before it is met by row 0
   (the full build has the same NULLs there).
@@ -20,6 +22,9 @@
 -#}
 {% import 'macros.sql' as m %}
 {%- set NEG = -1000000000000 -%}
+{%- set any_anchors = needs | selectattr('anchors') | list | length > 0 -%}
+{%- set any_tod = needs | selectattr('tod') | list | length > 0 -%}
+{%- set any_rth = needs | selectattr('rth') | list | length > 0 -%}
 WITH bars AS (
     SELECT symbol, ts, open AS o, high AS h, low AS l, close AS c, volume AS v,
         row_number() OVER w - 1 AS rn,
@@ -43,7 +48,7 @@ cut AS (
     SELECT symbol,
         min(rn) FILTER (WHERE ts >= $since) AS new_rn,
         min(sid) FILTER (WHERE ts >= $since) AS new_sid
-{%- if anchors %},
+{%- if any_anchors %},
         least(
             max(rn) FILTER (WHERE ts < $since AND (h <> l OR h <> c1 OR l <> c1)),
             max(rn) FILTER (WHERE ts < $since AND v <> 0),
@@ -69,7 +74,7 @@ cut AS (
     FROM sb GROUP BY symbol
     HAVING min(rn) FILTER (WHERE ts >= $since) IS NOT NULL
 ),
-{%- if tod %}
+{%- if any_tod %}
 tod_new AS (SELECT DISTINCT symbol, mod FROM sb WHERE ts >= $since),
 tod_old AS (
     SELECT symbol, mod, rn, row_number() OVER (PARTITION BY symbol, mod ORDER BY ts DESC) AS k
@@ -83,49 +88,58 @@ tod AS (
     GROUP BY n.symbol
 ),
 {%- endif %}
-cand AS (
+{%- if any_rth %}
+rt AS (
+    SELECT c2.symbol, max(s2.sid) AS sid, arg_max(s2.first_rn, s2.sid) AS first_rn
+    FROM cut AS c2 JOIN sess AS s2 ON s2.symbol = c2.symbol AND s2.sid < c2.new_sid AND s2.has_rth
+    GROUP BY c2.symbol
+),
+{%- endif %}
+{%- for need in needs %}
+{%- set i = loop.index0 %}
+cand{{ i }} AS (
     SELECT cut.symbol, cut.new_rn,
         least(
-            cut.new_rn - {{ rows }}
-{%- if anchors %}, coalesce(cut.anchor_rn - {{ rows }}, cut.new_rn){% endif %}
-{%- if sessions %}, CASE WHEN cut.new_sid >= {{ sessions }} THEN s.first_rn ELSE {{ NEG }} END{% endif %}
-{%- if rth %}, coalesce(rt.first_rn, {{ NEG }}){% endif %}
-{%- if tod %}, coalesce(tod.tod_rn, cut.new_rn){% endif %}
+            cut.new_rn - {{ need.rows }}
+{%- if need.anchors %}, coalesce(cut.anchor_rn - {{ need.rows }}, cut.new_rn){% endif %}
+{%- if need.sessions %}, CASE WHEN cut.new_sid >= {{ need.sessions }} THEN s.first_rn ELSE {{ NEG }} END{% endif %}
+{%- if need.rth %}, coalesce(rt.first_rn, {{ NEG }}){% endif %}
+{%- if need.tod %}, coalesce(tod.tod_rn, cut.new_rn){% endif %}
         ) AS start_rn,
         -- Everything the needs ask for lies inside the bars read (a cut-off need falls back to more history).
         {% if windowed %}(
             TRUE
-{%- if anchors %} AND NOT cut.anchor_missing{% endif %}
-{%- if sessions %} AND cut.new_sid >= {{ sessions }} + 1{% endif %}
-{%- if rth %} AND rt.first_rn IS NOT NULL AND rt.sid >= 1{% endif %}
-{%- if tod %} AND coalesce(tod.tod_full, TRUE){% endif %}
+{%- if need.anchors %} AND NOT cut.anchor_missing{% endif %}
+{%- if need.sessions %} AND cut.new_sid >= {{ need.sessions }} + 1{% endif %}
+{%- if need.rth %} AND rt.first_rn IS NOT NULL AND rt.sid >= 1{% endif %}
+{%- if need.tod %} AND coalesce(tod.tod_full, TRUE){% endif %}
         ){% else %}TRUE{% endif %} AS found
     FROM cut
-{%- if sessions %}
-    LEFT JOIN sess AS s ON s.symbol = cut.symbol AND s.sid = cut.new_sid - {{ sessions }}
+{%- if need.sessions %}
+    LEFT JOIN sess AS s ON s.symbol = cut.symbol AND s.sid = cut.new_sid - {{ need.sessions }}
 {%- endif %}
-{%- if rth %}
-    LEFT JOIN (
-        SELECT c2.symbol, max(s2.sid) AS sid, arg_max(s2.first_rn, s2.sid) AS first_rn
-        FROM cut AS c2 JOIN sess AS s2 ON s2.symbol = c2.symbol AND s2.sid < c2.new_sid AND s2.has_rth
-        GROUP BY c2.symbol
-    ) AS rt ON rt.symbol = cut.symbol
+{%- if need.rth %}
+    LEFT JOIN rt ON rt.symbol = cut.symbol
 {%- endif %}
-{%- if tod %}
+{%- if need.tod %}
     LEFT JOIN tod ON tod.symbol = cut.symbol
 {%- endif %}
 ),
-snapped AS (
+snapped{{ i }} AS (
     -- With session needs the tail starts at a session open: the open of the session holding the start row.
-    SELECT cand.symbol, cand.found, cand.start_rn AS raw_rn,
-        {{ 's.first_rn' if (sessions or rth) else 'x.rn' }} AS start_rn
-    FROM cand
-    JOIN sb AS x ON x.symbol = cand.symbol AND x.rn = greatest(cand.start_rn, 0)
+    SELECT c.symbol, c.found, c.start_rn AS raw_rn,
+        {{ 's.first_rn' if (need.sessions or need.rth) else 'x.rn' }} AS start_rn
+    FROM cand{{ i }} AS c
+    JOIN sb AS x ON x.symbol = c.symbol AND x.rn = greatest(c.start_rn, 0)
     JOIN sess AS s ON s.symbol = x.symbol AND s.sid = x.sid
-)
-SELECT snapped.symbol, b.ts AS start_ts,
+){{ ',' if not loop.last }}
+{%- endfor %}
+{%- for need in needs %}
+{%- set i = loop.index0 %}
+{{ 'UNION ALL ' if not loop.first }}SELECT {{ i }} AS need, p.symbol, b.ts AS start_ts,
     -- A start before the first bar read (or in its possibly partial first session) is only exact when that bar
     -- is the symbol's first.
-    snapped.found{% if windowed %} AND snapped.raw_rn >= 0 AND b.sid >= {{ 1 if (sessions or rth) else 0 }}{% endif %} AS complete
-FROM snapped JOIN sb AS b ON b.symbol = snapped.symbol AND b.rn = snapped.start_rn
-ORDER BY snapped.symbol
+    p.found{% if windowed %} AND p.raw_rn >= 0 AND b.sid >= {{ 1 if (need.sessions or need.rth) else 0 }}{% endif %} AS complete
+FROM snapped{{ i }} AS p JOIN sb AS b ON b.symbol = p.symbol AND b.rn = p.start_rn
+{%- endfor %}
+ORDER BY need, symbol

@@ -66,26 +66,38 @@ def tail_starts(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, nee
         history). Default: :func:`first_window` times :data:`WIDEN`, then everything. A symbol whose needs are
         met by none is left out of the result.
     """
-    params = template_params(timeframe)
-    out: dict[str, dt.datetime] = {}
-    todo = list(symbols)
     if widths is None:
         span = first_window(needs, timeframe)
         widths = [span * k for k in WIDEN] + [None] if span is not None else [None]
+    out: dict[str, dt.datetime] = {}
+    todo = list(symbols)
     for width in widths:
         if not todo:
             break
-        sql = render("features/_tail_start.sql", source=source, rows=needs.rows, sessions=needs.sessions,
-                     tod=needs.tod, rth=needs.rth, anchors=needs.anchors, rth_table=params["rth"],
-                     rth_default=params["rth_default"], windowed=width is not None)
-        rows = con.execute(sql, {"since": since, "lo": None if width is None else since - width,
-                                 "symbols": todo}).fetchall()
-        for symbol, start, complete in rows:
-            if complete:
-                out[symbol] = start
-        found = {r[0] for r in rows}
-        # Symbols without rows at or after since are done (nothing to compute); incomplete ones read more.
-        todo = [s for s in todo if s in found and s not in out]
+        [(starts, incomplete)] = tail_starts_many(con, source, timeframe, [needs], todo, since, width)
+        out.update(starts)
+        todo = incomplete  # symbols without rows at or after since are done (nothing to compute)
+    return out
+
+
+def tail_starts_many(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, needs: Sequence[TailNeeds],
+                     symbols: Sequence[str], since: dt.datetime, width: dt.timedelta | None,
+                     ) -> list[tuple[dict[str, dt.datetime], list[str]]]:
+    """Tail starts for several needs at once, from one scan of the bars within ``width`` before ``since`` (None:
+    all the history): per need, the symbols' starts found complete there, and the symbols (with rows at or
+    after ``since``) whose needs reach further back (read a wider window for them)."""
+    params = template_params(timeframe)
+    sql = render("features/_tail_start.sql", source=source, needs=list(needs), rth_table=params["rth"],
+                 rth_default=params["rth_default"], windowed=width is not None)
+    rows = con.execute(sql, {"since": since, "lo": None if width is None else since - width,
+                             "symbols": list(symbols)}).fetchall()
+    out: list[tuple[dict[str, dt.datetime], list[str]]] = [({}, []) for _ in needs]
+    for need, symbol, start, complete in rows:
+        starts, incomplete = out[need]
+        if complete:
+            starts[symbol] = start
+        else:
+            incomplete.append(symbol)
     return out
 
 
@@ -114,9 +126,8 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
                 {"symbols": symbols, "lo": None if width is None else since - width})
     try:
         starts, wider = [], set()
-        for n in needs:
-            found = tail_starts(con, window, timeframe, n, symbols, since, [width])
-            rest = [s for s in symbols if s not in found]
+        # Every family's starts from one scan of the window; a symbol whose needs reach before it reads more.
+        for n, (found, rest) in zip(needs, tail_starts_many(con, window, timeframe, needs, symbols, since, width)):
             if rest and width is not None:
                 more = tail_starts(con, source, timeframe, n, rest, since)
                 wider |= set(more)

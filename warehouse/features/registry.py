@@ -21,7 +21,7 @@ from sqlglot.lineage import lineage
 from warehouse.errors import QEError
 from warehouse.features.headers import FeatureSpec, parse_header
 from warehouse.features.lint import lint_lookahead
-from warehouse.templates import render, render_composed, render_string
+from warehouse.templates import render, render_composed, render_parsed
 
 #: Prefix of a family's hidden output columns carrying a recursive filter's state (live path only).
 STATE_PREFIX = "__state__"
@@ -90,8 +90,7 @@ def family_templates() -> list[tuple[str, str]]:
 def check_family(template: str, text: str, params: dict) -> Family:
     """Parse the header, render, and check projections and look-ahead of one family template."""
     specs = parse_header(template, text)
-    sql = render_string(text, **params)
-    tree = sqlglot.parse_one(sql, read="duckdb")
+    sql, tree = render_parsed(f"sql/{template}", text, **params)
     projected = [p.alias_or_name for p in tree.selects]
     # Hidden filter-state columns trail the declared outputs (rendered with filter_seeds only).
     states = []
