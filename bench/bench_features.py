@@ -335,9 +335,10 @@ def universe_bars(root: str, seed: int):
 
 
 def _features_partitions(root: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every features_1m partition file: os.replace gives a rewritten file a new inode."""
+    """(inode, mtime_ns) of every features_1m partition file (data.parquet and tail.parquet): os.replace gives a
+    rewritten file a new inode."""
     folder = root / "features" / "timeframe=1m"
-    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("symbol=*/year=*/data.parquet")}
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("symbol=*/year=*/*.parquet")}
 
 
 def _day_bounds(con, day: str) -> tuple[str, str]:
@@ -540,8 +541,8 @@ def universe(args: argparse.Namespace) -> None:
         inc = _run_phase(work, "build", "incremental")
         _build_summary("incremental build", inc)
         full = state["full"]
-        print(f"  partitions rewritten: {', '.join(inc['rewritten']) or 'none'}")
-        print(f"  partitions new: {', '.join(inc['new']) or 'none'}; untouched: {len(inc['untouched'])}")
+        print(f"  partition files rewritten: {', '.join(inc['rewritten']) or 'none'}")
+        print(f"  partition files new: {', '.join(inc['new']) or 'none'}; untouched: {len(inc['untouched'])}")
         print(f"  incremental / full build time: {inc['seconds']:.1f} / {full['seconds']:.1f} s = {inc['seconds'] / full['seconds']:.2f} wall, "
               f"{inc['cpu_seconds']:.1f} / {full['cpu_seconds']:.1f} s = {inc['cpu_seconds'] / full['cpu_seconds']:.2f} CPU")
         grew = inc["rows_after"] - inc["rows_before"]
