@@ -254,7 +254,7 @@ def check_bars(
         daily_convention=daily_convention,
         daily_label=daily.LABELS.get(daily_convention),
     )
-    checked = con.sql(sql).to_arrow_table()
+    checked = con.execute(sql).to_arrow_table()  # execute: bound once (a relation from con.sql binds twice)
     con.unregister("raw")
     con.unregister("symbol_map")
     return _flag_bad_ticks(checked)
