@@ -95,6 +95,19 @@ def _split_last_date(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~last].reset_index(drop=True), frame[last].reset_index(drop=True)
 
 
+def _built_with_a_tail(tmp_path: Path, days) -> tuple[Warehouse, pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # noqa: ANN001
+    """A warehouse built on the history but its last day (A), then A appended (a tail file); and the held-back
+    last day (B): (warehouse, base, day A, day B)."""
+    history, day_b = days
+    base, day_a = _split_last_date(history)
+    wh = Warehouse(tmp_path / "w")
+    _ingest(wh, base, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    _ingest(wh, day_a, tmp_path / "a.parquet")
+    build_features(wh, "1m")
+    return wh, base, day_a, day_b
+
+
 def _partition(wh: Warehouse, symbol: str = "ES") -> Path:
     [directory] = (wh.root / "features" / "timeframe=1m" / f"symbol={symbol}").glob("year=*")
     return directory
@@ -158,20 +171,14 @@ def test_appends_rewrite_only_the_tail_file_until_it_folds_into_the_data_file(tm
 def test_a_full_build_drops_the_tail_and_a_fold_cut_short_by_a_crash_is_repaired(tmp_path, days):
     import duckdb
 
-    history, day_b = days
-    base, day_a = _split_last_date(history)
-    wh = Warehouse(tmp_path / "w")
-    _ingest(wh, base, tmp_path / "h.parquet")
-    build_features(wh, "1m")
-    _ingest(wh, day_a, tmp_path / "a.parquet")
-    build_features(wh, "1m")
+    wh, base, day_a, day_b = _built_with_a_tail(tmp_path, days)
     partition = _partition(wh)
     data, tail = partition / "data.parquet", partition / "tail.parquet"
     assert _file_rows(tail) == len(day_a)
     # A full build writes whole years: a tail file left beside a rewritten data file would double its rows.
     build_features(wh, "1m", full=True)
     assert not tail.exists()
-    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", history), "full build: ")
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", pd.concat([base, day_a])), "full build: ")
 
     _ingest(wh, day_b, tmp_path / "b.parquet")
     build_features(wh, "1m")
@@ -248,3 +255,73 @@ def test_unchanged_bars_are_skipped_whatever_the_manifest_says_of_years(tmp_path
     path.write_text(json.dumps(manifest))
     report = build_features(wh, "1m")
     assert report.tail == ["ES"] and report.rows > 0
+
+
+def test_a_reader_never_sees_a_partition_half_changed(tmp_path, days, monkeypatch):
+    # A correction reaching data.parquet, and a full build, each replace data.parquet and remove tail.parquet;
+    # a reader without the lock (a live session) queries the view at every step of the change.
+    import os
+
+    from warehouse.features import materialize
+    from warehouse.store import exchange_paths
+
+    (tmp_path / "p").mkdir(), (tmp_path / "q").mkdir()
+    if not exchange_paths(tmp_path / "p", tmp_path / "q"):
+        pytest.skip("this file system cannot swap directories (the fallback is tested below)")
+    wh, base, day_a, day_b = _built_with_a_tail(tmp_path, days)
+    reader = Warehouse(tmp_path / "w")
+    seen: list[tuple[int, int]] = []
+
+    def peek() -> None:
+        reader.refresh()
+        seen.append(reader.connect().sql("SELECT count(*), count(DISTINCT ts) FROM features_1m").fetchone())
+
+    real_replace, real_exchange = os.replace, materialize.exchange_paths
+
+    def replace(src, dst):  # noqa: ANN001, ANN202
+        real_replace(src, dst)
+        peek()
+
+    def exchange(a, b):  # noqa: ANN001, ANN202
+        swapped = real_exchange(a, b)
+        peek()
+        return swapped
+
+    monkeypatch.setattr(materialize.os, "replace", replace)
+    monkeypatch.setattr(materialize, "exchange_paths", exchange)
+    tail = _partition(wh) / "tail.parquet"
+    fixed = base.copy()
+    fixed.loc[len(fixed) - 30, ["high", "close"]] += 1.0  # inside data.parquet
+    _ingest(wh, fixed, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    assert not tail.exists() and seen
+    rows = len(base) + len(day_a)
+    assert all(n == rows and k == rows for n, k in seen), seen
+    _ingest(wh, day_b, tmp_path / "b.parquet")
+    build_features(wh, "1m")
+    assert tail.exists()
+    seen.clear()
+    build_features(wh, "1m", full=True)
+    rows += len(day_b)
+    assert not tail.exists() and seen and all(n == rows and k == rows for n, k in seen), seen
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", pd.concat([fixed, day_a, day_b])), "swapped: ")
+
+
+def test_without_the_directory_swap_the_partition_ends_the_same(tmp_path, days, monkeypatch):
+    from warehouse.features import materialize
+
+    monkeypatch.setattr(materialize, "exchange_paths", lambda a, b: False)  # another OS or file system
+    history, last_day = days
+    wh = Warehouse(tmp_path / "w")
+    _ingest(wh, history, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    _ingest(wh, last_day, tmp_path / "d.parquet")
+    build_features(wh, "1m")
+    fixed = history.copy()
+    fixed.loc[len(fixed) - 30, ["high", "close"]] += 1.0
+    _ingest(wh, fixed, tmp_path / "h.parquet")
+    build_features(wh, "1m")
+    partition = _partition(wh)
+    assert sorted(p.name for p in partition.iterdir()) == ["data.parquet"]
+    assert not list(partition.parent.glob(".year=*"))
+    _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", pd.concat([fixed, last_day])), "fallback: ")

@@ -27,7 +27,7 @@ def test_a_composed_template_is_the_same_text_and_checks_its_parts():
     params = {"base_sql": base, "families": [family.sql], "features": []}
     assert render_composed("features/_compose.sql", {"base_sql": base, "families": [family.sql]}, features=[]) == \
         render("features/_compose.sql", **params)
-    for bad in ("DROP TABLE bars", "SELECT 1; DELETE FROM bars"):
+    for bad in ("DROP TABLE bars", "SELECT 1; DELETE FROM bars", "SELECT symbol, ts FROM base;"):
         with pytest.raises(QEError, match="part 'families' is not exactly one SELECT"):
             render_composed("features/_compose.sql", {"base_sql": base, "families": [family.sql, bad]}, features=[])
     with pytest.raises(QEError, match="part 'base_sql'"):

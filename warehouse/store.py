@@ -177,6 +177,34 @@ class StagedWrites:
         self._staged = []
 
 
+#: renameat2(2) flag: swap the two paths (Linux 3.15+, on file systems that support it: ext4, xfs, btrfs, tmpfs).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths (files or directories) in one atomic step: a reader sees either both old or both
+    new, never one of each (Linux ``renameat2`` with ``RENAME_EXCHANGE``, through libc).
+
+    Returns False, having changed nothing, where the system or the file system cannot (another OS, an old
+    kernel or libc, a file system without the flag): the caller then falls back to separate renames.
+    """
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise WriteError(str(b), os.strerror(code))
+
+
 def fsync_dir(directory: Path) -> None:
     """Flush a directory entry to disk: a rename is durable only once its directory is."""
     fd = os.open(directory, os.O_RDONLY)

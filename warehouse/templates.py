@@ -78,7 +78,8 @@ def render_composed(name: str, selects: dict[str, str | list[str]], **params: An
     skeleton = {}
     for key, value in selects.items():
         for part in value if isinstance(value, list) else [value]:
-            if not _one_select(part):
+            # A part ending in ';' parses as one SELECT alone but not inside the template's parentheses.
+            if part.rstrip().endswith(";") or not _one_select(part):
                 raise QEError(f"{label}: its part {key!r} is not exactly one SELECT")
         skeleton[key] = ["SELECT 1"] * len(value) if isinstance(value, list) else "SELECT 1"
     _checked(label, template, {**params, **skeleton})
@@ -104,6 +105,8 @@ def render_parsed(label: str, text: str, **params: Any) -> tuple[str, exp.Query]
     SELECT check and the caller's own inspection of the query)."""
     sql = _rendered(label, _environment().from_string(text), params)
     statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    if len(_VERDICTS) >= _MAX_VERDICTS:
+        _VERDICTS.clear()
     _VERDICTS[sql] = len(statements) == 1 and isinstance(statements[0], exp.Query)
     if not _VERDICTS[sql]:
         raise QEError(f"{label}: a template must render to exactly one SELECT")

@@ -55,7 +55,7 @@ from warehouse.features.incremental import shipped_registry, tail_features, tail
 from warehouse.features.registry import Registry, StagedQueries, staged_queries
 from warehouse.features.tail import TailNeeds, family_needs
 from warehouse.lock import holds_write_lock
-from warehouse.store import fsync_dir, sha256_file
+from warehouse.store import exchange_paths, fsync_dir, sha256_file
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse, configure_connection
 
@@ -144,7 +144,9 @@ def build_features(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     signature = _registry_signature(registry)
     for tail in sorted(features_dir(wh.root, timeframe).glob(f"symbol=*/year=*/{TAIL_FILE}")):
-        _drop_stale_tail(con, tail.parent)  # a fold cut short by a crash (see _splice_symbol)
+        _drop_stale_tail(con, tail.parent)  # a fold cut short by a crash (see _replace_partition)
+    for leftover in features_dir(wh.root, timeframe).glob(f"symbol=*/.year=*{NEXT_SUFFIX}"):
+        shutil.rmtree(leftover, ignore_errors=True)  # a swap cut short by a crash: never read
     report = BuildReport(timeframe)
     queries = staged_queries(registry, "symbol_bars", timeframe)
     # Decide first what each symbol needs: nothing, its rows from a date on (bounded tails, all such symbols in
@@ -329,10 +331,9 @@ def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datet
     ``tail.parquet`` is rewritten: its rows before ``since`` plus the new rows (folded into ``data.parquet`` once
     more than :data:`TAIL_FILE_ROWS`), so an append costs the size of the tail, not of the year. Where the change
     reaches ``data.parquet``, the partition becomes one ``data.parquet`` of its stored rows before ``since`` plus
-    the new rows. Each file is written to a temporary beside it and renamed into place (atomic); a fold renames
-    the new ``data.parquet`` (which holds the tail's rows) in first and then removes the tail, and a tail left
-    by a crash in between is recognised by its rows not being after ``data.parquet``'s and removed
-    (:func:`_drop_stale_tail`) before the partition is read again by a build.
+    the new rows. Each file is written to a temporary beside it; a change of one file is one rename (atomic), and
+    one that replaces ``data.parquet`` and removes the tail swaps the whole partition directory in one step
+    (:func:`_replace_partition`), so a reader never sees the tail's rows twice or not at all.
     """
     target_dir = features_dir(root, timeframe) / f"symbol={symbol}"
     name = f"_splice_{uuid.uuid4().hex[:12]}"
@@ -351,17 +352,19 @@ def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datet
             if end is not None and end >= since:
                 # The change reaches data.parquet's rows: the partition becomes one file again.
                 parts = [_rows_before(data, cut)] + ([_rows_before(tail, cut)] if tail.exists() else []) + [fresh]
-                _write_rows(con, parts, data, remove_if_empty=True)
-                tail.unlink(missing_ok=True)
+                _replace_partition(directory, {DATA_FILE: _stage_rows(con, parts, directory)})
             else:
                 parts = ([_rows_before(tail, cut)] if tail.exists() else []) + [fresh]
                 if _count_rows(con, parts) > TAIL_FILE_ROWS:
                     whole = ([f"SELECT * FROM read_parquet('{_quote(data)}', hive_partitioning = false)"]
                              if data.exists() else []) + parts
-                    _write_rows(con, whole, data, remove_if_empty=True)
-                    tail.unlink(missing_ok=True)
+                    _replace_partition(directory, {DATA_FILE: _stage_rows(con, whole, directory)})
                 else:
-                    _write_rows(con, parts, tail, remove_if_empty=True)
+                    staged = _stage_rows(con, parts, directory)
+                    if staged is not None:
+                        os.replace(staged, tail)  # one file: atomic
+                    else:
+                        tail.unlink(missing_ok=True)
             if directory.exists() and not any(directory.glob("*.parquet")):
                 shutil.rmtree(directory, ignore_errors=True)
             elif directory.exists():
@@ -384,20 +387,63 @@ def _count_rows(con, parts: list[str]) -> int:  # noqa: ANN001
     return con.sql(f"SELECT count(*) FROM ({' UNION ALL BY NAME '.join(parts)})").fetchone()[0]
 
 
-def _write_rows(con, parts: list[str], target: Path, remove_if_empty: bool) -> None:  # noqa: ANN001
-    """``parts`` (SELECTs of one partition's rows) in ts order to ``target``: a temporary beside it renamed into
-    place (atomic); no rows (and ``remove_if_empty``): ``target`` removed."""
-    union = " UNION ALL BY NAME ".join(parts)
-    if remove_if_empty and _count_rows(con, parts) == 0:
-        target.unlink(missing_ok=True)
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp")
+def _stage_rows(con, parts: list[str], directory: Path) -> Path | None:  # noqa: ANN001
+    """``parts`` (SELECTs of one partition's rows) in ts order to a temporary file in ``directory``; None (and no
+    file) when they hold no rows."""
+    if _count_rows(con, parts) == 0:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".part.{uuid.uuid4().hex}.tmp"
     try:
-        con.execute(f"COPY ({union} ORDER BY ts) TO '{_quote(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
-        os.replace(tmp, target)  # same directory: atomic
-    finally:
+        con.execute(f"COPY ({' UNION ALL BY NAME '.join(parts)} ORDER BY ts) TO '{_quote(tmp)}' "
+                    "(FORMAT parquet, COMPRESSION zstd)")
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _replace_partition(directory: Path, files: dict[str, Path | None]) -> None:
+    """Make the year partition ``directory`` hold exactly ``files`` (name -> a complete file on the same file
+    system, or None for no such file), so that a reader never sees half of the change.
+
+    One file changing (no other file in the partition): one rename, atomic. Otherwise the new partition is put
+    together in a hidden sibling directory (``.year=Y.<id>.next``, which the views' ``year=*`` glob does not
+    match) and swapped with the partition in one step (:func:`warehouse.store.exchange_paths`); a reader that
+    listed a file of the old partition but had not opened it yet gets a clear file error, never doubled or
+    missing rows. Where the swap is not available, the files are renamed in and the others removed after (new
+    data first: a tail left by a crash there is recognised and removed by :func:`_drop_stale_tail`).
+    """
+    files = {name: path for name, path in files.items() if path is not None}
+    others = [p for p in directory.glob("*.parquet") if p.name not in files] if directory.exists() else []
+    if not others and len(files) <= 1:
+        for name, path in files.items():
+            directory.mkdir(parents=True, exist_ok=True)
+            os.replace(path, directory / name)
+        if directory.exists():
+            fsync_dir(directory)
+        return
+    swap = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:12]}{NEXT_SUFFIX}")
+    swap.mkdir()
+    try:
+        for name, path in files.items():
+            os.replace(path, swap / name)
+        fsync_dir(swap)
+        if exchange_paths(swap, directory):
+            fsync_dir(directory.parent)
+            return  # the old partition is in ``swap`` now, removed below
+        for name in files:  # no swap here: new data in first, then what it supersedes out
+            os.replace(swap / name, directory / name)
+        for path in others:
+            path.unlink(missing_ok=True)
+        fsync_dir(directory)
+    finally:
+        shutil.rmtree(swap, ignore_errors=True)
+
+
+#: Suffix of the hidden directory a partition is put together in before it is swapped in (a crash leftover is
+#: removed at the start of the next build).
+NEXT_SUFFIX = ".next"
 
 
 def _last_ts(con, path: Path) -> dt.datetime | None:  # noqa: ANN001
@@ -482,10 +528,8 @@ def _install_produced(root: Path, timeframe: str, symbol: str, keep: set[str],
         if target.exists() and (year_dir in keep or (not tail.exists() and sha256_file(target) == sha256_file(path))):
             unchanged += 1
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)  # same file system: atomic
-        tail.unlink(missing_ok=True)  # its rows are in the produced year (the order a crash leaves repairable)
-        fsync_dir(target.parent)
+        # The produced year replaces data.parquet and any tail.parquet (its rows are in the year) in one step.
+        _replace_partition(target.parent, {DATA_FILE: path})
         written += 1
     for stale in target_dir.glob("year=*"):
         if stale.name not in produced:
