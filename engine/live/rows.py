@@ -9,6 +9,7 @@ warehouse's view in this connection only, so the user's query is not rewritten.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import duckdb
@@ -23,6 +24,10 @@ __all__ = ["QueryRows"]
 
 #: Record batches the live feature rows may span before they are copied into one.
 _MAX_CHUNKS = 32
+#: Times a bar's query runs again after a file it listed vanished before it was read (a partition replaced).
+_FILE_RETRIES = 2
+
+log = logging.getLogger(__name__)
 
 
 class QueryRows:
@@ -109,10 +114,19 @@ class QueryRows:
 
     def at(self, ts: datetime) -> tuple[list[list], int]:
         """The query's rows at bar time ``ts`` (ordered by symbol), as one list per column and a count."""
-        try:
-            table = self.con.execute(self._at_sql, {"ts": ts}).arrow()
-        except duckdb.Error as exc:
-            raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
+        for attempt in range(_FILE_RETRIES + 1):
+            try:
+                table = self.con.execute(self._at_sql, {"ts": ts}).arrow()
+                break
+            except duckdb.IOException as exc:
+                # A writer in another process (a features build, an ingest) replaced a partition between this
+                # query's listing of the files and its reading them: the query again lists the files as they are.
+                if attempt == _FILE_RETRIES:
+                    raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
+                log.warning("live query at %s met a file being replaced (%s); querying again", ts.isoformat(),
+                            str(exc).splitlines()[0])
+            except duckdb.Error as exc:
+                raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
         if isinstance(table, pa.RecordBatchReader):
             table = table.read_all()
         names = table.schema.names
