@@ -325,3 +325,15 @@ def test_without_the_directory_swap_the_partition_ends_the_same(tmp_path, days, 
     assert sorted(p.name for p in partition.iterdir()) == ["data.parquet"]
     assert not list(partition.parent.glob(".year=*"))
     _assert_equal(wh.pandas(QUERY), _full(tmp_path, "full", pd.concat([fixed, last_day])), "fallback: ")
+
+
+def test_chosen_symbols_are_built_and_an_unknown_one_is_named(tmp_path):
+    from warehouse.errors import QEError
+
+    bars = globex_bars(symbols=("ESH4", "NQH4"), sessions=3, seed=4)
+    wh = Warehouse(tmp_path / "w")
+    _ingest(wh, bars, tmp_path / "b.parquet")
+    assert build_features(wh, "1m", symbols=["NQ"]).built == ["NQ"]
+    assert build_features(wh, "1m").built == ["ES"] and build_features(wh, "1m").skipped == ["ES", "NQ"]
+    with pytest.raises(QEError, match="no 1m bars for CL, ZN"):
+        build_features(wh, "1m", symbols=["ES", "ZN", "CL"])

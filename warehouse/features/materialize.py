@@ -135,8 +135,11 @@ def build_features(
     registry = registry or shipped_registry(timeframe)
     con = wh.connect()
     con.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS {render('features/_source.sql', timeframe=timeframe)}")
-    available = [r[0] for r in con.sql("SELECT DISTINCT symbol FROM feature_source ORDER BY 1").fetchall()]
-    chosen = available if not symbols else [s for s in symbols if s in available]
+    # One scan gives the symbols with source bars and every trading date's fingerprint (what changed since the
+    # last build).
+    all_days = _day_fingerprints(con, list(symbols) if symbols else None)
+    available = sorted(all_days)
+    chosen = available if not symbols else [s for s in symbols if s in all_days]
     missing = sorted(set(symbols or []) - set(available))
     if missing:
         raise QEError(f"no {timeframe} bars for {', '.join(missing)}")
@@ -152,7 +155,6 @@ def build_features(
     # Decide first what each symbol needs: nothing, its rows from a date on (bounded tails, all such symbols in
     # one pass), or a rebuild from its first bar.
     plans: list[_SymbolPlan] = []
-    all_days = _day_fingerprints(con, chosen)
     for symbol in chosen:
         days = all_days[symbol]
         years = {year: fp + signature for year, fp in _year_fingerprints(days).items()}
@@ -273,13 +275,13 @@ def _tail_groups(plans: list[_SymbolPlan]) -> list[list[_SymbolPlan]]:
     return groups
 
 
-def _day_fingerprints(con, symbols: list[str]) -> dict[str, dict[str, str]]:  # noqa: ANN001
-    """Per symbol and trading date: ``"count:hash sum:first ts"`` of the source bars, for every symbol in one scan
-    (``sql/features/_day_fingerprints.sql``; the hash sums are exact integers, so a fingerprint never changes
-    unless the bars do)."""
-    out: dict[str, dict[str, str]] = {s: {} for s in symbols}
+def _day_fingerprints(con, symbols: list[str] | None) -> dict[str, dict[str, str]]:  # noqa: ANN001
+    """Per symbol with source bars (of ``symbols``; None: all) and trading date: ``"count:hash sum:first ts"``, for
+    every symbol in one scan (``sql/features/_day_fingerprints.sql``; the hash sums are exact integers, so a
+    fingerprint never changes unless the bars do)."""
+    out: dict[str, dict[str, str]] = {}
     for symbol, day, n, h, first in con.execute(render("features/_day_fingerprints.sql"), {"symbols": symbols}).fetchall():
-        out[symbol][day] = f"{n}:{h}:{first.isoformat()}"
+        out.setdefault(symbol, {})[day] = f"{n}:{h}:{first.isoformat()}"
     return out
 
 
