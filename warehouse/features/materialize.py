@@ -159,10 +159,10 @@ def build_features(
         days = all_days[symbol]
         years = {year: fp + signature for year, fp in _year_fingerprints(days).items()}
         previous = manifest.get(symbol)
-        previous = previous if isinstance(previous, dict) else {"all": previous, "years": {}}
+        previous = previous if isinstance(previous, dict) else {"years": {}}  # the oldest manifests: a string
         changed = sorted(d for d in set(days) | set(previous.get("days", {}))
                          if days.get(d) != previous.get("days", {}).get(d))
-        entry = {"all": _combine(years), "years": years, "days": days, "signature": signature}
+        entry = {"years": years, "days": days, "signature": signature}
         stored = _has_partitions(wh.root, timeframe, symbol)
         # Unchanged: every trading date's bars and the templates as last built (the day fingerprints are exact).
         if not full and not changed and previous.get("signature") == signature and previous.get("days") and stored:
@@ -348,25 +348,25 @@ def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datet
         for year in years:
             directory = target_dir / f"year={year}"
             data, tail = directory / DATA_FILE, directory / TAIL_FILE
-            _drop_stale_tail(con, directory)
+            # (a stale tail a crash left was removed at the start of the build, under the same lock)
             fresh = f"SELECT * EXCLUDE (symbol) FROM {name} WHERE year(ts) = {year}"
-            end = _last_ts(con, data)
-            if end is not None and end >= since:
+            kept_tail = [_rows_before(tail, cut)] if tail.exists() else []
+            span = _ts_span(con, data)
+            if span is not None and span[1] >= since:
                 # The change reaches data.parquet's rows: the partition becomes one file again.
-                parts = [_rows_before(data, cut)] + ([_rows_before(tail, cut)] if tail.exists() else []) + [fresh]
-                _replace_partition(directory, {DATA_FILE: _stage_rows(con, parts, directory)})
+                staged, _ = _stage_rows(con, [_rows_before(data, cut), *kept_tail, fresh], directory)
+                _replace_partition(directory, {DATA_FILE: staged})
             else:
-                parts = ([_rows_before(tail, cut)] if tail.exists() else []) + [fresh]
-                if _count_rows(con, parts) > TAIL_FILE_ROWS:
-                    whole = ([f"SELECT * FROM read_parquet('{_quote(data)}', hive_partitioning = false)"]
-                             if data.exists() else []) + parts
-                    _replace_partition(directory, {DATA_FILE: _stage_rows(con, whole, directory)})
+                staged, rows = _stage_rows(con, [*kept_tail, fresh], directory)
+                if rows > TAIL_FILE_ROWS:  # folded: the whole partition into data.parquet
+                    staged.unlink()
+                    whole = [f"SELECT * FROM read_parquet('{_quote(data)}', hive_partitioning = false)"] if span else []
+                    staged, _ = _stage_rows(con, [*whole, *kept_tail, fresh], directory)
+                    _replace_partition(directory, {DATA_FILE: staged})
+                elif staged is not None:
+                    os.replace(staged, tail)  # one file: atomic
                 else:
-                    staged = _stage_rows(con, parts, directory)
-                    if staged is not None:
-                        os.replace(staged, tail)  # one file: atomic
-                    else:
-                        tail.unlink(missing_ok=True)
+                    tail.unlink(missing_ok=True)
             if directory.exists() and not any(directory.glob("*.parquet")):
                 shutil.rmtree(directory, ignore_errors=True)
             elif directory.exists():
@@ -385,24 +385,21 @@ def _rows_before(path: Path, cut: str) -> str:
     return f"SELECT * FROM read_parquet('{_quote(path)}', hive_partitioning = false) WHERE ts < {cut}"
 
 
-def _count_rows(con, parts: list[str]) -> int:  # noqa: ANN001
-    return con.sql(f"SELECT count(*) FROM ({' UNION ALL BY NAME '.join(parts)})").fetchone()[0]
-
-
-def _stage_rows(con, parts: list[str], directory: Path) -> Path | None:  # noqa: ANN001
-    """``parts`` (SELECTs of one partition's rows) in ts order to a temporary file in ``directory``; None (and no
-    file) when they hold no rows."""
-    if _count_rows(con, parts) == 0:
-        return None
+def _stage_rows(con, parts: list[str], directory: Path) -> tuple[Path | None, int]:  # noqa: ANN001
+    """``parts`` (SELECTs of one partition's rows) in ts order to a temporary file in ``directory``: (the file,
+    its rows); (None, 0) and no file when they hold no rows."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".part.{uuid.uuid4().hex}.tmp"
     try:
-        con.execute(f"COPY ({' UNION ALL BY NAME '.join(parts)} ORDER BY ts) TO '{_quote(tmp)}' "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+        rows = con.execute(f"COPY ({' UNION ALL BY NAME '.join(parts)} ORDER BY ts) TO '{_quote(tmp)}' "
+                           "(FORMAT parquet, COMPRESSION zstd)").fetchone()[0]
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return tmp
+    if rows == 0:
+        tmp.unlink(missing_ok=True)
+        return None, 0
+    return tmp, rows
 
 
 def _replace_partition(directory: Path, files: dict[str, Path | None]) -> None:
@@ -448,17 +445,12 @@ def _replace_partition(directory: Path, files: dict[str, Path | None]) -> None:
 NEXT_SUFFIX = ".next"
 
 
-def _last_ts(con, path: Path) -> dt.datetime | None:  # noqa: ANN001
-    """The latest ``ts`` of a partition file (from its statistics), None without the file or rows."""
+def _ts_span(con, path: Path) -> tuple[dt.datetime, dt.datetime] | None:  # noqa: ANN001
+    """(first, last) ``ts`` of a partition file (from its statistics); None without the file or rows."""
     if not path.exists():
         return None
-    return con.execute(f"SELECT max(ts) FROM read_parquet('{_quote(path)}', hive_partitioning = false)").fetchone()[0]
-
-
-def _first_ts(con, path: Path) -> dt.datetime | None:  # noqa: ANN001
-    if not path.exists():
-        return None
-    return con.execute(f"SELECT min(ts) FROM read_parquet('{_quote(path)}', hive_partitioning = false)").fetchone()[0]
+    span = con.execute(f"SELECT min(ts), max(ts) FROM read_parquet('{_quote(path)}', hive_partitioning = false)").fetchone()
+    return None if span[0] is None else span
 
 
 def _drop_stale_tail(con, directory: Path) -> bool:  # noqa: ANN001
@@ -466,16 +458,12 @@ def _drop_stale_tail(con, directory: Path) -> bool:  # noqa: ANN001
     between a fold's rename and its removal of the tail leaves (its rows are in ``data.parquet`` already).
     In every other state a tail's rows start after the data file's last row. Returns True if one was removed."""
     tail, data = directory / TAIL_FILE, directory / DATA_FILE
-    end, start = _last_ts(con, data), _first_ts(con, tail)
-    if end is None or start is None or start > end:
+    data_span, tail_span = _ts_span(con, data), _ts_span(con, tail)
+    if data_span is None or tail_span is None or tail_span[0] > data_span[1]:
         return False
     tail.unlink()
     fsync_dir(directory)
     return True
-
-
-def _combine(years: dict[str, str]) -> str:
-    return hashlib.sha256(repr(sorted(years.items())).encode()).hexdigest()[:24]
 
 
 def _registry_signature(registry: Registry) -> str:
