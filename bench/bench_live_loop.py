@@ -130,15 +130,14 @@ def main() -> None:
         to_decided = [1000 * (t.decided - session.closed_at[t.ts]) for t in timings]
         to_order = [1000 * (first_order[int(t.ts.timestamp() * 1e9)] - session.closed_at[t.ts])
                     for t in timings if int(t.ts.timestamp() * 1e9) in first_order]
-        parts = {name: [1000 * getattr(t, name) for t in timings] for name in ("features_s", "query_s", "kernel_s")}
         # close -> features start: the bars' fold and validation (IBBarFeed, engine.live.store.check_live_bars);
         # the write runs beside the features (LiveSession.before_stored); "write left" is what of the write and the
         # hand-over to the session loop remained after the features, before the query could run
         parts = {"checked_s": [1000 * (t.featured_from - session.closed_at[t.ts]) for t in timings],
-                 "features_s": parts["features_s"],
+                 "features_s": [1000 * t.features_s for t in timings],
                  "write_left_s": [1000 * max(0.0, t.decided - t.query_s - t.kernel_s - t.featured_from - t.features_s)
                                   for t in timings],
-                 "query_s": parts["query_s"], "kernel_s": parts["kernel_s"]}
+                 "query_s": [1000 * t.query_s for t in timings], "kernel_s": [1000 * t.kernel_s for t in timings]}
         print(f"bars decided {len(session.decided)}, orders {len(orders)} ({len(received)} at the gateway); "
               f"figures over {len(timings)} bars (first {args.skip} left out: "
               f"{', '.join(f'{1000 * (t.decided - session.closed_at[t.ts]):.0f}' for t in session.timings[:args.skip])} ms)")

@@ -603,8 +603,7 @@ class TradingKernel:
             booked = self.portfolio.roll_legs(roll.symbol, roll.out_fills, roll.in_fills, None)
             self._after_booking(booked)
             later, roll.later = roll.later, []
-            for fill in later:  # the new contract's other fills, now that the books hold it
-                self._after_booking(self.portfolio.apply(fill))
+            self._book_all(later)  # the new contract's other fills, now that the books hold it
             self.events.append((self.now, "roll", "ROLL_DONE", roll.symbol, roll.out_id,
                                 f"{roll.old} -> {roll.new}: out {out.avg_fill_price} x {out.quantity:+d}, "
                                 f"in {inn.avg_fill_price} x {inn.quantity:+d}"))
@@ -627,8 +626,12 @@ class TradingKernel:
         pos = self.portfolio.positions.get(roll.symbol)
         if roll.in_fills and (pos is None or pos.contract == roll.new):
             waiting, roll.in_fills = roll.in_fills, []
-            for late in waiting:
-                self._after_booking(self.portfolio.apply(late))
+            self._book_all(waiting)
+
+    def _book_all(self, fills: list[Fill]) -> None:
+        """Book fills held back until the books hold their contract, in the order they came."""
+        for fill in fills:
+            self._after_booking(self.portfolio.apply(fill))
 
     def _after_booking(self, booked: list[Fill]) -> None:
         """The account's cash mark after fills the portfolio booked, and the strategy's ``on_fill``."""

@@ -266,8 +266,8 @@ def _roll_value(fills: pa.Table, marks: dict[str, float]) -> float:
     run's legs are broker orders, a backtest's are booked without one) and any other fill without an order."""
     legs = fills.filter(pc.or_kleene(pc.is_null(fills["order_id"]),
                                      pc.is_in(fills["kind"], value_set=pa.array(list(ROLL_ORIGINS)))))
-    return sum(f["quantity"] * (marks.get(f["symbol"], math.nan) - f["price"]) * f["multiplier"] - f["commission"]
-               for f in legs.to_pylist()) + 0.0  # a float when there is no leg
+    return sum((f["quantity"] * (marks.get(f["symbol"], math.nan) - f["price"]) * f["multiplier"] - f["commission"]
+                for f in legs.to_pylist()), 0.0)  # a float when there is no leg
 
 
 def _effects(orders: pa.Table, rolls: float, gap: float) -> dict[str, float]:

@@ -62,6 +62,7 @@ class QueryRows:
         self.bar_type: type | None = None
         self._cutoff: datetime | None = None  # the first live row's time: stored rows from it on are hidden
         self._live: pa.Table | None = None
+        self._live_name = f"_live_features_{timeframe}"  # the live rows' registered name, read by the view
 
     def add_features(self, rows: pa.Table) -> None:
         """Feature rows of new bars (the catalog's columns), shown through ``features_<tf>`` from now on.
@@ -78,7 +79,7 @@ class QueryRows:
             # one chunk per bar otherwise: a day of bars is ~1,400 record batches for every scan of the view
             self._live = self._live.combine_chunks()
         name = f"features_{self.timeframe}"
-        self.con.register(f"_live_{name}", self._live)  # the view reads the name: it sees the new rows
+        self.con.register(self._live_name, self._live)  # the view reads the name: it sees the new rows
         first = pc.min(rows["ts"]).as_py()
         if self._cutoff is not None and first >= self._cutoff:
             return
@@ -87,7 +88,7 @@ class QueryRows:
         database = self.con.sql("SELECT current_database()").fetchone()[0]
         self.con.execute(
             f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "{database}".main.{name} '
-            f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM _live_{name}")
+            f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM {self._live_name}")
 
     def drop_features(self, keys: list[tuple[str, datetime]]) -> None:
         """Forget the feature rows of these (symbol, ts): bars featured before a write that then failed (they
@@ -97,7 +98,7 @@ class QueryRows:
         gone = {(symbol, ts) for symbol, ts in keys}
         keep = [key not in gone for key in zip(self._live["symbol"].to_pylist(), self._live["ts"].to_pylist())]
         self._live = self._live.filter(pa.array(keep))  # rare (a failed write): the order of the rows is kept
-        self.con.register(f"_live_features_{self.timeframe}", self._live)
+        self.con.register(self._live_name, self._live)
 
     def live_features(self) -> pa.Table:
         """The feature rows computed live so far (in the order they were added)."""
@@ -118,15 +119,13 @@ class QueryRows:
             try:
                 table = self.con.execute(self._at_sql, {"ts": ts}).arrow()
                 break
-            except duckdb.IOException as exc:
+            except duckdb.Error as exc:
+                first = str(exc).splitlines()[0]
                 # A writer in another process (a features build, an ingest) replaced a partition between this
                 # query's listing of the files and its reading them: the query again lists the files as they are.
-                if attempt == _FILE_RETRIES:
-                    raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
-                log.warning("live query at %s met a file being replaced (%s); querying again", ts.isoformat(),
-                            str(exc).splitlines()[0])
-            except duckdb.Error as exc:
-                raise QEError(f"live query failed at {ts.isoformat()}: {str(exc).splitlines()[0]}") from exc
+                if not isinstance(exc, duckdb.IOException) or attempt == _FILE_RETRIES:
+                    raise QEError(f"live query failed at {ts.isoformat()}: {first}") from exc
+                log.warning("live query at %s met a file being replaced (%s); querying again", ts.isoformat(), first)
         if isinstance(table, pa.RecordBatchReader):
             table = table.read_all()
         names = table.schema.names

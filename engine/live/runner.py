@@ -100,12 +100,13 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
                 # the contract after the latest front streams from the start: a crossover shows in the bars stored
                 await maintenance.prepare({root: next_contract(latest[root], trading_date(now)) for root in roots}, now)
             operator.publish("warming_up")
+            # a bar's features are computed while it is written (validated first): they overlap the write (the warm-up
+            # stores its bars itself, and the session computes features only once started)
             feed = IBBarFeed.for_handler(handler, wh, timeframe=timeframe, grace=grace, tick_s=tick_s,
+                                         on_checked=session.before_stored, on_write_failed=session.write_failed,
                                          **({"clock": clock} if clock is not None else {}))
             await feed.warm_up(warm_up_now)
             session.start()
-            # a bar's features are computed while it is written (validated first): they overlap the write
-            feed.on_checked, feed.on_write_failed = session.before_stored, session.write_failed
             await feed.start()
             if maintenance is not None:
                 maintenance.feed = feed

@@ -512,16 +512,18 @@ class LiveSession:
         if self._feature_error is not None:
             error, self._feature_error = self._feature_error, None
             raise QEError(f"the features of a bar failed while it was being stored: {error}") from error
-        todo = [bar for bar in bars if (bar.contract, bar.ts) not in self._featured]
-        done = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
-        for bar in done:  # decided (or skipped as late) now: forget them
-            self._featured.discard((bar.contract, bar.ts))
+        todo = []
+        for bar in bars:
+            if (bar.contract, bar.ts) in self._featured:
+                self._featured.discard((bar.contract, bar.ts))  # decided (or skipped as late) now: forget it
+            else:
+                todo.append(bar)
         if todo:
             self.rows.add_features(self.features.append(
                 bars_table(todo).sort_by([("symbol", "ascending"), ("ts", "ascending")]), trim=False))
 
     def _decide_rows(self, ts: datetime, stored: float, features_s: float = 0.0,
-                     featured_from: float = 0.0) -> None:
+                     featured_from: float | None = None) -> None:
         """The broker's fills since the last bar, then the kernel on the query's rows at ``ts``; checkpoint."""
         featured = time.perf_counter()
         # the fills made before this bar ended (a later one waits in the handler, counted as exposure)
@@ -550,7 +552,7 @@ class LiveSession:
         self._last_decided = ts
         self.decided.append(ts)
         self.timings.append(BarTiming(ts, stored, done, features_s, queried - featured, done - queried,
-                                      len(self.kernel.orders) - orders_before, featured_from or featured))
+                                      len(self.kernel.orders) - orders_before, featured if featured_from is None else featured_from))
         self.checkpoint()
         if self.operator is not None:
             self.operator.publish("halted" if self.kernel.risk.state is RiskState.HALTED else "running")

@@ -20,7 +20,6 @@ in ``data.parquet`` is merged there, and the next ``qe ingest`` of the partition
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from loaders.ingest import MergeResult, check_bars, merge_partition, quarantine_
 from loaders.raw import raw_bars_table
 from warehouse import bad_ticks, layout, schemas
 from warehouse.lock import write_lock
-from warehouse.store import StagedWrites
+from warehouse.store import StagedWrites, ts_span
 from warehouse.warehouse import Warehouse
 
 __all__ = ["AppendReport", "CheckedBars", "append_bars", "check_live_bars", "write_checked", "last_stored_ts",
@@ -155,6 +154,9 @@ class CheckedBars:
     timeframe, source : str
     started : float
         ``time.perf_counter()`` when the check began (the report's ``total_ms`` counts from it).
+    ready : pyarrow.Table
+        The bars that will be stored and traded on (``good`` as :data:`engine.live.bars.BARS_TABLE`), in the
+        order of :attr:`AppendReport.stored`; made with the check, in its worker thread.
     """
 
     good: pa.Table
@@ -163,12 +165,7 @@ class CheckedBars:
     timeframe: str
     source: str
     started: float
-
-    @functools.cached_property
-    def ready(self) -> pa.Table:
-        """The bars that will be stored and traded on, schema :data:`engine.live.bars.BARS_TABLE`, in the
-        order of :attr:`AppendReport.stored`."""
-        return _as_bars(self.good).sort_by([("ts", "ascending"), ("symbol", "ascending"), ("contract", "ascending")])
+    ready: pa.Table
 
 
 def check_live_bars(wh: Warehouse, bars: pa.Table, *, timeframe: str = "1m", source: str = "ib:realtime",
@@ -182,7 +179,7 @@ def check_live_bars(wh: Warehouse, bars: pa.Table, *, timeframe: str = "1m", sou
         raise ValueError(f"bars lack column(s) {', '.join(sorted(missing))}")
     if bars.num_rows == 0:
         return CheckedBars(BARS_TABLE.empty_table(), BARS_TABLE.empty_table(), schemas.QUARANTINE.empty_table(),
-                           timeframe, source, started)
+                           timeframe, source, started, BARS_TABLE.empty_table())
     bars = bars.select(BARS_TABLE.names).cast(BARS_TABLE)
     stored = _context(wh.root, timeframe, bars, context)
     raw = _raw_rows(bars, stored, source)
@@ -195,7 +192,9 @@ def check_live_bars(wh: Warehouse, bars: pa.Table, *, timeframe: str = "1m", sou
     held_mask = _suspects(checked, good) if hold_suspects else np.zeros(good.num_rows, bool)
     held = good.filter(pa.array(held_mask))
     good = good.filter(pa.array(~held_mask))
-    return CheckedBars(good, _as_bars(held), quarantine_rows(bad, "bars", timeframe), timeframe, source, started)
+    ready = _as_bars(good).sort_by([("ts", "ascending"), ("symbol", "ascending"), ("contract", "ascending")])
+    return CheckedBars(good, _as_bars(held), quarantine_rows(bad, "bars", timeframe), timeframe, source, started,
+                       ready)
 
 
 def write_checked(wh: Warehouse, checked: CheckedBars, *, lock_timeout: float | None = None,
@@ -214,7 +213,7 @@ def write_checked(wh: Warehouse, checked: CheckedBars, *, lock_timeout: float | 
     locked = time.perf_counter()
     with write_lock(wh.root, timeout=lock_timeout, command="qe live"):
         locked = time.perf_counter()
-        stored_bars = _as_bars(good)
+        stored_bars = checked.ready
         stamps = _CONTEXT.stamps(wh.root, timeframe, stored_bars)  # the files as this append found them
         batch = StagedWrites()
         with batch:
@@ -456,23 +455,11 @@ def _targets(root: Path, timeframe: str, good: pa.Table, source: str) -> Iterato
         subset = subset.drop_columns(["symbol", "day"]).cast(schemas.BARS)
         live = layout.live_bar_file(root, timeframe, symbol, day)
         data = live.with_name("data.parquet")
-        if data.exists() and pc.min(subset["ts"]).as_py() <= _max_ts(data):
+        span = ts_span(data)
+        if span is not None and pc.min(subset["ts"]).as_py() <= span[1]:
             yield data, subset, layout.live_bar_files(data.parent)
         else:
             yield live, subset, []
-
-
-def _max_ts(path: Path) -> datetime:
-    """Largest ``ts`` in a Parquet file, from its row-group statistics (read in full when they are missing)."""
-    meta = pq.ParquetFile(path).metadata
-    column = meta.schema.names.index("ts")
-    tops = []
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(column).statistics
-        if stats is None or not stats.has_min_max:
-            return pc.max(pq.read_table(path, columns=["ts"])["ts"]).as_py()
-        tops.append(stats.max)
-    return max(tops)
 
 
 def _quarantine_file(root: Path, timeframe: str, rows: pa.Table) -> Path:
