@@ -230,7 +230,7 @@ def test_tail_groups_span_at_most_the_group_span():
     from warehouse.features.materialize import TAIL_GROUP_SPAN, _SymbolPlan, _tail_groups
 
     t0 = dt.datetime(2024, 3, 4, 23, tzinfo=dt.timezone.utc)
-    plans = [_SymbolPlan(s, {}, {}, {}, {}, since=t0 + offset) for s, offset in
+    plans = [_SymbolPlan(s, {}, {}, since=t0 + offset) for s, offset in
              [("NQ", dt.timedelta(minutes=1)), ("ES", dt.timedelta(0)), ("CL", -dt.timedelta(days=10)),
               ("GC", TAIL_GROUP_SPAN), ("ZN", TAIL_GROUP_SPAN + dt.timedelta(seconds=1))]]
     assert [[p.symbol for p in g] for g in _tail_groups(plans)] == [["CL"], ["ES", "NQ", "GC"], ["ZN"]]

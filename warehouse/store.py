@@ -16,11 +16,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.errors import WriteError
@@ -175,6 +177,26 @@ class StagedWrites:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         self._staged = []
+
+
+def ts_span(path: Path) -> tuple[datetime, datetime] | None:
+    """(first, last) ``ts`` of a Parquet file, from its row-group statistics (the column read when they are
+    missing); None without the file or rows."""
+    if not path.exists():
+        return None
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("ts")
+    lows, highs = [], []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(column).statistics
+        if meta.row_group(i).num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max:
+            bounds = pc.min_max(pq.read_table(path, columns=["ts"])["ts"]).as_py()
+            return None if bounds["min"] is None else (bounds["min"], bounds["max"])
+        lows.append(stats.min)
+        highs.append(stats.max)
+    return (min(lows), max(highs)) if lows else None
 
 
 #: renameat2(2) flag: swap the two paths (Linux 3.15+, on file systems that support it: ext4, xfs, btrfs, tmpfs).

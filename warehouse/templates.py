@@ -100,15 +100,15 @@ def _checked(label: str, template: jinja2.Template, params: dict[str, Any]) -> s
     return sql
 
 
-def render_parsed(label: str, text: str, **params: Any) -> tuple[str, exp.Query]:
-    """Render template ``text`` like :func:`render_string` and also return its parse tree (one parse for the
-    SELECT check and the caller's own inspection of the query)."""
-    sql = _rendered(label, _environment().from_string(text), params)
-    statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    if len(_VERDICTS) >= _MAX_VERDICTS:
-        _VERDICTS.clear()
-    _VERDICTS[sql] = len(statements) == 1 and isinstance(statements[0], exp.Query)
-    if not _VERDICTS[sql]:
+def render_parsed(label: str, text: str | None = None, **params: Any) -> tuple[str, exp.Query]:
+    """Render template ``text`` (None: the template file ``label``, ``sql/...``) like :func:`render_string` /
+    :func:`render` and also return its parse tree (one parse for the SELECT check and the caller's own
+    inspection of the query)."""
+    template = _environment().from_string(text) if text is not None else \
+        _environment().get_template(label.removeprefix("sql/"))
+    sql = _rendered(label, template, params)
+    verdict, statements = _parse_checked(sql)
+    if not verdict:
         raise QEError(f"{label}: a template must render to exactly one SELECT")
     return sql, statements[0]
 
@@ -122,9 +122,14 @@ def _one_select(sql: str) -> bool:
     """``sql`` parses (sqlglot, DuckDB dialect) as exactly one query (SELECT, WITH ... SELECT, set operation)."""
     verdict = _VERDICTS.get(sql)
     if verdict is None:
-        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-        verdict = len(statements) == 1 and isinstance(statements[0], exp.Query)
-        if len(_VERDICTS) >= _MAX_VERDICTS:
-            _VERDICTS.clear()
-        _VERDICTS[sql] = verdict
+        verdict, _ = _parse_checked(sql)
     return verdict
+
+
+def _parse_checked(sql: str) -> tuple[bool, list[exp.Expression]]:
+    """Parse ``sql`` and keep its verdict (:func:`_one_select`): (the verdict, the statements)."""
+    statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    if len(_VERDICTS) >= _MAX_VERDICTS:
+        _VERDICTS.clear()
+    verdict = _VERDICTS[sql] = len(statements) == 1 and isinstance(statements[0], exp.Query)
+    return verdict, statements

@@ -55,7 +55,7 @@ from warehouse.features.incremental import shipped_registry, tail_features, tail
 from warehouse.features.registry import Registry, StagedQueries, staged_queries
 from warehouse.features.tail import TailNeeds, family_needs
 from warehouse.lock import holds_write_lock
-from warehouse.store import exchange_paths, fsync_dir, sha256_file
+from warehouse.store import exchange_paths, fsync_dir, sha256_file, ts_span
 from warehouse.templates import render
 from warehouse.warehouse import Warehouse, configure_connection
 
@@ -166,30 +166,31 @@ def build_features(
         stored = _has_partitions(wh.root, timeframe, symbol)
         # Unchanged: every trading date's bars and the templates as last built (the day fingerprints are exact).
         if not full and not changed and previous.get("signature") == signature and previous.get("days") and stored:
-            plans.append(_SymbolPlan(symbol, entry, previous, years, days, skip=True))
+            plans.append(_SymbolPlan(symbol, entry, previous, skip=True))
             continue
         since = _tail_since(changed, days, previous, signature) if tail_safe and not full and stored else None
-        plans.append(_SymbolPlan(symbol, entry, previous, years, days, since=since))
+        plans.append(_SymbolPlan(symbol, entry, previous, since=since))
     done = 0
 
-    def record(plan: _SymbolPlan, written: int, unchanged: int, rows: int) -> None:
+    def progress(symbol: str) -> None:
         nonlocal done
         done += 1
+        if on_symbol is not None:
+            on_symbol(symbol, done, len(chosen))
+
+    def record(plan: _SymbolPlan, written: int, unchanged: int, rows: int) -> None:
         report.partitions_written += written
         report.partitions_unchanged += unchanged
         report.rows += rows
         report.built.append(plan.symbol)
         manifest[plan.symbol] = plan.entry
         _write_manifest(manifest_path, manifest)
-        if on_symbol is not None:
-            on_symbol(plan.symbol, done, len(chosen))
+        progress(plan.symbol)
 
     for plan in plans:
         if plan.skip:
-            done += 1
             report.skipped.append(plan.symbol)
-            if on_symbol is not None:
-                on_symbol(plan.symbol, done, len(chosen))
+            progress(plan.symbol)
     for group in _tail_groups([p for p in plans if not p.skip and p.since is not None]):
         # One bounded-tail pass for the group (its earliest date on: a few more rows than some symbols need, all
         # equal to a full build's): the fixed cost of the family queries is paid once, not per symbol.
@@ -218,9 +219,9 @@ def build_features(
                 # A view cannot take a bound parameter; symbols passed validation (letters, digits, . _ -).
                 literal = symbol.replace("'", "''")
                 con.execute(f"CREATE OR REPLACE TEMP VIEW symbol_bars AS SELECT * FROM feature_source WHERE symbol = '{literal}'")
-                keep = set() if full else {f"year={y}" for y, fp in plan.years.items()
+                keep = set() if full else {f"year={y}" for y, fp in plan.entry["years"].items()
                                            if plan.previous["years"].get(y) == fp}
-                cuts = segment_cuts(plan.days, segments) if tail_safe else []
+                cuts = segment_cuts(plan.entry["days"], segments) if tail_safe else []
                 if cuts:
                     # The previous symbol's composition goes on beside this one's segments.
                     staging = wh.root / ".staging" / uuid.uuid4().hex
@@ -256,8 +257,6 @@ class _SymbolPlan:
     symbol: str
     entry: dict
     previous: dict
-    years: dict[str, str]
-    days: dict[str, str]
     since: dt.datetime | None = None
     skip: bool = False
 
@@ -351,7 +350,7 @@ def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datet
             # (a stale tail a crash left was removed at the start of the build, under the same lock)
             fresh = f"SELECT * EXCLUDE (symbol) FROM {name} WHERE year(ts) = {year}"
             kept_tail = [_rows_before(tail, cut)] if tail.exists() else []
-            span = _ts_span(con, data)
+            span = ts_span(data)
             if span is not None and span[1] >= since:
                 # The change reaches data.parquet's rows: the partition becomes one file again.
                 staged, _ = _stage_rows(con, [_rows_before(data, cut), *kept_tail, fresh], directory)
@@ -359,10 +358,13 @@ def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datet
             else:
                 staged, rows = _stage_rows(con, [*kept_tail, fresh], directory)
                 if rows > TAIL_FILE_ROWS:  # folded: the whole partition into data.parquet
-                    staged.unlink()
-                    whole = [f"SELECT * FROM read_parquet('{_quote(data)}', hive_partitioning = false)"] if span else []
-                    staged, _ = _stage_rows(con, [*whole, *kept_tail, fresh], directory)
-                    _replace_partition(directory, {DATA_FILE: staged})
+                    whole = [f"SELECT * FROM read_parquet('{_quote(path)}', hive_partitioning = false)"
+                             for path in ((data, staged) if span else (staged,))]
+                    try:
+                        folded, _ = _stage_rows(con, whole, directory)
+                    finally:
+                        staged.unlink()
+                    _replace_partition(directory, {DATA_FILE: folded})
                 elif staged is not None:
                     os.replace(staged, tail)  # one file: atomic
                 else:
@@ -445,20 +447,12 @@ def _replace_partition(directory: Path, files: dict[str, Path | None]) -> None:
 NEXT_SUFFIX = ".next"
 
 
-def _ts_span(con, path: Path) -> tuple[dt.datetime, dt.datetime] | None:  # noqa: ANN001
-    """(first, last) ``ts`` of a partition file (from its statistics); None without the file or rows."""
-    if not path.exists():
-        return None
-    span = con.execute(f"SELECT min(ts), max(ts) FROM read_parquet('{_quote(path)}', hive_partitioning = false)").fetchone()
-    return None if span[0] is None else span
-
-
 def _drop_stale_tail(con, directory: Path) -> bool:  # noqa: ANN001
     """Remove a partition's ``tail.parquet`` whose rows are not all after ``data.parquet``'s: what a crash
     between a fold's rename and its removal of the tail leaves (its rows are in ``data.parquet`` already).
     In every other state a tail's rows start after the data file's last row. Returns True if one was removed."""
     tail, data = directory / TAIL_FILE, directory / DATA_FILE
-    data_span, tail_span = _ts_span(con, data), _ts_span(con, tail)
+    data_span, tail_span = ts_span(data), ts_span(tail)
     if data_span is None or tail_span is None or tail_span[0] > data_span[1]:
         return False
     tail.unlink()

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 
-import sqlglot
 from sqlglot.lineage import lineage
 
 from warehouse.errors import QEError
@@ -140,8 +139,8 @@ def build_registry(templates: list[tuple[str, str]] | None = None, timeframe: st
             if spec.name in seen:
                 raise QEError(f"feature {spec.name!r} is declared by both sql/{seen[spec.name]} and sql/{family.template}")
             seen[spec.name] = family.template
-    base_sql = render("features/base.sql", **{**params, "source": "bars"})
-    lint_lookahead("sql/features/base.sql", sqlglot.parse_one(base_sql, read="duckdb"))
+    base_sql, tree = render_parsed("sql/features/base.sql", **{**params, "source": "bars"})
+    lint_lookahead("sql/features/base.sql", tree)
     return Registry(families, base_sql)
 
 
