@@ -21,7 +21,7 @@ from tests.features_oracle.synthetic import globex_bars
 from warehouse import Warehouse
 from warehouse.errors import QEError
 from warehouse.features.incremental import shipped_registry
-from warehouse.features.live import LiveFeatures
+from warehouse.features.live import SEEDED_ROWS, LiveFeatures
 from warehouse.features.materialize import build_features
 from warehouse.features.registry import feature_query
 from warehouse.templates import render
@@ -395,6 +395,34 @@ def test_real_es_bars_across_the_rth_open_inside_trimmed_tails(tmp_path):
         _assert_rows(got, want, "[real ES, RTH open inside trimmed tails] ")
     finally:
         live.close()
+
+def test_price_actions_running_block_sums_hold_up_to_their_bound_and_beyond_it_the_lag_sums_take_over(tmp_path):
+    """The per-bar price-action statement sums its block states as running sums, valid up to SEEDED_ROWS rows per
+    root (their weights grow as e^(lB*k)). Real ESZ3 minutes appended 100 at a time without a trim grow its table
+    from the short tail to past the bound: the running form runs on tables up to ~2,600 rows (weights near
+    e^600), the lag form beyond; every row equals the full build."""
+    bars = lean_minute_bars("201312", "ESZ3")
+    bars = bars[bars.ts < pd.Timestamp("2013-10-11 00:00", tz="UTC")].sort_values("ts").reset_index(drop=True)
+    start = pd.Timestamp("2013-10-08 12:00", tz="UTC")
+    wh, live = _live_then_new_bars(tmp_path, bars, start, {"ES"}, trim_every=100_000)
+    try:
+        [price] = [tail for tail in live._tails if tail.family.template == "features/01_price_action.sql"]
+        assert price.has_long
+        new = _source_bars(wh, start)
+        stamps = sorted(set(new.column("ts").to_pylist()))
+        out, longest = [], []
+        for k in range(0, len(stamps), 100):
+            chunk = set(stamps[k:k + 100])
+            out.append(live.append(new.filter(pa.array([s in chunk for s in new.column("ts").to_pylist()]))))
+            longest.append(price.longest)
+        want, _ = _full_view(wh, start)
+        _assert_rows(pa.concat_tables(out), want, "[running block sums up to the bound and past it] ")
+        assert max(n for n in longest if n <= SEEDED_ROWS) > SEEDED_ROWS - 100
+        assert max(longest) > SEEDED_ROWS
+        assert longest == sorted(longest) and longest[0] < 400
+    finally:
+        live.close()
+
 
 def test_hourly_bars_carry_state_too(tmp_path):
     """1h bars (resampled from 30 sessions of synthetic minutes, 690 hours: the WILDER_50 warm-up alone would

@@ -104,10 +104,30 @@ gap_open            | double | n=1      | first=1   | ln(o / c[t-1]) (log units;
 {%- macro kappa(lmbx, bx, e) -%}
 (({{ pw(lam9, '(' ~ e ~ ') + 1') }} - {{ pw(lmbx, '(' ~ e ~ ') + 1') }}) * {{ num(1.0 / (b9 - bx)) }})
 {%- endmacro %}
-{#- Truncated block-state sum: sum over m < M of beta^(K m) * lag(col, m + shift). -#}
+{#- Running block sums (the live path only: `seeded_rows`, the most rows per symbol the statement will read, with
+    `filter_seeds`). A block-state sum of M lags costs one window function per lag, a fixed ~0.1 ms each however
+    few the rows; over a bounded tail the same sum is one running sum, sum over j <= k - shift of
+    B^(k - shift - j) * col_j (B = beta^K, lB = -ln B): exp(-lB*(k - shift)) * SUM(col_j * exp(lB*j)) over the rows
+    up to k - shift. Chosen only where lB*(blocks + 1) <= 600 for the bound's number of blocks, so no weight
+    overflows (e^600 times a price stays far below the largest double); the newest terms dominate the sum, so its
+    rounding is relative to the state, as the M-term sum's. It differs from the M-term sum by the terms the
+    truncation drops (b^(K M) < e^-40 of the state). -#}
+{%- set running_blocks = (seeded_rows // K + 2) if (filter_seeds is defined and filter_seeds and seeded_rows is defined and seeded_rows) else 0 %}
+{#- Truncated block-state sum: sum over m < M of beta^(K m) * lag(col, m + shift) (or its running form). -#}
 {%- macro bsum(col, beta, shift=0) -%}
 {%- set M = nterms(beta) | int -%}
+{%- set lb = -ln(beta) * K -%}
+{%- if running_blocks and lb * running_blocks <= 600 -%}
+exp({{ num(-lb) }} * (k - {{ shift }})) * coalesce(sum({{ col }} * exp({{ num(lb) }} * k)) OVER rs{{ shift }}, 0)
+{%- else -%}
 {%- for m in range(M) %}{{ ' + ' if m else '' }}{% if m == 0 and shift == 0 %}{{ col }}{% else %}{{ num(beta ** (K * m)) }} * lag({{ col }}, {{ m + shift }}, 0) OVER sw{% endif %}{% endfor %}
+{%- endif -%}
+{%- endmacro %}
+{#- The window clauses of the block-state sums. -#}
+{%- macro swin(extra='') -%}
+WINDOW sw AS (PARTITION BY symbol ORDER BY k){{ extra }}
+{%- if running_blocks %}, rs0 AS (PARTITION BY symbol ORDER BY k ROWS UNBOUNDED PRECEDING),
+        rs1 AS (PARTITION BY symbol ORDER BY k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING){% endif %}
 {%- endmacro %}
 {#- Kernels (K coefficients) of the in-block FIRs of the LTI filters of c. -#}
 {%- set ns = namespace(k1=[], k2=[], k3=[], sig=[]) %}
@@ -295,7 +315,7 @@ pa_s1 AS (
 {%- endfor %},
         {{ bsum('u_k1', b) }} AS k1
     FROM pa_u
-    WINDOW sw AS (PARTITION BY symbol ORDER BY k)
+    {{ swin() }}
 ),
 -- Second stage: the double EMA15 and the MACD signal (fed by the states of their input filters at the previous
 -- block start); k0 = the last block start whose previous block had a non-zero |dc| (TR) input.
@@ -309,7 +329,7 @@ pa_s2 AS (
             + {{ num(a9 * b12 * (b9 ** K - b12 ** K) / (b9 - b12)) }} * ({{ bsum('e12', b9, 1) }})
             - {{ num(a9 * b26 * (b9 ** K - b26 ** K) / (b9 - b26)) }} * ({{ bsum('e26', b9, 1) }}) AS sig
     FROM pa_s1
-    WINDOW sw AS (PARTITION BY symbol ORDER BY k), sa AS (PARTITION BY symbol ORDER BY k ROWS UNBOUNDED PRECEDING)
+    {{ swin(', sa AS (PARTITION BY symbol ORDER BY k ROWS UNBOUNDED PRECEDING)') }}
 ),
 -- Anchored states: the (exact) truncated state at k0, decayed to k.
 pa_s2a AS (
@@ -331,7 +351,7 @@ pa_s3 AS (
         {{ bsum('u_k3', b) }} + {{ num(a * K * b ** K) }} * ({{ bsum('k2', b, 1) }})
             + {{ num(a * a * K * (K + 1) / 2 * b ** K) }} * ({{ bsum('k1', b, 1) }}) AS k3
     FROM pa_s2a
-    WINDOW sw AS (PARTITION BY symbol ORDER BY k)
+    {{ swin() }}
 ),
 -- Seed corrections d = (catalog seed) - (LTI value at the seed row), per symbol, from its first 50 rows.
 pa_early AS (

@@ -98,6 +98,10 @@ TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
 CARRIED_SESSIONS = 21
 #: Earlier rows carried per minute of day.
 CARRIED_TOD = 20
+#: Most rows per root a family table may hold for the per-bar statements' running block sums (price action's
+#: ``seeded_rows``: one window function per filter instead of one per lag); a table beyond it (a young series'
+#: full tail grown for days without a trim) runs the same family with the lag sums, as the batch build does.
+SEEDED_ROWS = 2600
 #: Prefix of the carried session states (``session_seeds``): unlike a filter state, NULL is a state (no earlier
 #: session, no RTH row yet, the first row of its session).
 SESSION_STATE_PREFIX = "sess_"
@@ -121,6 +125,10 @@ class _Tail:
     states_query: str = ""  # the family's query over its table with the hidden state columns (load and trim)
     #: Per root: the first row from which the table's rows compute the full build's filter states.
     exact: dict = field(default_factory=dict)
+    #: Whether the per-bar statement has a second form for tables beyond SEEDED_ROWS rows per root (``live_q<k>_long``),
+    #: and the most rows per root the table holds (None: count them at the next append).
+    has_long: bool = False
+    longest: int | None = None
 
 
 def live_needs(family: Family, carried_state: bool = False, carried_sessions: bool = False) -> TailNeeds:
@@ -174,6 +182,8 @@ class LiveFeatures:
         params = {"timeframe": timeframe, "tod_history": TOD_STATE, "session_history": SESSION_STATE,
                   "filter_seeds": True, "session_seeds": True}
         self._live_registry = build_registry(**params)
+        # The per-bar statements: the same templates, with running block sums where a template has them.
+        self._bar_registry = build_registry(**params, seeded_rows=SEEDED_ROWS)
         stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
         _configure(self._con, threads)
@@ -250,8 +260,12 @@ class LiveFeatures:
             con.execute("INSERT INTO live_new SELECT * FROM _live_in ORDER BY symbol, ts")
         finally:
             con.unregister("_live_in")
+        counts = bars.group_by("symbol").aggregate([("ts", "count")])
+        grown = max(counts.column("ts_count").to_pylist(), default=0)
         for tail in self._tails:
             con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_new")
+            tail.longest = (con.execute(f"SELECT max(n) FROM (SELECT count(*) AS n FROM {tail.table} GROUP BY symbol)")
+                            .fetchone()[0] if tail.longest is None else tail.longest + grown)
         if self._volume is not None:
             # Only the carried rows at the new bars' minutes of day: the template's window then runs over
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
@@ -260,8 +274,6 @@ class LiveFeatures:
         parts = self._run_families()
         for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
             self._last[symbol] = max(self._last[symbol], ts)
-        counts = bars.group_by("symbol").aggregate([("ts", "count")])
-        grown = max(counts.column("ts_count").to_pylist(), default=0)
         for tail in self._tails:
             tail.grown += grown
         out = side_by_side(parts)
@@ -373,8 +385,10 @@ class LiveFeatures:
     # -- internals ---------------------------------------------------------------------------------------------
     def _run_families(self) -> list[pa.Table]:
         """Every family's rows of the new bars, in family order."""
+        long = {tail.index for tail in self._tails if tail.has_long and tail.longest > SEEDED_ROWS}
+
         def run(index: int) -> pa.Table:
-            return self._cursors[index].execute(f"EXECUTE live_q{index}").to_arrow_table()
+            return self._cursors[index].execute(f"EXECUTE live_q{index}{'_long' if index in long else ''}").to_arrow_table()
 
         order = [tail.index for tail in sorted(self._tails, key=lambda t: -t.cost)]
         if self._pool is None:
@@ -402,8 +416,13 @@ class LiveFeatures:
 
             # Per bar the features only; the filter states are read at a load and a trim.
             tail.states_query = query(tail.stated) if tail.stated else ""
-            self._cursors[tail.index].execute(f"PREPARE live_q{tail.index} AS SELECT f.* FROM ({query(tail.family)}) AS f "
-                              "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
+            bar_family = self._bar_registry.families[tail.index]
+            tail.has_long = bar_family.sql != tail.family.sql
+            forms = {"": bar_family, "_long": tail.family} if tail.has_long else {"": tail.family}
+            for suffix, family in forms.items():
+                self._cursors[tail.index].execute(
+                    f"PREPARE live_q{tail.index}{suffix} AS SELECT f.* FROM ({query(family)}) AS f "
+                    "SEMI JOIN live_new AS n USING (symbol, ts) ORDER BY f.symbol, f.ts")
         # The minute of day of a new bar is base.sql's own column (no second definition of it here).
         self._con.execute(f"PREPARE live_tod_refresh AS INSERT INTO {TOD_STATE} SELECT t.* FROM live_tod_all AS t "
                           f"SEMI JOIN (SELECT DISTINCT symbol, minute_of_day FROM ({self._base_new})) AS n "
@@ -485,6 +504,7 @@ class LiveFeatures:
                             {"f": tail.index, "s": symbol, "o": bisect.bisect_left(dates, first)})
         for tail, found, short in zip(self._tails, starts, shorts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
+            tail.longest = None
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
@@ -542,6 +562,7 @@ class LiveFeatures:
         con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
                     "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
         con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
+        tail.longest = None
         if tail.seeds:
             if seed is not False:
                 con.execute(f"DELETE FROM {tail.seeds} WHERE symbol = $s", {"s": symbol})
