@@ -396,30 +396,33 @@ def test_real_es_bars_across_the_rth_open_inside_trimmed_tails(tmp_path):
     finally:
         live.close()
 
-def test_price_actions_running_block_sums_hold_up_to_their_bound_and_beyond_it_the_lag_sums_take_over(tmp_path):
-    """The per-bar price-action statement sums its block states as running sums, valid up to SEEDED_ROWS rows per
-    root (their weights grow as e^(lB*k)). Real ESZ3 minutes appended 100 at a time without a trim grow its table
-    from the short tail to past the bound: the running form runs on tables up to ~2,600 rows (weights near
-    e^600), the lag form beyond; every row equals the full build."""
+def test_the_per_bar_running_sums_hold_up_to_their_bound_and_beyond_it_the_block_form_takes_over(tmp_path):
+    """The per-bar statements of price action (block-state sums) and volatility (one filter block) sum their
+    filters as running sums, valid up to SEEDED_ROWS rows per root (their weights grow as exp(lam*k)). Real ESZ3
+    minutes appended 100 at a time without a trim grow the tables from the short tails to past the bound: the
+    running form runs on tables up to ~2,600 rows (weights near e^600), the batch build's block form beyond; every
+    row equals the full build."""
     bars = lean_minute_bars("201312", "ESZ3")
     bars = bars[bars.ts < pd.Timestamp("2013-10-11 00:00", tz="UTC")].sort_values("ts").reset_index(drop=True)
     start = pd.Timestamp("2013-10-08 12:00", tz="UTC")
     wh, live = _live_then_new_bars(tmp_path, bars, start, {"ES"}, trim_every=100_000)
     try:
-        [price] = [tail for tail in live._tails if tail.family.template == "features/01_price_action.sql"]
-        assert price.has_long
+        running = [tail for tail in live._tails if tail.has_long]
+        assert sorted(t.family.template for t in running) == ["features/01_price_action.sql",
+                                                               "features/03_volatility.sql"]
         new = _source_bars(wh, start)
         stamps = sorted(set(new.column("ts").to_pylist()))
-        out, longest = [], []
+        out, longest = [], {t.family.template: [] for t in running}
         for k in range(0, len(stamps), 100):
             chunk = set(stamps[k:k + 100])
             out.append(live.append(new.filter(pa.array([s in chunk for s in new.column("ts").to_pylist()]))))
-            longest.append(price.longest)
+            for tail in running:
+                longest[tail.family.template].append(tail.longest)
         want, _ = _full_view(wh, start)
-        _assert_rows(pa.concat_tables(out), want, "[running block sums up to the bound and past it] ")
-        assert max(n for n in longest if n <= SEEDED_ROWS) > SEEDED_ROWS - 100
-        assert max(longest) > SEEDED_ROWS
-        assert longest == sorted(longest) and longest[0] < 400
+        _assert_rows(pa.concat_tables(out), want, "[running sums up to the bound and past it] ")
+        for name, seen in longest.items():
+            assert max(n for n in seen if n <= SEEDED_ROWS) > SEEDED_ROWS - 100, name
+            assert max(seen) > SEEDED_ROWS and seen == sorted(seen) and seen[0] < 400, name
     finally:
         live.close()
 

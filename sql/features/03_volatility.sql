@@ -93,6 +93,17 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
 {%- set e32 = {'n': 32, 'a': 2.0 / 33} %}
 {%- set _ = e32.update({'lam': -ln(1.0 - e32.a)}) %}
 {%- set _ = e32.update({'L': (40.0 / e32.lam) | round(0, 'floor') | int}) %}
+{#- The live per-bar form (`seeded_rows` with `filter_seeds`: a tail of at most that many rows per symbol, see
+    warehouse/features/live.py): every filter runs as one block, its sum a running sum from the tail's first row,
+    so the block carries (a GROUP BY, a window and a join per filter) and the chunk copies are left out. Chosen only
+    where every exp(lam*o) stays below e^600 (ATR_5: lam = 0.22, 2,690 rows). -#}
+{%- set one_block = filter_seeds is defined and filter_seeds and seeded_rows is defined and seeded_rows
+    and [-ln(1.0 - tr_filters[0][2]), e20.lam, e32.lam] | max * (seeded_rows + 1) <= 600 %}
+{%- if one_block %}
+{%- set tr_L = seeded_rows + 1 %}
+{%- set _ = e20.update({'L': seeded_rows + 1}) %}
+{%- set _ = e32.update({'L': seeded_rows + 1}) %}
+{%- endif %}
 {#- a ÷p b: NULL when b = 0, either side NULL, or abs(b) below the price floor of the current close -#}
 {%- macro pdiv(a, b) -%}
 CASE WHEN abs({{ b }}) >= {{ floor }} * abs(c) AND {{ b }} <> 0 THEN ({{ a }}) / ({{ b }}) END
@@ -138,10 +149,18 @@ CASE WHEN rn >= 1 THEN {{ zterm('tr', 'rn - 1', '(greatest(rn - 1, 0) % ' ~ tr_L
 {%- macro z_c() -%}
 {{ zterm('c', 'rn', '(rn % ' ~ e20.L ~ ')', e20.n, e20.a, e20.lam, 'seed_ema20') }}
 {%- endmacro %}
-{#- filter output from the in-block sum s, offset o and the two previous block totals t1, t2 -#}
+{#- filter output from the in-block sum s, offset o and the two previous block totals t1, t2 (one block: none) -#}
 {%- macro fvalue(s, o, t1, t2, lam, L) -%}
+{%- if one_block -%}
+exp({{ (-lam) | double }} * {{ o }}) * {{ s }}
+{%- else -%}
 exp({{ (-lam) | double }} * {{ o }}) * ({{ s }} + {{ exp(-lam * L) | double }}
             * (coalesce({{ t1 }}, {{ zero }}) + {{ exp(-lam * L) | double }} * coalesce({{ t2 }}, {{ zero }})))
+{%- endif -%}
+{%- endmacro %}
+{#- The frame of an in-block sum: o rows back to the block start (one block: every row so far). -#}
+{%- macro inblock(o) -%}
+ROWS BETWEEN {{ 'UNBOUNDED' if one_block else o }} PRECEDING AND CURRENT ROW
 {%- endmacro %}
 {#- (mean, M2) states in three stacked projections (each subexpression evaluated once):
     a: differences to the shift, b: their sums, c: mean and M2, clamped at 0 (rounding can leave -1 ulp).
@@ -223,6 +242,7 @@ vol_p0 AS (
         {{ z_c() }} AS z_ema20
     FROM {{ source }}
 ),
+{%- if not one_block %}
 -- Block totals of the filter inputs and the carries of the two previous blocks (a few thousand rows). The z terms
 -- are recomputed from the source (the same expressions as in vol_p0), so that vol_p0 is read once and not
 -- materialized.
@@ -243,9 +263,10 @@ vol_r_carry AS (
     FROM (SELECT symbol, greatest(rn - 1, 0) // {{ e32.L }} AS blk_r, sum({{ z_r() }}) AS b FROM {{ source }} WHERE rn >= 1 GROUP BY ALL)
     WINDOW b AS (PARTITION BY symbol ORDER BY blk_r)
 ),
+{%- endif %}
 vol_x AS (
     -- rows in the last W of a chunk are also the first rows of the next chunk
-    SELECT *, unnest(CASE WHEN rn % {{ C }} >= {{ C - W }} THEN [rn // {{ C }}, rn // {{ C }} + 1] ELSE [rn // {{ C }}] END) AS chunk
+    SELECT *, {% if one_block %}0{% else %}unnest(CASE WHEN rn % {{ C }} >= {{ C - W }} THEN [rn // {{ C }}, rn // {{ C }} + 1] ELSE [rn // {{ C }}] END){% endif %} AS chunk
     FROM vol_p0
 ),
 vol_s1 AS (
@@ -260,9 +281,9 @@ vol_s1 AS (
     FROM vol_x
     {{ win }},
         -- in-block frames of the recursive filters (o rows back to the block start)
-        wtr AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN o_tr PRECEDING AND CURRENT ROW),
-        wc AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN o_c PRECEDING AND CURRENT ROW),
-        wr AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN o_r PRECEDING AND CURRENT ROW)
+        wtr AS (PARTITION BY symbol, chunk ORDER BY ts {{ inblock('o_tr') }}),
+        wc AS (PARTITION BY symbol, chunk ORDER BY ts {{ inblock('o_c') }}),
+        wr AS (PARTITION BY symbol, chunk ORDER BY ts {{ inblock('o_r') }})
 ),
 vol_p1 AS (
     -- 5-row blocks; the filters of TR and c.
@@ -287,9 +308,11 @@ vol_p1 AS (
         CASE WHEN h_4 IS NOT NULL THEN greatest(h, h_1, h_2, h_3, h_4) END AS hh_s5,
         CASE WHEN l_4 IS NOT NULL THEN least(l, l_1, l_2, l_3, l_4) END AS ll_s5
     FROM ({{ states('(SELECT *, greatest(rn - 1, 0) // ' ~ tr_L ~ ' AS blk_tr, rn // ' ~ e20.L ~ ' AS blk_c, greatest(rn - 1, 0) // ' ~ e32.L ~ ' AS blk_r FROM vol_s1)', xs5=['r', 'co', 'ov', 'c']) }})
+{%- if not one_block %}
     LEFT JOIN vol_tr_carry USING (symbol, blk_tr)
     LEFT JOIN vol_c_carry USING (symbol, blk_c)
     LEFT JOIN vol_r_carry USING (symbol, blk_r)
+{%- endif %}
 ),
 {%- set cols5 = ['r_m5', 'r_q5', 'co_m5', 'co_q5', 'ov_m5', 'ov_q5', 'c_m5', 'c_q5', 'up_s5', 'dn_s5', 'bp_s5', 'hl2_s5', 'gk_s5', 'rs_s5', 'hh_s5', 'll_s5'] %}
 vol_s2 AS (
@@ -378,16 +401,20 @@ vol_e1 AS (
           FROM {{ source }} WHERE r IS NOT NULL AND symbol IN (SELECT symbol FROM vol_bad)
           WINDOW w AS (PARTITION BY symbol ORDER BY ts))
 ),
+{%- if not one_block %}
 vol_e_carry AS (
     SELECT symbol, blk, lag(b) OVER b AS t1, lag(b, 2) OVER b AS t2
     FROM (SELECT symbol, blk, sum(z) AS b FROM vol_e1 GROUP BY symbol, blk)
     WINDOW b AS (PARTITION BY symbol ORDER BY blk)
 ),
+{%- endif %}
 vol_e AS (
     SELECT symbol, ts, CASE WHEN {{ gate('i >= ' ~ (e32.n - 1), 'seed_r2') }} THEN {{ fvalue('s', 'o', 't1', 't2', e32.lam, e32.L) }} END AS ema_r2
     FROM (SELECT symbol, ts, i, o, blk,{{ ' seed_r2,' if seeded }} sum(z) OVER w AS s
-          FROM vol_e1 WINDOW w AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN o PRECEDING AND CURRENT ROW))
+          FROM vol_e1 WINDOW w AS (PARTITION BY symbol ORDER BY ts {{ inblock('o') }}))
+{%- if not one_block %}
     LEFT JOIN vol_e_carry USING (symbol, blk)
+{%- endif %}
 )
 SELECT
     symbol,
