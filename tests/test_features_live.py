@@ -397,8 +397,8 @@ def test_real_es_bars_across_the_rth_open_inside_trimmed_tails(tmp_path):
         live.close()
 
 def test_the_per_bar_running_sums_hold_up_to_their_bound_and_beyond_it_the_block_form_takes_over(tmp_path):
-    """The per-bar statements of price action (block-state sums) and volatility (one filter block) sum their
-    filters as running sums, valid up to SEEDED_ROWS rows per root (their weights grow as exp(lam*k)). Real ESZ3
+    """The per-bar statements of price action (block-state sums), volatility and structure (one filter block) sum
+    their filters as running sums, valid up to SEEDED_ROWS rows per root (their weights grow as exp(lam*k)). Real ESZ3
     minutes appended 100 at a time without a trim grow the tables from the short tails to past the bound: the
     running form runs on tables up to ~2,600 rows (weights near e^600), the batch build's block form beyond; every
     row equals the full build."""
@@ -409,7 +409,8 @@ def test_the_per_bar_running_sums_hold_up_to_their_bound_and_beyond_it_the_block
     try:
         running = [tail for tail in live._tails if tail.has_long]
         assert sorted(t.family.template for t in running) == ["features/01_price_action.sql",
-                                                               "features/03_volatility.sql"]
+                                                               "features/03_volatility.sql",
+                                                               "features/04_structure.sql"]
         new = _source_bars(wh, start)
         stamps = sorted(set(new.column("ts").to_pylist()))
         out, longest = [], {t.family.template: [] for t in running}

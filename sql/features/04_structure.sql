@@ -105,6 +105,11 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
 {#- WILDER_14 block constants (same method and block length as _filters.sql). -#}
 {%- set lam = -ln(13.0 / 14.0) %}
 {%- set L = (40.0 / lam) | round(0, 'floor') | int %}
+{#- The live per-bar form (`seeded_rows` with `filter_seeds`: a tail of at most that many rows per symbol, see
+    warehouse/features/live.py): the filters run as one block, their sums running sums from the tail's first row,
+    so the block carries (dm_blk, dm_carry, adx_carry and their joins) are left out; exp(lam*o) stays below e^600. -#}
+{%- set one_block = fseeded and seeded_rows is defined and seeded_rows and lam * (seeded_rows + 1) <= 600 %}
+{%- if one_block %}{% set L = seeded_rows + 1 %}{% endif %}
 {#- The distinct RTH windows of the table: sessions aggregate each with integer filters, and the small session
     table picks the symbol's window (no string matching per bar). -#}
 {%- set rth_windows = [] %}
@@ -230,6 +235,7 @@ dm0 AS (
         WINDOW w AS (PARTITION BY symbol ORDER BY ts)
     )
 ),
+{%- if not one_block %}
 dm_blk AS (
     SELECT symbol, blk,
         {{ exp(-lam * (L - 1)) | double }} * sum(dm_wp) AS tp,
@@ -264,6 +270,7 @@ dm_carry AS (
         WINDOW bp AS (PARTITION BY symbol ORDER BY blk ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
     )
 ),
+{%- endif %}
 -- Level 2 of the DMI chain: the in-block sums, the filter values (block method) and +DI, -DI, DX.
 dmi AS (
     SELECT symbol, ts, pdi, mdi, 100.0 * abs(pdi - mdi) / NULLIF(pdi + mdi, 0) AS dx{{ ',' ~ fseedcols[:-1] if fseeded }}
@@ -286,16 +293,18 @@ dmi AS (
 {%- endif %}
         FROM (
             SELECT symbol, ts, rn,{{ fseedcols }}
-                exp({{ -lam | double }} * bo) * (sp + {{ exp(-lam) | double }} * cp) AS pdm14,
-                exp({{ -lam | double }} * bo) * (sm + {{ exp(-lam) | double }} * cm) AS mdm14,
-                exp({{ -lam | double }} * bo) * (st + {{ exp(-lam) | double }} * ct) AS tr14
+{%- for x, cx, out in [('sp', 'cp', 'pdm14'), ('sm', 'cm', 'mdm14'), ('st', 'ct', 'tr14')] %}
+                exp({{ -lam | double }} * bo) * {% if one_block %}{{ x }}{% else %}({{ x }} + {{ exp(-lam) | double }} * {{ cx }}){% endif %} AS {{ out }}{{ ',' if not loop.last }}
+{%- endfor %}
             FROM (
                 SELECT symbol, ts, rn, blk, bo,{{ fseedcols }}
                     sum(dm_wp) OVER wb AS sp, sum(dm_wm) OVER wb AS sm, sum(dm_wt) OVER wb AS st
                 FROM dm0
-                WINDOW wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN bo PRECEDING AND CURRENT ROW)
+                WINDOW wb AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN {{ 'UNBOUNDED' if one_block else 'bo' }} PRECEDING AND CURRENT ROW)
             )
+{%- if not one_block %}
             LEFT JOIN dm_carry USING (symbol, blk)
+{%- endif %}
         )
     )
 ),
@@ -310,6 +319,7 @@ adx_w AS (
         FROM dmi
     )
 ),
+{%- if not one_block %}
 adx_carry AS (
     SELECT symbol, ablk,
         coalesce(lag(total) OVER b, 0.0) + {{ exp(-lam * L) | double }} * coalesce(lag(total, 2) OVER b, 0.0) AS carry
@@ -320,14 +330,19 @@ adx_carry AS (
     )
     WINDOW b AS (PARTITION BY symbol ORDER BY ablk)
 ),
+{%- endif %}
 adx AS (
     SELECT symbol, ts, pdi, mdi,{{ ' seed_adx, dmp, dmm, dmt,' if fstates }}
         CASE WHEN aw IS NOT NULL AND {{ '(ai >= 13 OR seed_adx IS NOT NULL)' if fseeded else 'ai >= 13' }} THEN
             exp({{ -lam | double }} * ao) * (sum(aw) OVER (PARTITION BY symbol, ablk ORDER BY ts ROWS UNBOUNDED PRECEDING)
-                + {{ exp(-lam) | double }} * carry)
+{%- if not one_block %}
+                + {{ exp(-lam) | double }} * carry
+{%- endif %})
         END AS adx_14
     FROM adx_w
+{%- if not one_block %}
     LEFT JOIN adx_carry USING (symbol, ablk)
+{%- endif %}
 ),
 -- Level 0 of the wide chain, one sort of the narrow bar columns: the lags the window inputs of level 1 need, and
 -- the window aggregates that level 1 lags: HH_20 / LL_20 (HH_20[t-1] and the 55- and 240-row extremes) and the

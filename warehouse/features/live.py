@@ -99,8 +99,8 @@ CARRIED_SESSIONS = 21
 #: Earlier rows carried per minute of day.
 CARRIED_TOD = 20
 #: Most rows per root a family table may hold for the per-bar statements' running sums (``seeded_rows``: price
-#: action sums its block states with one window function per filter instead of one per lag, volatility runs each
-#: filter as one block without the block carries); a table beyond it (a young series' full tail grown for days
+#: action sums its block states with one window function per filter instead of one per lag, volatility and
+#: structure run each filter as one block without the block carries); a table beyond it (a young series' full tail grown for days
 #: without a trim) runs the batch build's form of the family (``live_q<k>_long``).
 SEEDED_ROWS = 2600
 #: Prefix of the carried session states (``session_seeds``): unlike a filter state, NULL is a state (no earlier
