@@ -18,8 +18,8 @@ Phases (wall times):
    the full build (catalog tolerances, identical NULLs);
 3. baselines in the same run: ``tail_features`` (the previous live path) for the last ``--tail-bars`` minutes,
    and the full build over all bars (``build_features(wh, "1m", full=True)``, median of ``--repeat``);
-4. where the time goes: each family's prepared statement alone on the live tails (median of 5), the same on
-   tails cut to 10 rows per root (the fixed cost of the templates' operators, whatever the tail), and DuckDB's
+4. where the time goes: each family's prepared statement alone on the live tails (median of 5), the batch
+   build's form of the families with running sums on the same tails, the same on tails cut to 10 rows per root (the fixed cost of the templates' operators, whatever the tail), and DuckDB's
    profiler per family (operator time by operator type).
 """
 
@@ -43,12 +43,16 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def family_times(live, repeat: int = 5) -> dict[str, float]:  # noqa: ANN001
-    """Median wall seconds of each family's prepared statement alone, on the live tails as they are."""
+def family_times(live, repeat: int = 5, suffix: str = "") -> dict[str, float]:  # noqa: ANN001
+    """Median wall seconds of each family's prepared statement alone, on the live tails as they are. ``suffix``
+    ``"_long"``: the batch build's form of the families whose per-bar statement has running sums (``has_long``)."""
     out = {}
     for tail in live._tails:
+        if suffix and not tail.has_long:
+            continue
         cursor = live._cursors[tail.index]
-        out[tail.family.template] = timed(lambda: cursor.execute(f"EXECUTE live_q{tail.index}").fetchall(), repeat)[0]
+        out[tail.family.template] = timed(lambda: cursor.execute(f"EXECUTE live_q{tail.index}{suffix}").fetchall(),
+                                          repeat)[0]
     return out
 
 
@@ -170,6 +174,7 @@ def main() -> None:
 
         print("4. per family (prepared statement alone, median of 5), on the live tails / on 10 rows per root:")
         on_tails = family_times(serial)
+        batch_form = family_times(serial, suffix="_long")
         profiles = profile(serial, Path(tmp))
         for tail in serial._tails:
             serial._con.execute(
@@ -182,6 +187,9 @@ def main() -> None:
             top = sorted(((v, k) for k, v in profiles[name].items() if k[0] not in "(#"), reverse=True)[:3]
             print(f"   {name:30} {ms(seconds):>7} / {ms(floor[name]):>6}   profiler: "
                   + ", ".join(f"{k} {v * 1000:.0f} ms" for v, k in top))
+        print("   the same families in the batch build's form (lag / block-carry sums, for tables past SEEDED_ROWS), "
+              "on the live tails: " + ", ".join(f"{name} {ms(seconds)} (running sums {ms(on_tails[name])})"
+                                                for name, seconds in batch_form.items()))
         print(f"   sum {ms(sum(on_tails.values()))} / {ms(sum(floor.values()))}; load average now "
               f"{os.getloadavg()[0]:.1f}")
         windows = sum(p.get("#WINDOW", 0) for p in small.values())
