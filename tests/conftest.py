@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 LEAN = SHARED / "real" / "lean-es-cme"
 DATABENTO = SHARED / "databento"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Checked feature templates are kept in a cache of this test process, not in the user's (~/.cache)."""
+    os.environ["QE_CACHE_DIR"] = tempfile.mkdtemp(prefix="qe_test_cache_")
 
 
 @pytest.fixture

@@ -118,6 +118,14 @@ _VERDICTS: dict[str, bool] = {}
 _MAX_VERDICTS = 512
 
 
+def note_select(sql: str) -> None:
+    """Record that ``sql`` was checked as exactly one SELECT (by a caller that kept the verdict of an earlier
+    process: :mod:`warehouse.features.checked_cache`), so that composing it does not parse it again."""
+    if len(_VERDICTS) >= _MAX_VERDICTS:
+        _VERDICTS.clear()
+    _VERDICTS[sql] = True
+
+
 def _one_select(sql: str) -> bool:
     """``sql`` parses (sqlglot, DuckDB dialect) as exactly one query (SELECT, WITH ... SELECT, set operation)."""
     verdict = _VERDICTS.get(sql)

@@ -18,9 +18,10 @@ from importlib import resources
 from sqlglot.lineage import lineage
 
 from warehouse.errors import QEError
+from warehouse.features.checked_cache import checked
 from warehouse.features.headers import FeatureSpec, parse_header
 from warehouse.features.lint import lint_lookahead
-from warehouse.templates import render, render_composed, render_parsed
+from warehouse.templates import note_select, render, render_composed, render_parsed
 
 #: Prefix of a family's hidden output columns carrying a recursive filter's state (live path only).
 STATE_PREFIX = "__state__"
@@ -87,8 +88,17 @@ def family_templates() -> list[tuple[str, str]]:
 
 
 def check_family(template: str, text: str, params: dict) -> Family:
-    """Parse the header, render, and check projections and look-ahead of one family template."""
+    """Parse the header, render, and check projections and look-ahead of one family template (a passing check is
+    kept on disk and read by later processes: :mod:`warehouse.features.checked_cache`)."""
     specs = parse_header(template, text)
+    outcome = checked("family", {"template": template, "text": text, "params": params},
+                      lambda: _check_family_sql(template, text, specs, params))
+    note_select(outcome["sql"])  # a composed feature query embeds it without parsing it again
+    return Family(template, specs, outcome["sql"], outcome["states"])
+
+
+def _check_family_sql(template: str, text: str, specs: list[FeatureSpec], params: dict) -> dict:
+    """Render and check one family template: {"sql": its SQL, "states": its hidden filter-state columns}."""
     sql, tree = render_parsed(f"sql/{template}", text, **params)
     projected = [p.alias_or_name for p in tree.selects]
     # Hidden filter-state columns trail the declared outputs (rendered with filter_seeds only).
@@ -106,7 +116,7 @@ def check_family(template: str, text: str, params: dict) -> Family:
         side = "query" if len(projected) > len(declared) else "header"
         raise QEError(f"sql/{template}: the {side} has extra output column(s) {', '.join(more)}")
     lint_lookahead(f"sql/{template}", tree)
-    return Family(template, specs, sql, states)
+    return {"sql": sql, "states": states}
 
 
 #: Bars per year by timeframe (annualization: trading bars per day x 252; catalog section 1).
@@ -139,9 +149,15 @@ def build_registry(templates: list[tuple[str, str]] | None = None, timeframe: st
             if spec.name in seen:
                 raise QEError(f"feature {spec.name!r} is declared by both sql/{seen[spec.name]} and sql/{family.template}")
             seen[spec.name] = family.template
-    base_sql, tree = render_parsed("sql/features/base.sql", **{**params, "source": "bars"})
-    lint_lookahead("sql/features/base.sql", tree)
+    base_params = {**params, "source": "bars"}
+    base_sql = checked("base", {"params": base_params}, lambda: _check_base_sql(base_params))["sql"]
     return Registry(families, base_sql)
+
+
+def _check_base_sql(params: dict) -> dict:
+    sql, tree = render_parsed("sql/features/base.sql", **params)
+    lint_lookahead("sql/features/base.sql", tree)
+    return {"sql": sql}
 
 
 

@@ -1,0 +1,99 @@
+"""A disk memo of the feature templates' checked renders, shared by every process.
+
+Building a registry renders the five family templates and ``base.sql`` (Jinja) and checks each render: one SELECT,
+its projections against the header, no look-ahead (a sqlglot parse of ~100 KB of SQL). That is ~0.7 s per parameter
+set, paid by every process that builds one (a features build builds one, a live session four). The outcome is a pure
+function of the template's text, its parameters, the other templates it imports and the checking code, so a passing
+check is kept on disk under a hash of all of them and the next process reads it instead: the rendered SQL and what
+the check derived from it. A failing check is never kept (its error is raised again, from the templates, every time).
+
+Location: ``$QE_CACHE_DIR``, else ``$XDG_CACHE_HOME/quant-engine``, else ``~/.cache/quant-engine``; each entry is
+one JSON file under ``checked-sql/``, written atomically (a temporary file renamed), so concurrent processes never
+read a half-written entry. An unreadable entry, or a directory that cannot be written, only costs the check again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import sqlglot
+
+#: The modules whose code decides a check's outcome (rendering and checking), besides every SQL template.
+_CHECKING_CODE = ("warehouse/templates.py", "warehouse/features/registry.py", "warehouse/features/lint.py",
+                  "warehouse/features/headers.py", "warehouse/features/checked_cache.py")
+
+
+def cache_dir() -> Path:
+    """Where the entries live (``checked-sql/`` under it)."""
+    configured = os.environ.get("QE_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "quant-engine"
+
+
+@lru_cache(maxsize=1)
+def _code_version() -> str:
+    """A hash of every SQL template, the checking code and the versions of Jinja and sqlglot."""
+    digest = hashlib.sha256(f"jinja2 {jinja2.__version__} sqlglot {sqlglot.__version__}".encode())
+    root = Path(__file__).resolve().parents[2]
+    for name in _CHECKING_CODE:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+    sql = resources.files("sql")
+    for path in sorted(_sql_files(sql), key=lambda p: p[0]):
+        digest.update(path[0].encode() + b"\0" + path[1])
+    return digest.hexdigest()
+
+
+def _sql_files(folder, prefix: str = "") -> list[tuple[str, bytes]]:  # noqa: ANN001 (an importlib Traversable)
+    out = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            out.extend(_sql_files(entry, f"{prefix}{entry.name}/"))
+        elif entry.name.endswith(".sql"):
+            out.append((prefix + entry.name, entry.read_bytes()))
+    return out
+
+
+def checked(kind: str, inputs: dict[str, Any], check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The outcome of ``check()`` (a JSON-able dict) for ``inputs``, read from disk when a process kept it before.
+
+    Parameters
+    ----------
+    kind : str
+        What is checked (part of the key).
+    inputs : dict
+        Everything the outcome depends on besides the templates and the checking code: the template's text and
+        its parameters. Serialized as sorted JSON (values that JSON cannot hold by their ``repr``).
+    check : callable
+        Renders and checks; raises on a failing check (nothing is kept then).
+    """
+    key = hashlib.sha256("\0".join([kind, _code_version(), json.dumps(inputs, sort_keys=True, default=repr)])
+                         .encode()).hexdigest()
+    path = cache_dir() / "checked-sql" / f"{key}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    outcome = check()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(outcome, out)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)  # gone after the rename; left only by a failed write
+    except OSError:
+        pass  # a read-only or full disk: the check runs again next time
+    return outcome
