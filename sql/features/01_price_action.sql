@@ -109,16 +109,20 @@ gap_open            | double | n=1      | first=1   | ln(o / c[t-1]) (log units;
     few the rows; over a bounded tail the same sum is one running sum, sum over j <= k - shift of
     B^(k - shift - j) * col_j (B = beta^K, lB = -ln B): exp(-lB*(k - shift)) * SUM(col_j * exp(lB*j)) over the rows
     up to k - shift. Chosen only where lB*(blocks + 1) <= 600 for the bound's number of blocks, so no weight
-    overflows (e^600 times a price stays far below the largest double); the newest terms dominate the sum, so its
-    rounding is relative to the state, as the M-term sum's. It differs from the M-term sum by the terms the
-    truncation drops (b^(K M) < e^-40 of the state). -#}
+    overflows (e^600 times a price stays far below the largest double). The exponents reach ~600, where one
+    rounding of lB*k would cost ~1e-13 of every weight (and MACD, PPO and TRIX, differences of filters, magnify
+    it): lB is split into hi (on a 2^-32 grid, so hi*k is exact) and lo = lB - hi (|lo*k| < 1e-7), and each weight
+    is exp(hi*k)*exp(lo*k), within a few ulps. It differs from the M-term sum by the terms the truncation drops
+    (b^(K M) < e^-40 of the state). -#}
 {%- set running_blocks = (seeded_rows // K + 2) if (filter_seeds is defined and filter_seeds and seeded_rows is defined and seeded_rows) else 0 %}
 {#- Truncated block-state sum: sum over m < M of beta^(K m) * lag(col, m + shift) (or its running form). -#}
 {%- macro bsum(col, beta, shift=0) -%}
 {%- set M = nterms(beta) | int -%}
 {%- set lb = -ln(beta) * K -%}
 {%- if running_blocks and lb * running_blocks <= 600 -%}
-exp({{ num(-lb) }} * (k - {{ shift }})) * coalesce(sum({{ col }} * exp({{ num(lb) }} * k)) OVER rs{{ shift }}, 0)
+{%- set hi = (lb * 2 ** 32) | round / 2 ** 32 %}{% set lo = lb - hi -%}
+exp({{ num(-hi) }} * (k - {{ shift }})) * exp({{ num(-lo) }} * (k - {{ shift }}))
+            * coalesce(sum({{ col }} * (exp({{ num(hi) }} * k) * exp({{ num(lo) }} * k))) OVER rs{{ shift }}, 0)
 {%- else -%}
 {%- for m in range(M) %}{{ ' + ' if m else '' }}{% if m == 0 and shift == 0 %}{{ col }}{% else %}{{ num(beta ** (K * m)) }} * lag({{ col }}, {{ m + shift }}, 0) OVER sw{% endif %}{% endfor %}
 {%- endif -%}
