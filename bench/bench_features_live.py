@@ -19,8 +19,9 @@ Phases (wall times):
 3. baselines in the same run: ``tail_features`` (the previous live path) for the last ``--tail-bars`` minutes,
    and the full build over all bars (``build_features(wh, "1m", full=True)``, median of ``--repeat``);
 4. where the time goes: each family's prepared statement alone on the live tails (median of 5), the batch
-   build's form of the families with running sums on the same tails, the same on tails cut to 10 rows per root (the fixed cost of the templates' operators, whatever the tail), and DuckDB's
-   profiler per family (operator time by operator type).
+   build's form of the families with running sums on the same tails, the same on tails cut to 10 rows per root
+   (the fixed cost of the templates' operators, whatever the tail), and DuckDB's profiler per family (operator
+   time by operator type).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def main() -> None:
             top = sorted(((v, k) for k, v in profiles[name].items() if k[0] not in "(#"), reverse=True)[:3]
             print(f"   {name:30} {ms(seconds):>7} / {ms(floor[name]):>6}   profiler: "
                   + ", ".join(f"{k} {v * 1000:.0f} ms" for v, k in top))
-        print("   the same families in the batch build's form (lag / block-carry sums, for tables past SEEDED_ROWS), "
+        print("   the same families in the batch build's form (lag / block-carry sums, for tables past RUNNING_ROWS), "
               "on the live tails: " + ", ".join(f"{name} {ms(seconds)} (running sums {ms(on_tails[name])})"
                                                 for name, seconds in batch_form.items()))
         print(f"   sum {ms(sum(on_tails.values()))} / {ms(sum(floor.values()))}; load average now "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,10 @@ DATABENTO = SHARED / "databento"
 def pytest_configure(config: pytest.Config) -> None:
     """Checked feature templates are kept in a cache of this test process, not in the user's (~/.cache)."""
     os.environ["QE_CACHE_DIR"] = tempfile.mkdtemp(prefix="qe_test_cache_")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("QE_CACHE_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture

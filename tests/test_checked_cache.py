@@ -11,6 +11,7 @@ import pytest
 
 from tests.test_feature_registry import GOOD, OTHER
 from warehouse.errors import QEError
+from warehouse.features import checked_cache
 from warehouse.features import registry as registry_module
 from warehouse.features.registry import build_registry
 from warehouse.templates import _VERDICTS
@@ -25,7 +26,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _entries(cache: Path) -> list[Path]:
-    return sorted(cache.glob("*.json")) if cache.exists() else []
+    return sorted(cache.glob("*/*.json")) if cache.exists() else []
 
 
 def _no_checks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +54,7 @@ def test_a_second_build_reads_the_kept_checks_and_equals_the_first(cache, monkey
 
 def test_the_shipped_templates_with_live_parameters_come_back_identical(cache, monkeypatch):
     params = {"timeframe": "1m", "filter_seeds": True, "session_seeds": True, "tod_history": "t",
-              "session_history": "s", "seeded_rows": 2600, "filter_states": True}
+              "session_history": "s", "running_rows": 2600, "filter_states": True}
     first = build_registry(**params)
     _no_checks(monkeypatch)
     second = build_registry(**params)
@@ -87,7 +88,7 @@ def test_a_damaged_entry_is_checked_again_and_replaced(cache):
     again = build_registry(TEMPLATES)
     assert [f.sql for f in again.families] == [f.sql for f in first.families]
     assert all(json.loads(entry.read_text(encoding="utf-8"))["sql"] for entry in _entries(cache))
-    assert not list(cache.glob("*.tmp"))
+    assert not list(cache.glob("*/*.tmp"))
 
 
 def test_a_cache_directory_that_cannot_be_made_only_costs_the_check(tmp_path, monkeypatch):
@@ -98,3 +99,18 @@ def test_a_cache_directory_that_cannot_be_made_only_costs_the_check(tmp_path, mo
         registry = build_registry(TEMPLATES)
         assert [f.name for f in registry.features][:2] == ["logret_1", "mom_10"]
     assert blocker.read_text() == "not a directory"
+
+
+def test_the_first_entry_of_another_code_version_removes_the_older_ones(cache, monkeypatch):
+    build_registry(TEMPLATES)
+    [old] = {entry.parent for entry in _entries(cache)}
+    monkeypatch.setattr(checked_cache, "_VERSION", "f" * 64)  # as after an edit of a template or the checks
+    build_registry(TEMPLATES)
+    assert not old.exists()
+    assert {entry.parent.name for entry in _entries(cache)} == {"f" * 24}
+
+
+def test_without_a_code_version_every_build_checks(cache, monkeypatch):
+    monkeypatch.setattr(checked_cache, "_VERSION", None)  # sources not readable: the cache is off
+    build_registry(TEMPLATES)
+    assert _entries(cache) == []

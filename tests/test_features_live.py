@@ -21,7 +21,7 @@ from tests.features_oracle.synthetic import globex_bars
 from warehouse import Warehouse
 from warehouse.errors import QEError
 from warehouse.features.incremental import shipped_registry
-from warehouse.features.live import SEEDED_ROWS, LiveFeatures
+from warehouse.features.live import RUNNING_ROWS, LiveFeatures
 from warehouse.features.materialize import build_features
 from warehouse.features.registry import feature_query
 from warehouse.templates import render
@@ -398,7 +398,7 @@ def test_real_es_bars_across_the_rth_open_inside_trimmed_tails(tmp_path):
 
 def test_the_per_bar_running_sums_hold_up_to_their_bound_and_beyond_it_the_block_form_takes_over(tmp_path):
     """The per-bar statements of price action (block-state sums), volatility and structure (one filter block) sum
-    their filters as running sums, valid up to SEEDED_ROWS rows per root (their weights grow as exp(lam*k)). Real ESZ3
+    their filters as running sums, valid up to RUNNING_ROWS rows per root (their weights grow as exp(lam*k)). Real ESZ3
     minutes appended 100 at a time without a trim grow the tables from the short tails to past the bound: the
     running form runs on tables up to ~2,600 rows (weights near e^600), the batch build's block form beyond; every
     row equals the full build."""
@@ -422,8 +422,8 @@ def test_the_per_bar_running_sums_hold_up_to_their_bound_and_beyond_it_the_block
         want, _ = _full_view(wh, start)
         _assert_rows(pa.concat_tables(out), want, "[running sums up to the bound and past it] ")
         for name, seen in longest.items():
-            assert max(n for n in seen if n <= SEEDED_ROWS) > SEEDED_ROWS - 100, name
-            assert max(seen) > SEEDED_ROWS and seen == sorted(seen) and seen[0] < 400, name
+            assert max(n for n in seen if n <= RUNNING_ROWS) > RUNNING_ROWS - 100, name
+            assert max(seen) > RUNNING_ROWS and seen == sorted(seen) and seen[0] < 400, name
     finally:
         live.close()
 

@@ -121,9 +121,14 @@ _MAX_VERDICTS = 512
 def note_select(sql: str) -> None:
     """Record that ``sql`` was checked as exactly one SELECT (by a caller that kept the verdict of an earlier
     process: :mod:`warehouse.features.checked_cache`), so that composing it does not parse it again."""
+    _keep_verdict(sql, True)
+
+
+def _keep_verdict(sql: str, verdict: bool) -> bool:
     if len(_VERDICTS) >= _MAX_VERDICTS:
         _VERDICTS.clear()
-    _VERDICTS[sql] = True
+    _VERDICTS[sql] = verdict
+    return verdict
 
 
 def _one_select(sql: str) -> bool:
@@ -137,7 +142,4 @@ def _one_select(sql: str) -> bool:
 def _parse_checked(sql: str) -> tuple[bool, list[exp.Expression]]:
     """Parse ``sql`` and keep its verdict (:func:`_one_select`): (the verdict, the statements)."""
     statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    if len(_VERDICTS) >= _MAX_VERDICTS:
-        _VERDICTS.clear()
-    verdict = _VERDICTS[sql] = len(statements) == 1 and isinstance(statements[0], exp.Query)
-    return verdict, statements
+    return _keep_verdict(sql, len(statements) == 1 and isinstance(statements[0], exp.Query)), statements

@@ -104,8 +104,8 @@ gap_open            | double | n=1      | first=1   | ln(o / c[t-1]) (log units;
 {%- macro kappa(lmbx, bx, e) -%}
 (({{ pw(lam9, '(' ~ e ~ ') + 1') }} - {{ pw(lmbx, '(' ~ e ~ ') + 1') }}) * {{ num(1.0 / (b9 - bx)) }})
 {%- endmacro %}
-{#- Running block sums (the live path only: `seeded_rows`, the most rows per symbol the statement will read, with
-    `filter_seeds`). A block-state sum of M lags costs one window function per lag, a fixed ~0.1 ms each however
+{#- Running block sums (`running_rows`: the most rows per symbol the statement will read; the live path's per-bar
+    statements, warehouse/features/live.py). A block-state sum of M lags costs one window function per lag, a fixed ~0.1 ms each however
     few the rows; over a bounded tail the same sum is one running sum, sum over j <= k - shift of
     B^(k - shift - j) * col_j (B = beta^K, lB = -ln B): exp(-lB*(k - shift)) * SUM(col_j * exp(lB*j)) over the rows
     up to k - shift. Chosen only where lB*(blocks + 1) <= 600 for the bound's number of blocks, so no weight
@@ -114,7 +114,7 @@ gap_open            | double | n=1      | first=1   | ln(o / c[t-1]) (log units;
     it): lB is split into hi (on a 2^-32 grid, so hi*k is exact) and lo = lB - hi (|lo*k| < 1e-7), and each weight
     is exp(hi*k)*exp(lo*k), within a few ulps. It differs from the M-term sum by the terms the truncation drops
     (b^(K M) < e^-40 of the state). -#}
-{%- set running_blocks = (seeded_rows // K + 2) if (filter_seeds is defined and filter_seeds and seeded_rows is defined and seeded_rows) else 0 %}
+{%- set running_blocks = (running_rows // K + 2) if (running_rows is defined and running_rows) else 0 %}
 {#- Truncated block-state sum: sum over m < M of beta^(K m) * lag(col, m + shift) (or its running form). -#}
 {%- macro bsum(col, beta, shift=0) -%}
 {%- set M = nterms(beta) | int -%}

@@ -79,7 +79,8 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
 {#- Window passes run per (symbol, chunk): chunk = rn // C, and the last W rows of every chunk are copied into the
     next one (1.6 % more rows), so a long partition is processed in parallel and every own row still sees W earlier
     rows. Deepest look-back inside a pass: 999 rows (the in-block frame of the TR filters, L = 1000), then 258
-    (PCTRANK_240 of rv_cc_20); the filter carries come from a GROUP BY over the whole partition. -#}
+    (PCTRANK_240 of rv_cc_20); the filter carries come from a GROUP BY over the whole partition. (The live per-bar
+    form below runs one chunk and one filter block.) -#}
 {%- set C = 65536 %}
 {%- set W = 1024 %}
 {#- Recursive filters on the row index: TR (index rn - 1; NULL only at rn = 0) and c (index rn). The four Wilder
@@ -93,16 +94,18 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
 {%- set e32 = {'n': 32, 'a': 2.0 / 33} %}
 {%- set _ = e32.update({'lam': -ln(1.0 - e32.a)}) %}
 {%- set _ = e32.update({'L': (40.0 / e32.lam) | round(0, 'floor') | int}) %}
-{#- The live per-bar form (`seeded_rows` with `filter_seeds`: a tail of at most that many rows per symbol, see
+{#- The live per-bar form (`running_rows`: a tail of at most that many rows per symbol, see
     warehouse/features/live.py): every filter runs as one block, its sum a running sum from the tail's first row,
     so the block carries (a GROUP BY, a window and a join per filter) and the chunk copies are left out. Chosen only
-    where every exp(lam*o) stays below e^600 (ATR_5: lam = 0.22, 2,690 rows). -#}
-{%- set one_block = filter_seeds is defined and filter_seeds and seeded_rows is defined and seeded_rows
-    and [-ln(1.0 - tr_filters[0][2]), e20.lam, e32.lam] | max * (seeded_rows + 1) <= 600 %}
+    where every exp(lam*o) stays below e^600 (ATR_5: lam = 0.22, 2,690 rows). The exponents then reach ~580 instead
+    of 223, so one rounding of lam*o costs up to ~6e-14 of a weight instead of ~2.5e-14: far inside the catalog
+    tolerances (the live tests compare every row with the full build). -#}
+{%- set one_block = running_rows is defined and running_rows
+    and [-ln(1.0 - tr_filters[0][2]), e20.lam, e32.lam] | max * (running_rows + 1) <= 600 %}
 {%- if one_block %}
-{%- set tr_L = seeded_rows + 1 %}
-{%- set _ = e20.update({'L': seeded_rows + 1}) %}
-{%- set _ = e32.update({'L': seeded_rows + 1}) %}
+{%- set tr_L = running_rows + 1 %}
+{%- set _ = e20.update({'L': running_rows + 1}) %}
+{%- set _ = e32.update({'L': running_rows + 1}) %}
 {%- endif %}
 {#- a ÷p b: NULL when b = 0, either side NULL, or abs(b) below the price floor of the current close -#}
 {%- macro pdiv(a, b) -%}

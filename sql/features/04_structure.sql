@@ -102,14 +102,14 @@ session_range_pos       | double | session | first=D1    | (c - min l) / (max h 
 {%- set fseedcols = fseedcols.v %}
 {%- set SSTATES = ['sess_open', 'sess_hi', 'sess_lo', 'sess_rth_open', 'sess_rth_close', 'sess_p_high', 'sess_p_low',
                    'sess_p_close', 'sess_p_rth_close'] %}
-{#- WILDER_14 block constants (same method and block length as _filters.sql). -#}
+{#- WILDER_14 block constants (same method and block length as _filters.sql; one block in the live per-bar form). -#}
 {%- set lam = -ln(13.0 / 14.0) %}
 {%- set L = (40.0 / lam) | round(0, 'floor') | int %}
-{#- The live per-bar form (`seeded_rows` with `filter_seeds`: a tail of at most that many rows per symbol, see
+{#- The live per-bar form (`running_rows`: a tail of at most that many rows per symbol, see
     warehouse/features/live.py): the filters run as one block, their sums running sums from the tail's first row,
     so the block carries (dm_blk, dm_carry, adx_carry and their joins) are left out; exp(lam*o) stays below e^600. -#}
-{%- set one_block = fseeded and seeded_rows is defined and seeded_rows and lam * (seeded_rows + 1) <= 600 %}
-{%- if one_block %}{% set L = seeded_rows + 1 %}{% endif %}
+{%- set one_block = running_rows is defined and running_rows and lam * (running_rows + 1) <= 600 %}
+{%- if one_block %}{% set L = running_rows + 1 %}{% endif %}
 {#- The distinct RTH windows of the table: sessions aggregate each with integer filters, and the small session
     table picks the symbol's window (no string matching per bar). -#}
 {%- set rth_windows = [] %}

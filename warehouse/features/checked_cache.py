@@ -8,8 +8,11 @@ check is kept on disk under a hash of all of them and the next process reads it 
 the check derived from it. A failing check is never kept (its error is raised again, from the templates, every time).
 
 Location: ``$QE_CACHE_DIR``, else ``$XDG_CACHE_HOME/quant-engine``, else ``~/.cache/quant-engine``; each entry is
-one JSON file under ``checked-sql/``, written atomically (a temporary file renamed), so concurrent processes never
-read a half-written entry. An unreadable entry, or a directory that cannot be written, only costs the check again.
+one JSON file under ``checked-sql/<code version>/``, written atomically (a temporary file renamed), so concurrent
+processes never read a half-written entry. The first entry of a new code version removes the folders of the older
+ones (each holds ~1.5 MB). An unreadable entry, or a directory that cannot be written, only costs the check again;
+so does an install whose sources cannot be read (the cache is then off). A kept entry is trusted as checked: its
+SQL runs without the look-ahead lint running again.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,10 +46,11 @@ def cache_dir() -> Path:
     return Path(base) / "quant-engine"
 
 
-@lru_cache(maxsize=1)
 def _code_version() -> str:
-    """A hash of every SQL template, the checking code and the versions of Jinja and sqlglot."""
-    digest = hashlib.sha256(f"jinja2 {jinja2.__version__} sqlglot {sqlglot.__version__}".encode())
+    """A hash of every SQL template, the checking code, the versions of Jinja and sqlglot, and the Python build and
+    platform (the templates compute constants with the platform's libm)."""
+    digest = hashlib.sha256(f"jinja2 {jinja2.__version__} sqlglot {sqlglot.__version__} python {sys.version} "
+                            f"{platform.platform()}".encode())
     root = Path(__file__).resolve().parents[2]
     for name in _CHECKING_CODE:
         digest.update(name.encode() + b"\0" + (root / name).read_bytes())
@@ -64,6 +70,13 @@ def _sql_files(folder, prefix: str = "") -> list[tuple[str, bytes]]:  # noqa: AN
     return out
 
 
+try:
+    # Once, at import: the code this process runs (a later edit on disk is another process's version).
+    _VERSION: str | None = _code_version()
+except Exception:  # noqa: BLE001 (sources not readable as files, e.g. a zipped install: no cache)
+    _VERSION = None
+
+
 def checked(kind: str, inputs: dict[str, Any], check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The outcome of ``check()`` (a JSON-able dict) for ``inputs``, read from disk when a process kept it before.
 
@@ -77,15 +90,21 @@ def checked(kind: str, inputs: dict[str, Any], check: Callable[[], dict[str, Any
     check : callable
         Renders and checks; raises on a failing check (nothing is kept then).
     """
-    key = hashlib.sha256("\0".join([kind, _code_version(), json.dumps(inputs, sort_keys=True, default=repr)])
-                         .encode()).hexdigest()
-    path = cache_dir() / "checked-sql" / f"{key}.json"
+    if _VERSION is None:
+        return check()
+    key = hashlib.sha256("\0".join([kind, json.dumps(inputs, sort_keys=True, default=repr)]).encode()).hexdigest()
+    folder = cache_dir() / "checked-sql"
+    path = folder / _VERSION[:24] / f"{key}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass
     outcome = check()
     try:
+        if not path.parent.is_dir():
+            for old in folder.glob("*"):  # entries of other code versions are never read again
+                if old.is_dir() and old.name != path.parent.name:
+                    shutil.rmtree(old, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:

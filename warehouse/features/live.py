@@ -31,6 +31,16 @@ seeds. A root whose filters have no state yet at that row (a series younger than
 without seeds, as the batch build runs it, until a trim finds every state defined. Left undefined, ``filter_seeds``
 changes no byte of the templates' render (the full and incremental builds).
 
+Running sums in the per-bar statements. DuckDB pays a fixed ~0.1 ms per window function however few the rows, and
+the batch forms of the filters are built for millions of rows (price action's block states are sums of up to 64
+lags per filter; volatility and structure carry block totals through GROUP BYs and joins). The per-bar statements
+are rendered with ``running_rows`` (:data:`RUNNING_ROWS` rows per root): price action then sums its block states
+as running sums and volatility and structure run each filter as one block, valid while every exp(lam*k) of those
+sums stays below e^600, i.e. while a table holds at most that many rows per root (a short tail grows by a trading
+day's bars between trims). A table beyond it (a young series' full tail grown for a day without a trim) runs the
+batch form of the family (``live_q<k>_long``), chosen per bar from the rows the table holds. Both forms give the
+full build's rows; the batch build's own render is unchanged.
+
 Session state carried instead of whole sessions (the volume and structure families, whose session features would
 otherwise read the previous session from its open and the current one: ~2,700 rows per root at 1m). Rendered with
 ``session_seeds``, the two templates take seeds and output states of the same kind (``sess_<name>``,
@@ -98,11 +108,9 @@ TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
 CARRIED_SESSIONS = 21
 #: Earlier rows carried per minute of day.
 CARRIED_TOD = 20
-#: Most rows per root a family table may hold for the per-bar statements' running sums (``seeded_rows``: price
-#: action sums its block states with one window function per filter instead of one per lag, volatility and
-#: structure run each filter as one block without the block carries); a table beyond it (a young series' full tail grown for days
-#: without a trim) runs the batch build's form of the family (``live_q<k>_long``).
-SEEDED_ROWS = 2600
+#: Most rows per root a family table may hold for the per-bar statements' running sums (``running_rows``; module
+#: docstring); a table beyond it runs the batch build's form of the family (``live_q<k>_long``).
+RUNNING_ROWS = 2600
 #: Prefix of the carried session states (``session_seeds``): unlike a filter state, NULL is a state (no earlier
 #: session, no RTH row yet, the first row of its session).
 SESSION_STATE_PREFIX = "sess_"
@@ -110,7 +118,7 @@ SESSION_STATE_PREFIX = "sess_"
 
 @dataclass
 class _Tail:
-    """One family's tail table in the live connection and its prepared statement."""
+    """One family's tail table in the live connection and its prepared per-bar statements."""
 
     index: int
     family: Family
@@ -126,8 +134,9 @@ class _Tail:
     states_query: str = ""  # the family's query over its table with the hidden state columns (load and trim)
     #: Per root: the first row from which the table's rows compute the full build's filter states.
     exact: dict = field(default_factory=dict)
-    #: Whether the per-bar statement has a second form for tables beyond SEEDED_ROWS rows per root (``live_q<k>_long``),
-    #: and the most rows per root the table holds (None: count them at the next append).
+    #: Whether the per-bar statement has a second form for tables beyond RUNNING_ROWS rows per root
+    #: (``live_q<k>_long``), and then the most rows per root the table holds (None: not counted since its rows
+    #: were last cut or loaded; the long form runs until they are).
     has_long: bool = False
     longest: int | None = None
 
@@ -184,7 +193,7 @@ class LiveFeatures:
                   "filter_seeds": True, "session_seeds": True}
         self._live_registry = build_registry(**params)
         # The per-bar statements: the same templates, with running block sums where a template has them.
-        self._bar_registry = build_registry(**params, seeded_rows=SEEDED_ROWS)
+        self._bar_registry = build_registry(**params, running_rows=RUNNING_ROWS)
         stated = build_registry(**params, filter_states=True).families
         self._con = duckdb.connect()
         _configure(self._con, threads)
@@ -265,8 +274,8 @@ class LiveFeatures:
         grown = max(counts.column("ts_count").to_pylist(), default=0)
         for tail in self._tails:
             con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_new")
-            tail.longest = (con.execute(f"SELECT max(n) FROM (SELECT count(*) AS n FROM {tail.table} GROUP BY symbol)")
-                            .fetchone()[0] if tail.longest is None else tail.longest + grown)
+            if tail.has_long:
+                tail.longest = self._longest(tail) if tail.longest is None else tail.longest + grown
         if self._volume is not None:
             # Only the carried rows at the new bars' minutes of day: the template's window then runs over
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
@@ -354,6 +363,7 @@ class LiveFeatures:
                 if symbol in seeds:
                     tail.exact[symbol] = start
             tail.grown = 0
+            tail.longest = self._longest(tail) if tail.has_long else None  # here, not on the next bar's path
 
     def _seeded(self, tail: _Tail, symbol: str) -> bool:
         return tail.seeds != "" and self._con.execute(f"SELECT count(*) FROM {tail.seeds} WHERE symbol = $s",
@@ -386,10 +396,12 @@ class LiveFeatures:
     # -- internals ---------------------------------------------------------------------------------------------
     def _run_families(self) -> list[pa.Table]:
         """Every family's rows of the new bars, in family order."""
-        long = {tail.index for tail in self._tails if tail.has_long and tail.longest > SEEDED_ROWS}
+        long = {tail.index for tail in self._tails
+                if tail.has_long and (tail.longest is None or tail.longest > RUNNING_ROWS)}
 
         def run(index: int) -> pa.Table:
-            return self._cursors[index].execute(f"EXECUTE live_q{index}{'_long' if index in long else ''}").to_arrow_table()
+            form = "_long" if index in long else ""
+            return self._cursors[index].execute(f"EXECUTE live_q{index}{form}").to_arrow_table()
 
         order = [tail.index for tail in sorted(self._tails, key=lambda t: -t.cost)]
         if self._pool is None:
@@ -512,6 +524,7 @@ class LiveFeatures:
             tail.grown = 0
             if short is not None:
                 self._seed_from_full_tail(tail, roots, short, lambda: starts_for(tail.needs, last))
+            tail.longest = self._longest(tail) if tail.has_long else None
         if self._volume is not None:
             vstarts = {symbol: self._first_row(self._volume, symbol) for symbol in roots}
             con.execute("DELETE FROM live_tod_all WHERE list_contains($r, symbol)", {"r": roots})
@@ -571,6 +584,11 @@ class LiveFeatures:
                     con.execute(f"INSERT INTO {tail.seeds} VALUES ($s, "
                                 + ", ".join(f"$v{k}" for k in range(len(seed))) + ")",
                                 {"s": symbol, **{f"v{k}": v for k, v in enumerate(seed)}})
+
+    def _longest(self, tail: _Tail) -> int:
+        """The most rows one root has in the family's table."""
+        return self._con.execute(f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {tail.table} "
+                                 "GROUP BY symbol)").fetchone()[0]
 
     def _first_row(self, tail: _Tail, symbol: str) -> dt.datetime:
         return self._con.execute(f"SELECT min(ts) FROM {tail.table} WHERE symbol = $s", {"s": symbol}).fetchone()[0]
