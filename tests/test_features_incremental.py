@@ -190,3 +190,30 @@ def test_a_stale_stretch_longer_than_every_warm_up_is_read_from_before_it():
     starts = tail_starts(case.con, "bars", "1m", family_needs(case.registry.families[2]), ["ESH4"], since.to_pydatetime())
     assert pd.Timestamp(starts["ESH4"]) <= case.bars.ts[stale.start - 1 - 2031]
     case.check(since)
+
+
+def test_the_volume_family_runs_over_a_few_sessions_and_carries_its_20_session_history(minute, monkeypatch):
+    """With the shipped templates, the volume family's two 20-session features read carried rows (the 20 latest
+    rows per minute of day and the session totals before its tail) instead of a 21-session tail: its tail starts
+    at most 3 sessions before T's, and every row from T on still equals the full build (``check``)."""
+    from warehouse.features import incremental
+
+    seen = {}
+    original = incremental._family_rows
+
+    def spy(con, source, timeframe, since, starts, registry, family):  # noqa: ANN001, ANN202
+        seen[family.template] = dict(starts)
+        return original(con, source, timeframe, since, starts, registry, family)
+
+    monkeypatch.setattr(incremental, "_family_rows", spy)
+    part = _session_rows(minute.bars, "CLJ4")
+    last = part[part.td == part.td.max()]
+    since = last.ts.iloc[len(last) // 2]
+    got = minute.check(since)
+    assert got.session_volume_frac_20.notna().any() and got.rel_volume_tod_20.notna().any()
+    for symbol, start in seen["features/02_volume.sql"].items():
+        rows = _session_rows(minute.bars, symbol)
+        sessions_before = rows[(rows.ts >= pd.Timestamp(start)) & (rows.ts < since)].td.nunique()
+        assert 1 <= sessions_before <= 3, (symbol, start)
+    tables = {r[0] for r in minute.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert not {t for t in tables if t.startswith("_tail") or t.startswith("_carry")}

@@ -21,13 +21,43 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
-from warehouse.features.tail import TailNeeds, family_needs
+from warehouse.features.tail import TailNeeds, family_needs, feature_needs
 from warehouse.templates import render
 
 @lru_cache(maxsize=4)
 def shipped_registry(timeframe: str) -> Registry:
     """The shipped templates' registry, built once per process (rendering and checking them takes ~1-2 s)."""
     return build_registry(timeframe=timeframe)
+
+
+#: Features whose long history the volume family reads from carried rows in a bounded-tail run, and what they still
+#: need of the tail itself (module docstring of :mod:`warehouse.features.live` for the live path's twin): the
+#: minute-of-day rows come wholly from the carried rows; the session fraction needs whole sessions in the tail
+#: (its start at a session open; one session before T's, as a ``D1`` feature).
+TAIL_CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
+#: Relations the volume template reads the carried rows from (its ``tod_history`` and ``session_history``).
+TOD_HISTORY, SESSION_HISTORY = "_tail_tod_history", "_tail_session_history"
+#: Rows carried per minute of day, and session totals carried (rel_volume_tod_20's and session_volume_frac_20's
+#: windows).
+TOD_ROWS, SESSION_TOTALS = 20, 21
+
+
+@lru_cache(maxsize=4)
+def carried_registry(timeframe: str) -> Registry:
+    """The shipped templates with the volume family reading its long history from :data:`TOD_HISTORY` and
+    :data:`SESSION_HISTORY`."""
+    return build_registry(timeframe=timeframe, tod_history=TOD_HISTORY, session_history=SESSION_HISTORY)
+
+
+def carried_needs(family: Family) -> TailNeeds | None:
+    """The tail ``family`` needs with :data:`TAIL_CARRIED` in place of its carried features' own needs; None when the
+    family has none of them."""
+    if not any(spec.name in TAIL_CARRIED for spec in family.specs):
+        return None
+    needs = TailNeeds(0)
+    for spec in family.specs:
+        needs = needs.merge(TAIL_CARRIED.get(spec.name) or feature_needs(spec))
+    return needs
 
 
 #: Length of one bar, for the clock window that is read first.
@@ -112,11 +142,18 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
     every tail start and family query then reads); only a symbol whose needs reach beyond it reads ``source``
     again (widening windows, then its whole history).
     """
+    shipped = registry is None or registry is shipped_registry(timeframe) or \
+        [f.sql for f in registry.families] == [f.sql for f in shipped_registry(timeframe).families]
     registry = registry or shipped_registry(timeframe)
     if symbols is None:
         symbols = [r[0] for r in con.sql(f"SELECT DISTINCT symbol FROM {source} ORDER BY 1").fetchall()]
     symbols = list(symbols)
     needs = [family_needs(family) for family in registry.families]
+    # The shipped volume family reads its 21-session history from carried rows: it runs over a short tail, and the
+    # rows before that tail (in the long tail, which is read anyway) give the carried minute-of-day rows and
+    # session totals (_carry_volume).
+    short = {i: n for i, n in ((i, carried_needs(f)) for i, f in enumerate(registry.families)) if n is not None} \
+        if shipped else {}
     spans = [first_window(n, timeframe) for n in needs]
     width = None if any(s is None for s in spans) else max(spans)
     tag = uuid.uuid4().hex[:12]
@@ -126,13 +163,17 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
                 {"symbols": symbols, "lo": None if width is None else since - width})
     try:
         starts, wider = [], set()
-        # Every family's starts from one scan of the window; a symbol whose needs reach before it reads more.
-        for n, (found, rest) in zip(needs, tail_starts_many(con, window, timeframe, needs, symbols, since, width)):
+        # Every family's starts (and the volume family's short starts) from one scan of the window; a symbol whose
+        # needs reach before it reads more.
+        every = needs + list(short.values())
+        for n, (found, rest) in zip(every, tail_starts_many(con, window, timeframe, every, symbols, since, width)):
             if rest and width is not None:
                 more = tail_starts(con, source, timeframe, n, rest, since)
                 wider |= set(more)
                 found |= more
             starts.append(found)
+        short_starts = dict(zip(short, starts[len(needs):]))
+        starts = starts[:len(needs)]
         # The rows every family's tail needs, once: from the window, or from the source where a tail is wider.
         first = {s: min(found[s] for found in starts if s in found) for s in symbols if any(s in f for f in starts)}
         register_starts(con, f"{tail}_starts", first)
@@ -143,12 +184,64 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
             "ON s.symbol = b.symbol AND b.ts >= s.start_ts WHERE list_contains($wider, b.symbol)",
             {"wider": sorted(wider)})
         con.unregister(f"{tail}_starts")
-        parts = [_family_rows(con, tail, timeframe, since, found, registry, family)
-                 for found, family in zip(starts, registry.families)]
+        parts = []
+        for index, (found, family) in enumerate(zip(starts, registry.families)):
+            if index in short:
+                carried = carried_registry(timeframe)
+                found = _carry_volume(con, tail, timeframe, found, short_starts[index])
+                family = next(f for f in carried.families if f.template == family.template)
+            parts.append(_family_rows(con, tail, timeframe, since, found, registry, family))
     finally:
         con.execute(f"DROP TABLE IF EXISTS {window}")
         con.execute(f"DROP TABLE IF EXISTS {tail}")
+        con.execute(f"DROP TABLE IF EXISTS {TOD_HISTORY}")
+        con.execute(f"DROP TABLE IF EXISTS {SESSION_HISTORY}")
     return side_by_side(parts)
+
+
+def _carry_volume(con: duckdb.DuckDBPyConnection, rows: str, timeframe: str, long: dict[str, dt.datetime],
+                  short: dict[str, dt.datetime]) -> dict[str, dt.datetime]:
+    """The volume family's starts over ``rows`` with its long history carried: per symbol, the open of the session
+    of its short start (``short``), and in :data:`TOD_HISTORY` / :data:`SESSION_HISTORY` the 20 latest rows per
+    minute of day and the totals of the complete sessions (sid -1, -2, ..., at most 21) before it, taken from the
+    rows of its long tail (from ``long``) before it.
+
+    Exact for the rows from T on: the long tail holds, for each of them, the 20 most recent earlier rows at its
+    minute of day and the 21 whole sessions before its session (what the full build's windows read). Those that
+    lie before the short start are the latest there, hence carried; the rest are in the short tail. The earliest
+    session of a long tail may be cut (its start row reached further back for a warm-up): it is then older than
+    any of those 21 sessions, and only rows before T read it. Where the short start's session begins at or before
+    the long start, the symbol keeps its long start and carries nothing (the template then reads it all).
+    """
+    params = template_params(timeframe)
+    register_starts(con, "_carry_long", long)
+    register_starts(con, "_carry_short", short)
+    base = render("features/base.sql", **{**params, "source": f"(SELECT b.* FROM {rows} AS b JOIN _carry_long AS s "
+                                                             "ON s.symbol = b.symbol AND b.ts >= s.start_ts)"})
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _carry_base AS SELECT symbol, ts, trading_date, minute_of_day, v "
+                    f"FROM ({base})")
+        # The open of the short start's session, where the long tail holds more before it.
+        opens = dict(con.execute(
+            "SELECT b.symbol, min(b.ts) FROM _carry_base AS b JOIN _carry_base AS f ON f.symbol = b.symbol "
+            "AND f.trading_date = b.trading_date JOIN _carry_short AS s ON s.symbol = f.symbol AND f.ts = s.start_ts "
+            "GROUP BY b.symbol").fetchall())
+        starts = {symbol: opens[symbol] if symbol in opens and opens[symbol] > first else first
+                  for symbol, first in long.items()}
+        register_starts(con, "_carry_at", starts)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {TOD_HISTORY} AS SELECT b.symbol, b.ts, b.minute_of_day, b.v "
+                    "FROM _carry_base AS b JOIN _carry_at AS s ON s.symbol = b.symbol AND b.ts < s.start_ts "
+                    f"QUALIFY row_number() OVER (PARTITION BY b.symbol, b.minute_of_day ORDER BY b.ts DESC) <= {TOD_ROWS}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {SESSION_HISTORY} AS SELECT symbol, "
+                    "-row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) AS sid, total FROM "
+                    "(SELECT b.symbol, b.trading_date, sum(b.v) AS total FROM _carry_base AS b JOIN _carry_at AS s "
+                    "ON s.symbol = b.symbol AND b.ts < s.start_ts GROUP BY ALL) "
+                    f"QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= {SESSION_TOTALS}")
+    finally:
+        con.execute("DROP TABLE IF EXISTS _carry_base")
+        for name in ("_carry_long", "_carry_short", "_carry_at"):
+            con.unregister(name)
+    return starts
 
 
 def side_by_side(parts: list[pa.Table]) -> pa.Table:
