@@ -89,6 +89,16 @@ def test_hourly_tail_where_the_filter_warm_up_is_the_bound():
     case.check(case.bars.ts.iloc[-1])
 
 
+def test_daily_session_bars_tail_equals_full_build():
+    """Session bars (one per trading date): the volume family's 20-session features read carried bars too."""
+    from tests.features_oracle.synthetic import session_daily
+
+    case = Case(session_daily(globex_bars(symbols=("ESH4", "CLJ4"), sessions=40, seed=8)), "1d")
+    got = case.check(case.bars.ts.iloc[-8])
+    assert got.session_volume_frac_20.notna().any() and got.rel_volume_tod_20.notna().any()
+    case.check(case.bars.ts.iloc[-1])
+
+
 def test_real_es_bars_tail_equals_full_build():
     case = Case(lean_minute_bars(), "1m")
     case.check(case.bars.ts.iloc[len(case.bars) * 3 // 4])
