@@ -231,7 +231,8 @@ def _carry_volume(con: duckdb.DuckDBPyConnection, rows: str, timeframe: str, lon
         register_starts(con, "_carry_at", starts)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {TOD_HISTORY} AS SELECT b.symbol, b.ts, b.minute_of_day, b.v "
                     "FROM _carry_base AS b JOIN _carry_at AS s ON s.symbol = b.symbol AND b.ts < s.start_ts "
-                    f"QUALIFY row_number() OVER (PARTITION BY b.symbol, b.minute_of_day ORDER BY b.ts DESC) <= {TOD_ROWS}")
+                    "QUALIFY row_number() OVER (PARTITION BY b.symbol, b.minute_of_day ORDER BY b.ts DESC) "
+                    f"<= {TOD_ROWS}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SESSION_HISTORY} AS SELECT symbol, "
                     "-row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) AS sid, total FROM "
                     "(SELECT b.symbol, b.trading_date, sum(b.v) AS total FROM _carry_base AS b JOIN _carry_at AS s "
