@@ -90,7 +90,8 @@ def test_hourly_tail_where_the_filter_warm_up_is_the_bound():
 
 
 def test_daily_session_bars_tail_equals_full_build():
-    """Session bars (one per trading date): the volume family's 20-session features read carried bars too."""
+    """Session bars (one per trading date), with the volume family's 20-session features defined. (On daily bars
+    its filters' warm-up reaches further back than 21 sessions: its tail is the long one, nothing is carried.)"""
     from tests.features_oracle.synthetic import session_daily
 
     case = Case(session_daily(globex_bars(symbols=("ESH4", "CLJ4"), sessions=40, seed=8)), "1d")
@@ -227,3 +228,46 @@ def test_the_volume_family_runs_over_a_few_sessions_and_carries_its_20_session_h
         assert 1 <= sessions_before <= 3, (symbol, start)
     tables = {r[0] for r in minute.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert not {t for t in tables if t.startswith("_tail") or t.startswith("_carry")}
+
+
+def test_the_carried_rows_are_the_latest_20_per_minute_of_day_and_the_latest_21_session_totals():
+    """_carry_volume against pandas: 30 sessions of two symbols before the short start (more than either cap), one
+    minute of day missing from the 12 latest sessions (its 20 rows reach back further than the others')."""
+    from warehouse.features import incremental
+
+    bars = globex_bars(symbols=("ESH4", "CLJ4"), sessions=33, seed=12)
+    et = bars.ts.dt.tz_convert("America/New_York")
+    bars["td"] = (et + pd.Timedelta(hours=6)).dt.date
+    bars["mod"] = (et.dt.hour * 60 + et.dt.minute).astype(int)
+    dates = sorted(bars.td.unique())
+    bars = bars[~((bars.td >= dates[-13]) & (bars["mod"] == 600))].reset_index(drop=True)
+    short_date = dates[-3]
+    con = _connect(bars.drop(columns=["td", "mod"]))
+    con.execute("CREATE TEMP TABLE rows AS SELECT left(symbol, 2) AS symbol, ts, open, high, low, close, volume "
+                "FROM bars")
+    bars["root"] = bars.symbol.str[:2]
+    long = {root: g.ts.min().to_pydatetime() for root, g in bars.groupby("root")}
+    short = {root: g[g.td == short_date].ts.min().to_pydatetime() for root, g in bars.groupby("root")}
+    try:
+        starts = incremental._carry_volume(con, "rows", "1m", long, short)
+        assert starts == short
+        tod = con.execute(f"SELECT symbol, ts, v FROM {incremental.TOD_HISTORY} ORDER BY symbol, ts").df()
+        sessions = con.execute(f"SELECT symbol, sid, total FROM {incremental.SESSION_HISTORY} "
+                               "ORDER BY symbol, sid").df()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {incremental.TOD_HISTORY}")
+        con.execute(f"DROP TABLE IF EXISTS {incremental.SESSION_HISTORY}")
+    before = bars[bars.td < short_date]
+    want_tod = (before.sort_values("ts").groupby(["root", "mod"]).tail(20)
+                .sort_values(["root", "ts"])[["root", "ts", "volume"]].reset_index(drop=True))
+    assert len(want_tod) < len(before)  # the cap drops rows
+    assert tod.symbol.tolist() == want_tod.root.tolist()
+    assert (tod.ts.dt.tz_convert("UTC") == want_tod.ts.dt.tz_convert("UTC")).all()
+    assert tod.v.tolist() == want_tod.volume.astype(float).tolist()
+    totals = before.groupby(["root", "td"]).volume.sum().reset_index()
+    want_sessions = []
+    for root, g in totals.groupby("root"):
+        latest = g.sort_values("td", ascending=False).head(21).reset_index(drop=True)
+        want_sessions += [(root, -(k + 1), float(v)) for k, v in enumerate(latest.volume)]
+    assert sorted(map(tuple, sessions.itertuples(index=False))) == sorted(want_sessions)
+    assert len(totals) > 2 * 21  # the cap drops sessions

@@ -33,7 +33,9 @@ def shipped_registry(timeframe: str) -> Registry:
 #: Features whose long history the volume family reads from carried rows in a bounded-tail run, and what they still
 #: need of the tail itself (module docstring of :mod:`warehouse.features.live` for the live path's twin): the
 #: minute-of-day rows come wholly from the carried rows; the session fraction needs whole sessions in the tail
-#: (its start at a session open; one session before T's, as a ``D1`` feature).
+#: (its start at a session open, one session before T's). The family's other session features ask for two, so its
+#: short tail starts two sessions before T's. On 1h and 1d bars the filters' warm-up (555 rows) usually reaches
+#: further back than 21 sessions anyway: the short tail is then the long one and nothing is carried.
 TAIL_CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
 #: Relations the volume template reads the carried rows from (its ``tod_history`` and ``session_history``).
 TOD_HISTORY, SESSION_HISTORY = "_tail_tod_history", "_tail_session_history"
@@ -207,11 +209,11 @@ def _carry_volume(con: duckdb.DuckDBPyConnection, rows: str, timeframe: str, lon
     rows of its long tail (from ``long``) before it.
 
     Exact for the rows from T on: the long tail holds, for each of them, the 20 most recent earlier rows at its
-    minute of day and the 21 whole sessions before its session (what the full build's windows read). Those that
-    lie before the short start are the latest there, hence carried; the rest are in the short tail. The earliest
-    session of a long tail may be cut (its start row reached further back for a warm-up): it is then older than
-    any of those 21 sessions, and only rows before T read it. Where the short start's session begins at or before
-    the long start, the symbol keeps its long start and carries nothing (the template then reads it all).
+    minute of day and the 21 whole sessions before its session (what the full build's windows read; a tail with
+    session needs starts at a session open). Those that lie before the short start are the latest there, hence
+    carried; the rest are in the short tail. Where the short start's session begins at or before the long start,
+    the symbol keeps its long start and carries nothing (the template then reads it all). The carried relations
+    have fixed names (the template is rendered with them): one bounded-tail run per connection at a time.
     """
     params = template_params(timeframe)
     register_starts(con, "_carry_long", long)
