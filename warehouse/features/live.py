@@ -91,8 +91,8 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.errors import QEError
-from warehouse.features.incremental import (first_window, register_starts, shipped_registry, side_by_side,
-                                            tail_starts)
+from warehouse.features.incremental import (SESSION_TOTALS, TOD_ROWS, first_window, register_starts, shipped_registry,
+                                            side_by_side, tail_starts)
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
 from warehouse.templates import render, render_string
@@ -104,10 +104,6 @@ BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
 #: Relations the volume template reads the carried state from (its optional parameters).
 TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
-#: Sessions whose totals are carried: the 21 before the tail (the rule reads sids s-21..s-1).
-CARRIED_SESSIONS = 21
-#: Earlier rows carried per minute of day.
-CARRIED_TOD = 20
 #: Most rows per root a family table may hold for the per-bar statements' running sums (``running_rows``; module
 #: docstring); a table beyond it runs the batch build's form of the family (``live_q<k>_long``).
 RUNNING_ROWS = 2600
@@ -626,12 +622,12 @@ class LiveFeatures:
         self._insert_state(tod, sessions)
         con.execute("CREATE OR REPLACE TEMP TABLE _live_keep AS SELECT * FROM live_tod_all "
                     "QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= $n",
-                    {"n": CARRIED_TOD})
+                    {"n": TOD_ROWS})
         con.execute("DELETE FROM live_tod_all")
         con.execute("INSERT INTO live_tod_all SELECT * FROM _live_keep")
         con.execute("CREATE OR REPLACE TEMP TABLE _live_keep AS SELECT * FROM live_session_totals "
                     "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= $n",
-                    {"n": CARRIED_SESSIONS})
+                    {"n": SESSION_TOTALS})
         con.execute("DELETE FROM live_session_totals")
         con.execute("INSERT INTO live_session_totals SELECT * FROM _live_keep")
         con.execute("DROP TABLE _live_keep")
@@ -651,10 +647,10 @@ class LiveFeatures:
             join = f" LEFT JOIN {seeds} AS sd ON sd.symbol = b.symbol"
         return {
             "tod": f"SELECT symbol, ts, minute_of_day, v FROM ({base}) "
-                   f"QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= {CARRIED_TOD}",
+                   f"QUALIFY row_number() OVER (PARTITION BY symbol, minute_of_day ORDER BY ts DESC) <= {TOD_ROWS}",
             "sessions": f"SELECT b.symbol, b.trading_date, sum(b.v){carried} AS total FROM ({sessions}) AS b{join} "
                         "GROUP BY b.symbol, b.trading_date QUALIFY row_number() OVER "
-                        f"(PARTITION BY b.symbol ORDER BY b.trading_date DESC) <= {CARRIED_SESSIONS}",
+                        f"(PARTITION BY b.symbol ORDER BY b.trading_date DESC) <= {SESSION_TOTALS}",
         }
 
     def _insert_state(self, tod: pa.Table, sessions: pa.Table) -> None:
