@@ -418,7 +418,7 @@ def test_the_per_bar_running_sums_hold_up_to_their_bound_and_beyond_it_the_block
             chunk = set(stamps[k:k + 100])
             out.append(live.append(new.filter(pa.array([s in chunk for s in new.column("ts").to_pylist()]))))
             for tail in running:
-                longest[tail.family.template].append(tail.longest)
+                longest[tail.family.template].append(tail.rows_at_reset + tail.grown)
         want, _ = _full_view(wh, start)
         _assert_rows(pa.concat_tables(out), want, "[running sums up to the bound and past it] ")
         for name, seen in longest.items():

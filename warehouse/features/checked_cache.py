@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import jinja2
 import sqlglot
+
+from warehouse.store import write_text_atomic
 
 #: The modules whose code decides a check's outcome (rendering and checking), besides every SQL template.
 _CHECKING_CODE = ("warehouse/templates.py", "warehouse/features/registry.py", "warehouse/features/lint.py",
@@ -106,13 +107,7 @@ def checked(kind: str, inputs: dict[str, Any], check: Callable[[], dict[str, Any
                 if old.is_dir() and old.name != path.parent.name:
                     shutil.rmtree(old, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(outcome, out)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)  # gone after the rename; left only by a failed write
+        write_text_atomic(path, json.dumps(outcome))
     except OSError:
         pass  # a read-only or full disk: the check runs again next time
     return outcome

@@ -13,6 +13,7 @@ sessions) the window is widened, and finally the whole history is read, where ev
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
@@ -30,13 +31,29 @@ def shipped_registry(timeframe: str) -> Registry:
     return build_registry(timeframe=timeframe)
 
 
-#: Features whose long history the volume family reads from carried rows in a bounded-tail run, and what they still
-#: need of the tail itself (module docstring of :mod:`warehouse.features.live` for the live path's twin): the
-#: minute-of-day rows come wholly from the carried rows; the session fraction needs whole sessions in the tail
-#: (its start at a session open, one session before T's). The family's other session features ask for two, so its
+def registry_signature(registry: Registry) -> str:
+    """A short hash of the registry's rendered SQL (every family and the base)."""
+    text = "\n".join(f.sql for f in registry.families) + registry.base_sql
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=4)
+def _shipped_signature(timeframe: str) -> str:
+    return registry_signature(shipped_registry(timeframe))
+
+
+def is_shipped(registry: Registry, timeframe: str) -> bool:
+    """The tail bounds (warehouse/features/tail.py) and the carried volume history are derived for the shipped
+    catalog templates only; another registry (a user's template, a test's toy) runs as written."""
+    return registry is shipped_registry(timeframe) or registry_signature(registry) == _shipped_signature(timeframe)
+
+
+#: Features whose long history the volume family reads from carried rows (a bounded-tail run here, the live path in
+#: :mod:`warehouse.features.live`), and what they still need of the tail itself: the minute-of-day rows come wholly
+#: from the carried rows; the session fraction needs whole sessions in the tail (its start at a session open). The family's other session features ask for two, so its
 #: short tail starts two sessions before T's. On 1h and 1d bars the filters' warm-up (555 rows) usually reaches
 #: further back than 21 sessions anyway: the short tail is then the long one and nothing is carried.
-TAIL_CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
+CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
 #: Relations the volume template reads the carried rows from (its ``tod_history`` and ``session_history``).
 TOD_HISTORY, SESSION_HISTORY = "_tail_tod_history", "_tail_session_history"
 #: Rows carried per minute of day, and session totals carried (rel_volume_tod_20's and session_volume_frac_20's
@@ -52,13 +69,13 @@ def carried_registry(timeframe: str) -> Registry:
 
 
 def carried_needs(family: Family) -> TailNeeds | None:
-    """The tail ``family`` needs with :data:`TAIL_CARRIED` in place of its carried features' own needs; None when the
+    """The tail ``family`` needs with :data:`CARRIED` in place of its carried features' own needs; None when the
     family has none of them."""
-    if not any(spec.name in TAIL_CARRIED for spec in family.specs):
+    if not any(spec.name in CARRIED for spec in family.specs):
         return None
     needs = TailNeeds(0)
     for spec in family.specs:
-        needs = needs.merge(TAIL_CARRIED.get(spec.name) or feature_needs(spec))
+        needs = needs.merge(CARRIED.get(spec.name) or feature_needs(spec))
     return needs
 
 
@@ -144,9 +161,8 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
     every tail start and family query then reads); only a symbol whose needs reach beyond it reads ``source``
     again (widening windows, then its whole history).
     """
-    shipped = registry is None or registry is shipped_registry(timeframe) or \
-        [f.sql for f in registry.families] == [f.sql for f in shipped_registry(timeframe).families]
     registry = registry or shipped_registry(timeframe)
+    shipped = is_shipped(registry, timeframe)
     if symbols is None:
         symbols = [r[0] for r in con.sql(f"SELECT DISTINCT symbol FROM {source} ORDER BY 1").fetchall()]
     symbols = list(symbols)
@@ -187,11 +203,11 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
             {"wider": sorted(wider)})
         con.unregister(f"{tail}_starts")
         parts = []
+        carried = carried_registry(timeframe).families if short else []
         for index, (found, family) in enumerate(zip(starts, registry.families)):
-            if index in short:
-                carried = carried_registry(timeframe)
+            if index in short:  # the same template (the carried registry renders the same list) reading carried rows
                 found = _carry_volume(con, tail, timeframe, found, short_starts[index])
-                family = next(f for f in carried.families if f.template == family.template)
+                family = carried[index]
             parts.append(_family_rows(con, tail, timeframe, since, found, registry, family))
     finally:
         con.execute(f"DROP TABLE IF EXISTS {window}")
@@ -203,46 +219,41 @@ def tail_features(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, s
 
 def _carry_volume(con: duckdb.DuckDBPyConnection, rows: str, timeframe: str, long: dict[str, dt.datetime],
                   short: dict[str, dt.datetime]) -> dict[str, dt.datetime]:
-    """The volume family's starts over ``rows`` with its long history carried: per symbol, the open of the session
-    of its short start (``short``), and in :data:`TOD_HISTORY` / :data:`SESSION_HISTORY` the 20 latest rows per
+    """The volume family's starts over ``rows`` with its long history carried: per symbol, its short start
+    (``short``: a session open, as every start with session needs), and in :data:`TOD_HISTORY` / :data:`SESSION_HISTORY` the 20 latest rows per
     minute of day and the totals of the complete sessions (sid -1, -2, ..., at most 21) before it, taken from the
     rows of its long tail (from ``long``) before it.
 
     Exact for the rows from T on: the long tail holds, for each of them, the 20 most recent earlier rows at its
     minute of day and the 21 whole sessions before its session (what the full build's windows read; a tail with
     session needs starts at a session open). Those that lie before the short start are the latest there, hence
-    carried; the rest are in the short tail. Where the short start's session begins at or before the long start,
-    the symbol keeps its long start and carries nothing (the template then reads it all). The carried relations
-    have fixed names (the template is rendered with them): one bounded-tail run per connection at a time.
+    carried; the rest are in the short tail. Where the short start is not after the long start, the symbol keeps
+    its long start and carries nothing (the template then reads it all). The carried relations have fixed names
+    (the template is rendered with them): one bounded-tail run per connection at a time.
     """
-    params = template_params(timeframe)
+    starts = {symbol: max(first, short.get(symbol, first)) for symbol, first in long.items()}
     register_starts(con, "_carry_long", long)
-    register_starts(con, "_carry_short", short)
-    base = render("features/base.sql", **{**params, "source": f"(SELECT b.* FROM {rows} AS b JOIN _carry_long AS s "
-                                                             "ON s.symbol = b.symbol AND b.ts >= s.start_ts)"})
+    register_starts(con, "_carry_at", starts)
+    # A fixed relation name: the rendered base.sql is the same text every call (its SELECT check is kept).
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _carry_rows AS SELECT b.* FROM {rows} AS b JOIN _carry_long AS s "
+                "ON s.symbol = b.symbol AND b.ts >= s.start_ts AND b.ts < (SELECT a.start_ts FROM _carry_at AS a "
+                "WHERE a.symbol = b.symbol)")
+    base = render("features/base.sql", **{**template_params(timeframe), "source": "_carry_rows"})
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _carry_base AS SELECT symbol, ts, trading_date, minute_of_day, v "
                     f"FROM ({base})")
-        # The open of the short start's session, where the long tail holds more before it.
-        opens = dict(con.execute(
-            "SELECT b.symbol, min(b.ts) FROM _carry_base AS b JOIN _carry_base AS f ON f.symbol = b.symbol "
-            "AND f.trading_date = b.trading_date JOIN _carry_short AS s ON s.symbol = f.symbol AND f.ts = s.start_ts "
-            "GROUP BY b.symbol").fetchall())
-        starts = {symbol: opens[symbol] if symbol in opens and opens[symbol] > first else first
-                  for symbol, first in long.items()}
-        register_starts(con, "_carry_at", starts)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {TOD_HISTORY} AS SELECT b.symbol, b.ts, b.minute_of_day, b.v "
-                    "FROM _carry_base AS b JOIN _carry_at AS s ON s.symbol = b.symbol AND b.ts < s.start_ts "
+                    "FROM _carry_base AS b "
                     "QUALIFY row_number() OVER (PARTITION BY b.symbol, b.minute_of_day ORDER BY b.ts DESC) "
                     f"<= {TOD_ROWS}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SESSION_HISTORY} AS SELECT symbol, "
                     "-row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) AS sid, total FROM "
-                    "(SELECT b.symbol, b.trading_date, sum(b.v) AS total FROM _carry_base AS b JOIN _carry_at AS s "
-                    "ON s.symbol = b.symbol AND b.ts < s.start_ts GROUP BY ALL) "
+                    "(SELECT symbol, trading_date, sum(v) AS total FROM _carry_base GROUP BY ALL) "
                     f"QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY trading_date DESC) <= {SESSION_TOTALS}")
     finally:
         con.execute("DROP TABLE IF EXISTS _carry_base")
-        for name in ("_carry_long", "_carry_short", "_carry_at"):
+        con.execute("DROP VIEW IF EXISTS _carry_rows")
+        for name in ("_carry_long", "_carry_at"):
             con.unregister(name)
     return starts
 

@@ -91,17 +91,14 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.errors import QEError
-from warehouse.features.incremental import (SESSION_TOTALS, TOD_ROWS, first_window, register_starts, shipped_registry,
-                                            side_by_side, tail_starts)
+from warehouse.features.incremental import (CARRIED, SESSION_TOTALS, TOD_ROWS, first_window, register_starts,
+                                            shipped_registry, side_by_side, tail_starts)
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
 from warehouse.templates import render, render_string
 
 #: Bar columns appended and kept, in order.
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
-#: Features whose history is carried as state instead of tail bars, and what they still need of the tail:
-#: the minute-of-day rows come wholly from the state; the session fraction needs the current session from its open.
-CARRIED = {"rel_volume_tod_20": TailNeeds(0), "session_volume_frac_20": TailNeeds(0, sessions=1)}
 #: Relations the volume template reads the carried state from (its optional parameters).
 TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
 #: Most rows per root a family table may hold for the per-bar statements' running sums (``running_rows``; module
@@ -131,10 +128,10 @@ class _Tail:
     #: Per root: the first row from which the table's rows compute the full build's filter states.
     exact: dict = field(default_factory=dict)
     #: Whether the per-bar statement has a second form for tables beyond RUNNING_ROWS rows per root
-    #: (``live_q<k>_long``), and then the most rows per root the table holds (None: not counted since its rows
-    #: were last cut or loaded; the long form runs until they are).
+    #: (``live_q<k>_long``), and then the most rows per root the table held at its last load or trim (with
+    #: ``grown``, an upper bound of what it holds now).
     has_long: bool = False
-    longest: int | None = None
+    rows_at_reset: int = 0
 
 
 def live_needs(family: Family, carried_state: bool = False, carried_sessions: bool = False) -> TailNeeds:
@@ -270,8 +267,7 @@ class LiveFeatures:
         grown = max(counts.column("ts_count").to_pylist(), default=0)
         for tail in self._tails:
             con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_new")
-            if tail.has_long:
-                tail.longest = self._longest(tail) if tail.longest is None else tail.longest + grown
+            tail.grown += grown
         if self._volume is not None:
             # Only the carried rows at the new bars' minutes of day: the template's window then runs over
             # ~20 rows per new bar besides the tail, not over 20 sessions of every minute.
@@ -280,8 +276,6 @@ class LiveFeatures:
         parts = self._run_families()
         for symbol, ts in zip(bars.column("symbol").to_pylist(), bars.column("ts").to_pylist()):
             self._last[symbol] = max(self._last[symbol], ts)
-        for tail in self._tails:
-            tail.grown += grown
         out = side_by_side(parts)
         if out.num_rows != bars.num_rows:
             raise AssertionError(f"live features: {out.num_rows} rows for {bars.num_rows} new bars")
@@ -359,7 +353,7 @@ class LiveFeatures:
                 if symbol in seeds:
                     tail.exact[symbol] = start
             tail.grown = 0
-            tail.longest = self._longest(tail) if tail.has_long else None  # here, not on the next bar's path
+            tail.rows_at_reset = self._longest(tail) if tail.has_long else 0  # here, not on the next bar's path
 
     def _seeded(self, tail: _Tail, symbol: str) -> bool:
         return tail.seeds != "" and self._con.execute(f"SELECT count(*) FROM {tail.seeds} WHERE symbol = $s",
@@ -393,7 +387,7 @@ class LiveFeatures:
     def _run_families(self) -> list[pa.Table]:
         """Every family's rows of the new bars, in family order."""
         long = {tail.index for tail in self._tails
-                if tail.has_long and (tail.longest is None or tail.longest > RUNNING_ROWS)}
+                if tail.has_long and tail.rows_at_reset + tail.grown > RUNNING_ROWS}
 
         def run(index: int) -> pa.Table:
             form = "_long" if index in long else ""
@@ -513,14 +507,13 @@ class LiveFeatures:
                             {"f": tail.index, "s": symbol, "o": bisect.bisect_left(dates, first)})
         for tail, found, short in zip(self._tails, starts, shorts):
             con.execute(f"DELETE FROM {tail.table} WHERE list_contains($r, symbol)", {"r": roots})
-            tail.longest = None
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
             tail.grown = 0
             if short is not None:
                 self._seed_from_full_tail(tail, roots, short, lambda: starts_for(tail.needs, last))
-            tail.longest = self._longest(tail) if tail.has_long else None
+            tail.rows_at_reset = self._longest(tail) if tail.has_long else 0
         if self._volume is not None:
             vstarts = {symbol: self._first_row(self._volume, symbol) for symbol in roots}
             con.execute("DELETE FROM live_tod_all WHERE list_contains($r, symbol)", {"r": roots})
@@ -572,7 +565,6 @@ class LiveFeatures:
         con.execute(f"UPDATE live_offsets SET sid_offset = sid_offset + ({_dates_before(tail.table)}) "
                     "WHERE family = $f AND symbol = $s", {"f": tail.index, "s": symbol, "t": start})
         con.execute(f"DELETE FROM {tail.table} WHERE symbol = $s AND ts < $t", {"s": symbol, "t": start})
-        tail.longest = None
         if tail.seeds:
             if seed is not False:
                 con.execute(f"DELETE FROM {tail.seeds} WHERE symbol = $s", {"s": symbol})

@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.errors import QEError
-from warehouse.features.incremental import shipped_registry, tail_features, tail_starts
+from warehouse.features.incremental import is_shipped, registry_signature, shipped_registry, tail_features, tail_starts
 from warehouse.features.registry import Registry, StagedQueries, staged_queries
 from warehouse.features.tail import TailNeeds, family_needs
 from warehouse.lock import holds_write_lock
@@ -130,8 +130,8 @@ def build_features(
     """
     if timeframe not in TIMEFRAMES:
         raise QEError(f"features are built on {', '.join(TIMEFRAMES)} bars, not {timeframe!r}")
-    # The tail bounds are derived for the shipped templates only (see _is_shipped).
-    tail_safe = registry is None or _is_shipped(registry, timeframe)
+    # The tail bounds are derived for the shipped templates only (see incremental.is_shipped).
+    tail_safe = registry is None or is_shipped(registry, timeframe)
     registry = registry or shipped_registry(timeframe)
     con = wh.connect()
     con.execute(f"CREATE OR REPLACE TEMP VIEW feature_source AS {render('features/_source.sql', timeframe=timeframe)}")
@@ -145,9 +145,9 @@ def build_features(
         raise QEError(f"no {timeframe} bars for {', '.join(missing)}")
     manifest_path = features_dir(wh.root, timeframe) / "_manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    signature = _registry_signature(registry)
+    signature = registry_signature(registry)
     for tail in sorted(features_dir(wh.root, timeframe).glob(f"symbol=*/year=*/{TAIL_FILE}")):
-        _drop_stale_tail(con, tail.parent)  # a fold cut short by a crash (see _replace_partition)
+        _drop_stale_tail(tail.parent)  # a fold cut short by a crash (see _replace_partition)
     for leftover in features_dir(wh.root, timeframe).glob(f"symbol=*/.year=*{NEXT_SUFFIX}"):
         shutil.rmtree(leftover, ignore_errors=True)  # a swap cut short by a crash: never read
     report = BuildReport(timeframe)
@@ -313,16 +313,6 @@ def _tail_since(changed: list[str], days: dict[str, str], previous: dict, signat
     return min(dt.datetime.fromisoformat(f) for f in firsts)
 
 
-def _shipped_signature(timeframe: str) -> str:
-    return _registry_signature(shipped_registry(timeframe))
-
-
-def _is_shipped(registry: Registry, timeframe: str) -> bool:
-    """The tail bounds (warehouse/features/tail.py) are derived for the shipped catalog templates only; another
-    registry (a user's template, a test's toy) is rebuilt from each symbol's first bar."""
-    return _registry_signature(registry) == _shipped_signature(timeframe)
-
-
 def _splice_symbol(root: Path, con, timeframe: str, symbol: str, since: dt.datetime,  # noqa: ANN001
                    new: pa.Table) -> tuple[int, int, int]:
     """Replace the rows with ``ts >= since`` of one symbol by ``new``; return (written, unchanged, rows).
@@ -447,7 +437,7 @@ def _replace_partition(directory: Path, files: dict[str, Path | None]) -> None:
 NEXT_SUFFIX = ".next"
 
 
-def _drop_stale_tail(con, directory: Path) -> bool:  # noqa: ANN001
+def _drop_stale_tail(directory: Path) -> bool:
     """Remove a partition's ``tail.parquet`` whose rows are not all after ``data.parquet``'s: what a crash
     between a fold's rename and its removal of the tail leaves (its rows are in ``data.parquet`` already).
     In every other state a tail's rows start after the data file's last row. Returns True if one was removed."""
@@ -458,11 +448,6 @@ def _drop_stale_tail(con, directory: Path) -> bool:  # noqa: ANN001
     tail.unlink()
     fsync_dir(directory)
     return True
-
-
-def _registry_signature(registry: Registry) -> str:
-    text = "\n".join(f.sql for f in registry.families) + registry.base_sql
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _has_partitions(root: Path, timeframe: str, symbol: str) -> bool:
