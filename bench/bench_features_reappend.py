@@ -14,7 +14,9 @@ the same minutes of the same machine. Prints each run's wall and CPU seconds and
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -47,9 +49,12 @@ def main() -> None:
     args = parser.parse_args()
     codes = args.code or [REPO]
     runs: dict[Path, list[float]] = {code: [] for code in codes}
+    # One template-check cache per checkout: checkouts of different code would otherwise clear each other's.
+    caches = {code: tempfile.mkdtemp(prefix="qe_reappend_cache_") for code in codes}
     for k in range(args.repeat):
         for code in codes:
             out = subprocess.run([sys.executable, "-c", ONE_RUN, str(code), str(args.warehouse)], check=True,
+                                 env={**os.environ, "QE_CACHE_DIR": caches[code]},
                                  capture_output=True, text=True).stdout.strip().splitlines()[-1].split()
             wall, cpu, symbols, rows = float(out[0]), float(out[1]), int(out[2]), int(out[3])
             runs[code].append(wall)

@@ -41,10 +41,7 @@ def _assert_equal(got: pd.DataFrame, want: pd.DataFrame, label: str) -> None:
 
 @pytest.fixture(scope="module")
 def days() -> tuple[pd.DataFrame, pd.DataFrame]:
-    bars = globex_bars(symbols=("ESH4",), sessions=23, seed=5)
-    trading_date = (bars.ts.dt.tz_convert("America/New_York") + pd.Timedelta(hours=6)).dt.date
-    last = trading_date == trading_date.max()
-    return bars[~last].reset_index(drop=True), bars[last].reset_index(drop=True)
+    return _split_last_date(globex_bars(symbols=("ESH4",), sessions=23, seed=5))
 
 
 def test_append_a_day_then_correct_a_bar_mid_day_equals_full_builds(tmp_path, days):
@@ -183,7 +180,8 @@ def test_a_full_build_drops_the_tail_and_a_fold_cut_short_by_a_crash_is_repaired
     _ingest(wh, day_b, tmp_path / "b.parquet")
     build_features(wh, "1m")
     assert _file_rows(tail) == len(day_b)
-    want = wh.pandas(QUERY)
+    want = _full(tmp_path, "full2", pd.concat([base, day_a, day_b]))  # the oracle: a full build of the same bars
+    _assert_equal(wh.pandas(QUERY), want, "appended: ")
     # A fold that renamed the new data file (holding the tail's rows) and died before removing the tail.
     folded = tmp_path / "folded.parquet"
     duckdb.sql(f"COPY (SELECT * FROM read_parquet(['{data}', '{tail}'], union_by_name = true) ORDER BY ts) "
