@@ -123,7 +123,9 @@ class QueryRows:
                 first = str(exc).splitlines()[0]
                 # A writer in another process (a features build, an ingest) replaced a partition between this
                 # query's listing of the files and its reading them: the query again lists the files as they are.
-                if not isinstance(exc, duckdb.IOException) or attempt == _FILE_RETRIES:
+                vanished = isinstance(exc, duckdb.IOException) and any(
+                    words in first for words in ("No such file", "No files found"))
+                if not vanished or attempt == _FILE_RETRIES:
                     raise QEError(f"live query failed at {ts.isoformat()}: {first}") from exc
                 log.warning("live query at %s met a file being replaced (%s); querying again", ts.isoformat(), first)
         if isinstance(table, pa.RecordBatchReader):
