@@ -107,6 +107,8 @@ rj_bv_60           | double | n=60      | first=61  | relative jump share (RV - 
 {%- set _ = e20.update({'L': running_rows + 1}) %}
 {%- set _ = e32.update({'L': running_rows + 1}) %}
 {%- endif %}
+{#- one block is one chunk: the windows are then partitioned by symbol alone (see warehouse/features/hash_groups.py) -#}
+{%- set by = 'symbol' if one_block else 'symbol, chunk' %}
 {#- a ÷p b: NULL when b = 0, either side NULL, or abs(b) below the price floor of the current close -#}
 {%- macro pdiv(a, b) -%}
 CASE WHEN abs({{ b }}) >= {{ floor }} * abs(c) AND {{ b }} <> 0 THEN ({{ a }}) / ({{ b }}) END
@@ -202,7 +204,7 @@ ROWS BETWEEN {{ 'UNBOUNDED' if one_block else o }} PRECEDING AND CURRENT ROW
         {{ p }}_s{{ lvl }}{% for j in range(1, k) %} + {{ p }}_s{{ lvl }}_{{ j }}{% endfor %} AS {{ p }}_s{{ out }},
 {%- endfor %}
 {%- endmacro %}
-{%- set win = 'WINDOW w AS (PARTITION BY symbol, chunk ORDER BY ts)' %}
+{%- set win = 'WINDOW w AS (PARTITION BY ' ~ by ~ ' ORDER BY ts)' %}
 {%- set own = 'rn // ' ~ C ~ ' = chunk' %}
 {#- Stacked state projections over relation src: 5-row states of xs5, merges (p, lvl, k, m, out) of mgs. -#}
 {%- macro states(src, xs5=[], mgs=[]) -%}
@@ -284,9 +286,9 @@ vol_s1 AS (
     FROM vol_x
     {{ win }},
         -- in-block frames of the recursive filters (o rows back to the block start)
-        wtr AS (PARTITION BY symbol, chunk ORDER BY ts {{ inblock('o_tr') }}),
-        wc AS (PARTITION BY symbol, chunk ORDER BY ts {{ inblock('o_c') }}),
-        wr AS (PARTITION BY symbol, chunk ORDER BY ts {{ inblock('o_r') }})
+        wtr AS (PARTITION BY {{ by }} ORDER BY ts {{ inblock('o_tr') }}),
+        wc AS (PARTITION BY {{ by }} ORDER BY ts {{ inblock('o_c') }}),
+        wr AS (PARTITION BY {{ by }} ORDER BY ts {{ inblock('o_r') }})
 ),
 vol_p1 AS (
     -- 5-row blocks; the filters of TR and c.
@@ -354,8 +356,8 @@ vol_s3 AS (
         stddev_samp(rv20) OVER w60 AS rv20_sd60
     FROM vol_p2
     {{ win }},
-        w60 AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN 59 PRECEDING AND CURRENT ROW),
-        w240 AS (PARTITION BY symbol, chunk ORDER BY ts ROWS BETWEEN 239 PRECEDING AND CURRENT ROW)
+        w60 AS (PARTITION BY {{ by }} ORDER BY ts ROWS BETWEEN 59 PRECEDING AND CURRENT ROW),
+        w240 AS (PARTITION BY {{ by }} ORDER BY ts ROWS BETWEEN 239 PRECEDING AND CURRENT ROW)
 ),
 vol_p3 AS (
     -- 60- and 240-row blocks; own rows only from here on. (Read twice, so only what the output needs.)

@@ -334,7 +334,7 @@ adx_carry AS (
 adx AS (
     SELECT symbol, ts, pdi, mdi,{{ ' seed_adx, dmp, dmm, dmt,' if fstates }}
         CASE WHEN aw IS NOT NULL AND {{ '(ai >= 13 OR seed_adx IS NOT NULL)' if fseeded else 'ai >= 13' }} THEN
-            exp({{ -lam | double }} * ao) * (sum(aw) OVER (PARTITION BY symbol, ablk ORDER BY ts ROWS UNBOUNDED PRECEDING)
+            exp({{ -lam | double }} * ao) * (sum(aw) OVER (PARTITION BY symbol{{ ', ablk' if not one_block }} ORDER BY ts ROWS UNBOUNDED PRECEDING)
 {%- if not one_block %}
                 + {{ exp(-lam) | double }} * carry
 {%- endif %})

@@ -21,6 +21,7 @@ from functools import lru_cache
 import duckdb
 import pyarrow as pa
 
+from warehouse.features.hash_groups import one_hash_group
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, family_needs, feature_needs
 from warehouse.templates import render
@@ -287,7 +288,8 @@ def _family_rows(con: duckdb.DuckDBPyConnection, source: str, timeframe: str, si
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT b.* FROM {source} AS b "
                     f"JOIN {table} AS s ON s.symbol = b.symbol AND b.ts >= s.start_ts")
-        query = feature_query(Registry([family], registry.base_sql), view, timeframe)
+        # the symbols' windows share one hash group (their fixed cost is paid once, not per symbol)
+        query = one_hash_group(feature_query(Registry([family], registry.base_sql), view, timeframe), list(starts))
         return con.execute(f"SELECT * FROM ({query}) WHERE ts >= $since ORDER BY symbol, ts",
                            {"since": since}).to_arrow_table()
     finally:

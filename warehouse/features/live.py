@@ -93,6 +93,7 @@ import pyarrow as pa
 from warehouse.errors import QEError
 from warehouse.features.incremental import (CARRIED, SESSION_TOTALS, TOD_ROWS, first_window, register_starts,
                                             shipped_registry, side_by_side, tail_starts)
+from warehouse.features.hash_groups import one_hash_group
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
 from warehouse.templates import render, render_string
@@ -411,11 +412,12 @@ class LiveFeatures:
             join = f" LEFT JOIN {tail.seeds} AS sd ON sd.symbol = b.symbol" if tail.seeds else ""
 
             def query(family: Family, tail: _Tail = tail, seeds: str = seeds, join: str = join) -> str:
-                return feature_query(Registry([family], self._live_registry.base_sql), tail.table, self.timeframe,
-                                     wrap_base=lambda base: (
-                                         f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
-                                         f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {tail.index}{join}"),
-                                     states=family is tail.stated)
+                sql = feature_query(Registry([family], self._live_registry.base_sql), tail.table, self.timeframe,
+                                    wrap_base=lambda base: (
+                                        f"SELECT b.* REPLACE (b.sid + o.sid_offset AS sid){seeds} FROM ({base}) AS b "
+                                        f"JOIN live_offsets AS o ON o.symbol = b.symbol AND o.family = {tail.index}{join}"),
+                                    states=family is tail.stated)
+                return one_hash_group(sql, self.roots)  # the roots' windows share their fixed cost
 
             # Per bar the features only; the filter states are read at a load and a trim.
             tail.states_query = query(tail.stated) if tail.stated else ""
