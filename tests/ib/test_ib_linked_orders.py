@@ -15,6 +15,7 @@ from engine.adapters.ib.gateway_sim import GatewaySim
 from engine.adapters.ib.gateway_sim.protocol import In
 from engine.adapters.ib.handler import IBExecutionHandler
 from engine.adapters.ib.journal import OrderJournal
+from engine.adapters.ib.safety import SafetyError
 from engine.core.orders import OCA_TYPE, OrderStatus, bracket, market, oco, stop
 from engine.core.orders import limit as limit_order
 from tests.ib.conftest import CLOCK, TODAY, run, until
@@ -242,3 +243,45 @@ def test_a_restarted_process_adopts_the_working_exits_of_a_bracket(tmp_path, ib_
             [position] = sim.book.account_positions()
             assert position.quantity == 0
     run(body)
+
+
+def test_orders_of_one_batch_are_one_journal_write_sent_in_order_and_working_from_their_submission(
+        tmp_path, ib_log) -> None:
+    journal = OrderJournal(tmp_path)
+    seen: dict = {}
+
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
+            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=12,
+                                         journal=journal)
+            await handler.connect()
+            try:
+                first, second, third = _numbered([market("MES", 1), limit_order("MES", 2, 4900.00),
+                                                  limit_order("MES", -1, 5100.00)], 1)
+                with handler.one_batch():
+                    handler.submit(first, None)
+                    handler.submit(second, None)
+                    # held, yet already this handler's: counted as working, refused a second time
+                    seen["working"] = [o.order_id for o in handler.working["MES"]]
+                    with pytest.raises(SafetyError, match="already sent"):
+                        handler.submit(second, None)
+                    seen["files inside"] = len(list(journal.directory.glob("*.parquet")))
+                    handler.submit(third, None)
+                    handler.cancel(third, 0)  # a held order: sent with the others first, then cancelled
+                    seen["files after the cancel"] = len(list(journal.directory.glob("*.parquet")))
+                handler.submit(_numbered([market("MES", -1)], 4)[0], None)  # outside a block: at once
+                await until(lambda: len(sim.placed) == 4 and third.is_done, what="the four orders at the gateway")
+                seen["refs"] = [o.request.order_ref for o in sim.placed]
+                seen["third"] = third.status
+            finally:
+                handler.disconnect()
+
+    run(body)
+    assert seen["working"] == [1, 2]
+    assert seen["files inside"] == 0  # nothing journaled (nor sent) while the block holds them
+    assert seen["files after the cancel"] == 1  # the three held orders: one journal batch
+    assert seen["refs"] == ["run1/sma/1", "run1/sma/2", "run1/sma/3", "run1/sma/4"]
+    assert seen["third"] is OrderStatus.CANCELLED
+    batches = sorted(journal.directory.glob("*.parquet"))
+    assert len(batches) == 2
+    assert journal.read()["order_ref"].to_pylist() == ["run1/sma/1", "run1/sma/2", "run1/sma/3", "run1/sma/4"]
