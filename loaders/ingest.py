@@ -440,7 +440,8 @@ class MergeResult:
 
 
 def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: str | None,
-                    also: Sequence[Path] = (), con: duckdb.DuckDBPyConnection | None = None) -> MergeResult:
+                    also: Sequence[Path] = (), con: duckdb.DuckDBPyConnection | None = None,
+                    read: Callable[[Path], pa.Table] = pq.read_table) -> MergeResult:
     """Merge ``new`` into the partition file ``target`` (see ``sql/merge_partition.sql``).
 
     Keyed by (contract, ts); a new row replaces a stored one with the same key. With ``source`` (the file
@@ -449,13 +450,14 @@ def merge_partition(batch: StagedWrites, target: Path, new: pa.Table, source: st
     :func:`warehouse.layout.live_bar_files`) whose rows are folded into ``target`` and which are removed, so
     that a key lives in one file only. The merged partition is staged in ``batch`` (replaced when the batch
     commits), and not at all when nothing changes. ``con``: a UTC connection to use (one per call otherwise;
-    a caller merging once per live bar saves its start-up).
+    a caller merging once per live bar saves its start-up). ``read``: how a stored file is read (the live
+    store keeps the day files it wrote, see :mod:`engine.live.store`).
     """
     folded = [p for p in also if p.exists()]
     if not target.exists() and not folded:
         batch.stage(new.sort_by([("contract", "ascending"), ("ts", "ascending")]), target)
         return MergeResult(new.num_rows, 0)
-    stored = [pq.read_table(p).cast(new.schema) for p in ([target] if target.exists() else []) + folded]
+    stored = [read(p).cast(new.schema) for p in ([target] if target.exists() else []) + folded]
     if source is None and not folded and not _ts_overlap(stored, new):
         # A live append of bars after those stored: nothing to compare, replace or drop, so the merge is the
         # union sorted by key -- the rows ``merge_partition.sql`` gives, without a DuckDB round trip per bar.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -177,3 +178,42 @@ def test_another_writers_correction_reaches_the_next_appends_context(wh, tmp_pat
     ingest(wh, [path], timeframe="1m")
     report = append_bars(wh, minutes(50007.50, 50010.00, start=3).slice(1))
     assert report.quarantined.num_rows == 0 and report.stored["close"].to_pylist() == [50010.00]
+
+
+def test_the_day_file_is_read_back_from_disk_only_when_another_writer_replaced_it(wh, monkeypatch) -> None:
+    """Each append merges into the day file it wrote last time, kept in memory (same inode, mtime and size);
+    a file another writer replaced is read from disk, and its rows survive the next append."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    import engine.live.store as store
+
+    reads: list[str] = []
+    real_read = pq.read_table
+
+    def counting_read(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        reads.append(Path(path).name)
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.pq, "read_table", counting_read)
+    closes = [5000.0 + 0.25 * k for k in range(12)]
+    append_bars(wh, minutes(*closes[:2]))
+    day_file = layout.live_bar_file(wh.root, "1m", "MES", T0.date())
+    for k in range(2, 10):
+        append_bars(wh, minutes(*closes[k - 1:k + 1], start=k - 1).slice(1))
+    assert day_file.name not in reads  # eight appends, the day file never read back
+    wh.refresh()
+    assert [c for _, _, c in stored(wh)] == closes[:10]
+
+    # another writer corrects the first bar's close (a new file renamed over the old one, as every writer does)
+    table = real_read(day_file)
+    fixed = table.set_column(table.schema.get_field_index("close"), "close",
+                             pa.array([4999.75] + table["close"].to_pylist()[1:], pa.float64()))
+    temporary = day_file.with_name(".fix.parquet.tmp")
+    pq.write_table(fixed, temporary)
+    os.replace(temporary, day_file)
+    append_bars(wh, minutes(*closes[9:11], start=9).slice(1))
+    assert day_file.name in reads  # read from disk again (the merge; the validation's context too)
+    wh.refresh()
+    assert [c for _, _, c in stored(wh)] == [4999.75] + closes[1:11]

@@ -215,12 +215,13 @@ def write_checked(wh: Warehouse, checked: CheckedBars, *, lock_timeout: float | 
         locked = time.perf_counter()
         stored_bars = checked.ready
         stamps = _CONTEXT.stamps(wh.root, timeframe, stored_bars)  # the files as this append found them
-        batch = StagedWrites()
+        batch = _KeptWrites()
         with batch:
             for target, rows, also in _targets(wh.root, timeframe, good, checked.source):
                 stale |= not any((wh.root / "bars" / f"timeframe={timeframe}").glob("*/*/*.parquet"))
                 with _connection() as con:
-                    result: MergeResult = merge_partition(batch, target, rows, None, also=also, con=con)
+                    result: MergeResult = merge_partition(batch, target, rows, None, also=also, con=con,
+                                                          read=_DAY_FILES.read)
                 loaded, unchanged = loaded + result.loaded, unchanged + result.unchanged
             if quarantine.num_rows:
                 path = _quarantine_file(wh.root, timeframe, quarantine)
@@ -229,6 +230,7 @@ def write_checked(wh: Warehouse, checked: CheckedBars, *, lock_timeout: float | 
                 batch.stage(pa.concat_tables(old + [quarantine]), path)
             files = batch.targets
             batch.commit()
+            _DAY_FILES.keep(batch.tables)
         _CONTEXT.advance(wh.root, timeframe, stored_bars, stamps)
         locked = (time.perf_counter() - locked) * 1000.0
     if refresh and stale:
@@ -382,6 +384,66 @@ class _ContextCache:
 
 
 _CONTEXT = _ContextCache()
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime ns, size) of ``path``, None when it is absent: a file replaced by an atomic rename (every
+    write here) never keeps its signature."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class _KeptWrites(StagedWrites):
+    """Staged writes that remember each table staged, by target (an empty table: the target is removed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[Path, pa.Table] = {}
+
+    def stage(self, table: pa.Table, path: Path) -> None:
+        super().stage(table, path)
+        self.tables[path] = table
+
+
+class _DayFileCache:
+    """The live day files (``live-<day>.parquet``) as this process last wrote them.
+
+    Every bar merges its bars into each root's day file, which meant reading the whole file back first (~2-3 ms
+    a root, on the thread that competes with the bar's features for the cores). A file is read from memory
+    when it is still the one written here (same inode, mtime and size); any other writer (``qe ingest``
+    folding the day files, a second session) replaces it by a rename, and it is read from disk again.
+    """
+
+    #: day files kept (a session appends to one per root and UTC day)
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self._kept: dict[Path, tuple[tuple[int, int, int], pa.Table]] = {}
+        self._guard = threading.Lock()
+
+    def read(self, path: Path) -> pa.Table:
+        with self._guard:
+            kept = self._kept.get(path)
+        if kept is not None and kept[0] == _file_signature(path):
+            return kept[1]
+        return pq.read_table(path)
+
+    def keep(self, written: dict[Path, pa.Table]) -> None:
+        """After a commit: the day files just written (others, e.g. a year's ``data.parquet``, are not kept)."""
+        with self._guard:
+            for path, table in written.items():
+                self._kept.pop(path, None)
+                signature = _file_signature(path)
+                if path.name.startswith(layout.LIVE_PREFIX) and signature is not None and table.num_rows:
+                    self._kept[path] = (signature, table)
+            while len(self._kept) > self.LIMIT:
+                self._kept.pop(next(iter(self._kept)))
+
+
+_DAY_FILES = _DayFileCache()
 
 
 def _newest_files_first(root: Path, timeframe: str, symbol: str, year: int) -> Iterator[Path]:
