@@ -285,3 +285,33 @@ def test_orders_of_one_batch_are_one_journal_write_sent_in_order_and_working_fro
     batches = sorted(journal.directory.glob("*.parquet"))
     assert len(batches) == 2
     assert journal.read()["order_ref"].to_pylist() == ["run1/sma/1", "run1/sma/2", "run1/sma/3", "run1/sma/4"]
+
+
+def test_a_bracket_in_a_batch_keeps_ib_order_ids_rising_in_the_order_sent(tmp_path, ib_log) -> None:
+    """IB refuses an order id below one it has seen: a bracket's entry takes its id at submission, so every held
+    order must too (a market order held before the bracket would otherwise get a higher id, sent first)."""
+    journal = OrderJournal(tmp_path)
+    seen: dict = {}
+
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
+            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=13,
+                                         journal=journal)
+            await handler.connect()
+            try:
+                orders = _numbered([market("MES", 1), *bracket("MES", 1, take_profit=5010.00, stop_loss=4990.00),
+                                    market("MES", -1)], 1)
+                with handler.one_batch():
+                    handler.submit(orders[0], None)
+                    handler.submit(orders[1], None)  # the bracket's entry, its exits with it
+                    handler.submit(orders[4], None)
+                await until(lambda: len(sim.placed) == 5, what="the five orders at the gateway")
+                seen["requests"] = [int(r[1]) for r in sim.requests_of(In.PLACE_ORDER)]
+                seen["refs"] = [o.request.order_ref for o in sim.placed]
+            finally:
+                handler.disconnect()
+
+    run(body)
+    assert seen["refs"] == [f"run1/sma/{k}" for k in range(1, 6)]
+    ids = seen["requests"]
+    assert ids == sorted(ids) and len(set(ids)) == 5, ids

@@ -694,10 +694,12 @@ class IBExecutionHandler(ExecutionHandler):
         each (~3 ms apiece).
 
         A held order is this handler's order from its submission on (duplicate checks, :attr:`working`), and a
-        cancel of it sends the held orders first. The block's code runs without yielding to the event loop, so
-        nothing the broker says can come between. Whatever ends the block (an error too), the held orders go
-        out: the kernel has booked them as submitted. A crash inside the block journals and sends nothing, and a
-        restarted run decides the bar again.
+        cancel of it sends the held orders first. Each takes its IB order id at submission, so ids rise in the
+        order the orders are sent. The block's code runs without yielding to the event loop, so nothing the
+        broker says can come between. Whatever ends the block (an error too), the held orders go out: the kernel
+        has booked them as submitted; unless trading was halted meanwhile or the journal cannot be written, and
+        then they are DENIED, never sent. A crash inside the block journals and sends nothing, and a restarted
+        run decides the bar again.
         """
         if self._held is not None:  # nested: the outer block sends them
             yield
@@ -710,8 +712,23 @@ class IBExecutionHandler(ExecutionHandler):
 
     def _release_held(self) -> None:
         held, self._held = self._held, None
-        if held:
+        if not held:
+            return
+        if self.halt_reason is not None:  # halted meanwhile (the kill switch): what was held never goes out
+            self._drop_unsent(held, f"not sent: trading halted ({self.halt_reason})")
+            return
+        try:
             self._dispatch(held)
+        except BaseException as exc:
+            self._drop_unsent(held, f"not sent: {exc}")  # e.g. the journal could not be written
+            raise
+
+    def _drop_unsent(self, held: list[tuple[str, Contract, Order, object]], why: str) -> None:
+        """Held orders that never left: DENIED and no longer this handler's (never counted as working)."""
+        for ref, _, order, _ in held:
+            if ref not in self._trades:
+                self._orders.pop(ref, None)
+                order.status, order.detail = OrderStatus.DENIED, why
 
     def _send(self, ref: str, contract: Contract, order: Order, ib_order: object) -> Trade:
         """Journal, then send one order now (also inside :meth:`one_batch`: the kill switch does not wait)."""
@@ -721,8 +738,12 @@ class IBExecutionHandler(ExecutionHandler):
         """Journal every order (one atomic batch), then send them in order; inside :meth:`one_batch`, held
         and sent with the block's other orders."""
         if self._held is not None:
-            for ref, _, order, _ in outgoing:
+            for ref, _, order, ib_order in outgoing:
                 self._orders[ref] = order  # this handler's order from now on (working, never sent twice)
+                if not ib_order.orderId:
+                    # numbered now, in submission order: IB refuses an order id below one it has seen, and a
+                    # bracket's entry took its id when it was submitted
+                    ib_order.orderId = self.ib.client.getReqId()
             self._held.extend(outgoing)
             return
         self._dispatch(outgoing)
