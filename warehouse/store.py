@@ -179,6 +179,29 @@ class StagedWrites:
         self._staged = []
 
 
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime ns, size) of ``path``; None when it is absent.
+
+    Every writer of the warehouse replaces a file by an atomic rename (a new inode), so a file that keeps its
+    signature was not rewritten: what a process read or wrote from it can be kept.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def files_signature(directory: Path, pattern: str = "*.parquet") -> tuple:
+    """(name, inode, mtime ns, size) of every file of ``directory`` matching ``pattern``, sorted by name; ``()``
+    when the directory is absent (see :func:`file_signature`)."""
+    if not directory.is_dir():
+        return ()
+    signed = ((path.name, file_signature(path)) for path in directory.glob(pattern))
+    # a file removed between the listing and its stat (a fold) changes the signature either way
+    return tuple(sorted((name, *sig) for name, sig in signed if sig is not None))
+
+
 def ts_span(path: Path) -> tuple[datetime, datetime] | None:
     """(first, last) ``ts`` of a Parquet file, from its row-group statistics (the column read when they are
     missing); None without the file or rows."""

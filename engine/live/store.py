@@ -38,7 +38,7 @@ from loaders.ingest import MergeResult, check_bars, merge_partition, quarantine_
 from loaders.raw import raw_bars_table
 from warehouse import bad_ticks, layout, schemas
 from warehouse.lock import write_lock
-from warehouse.store import StagedWrites, ts_span
+from warehouse.store import StagedWrites, file_signature, files_signature, ts_span
 from warehouse.warehouse import Warehouse
 
 __all__ = ["AppendReport", "CheckedBars", "append_bars", "check_live_bars", "write_checked", "last_stored_ts",
@@ -315,7 +315,7 @@ class _ContextCache:
 
     Reading them from the partition's files (the day files, early in a day the year's ``data.parquet``) was a
     third of an append's time. An entry is keyed by (warehouse, timeframe, root, year, contract) and stamped
-    with the partition directory's files (names, sizes, modification times): any write by another process
+    with the partition directory's files (:func:`~warehouse.store.files_signature`): any write by another process
     (``qe ingest`` folding the day files, a correction) changes the stamp and the entry is read again. The
     session's own appends advance the entries they touch under the write lock (:meth:`advance`), right after
     their commit. An entry answers only for bars after everything it holds (a correction of an earlier bar
@@ -328,15 +328,7 @@ class _ContextCache:
 
     @staticmethod
     def stamp(root: Path, timeframe: str, symbol: str, year: int) -> tuple:
-        directory = layout.bar_partition(root, timeframe, symbol, year).parent
-        stats = []
-        for path in directory.glob("*.parquet"):
-            try:
-                st = path.stat()
-            except FileNotFoundError:  # removed meanwhile (a fold): the stamp changes either way
-                continue
-            stats.append((path.name, st.st_size, st.st_mtime_ns))
-        return tuple(sorted(stats))
+        return files_signature(layout.bar_partition(root, timeframe, symbol, year).parent)
 
     def get(self, key: tuple, first: datetime, count: int) -> pa.Table | None:
         with self._lock:
@@ -386,16 +378,6 @@ class _ContextCache:
 _CONTEXT = _ContextCache()
 
 
-def _file_signature(path: Path) -> tuple[int, int, int] | None:
-    """(inode, mtime ns, size) of ``path``, None when it is absent: a file replaced by an atomic rename (every
-    write here) never keeps its signature."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 class _KeptWrites(StagedWrites):
     """Staged writes that remember each table staged, by target (an empty table: the target is removed)."""
 
@@ -427,7 +409,7 @@ class _DayFileCache:
     def read(self, path: Path) -> pa.Table:
         with self._guard:
             kept = self._kept.get(path)
-        if kept is not None and kept[0] == _file_signature(path):
+        if kept is not None and kept[0] == file_signature(path):
             return kept[1]
         return pq.read_table(path)
 
@@ -436,7 +418,7 @@ class _DayFileCache:
         with self._guard:
             for path, table in written.items():
                 self._kept.pop(path, None)
-                signature = _file_signature(path)
+                signature = file_signature(path)
                 if path.name.startswith(layout.LIVE_PREFIX) and signature is not None and table.num_rows:
                     self._kept[path] = (signature, table)
             while len(self._kept) > self.LIMIT:

@@ -83,17 +83,16 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from warehouse.errors import QEError
 from warehouse.layout import table_dir
+from warehouse.store import files_signature
 from warehouse.features.incremental import (CARRIED, SESSION_TOTALS, TOD_ROWS, first_window, register_starts,
                                             shipped_registry, side_by_side, tail_starts)
 from warehouse.features.hash_groups import one_hash_group
@@ -385,8 +384,8 @@ class LiveFeatures:
         Read again only when a file of the table is not the one read last time (a roll-table rebuild replaces
         a file by an atomic rename: a new inode and mtime), so the per-bar roll check is a few ``stat`` calls,
         not a query (~5 ms a bar)."""
-        signature = _files_signature(table_dir(self._wh.root, "front_segments"))
-        if signature is None or signature != self._segments_read[0]:
+        signature = files_signature(table_dir(self._wh.root, "front_segments"))
+        if signature != self._segments_read[0]:
             rows = self._wh_con.execute(
                 "SELECT symbol, contract, valid_from, ratio_factor FROM front_segments "
                 "WHERE list_contains($r, symbol) ORDER BY symbol, valid_from", {"r": self.roots}).fetchall()
@@ -696,18 +695,6 @@ def _trading_dates(bars: str) -> str:
 def _trading_date_of() -> str:
     """SELECT of the trading date of $t."""
     return render_string("{% import 'macros.sql' as m %}SELECT {{ m.trading_date('$t') }}")
-
-
-def _files_signature(directory: Path) -> tuple | None:
-    """(name, inode, mtime ns, size) of every Parquet file of ``directory``; None when it cannot be listed."""
-    try:
-        with os.scandir(directory) as entries:
-            stats = [(e.name, e.stat()) for e in entries if e.name.endswith(".parquet")]
-    except FileNotFoundError:
-        return ()
-    except OSError:
-        return None
-    return tuple(sorted((name, st.st_ino, st.st_mtime_ns, st.st_size) for name, st in stats))
 
 
 def _configure(con: duckdb.DuckDBPyConnection, threads: int) -> duckdb.DuckDBPyConnection:
