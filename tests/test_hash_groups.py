@@ -71,3 +71,22 @@ def test_the_keys_are_distinct_and_share_the_hash_bits_duckdb_partitions_windows
 def test_one_symbol_or_too_many_symbols_leave_the_sql_as_it_is():
     assert one_hash_group(QUERY, ["ES"]) == QUERY
     assert one_hash_group(QUERY, [f"S{i}" for i in range(MAX_SYMBOLS + 1)]) == QUERY
+
+
+def test_every_window_of_the_live_per_bar_statements_but_one_is_partitioned_by_symbol_alone():
+    """The saving holds only while the per-bar statements partition by symbol alone: a template that adds a
+    composite key shows here (the volume family's minute-of-day window is the one left, measured as cheap)."""
+    import re
+
+    from warehouse.features.live import RUNNING_ROWS, SESSION_STATE, TOD_STATE
+    from warehouse.features.registry import build_registry
+
+    registry = build_registry(timeframe="1m", tod_history=TOD_STATE, session_history=SESSION_STATE,
+                              filter_seeds=True, session_seeds=True, running_rows=RUNNING_ROWS)
+    left = []
+    for family in registry.families:
+        rewritten = one_hash_group(family.sql, SYMBOLS)
+        assert rewritten.count("PARTITION BY (CASE") >= 1, family.template
+        left += [(family.template, key.strip()) for key in re.findall(r"PARTITION BY\s+(?!\(CASE)(.*?)\s+ORDER BY",
+                                                                      rewritten, flags=re.S)]
+    assert left == [("features/02_volume.sql", "symbol, minute_of_day")]

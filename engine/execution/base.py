@@ -12,6 +12,8 @@ in flight) is computed here once, from :attr:`ExecutionHandler.working`, so both
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from engine.core.orders import Fill, Order, OrderType
 
@@ -69,6 +71,12 @@ class ExecutionHandler(ABC):
             The broker cannot take the legs now (the kernel halts the run: a half-sent roll is not traded on).
         """
         raise NotImplementedError(f"{type(self).__name__} books rolls itself (sends_rolls is False)")
+
+    @contextmanager
+    def one_batch(self) -> Iterator[None]:
+        """The orders submitted inside the block go to the broker together when it ends (a real broker's
+        handler journals them as one batch); the simulated broker books each order as it comes."""
+        yield
 
     def front_changed(self, symbol: str, old: str | None, new: str) -> None:
         """The query's rows name ``new`` as ``symbol``'s front contract from now on (position or not): a real

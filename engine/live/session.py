@@ -31,7 +31,6 @@ import logging
 import pickle
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -536,8 +535,7 @@ class LiveSession:
             if not self.kernel.bound:
                 self.kernel.bind(self.rows.columns, self.rows.bar_type)
             # the bar's orders go to the broker together: one journal write for all the roots' orders
-            batch = getattr(self.handler, "one_batch", None)
-            with batch() if batch is not None else nullcontext():
+            with self.handler.one_batch():
                 self.kernel.process(columns, n, arrived=fills)
             self.last_symbols = sorted(set(columns[self.rows.columns["symbol"]]))
         else:
