@@ -186,6 +186,29 @@ def test_rejections_reach_the_client_as_errors(ib_log) -> None:
     run(body)
 
 
+def test_an_order_id_not_above_every_id_the_client_used_is_refused_with_103(ib_log) -> None:
+    """IB takes a new order's id only above every id the client used before: a lower one is error 103 (a
+    handler that numbers a batch's orders out of order is refused here as at IB)."""
+    errors: list[int] = []
+
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            ib = await _client(sim)
+            ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+            try:
+                mes = await _mes(ib)
+                first = ib.client.getReqId()
+                later = ib.placeOrder(mes, MarketOrder("BUY", 1, orderId=first + 1))
+                lower = ib.placeOrder(mes, MarketOrder("BUY", 1, orderId=first))  # a free id, below one used
+                await until(lambda: lower.isDone() and later.orderStatus.status == "Submitted",
+                            what="the lower id refused")
+            finally:
+                ib.disconnect()
+            assert errors == [103]
+            assert [o.request.order_id for o in sim.placed] == [first + 1]
+    run(body)
+
+
 def test_executions_completed_orders_and_positions_from_the_books_after_reconnect(ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=COMMISSION) as sim:

@@ -162,6 +162,7 @@ class Book:
         self.matcher = BacktestExecutionHandler(instruments or InstrumentBook(), bar_ns=0, participation=participation)
         self.commission_per_contract = commission_per_contract
         self.orders: dict[tuple[int, int], SimOrder] = {}
+        self._highest_id: dict[int, int] = {}  # client id -> the highest order id it has placed
         self.executions: list[SimExecution] = []
         self.positions: dict[tuple[str, int], SimPosition] = {}
         self._perm_ids = itertools.count(1_000_001)
@@ -182,9 +183,11 @@ class Book:
         ------
         Rejected
             Unsupported type, TIF or ocaType, missing prices, fractional or zero quantity, a bad goodTillDate,
-            a duplicate order id for this client (IB error 103), or a parentId that names no staged order.
+            an order id not above every id this client used before (IB error 103), or a parentId that names no staged order.
         """
-        if (client_id, request.order_id) in self.orders or (client_id, request.order_id) in self.staged:
+        highest = self._highest_id.get(client_id)
+        if highest is not None and request.order_id <= highest:
+            # IB takes a new order's id only above every id the client used before (a lower one is refused too)
             raise Rejected(103, f"Duplicate order id {request.order_id}")
         if request.oca_group and request.oca_type != OCA_TYPE:
             raise Rejected(201, f"Order rejected - reason:ocaType {request.oca_type} is not simulated "
@@ -197,6 +200,7 @@ class Book:
             matching.oca_group = f"{account}|{request.oca_group}"
         staged = SimOrder(request.order_id, client_id, 0, account, future, request, matching, "PreSubmitted")
         self.staged[(client_id, request.order_id)] = staged
+        self._highest_id[client_id] = request.order_id
         if not request.transmit:
             return []
         root = request.parent_id or request.order_id
