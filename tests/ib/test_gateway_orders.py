@@ -42,9 +42,12 @@ def _order(kind: str, action: str, qty: int) -> Order:
 EXPECTED = {"MKT": 5000.25, "LMT": 4999.75, "STP": 5000.75, "STP LMT": 5000.75, "MIT": 4999.75}
 
 
-async def _client(sim: GatewaySim, client_id: int = 31) -> IB:
+async def _client(sim: GatewaySim, client_id: int = 31, errors: list[int] | None = None) -> IB:
+    """A connected ib_async client; ``errors`` collects the codes of the errors the gateway sends it."""
     ib = IB()
     await ib.connectAsync("127.0.0.1", sim.port, clientId=client_id, timeout=5, raiseSyncErrors=True)
+    if errors is not None:
+        ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
     return ib
 
 
@@ -172,8 +175,7 @@ def test_rejections_reach_the_client_as_errors(ib_log) -> None:
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            ib = await _client(sim)
-            ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+            ib = await _client(sim, errors=errors)
             try:
                 mes = await _mes(ib)
                 trail = ib.placeOrder(mes, Order(action="BUY", totalQuantity=1, orderType="TRAIL", auxPrice=5))
@@ -193,8 +195,7 @@ def test_an_order_id_not_above_every_id_the_client_used_is_refused_with_103(ib_l
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            ib = await _client(sim)
-            ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+            ib = await _client(sim, errors=errors)
             try:
                 mes = await _mes(ib)
                 first = ib.client.getReqId()

@@ -6,6 +6,7 @@ O -> H -> L -> C (the backtest broker's, which the simulator reuses), no slippag
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
@@ -30,6 +31,18 @@ def _numbered(orders, first: int):
     return orders
 
 
+@asynccontextmanager
+async def _connected(sim: GatewaySim, client_id: int = 11, journal: OrderJournal | None = None):  # noqa: ANN202
+    """The strategy's handler (run1/sma, MES March 2026) connected to ``sim``; disconnected on the way out."""
+    handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=client_id,
+                                 journal=journal)
+    await handler.connect()
+    try:
+        yield handler
+    finally:
+        handler.disconnect()
+
+
 def _books_agree(handler: IBExecutionHandler, sim: GatewaySim) -> None:
     """Every simulator execution is booked once by the handler, same size, price and commission."""
     ours = sorted((r.exec_id, r.fill.quantity, r.fill.price, r.fill.commission) for r in handler.records)
@@ -43,10 +56,7 @@ def test_bracket_take_profit_first_cancels_the_stop(tmp_path, ib_log) -> None:
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11,
-                                         journal=journal)
-            await handler.connect()
-            try:
+            async with _connected(sim, client_id=11, journal=journal) as handler:
                 entry, take, protect = _numbered(bracket("MES", 1, take_profit=5010.00, stop_loss=4990.00), 1)
                 handler.submit(entry, None)
                 await until(lambda: len(sim.placed) == 3, what="the bracket at the gateway")
@@ -60,8 +70,6 @@ def test_bracket_take_profit_first_cancels_the_stop(tmp_path, ib_log) -> None:
                 # at 4990 is never reached and is cancelled as its OCA sibling filled
                 sim.push_bar("MESH6", CLOCK + 2 * MINUTE, 5005.00, 5011.00, 5004.00, 5009.00)
                 await until(lambda: len(handler.records) == 2 and protect.is_done, what="exit fill, stop cancelled")
-            finally:
-                handler.disconnect()
         parent_id = int(requests[0][1])
         # transmit 0, 0, 1; both children name the entry; the exits are one OCA group of type 2
         assert [(r[27], int(r[28] or 0)) for r in requests] == [("0", 0), ("0", parent_id), ("1", parent_id)]
@@ -89,9 +97,7 @@ def test_bracket_exits_are_sized_to_a_partial_entry_and_the_stop_fills(ib_log) -
     async def body() -> None:
         # at most floor(0.5 x 2) = 1 contract per bar: the IOC entry for 2 fills 1, its remainder is cancelled
         async with GatewaySim(today=TODAY, clock=CLOCK, participation=0.5, commission_per_contract=0.85) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11)
-            await handler.connect()
-            try:
+            async with _connected(sim, client_id=11) as handler:
                 entry, take, protect = _numbered(
                     bracket("MES", 2, take_profit=5010.00, stop_loss=4990.00, tif="IOC"), 1)
                 handler.submit(entry, None)
@@ -102,8 +108,6 @@ def test_bracket_exits_are_sized_to_a_partial_entry_and_the_stop_fills(ib_log) -
                 # bar 2: O 4995 H 4996 L 4985 C 4988 -> the sell stop at 4990 is touched falling H -> L: 4990
                 sim.push_bar("MESH6", CLOCK + 2 * MINUTE, 4995.00, 4996.00, 4985.00, 4988.00, volume=2)
                 await until(lambda: len(handler.records) == 2 and take.is_done, what="stop fill, take-profit cancelled")
-            finally:
-                handler.disconnect()
         assert (entry.status, entry.filled, entry.avg_fill_price) == (OrderStatus.CANCELLED, 1, 5000.25)
         assert (protect.status, protect.filled, protect.avg_fill_price) == (OrderStatus.FILLED, -1, 4990.00)
         assert (take.status, take.filled) == (OrderStatus.CANCELLED, 0)
@@ -117,9 +121,7 @@ def test_bracket_exits_are_sized_to_a_partial_entry_and_the_stop_fills(ib_log) -
 def test_oco_pair_stop_hit_cancels_the_limit(ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11)
-            await handler.connect()
-            try:
+            async with _connected(sim, client_id=11) as handler:
                 [buy] = _numbered([market("MES", 2)], 1)
                 handler.submit(buy, None)
                 await until(lambda: len(sim.placed) == 1, what="entry at the gateway")
@@ -133,8 +135,6 @@ def test_oco_pair_stop_hit_cancels_the_limit(ib_log) -> None:
                 # O 4995 H 4996 L 4985 C 4988: the stop 4990 is touched falling H -> L and sells 2 at 4990
                 sim.push_bar("MESH6", CLOCK + 2 * MINUTE, 4995.00, 4996.00, 4985.00, 4988.00)
                 await until(lambda: len(handler.records) == 2 and take.is_done, what="stop fill, limit cancelled")
-            finally:
-                handler.disconnect()
         assert [(o.request.oca_group, o.request.oca_type, o.request.transmit) for o in sim.placed[1:]] == [
             ("run1/sma/exit-1", OCA_TYPE, True)] * 2
         assert (protect.status, protect.filled, protect.avg_fill_price) == (OrderStatus.FILLED, -2, 4990.00)
@@ -187,9 +187,7 @@ def test_gateway_holds_untransmitted_orders_and_never_fills_two_oca_legs(ib_log)
 def test_cancelling_an_unfilled_entry_ends_its_exits_and_a_leg_only_itself(cancel: str, ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=11)
-            await handler.connect()
-            try:
+            async with _connected(sim, client_id=11) as handler:
                 legs = _numbered(bracket("MES", 1, entry=4980.00, take_profit=5010.00, stop_loss=4970.00), 1)
                 handler.submit(legs[0], None)
                 await until(lambda: len(sim.placed) == 3, what="the bracket at the gateway")
@@ -198,8 +196,6 @@ def test_cancelling_an_unfilled_entry_ends_its_exits_and_a_leg_only_itself(cance
                 await until(lambda: target.is_done, what="cancel confirmed")
                 if cancel == "entry":
                     await until(lambda: all(o.is_done for o in legs), what="exits ended with the entry")
-            finally:
-                handler.disconnect()
             statuses = [o.status for o in legs]
             if cancel == "entry":
                 assert statuses == [OrderStatus.CANCELLED] * 3
@@ -252,10 +248,7 @@ def test_orders_of_one_batch_are_one_journal_write_sent_in_order_and_working_fro
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=12,
-                                         journal=journal)
-            await handler.connect()
-            try:
+            async with _connected(sim, client_id=12, journal=journal) as handler:
                 first, second, third = _numbered([market("MES", 1), limit_order("MES", 2, 4900.00),
                                                   limit_order("MES", -1, 5100.00)], 1)
                 with handler.one_batch():
@@ -273,8 +266,6 @@ def test_orders_of_one_batch_are_one_journal_write_sent_in_order_and_working_fro
                 await until(lambda: len(sim.placed) == 4 and third.is_done, what="the four orders at the gateway")
                 seen["refs"] = [o.request.order_ref for o in sim.placed]
                 seen["third"] = third.status
-            finally:
-                handler.disconnect()
 
     run(body)
     assert seen["working"] == [1, 2]
@@ -295,10 +286,7 @@ def test_a_bracket_in_a_batch_keeps_ib_order_ids_rising_in_the_order_sent(tmp_pa
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=0.85) as sim:
-            handler = IBExecutionHandler("run1", "sma", {"MES": "202603"}, port=sim.port, client_id=13,
-                                         journal=journal)
-            await handler.connect()
-            try:
+            async with _connected(sim, client_id=13, journal=journal) as handler:
                 orders = _numbered([market("MES", 1), *bracket("MES", 1, take_profit=5010.00, stop_loss=4990.00),
                                     market("MES", -1)], 1)
                 with handler.one_batch():
@@ -308,8 +296,6 @@ def test_a_bracket_in_a_batch_keeps_ib_order_ids_rising_in_the_order_sent(tmp_pa
                 await until(lambda: len(sim.placed) == 5, what="the five orders at the gateway")
                 seen["requests"] = [int(r[1]) for r in sim.requests_of(In.PLACE_ORDER)]
                 seen["refs"] = [o.request.order_ref for o in sim.placed]
-            finally:
-                handler.disconnect()
 
     run(body)
     assert seen["refs"] == [f"run1/sma/{k}" for k in range(1, 6)]
