@@ -61,7 +61,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from warehouse import schemas
 from warehouse.errors import ConfigError, QEError
 from warehouse.lock import write_lock
-from warehouse.store import TMP_SUFFIX, fsync_dir, sha256_file, write_parquet_atomic, write_text_atomic
+from warehouse.store import (TMP_SUFFIX, file_signature, fsync_dir, sha256_file, write_parquet_atomic,
+                             write_text_atomic)
 from warehouse.warehouse import Warehouse
 
 DATASET = "GLBX.MDP3"
@@ -732,8 +733,7 @@ def _record_time(record: dict[str, Any] | None) -> datetime | None:
 
 def _sha256(path: Path, cache: dict[tuple[str, int, int, int], str]) -> str:
     """SHA-256 of ``path``, computed once per run for the same file state."""
-    info = path.stat()
-    key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    key = (str(path), *file_signature(path))
     if key not in cache:
         cache[key] = sha256_file(path)
     return cache[key]
@@ -854,8 +854,7 @@ def _download_chunk(
         _write_record(target, sha, stored, datetime.now(timezone.utc))
         os.replace(tmp, target)
         fsync_dir(target.parent)
-        info = target.stat()
-        hashes[(str(target), info.st_size, info.st_mtime_ns, info.st_ino)] = sha  # the ingest check needs it
+        hashes[(str(target), *file_signature(target))] = sha  # the ingest check needs it
     except BaseException:
         for message in messages:
             quality.add_warning(chunk, message)

@@ -91,13 +91,13 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.errors import QEError
-from warehouse.layout import table_dir
-from warehouse.store import files_signature
 from warehouse.features.incremental import (CARRIED, SESSION_TOTALS, TOD_ROWS, first_window, register_starts,
                                             shipped_registry, side_by_side, tail_starts)
 from warehouse.features.hash_groups import one_hash_group
 from warehouse.features.registry import Family, Registry, build_registry, feature_query, template_params
 from warehouse.features.tail import TailNeeds, feature_needs
+from warehouse.layout import safe_name, table_dir
+from warehouse.store import file_signature
 from warehouse.templates import render, render_string
 
 #: Bar columns appended and kept, in order.
@@ -357,8 +357,7 @@ class LiveFeatures:
                 self._cut(tail, symbol, start, seeds.get(symbol) if tail.short is not None else False)
                 if symbol in seeds:
                     tail.exact[symbol] = start
-            tail.grown = 0
-            tail.rows_at_reset = self._longest(tail) if tail.has_long else 0  # here, not on the next bar's path
+            self._reset_growth(tail)
 
     def _seeded(self, tail: _Tail, symbol: str) -> bool:
         return tail.seeds != "" and self._con.execute(f"SELECT count(*) FROM {tail.seeds} WHERE symbol = $s",
@@ -381,10 +380,11 @@ class LiveFeatures:
         """Per root, what its back-adjusted prices depend on: (contract, valid_from, ratio_factor) of every
         front-contract segment.
 
-        Read again only when a file of the table is not the one read last time (a roll-table rebuild replaces
+        Read again only when one of the roots' files is not the one read last time (a roll-table rebuild replaces
         a file by an atomic rename: a new inode and mtime), so the per-bar roll check is a few ``stat`` calls,
         not a query (~5 ms a bar)."""
-        signature = files_signature(table_dir(self._wh.root, "front_segments"))
+        directory = table_dir(self._wh.root, "front_segments")  # one file per root (warehouse.rolls)
+        signature = tuple(file_signature(directory / f"{safe_name(root)}.parquet") for root in self.roots)
         if signature != self._segments_read[0]:
             rows = self._wh_con.execute(
                 "SELECT symbol, contract, valid_from, ratio_factor FROM front_segments "
@@ -523,10 +523,9 @@ class LiveFeatures:
             for symbol in roots:
                 con.execute(f"INSERT INTO {tail.table} SELECT * FROM live_window WHERE symbol = $s AND ts >= $t",
                             {"s": symbol, "t": found[symbol]})
-            tail.grown = 0
             if short is not None:
                 self._seed_from_full_tail(tail, roots, short, lambda: starts_for(tail.needs, last))
-            tail.rows_at_reset = self._longest(tail) if tail.has_long else 0
+            self._reset_growth(tail)
         if self._volume is not None:
             vstarts = {symbol: self._first_row(self._volume, symbol) for symbol in roots}
             con.execute("DELETE FROM live_tod_all WHERE list_contains($r, symbol)", {"r": roots})
@@ -586,10 +585,13 @@ class LiveFeatures:
                                 + ", ".join(f"$v{k}" for k in range(len(seed))) + ")",
                                 {"s": symbol, **{f"v{k}": v for k, v in enumerate(seed)}})
 
-    def _longest(self, tail: _Tail) -> int:
-        """The most rows one root has in the family's table."""
-        return self._con.execute(f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {tail.table} "
-                                 "GROUP BY symbol)").fetchone()[0]
+    def _reset_growth(self, tail: _Tail) -> None:
+        """After a load or a cut of the family's table: no rows grown since, and the most rows one root holds
+        (counted here, not on a bar's path; only a family with a batch form beyond RUNNING_ROWS needs it)."""
+        tail.grown = 0
+        tail.rows_at_reset = self._con.execute(
+            f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {tail.table} GROUP BY symbol)"
+        ).fetchone()[0] if tail.has_long else 0
 
     def _first_row(self, tail: _Tail, symbol: str) -> dt.datetime:
         return self._con.execute(f"SELECT min(ts) FROM {tail.table} WHERE symbol = $s", {"s": symbol}).fetchone()[0]

@@ -708,10 +708,11 @@ class IBExecutionHandler(ExecutionHandler):
         try:
             yield
         finally:
-            self._release_held()
+            held, self._held = self._held, None
+            self._send_held(held)
 
-    def _release_held(self) -> None:
-        held, self._held = self._held, None
+    def _send_held(self, held: list[tuple[str, Contract, Order, object]]) -> None:
+        """Journal and send orders held by :meth:`one_batch` (taken out of the block by the caller)."""
         if not held:
             return
         if self.halt_reason is not None:  # halted meanwhile (the kill switch): what was held never goes out
@@ -766,8 +767,10 @@ class IBExecutionHandler(ExecutionHandler):
         """Ask IB to cancel; the engine order becomes CANCELLED when IB confirms."""
         ref = order_ref(self.run_id, self.strategy, order.order_id)
         if self._held and any(held[0] == ref for held in self._held):
-            self._release_held()  # held in one_batch: sent first, then cancelled like any other
-            self._held = []  # the block goes on holding its later orders
+            # held in one_batch: the held orders are sent first (the block goes on holding later ones), then this
+            # one is cancelled like any other
+            held, self._held = self._held, []
+            self._send_held(held)
         trade = self._trades.get(ref)
         if trade is None or order.is_done or trade.isDone():
             return False
