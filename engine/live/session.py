@@ -85,7 +85,9 @@ class LiveSettings(BaseModel):
         (297 vs 557 ms median, ``bench/bench_features_live.py``); 1 when other work keeps the cores busy.
     feature_trim_every : int, optional
         Bars per root after which the features' in-memory tails are cut back to their bound (~1 s, done after
-        a decision, never between a bar's close and its orders); default one trading day of the timeframe.
+        a decision, never between a bar's close and its orders); default
+        :data:`~warehouse.features.live.TRIM_EVERY` of the timeframe (an hour of 1m bars: the per-bar features
+        slow down as the tails grow).
     auto_roll : bool
         Roll a held position when the query's rows name a new front contract (two market orders through the
         broker, see :meth:`engine.kernel.TradingKernel._send_roll`), also a resumed position left in the old
@@ -400,7 +402,7 @@ class LiveSession:
                 self.gc.after_bar()
             if (decided and self.features is not None and not self._pending and not self._featured
                     and self.features.trim_due()):
-                # once a trading day (~1 s): right after a decision, with no bar featured and waiting for its
+                # once an hour of 1m bars (~1 s): right after a decision, with no bar featured and waiting for its
                 # write or its decision (not between a bar's close and its orders)
                 self.features.trim()
                 self.feature_trims += 1

@@ -36,8 +36,8 @@ the batch forms of the filters are built for millions of rows (price action's bl
 lags per filter; volatility and structure carry block totals through GROUP BYs and joins). The per-bar statements
 are rendered with ``running_rows`` (:data:`RUNNING_ROWS` rows per root): price action then sums its block states
 as running sums and volatility and structure run each filter as one block, valid while every exp(lam*k) of those
-sums stays below e^600, i.e. while a table holds at most that many rows per root (a short tail grows by a trading
-day's bars between trims). A table beyond it (a young series' full tail grown for a day without a trim) runs the
+sums stays below e^600, i.e. while a table holds at most that many rows per root (a short tail grows by at most ``trim_every`` bars
+between trims). A table beyond it (a young series' full tail grown long without a trim) runs the
 batch form of the family (``live_q<k>_long``), chosen per bar from the rows the table holds. Both forms give the
 full build's rows; the batch build's own render is unchanged.
 
@@ -107,6 +107,9 @@ TOD_STATE, SESSION_STATE = "live_tod_now", "live_sessions"
 #: Most rows per root a family table may hold for the per-bar statements' running sums (``running_rows``; module
 #: docstring); a table beyond it runs the batch build's form of the family (``live_q<k>_long``).
 RUNNING_ROWS = 2600
+#: Default rows per root appended between two trims of the tails, per timeframe (``LiveFeatures`` ``trim_every``):
+#: an hour of minutes (the per-bar statements slow down as the tails grow), a trading day of hours, a week of days.
+TRIM_EVERY = {"1m": 60, "1h": 23, "1d": 5}
 #: Prefix of the carried session states (``session_seeds``): unlike a filter state, NULL is a state (no earlier
 #: session, no RTH row yet, the first row of its session).
 SESSION_STATE_PREFIX = "sess_"
@@ -165,8 +168,11 @@ class LiveFeatures:
     roots : sequence of str
         Symbols of the feature source (continuous roots, e.g. "ES").
     trim_every : int, optional
-        Rows appended to a root after which the tails are cut back to their bound (:meth:`trim`); default one
-        trading day of the timeframe. The live loop may call :meth:`trim` itself in the daily halt instead.
+        Rows appended to a root after which the tails are cut back to their bound (:meth:`trim`, ~1 s); default
+        :data:`TRIM_EVERY` of the timeframe (an hour of 1m bars). The per-bar statements read every row of the
+        tails, so their time grows with what was appended since the last trim: 5 roots, one worker, 176 ms over
+        the first 100 bars after a load and 420 ms over bars 700-799 without a trim, flat within an hour's
+        growth (bench/README.md). The live loop calls :meth:`trim` itself between bars.
     threads : int, optional
         DuckDB threads per family query; 1 by default (on tails of a few thousand rows a query's second thread
         gains little: the families run side by side instead, see ``workers``).
@@ -181,7 +187,7 @@ class LiveFeatures:
         self._wh = wh
         self.timeframe = timeframe
         self.roots = list(dict.fromkeys(roots))
-        self._trim_every = trim_every or {"1m": 1380, "1h": 23, "1d": 5}[timeframe]
+        self._trim_every = trim_every or TRIM_EVERY[timeframe]
         self.registry = shipped_registry(timeframe)
         # The same templates with the volume family reading its carried state (see the module docstring).
         # Reading the recursive filters' seeds; and, for a load and a trim, also outputting their states.
