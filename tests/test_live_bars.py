@@ -24,15 +24,31 @@ def five(k: int, o: float, h: float, low: float, c: float, v: int = 1, contract:
     return Bar("MES", contract, T0 + timedelta(seconds=5 * k), o, h, low, c, v)
 
 
-def test_a_minute_is_final_when_the_next_minute_starts_and_folds_ohlcv() -> None:
+def test_a_minute_is_final_with_its_last_five_seconds_and_folds_ohlcv() -> None:
     agg = BarAggregator("1m")
     assert agg.add(five(0, 5000.00, 5000.50, 4999.75, 5000.25, 3)) == []
     assert agg.add(five(1, 5000.25, 5001.00, 5000.00, 5000.75, 2)) == []
-    assert agg.add(five(11, 5000.75, 5000.75, 4998.00, 4998.50, 5)) == []  # 15:00:55, last of the minute
-    [bar] = agg.add(five(12, 4998.50, 4998.75, 4998.25, 4998.50, 1))  # 15:01:00 closes 15:00
+    [bar] = agg.add(five(11, 5000.75, 5000.75, 4998.00, 4998.50, 5))  # 15:00:55-15:01:00 ends the minute
     assert (bar.ts, bar.end, bar.trading_date) == (T0, T0 + timedelta(minutes=1), date(2026, 3, 2))
     assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.parts) == (5000.00, 5001.00, 4998.00, 4998.50, 10, 3)
+    assert agg.pending("MES", "MESH6") is None
+    assert agg.add(five(12, 4998.50, 4998.75, 4998.25, 4998.50, 1)) == []  # 15:01:00 opens the next minute
     assert agg.pending("MES", "MESH6").ts == T0 + timedelta(minutes=1)
+    assert agg.close_due(T0 + timedelta(hours=1))[0].ts == T0 + timedelta(minutes=1)  # 15:00 handed out once
+
+
+def test_a_minute_without_its_last_five_seconds_is_final_at_the_next_minute() -> None:
+    agg = BarAggregator("1m")
+    agg.add(five(10, 5000.0, 5000.0, 5000.0, 5000.0))  # 15:00:50; the 15:00:55 bar never comes
+    [bar] = agg.add(five(13, 5001.0, 5001.0, 5001.0, 5001.0))
+    assert (bar.ts, bar.close) == (T0, 5000.0)
+
+
+def test_a_last_five_seconds_without_trades_still_ends_the_minute() -> None:
+    agg = BarAggregator("1m")
+    agg.add(five(3, 5000.0, 5000.5, 5000.0, 5000.25, 2))
+    [bar] = agg.add(five(11, 1.0, 1.0, 1.0, 1.0, 0))  # no trade: no price, but the interval is over
+    assert (bar.ts, bar.close, bar.volume, bar.parts) == (T0, 5000.25, 2, 1)
 
 
 def test_a_quiet_market_closes_the_bar_by_the_clock_after_the_grace() -> None:
@@ -71,8 +87,8 @@ def test_the_daily_halt_ends_the_last_bar_and_its_bars_are_skipped() -> None:
     last = Bar("MES", "MESH6", datetime(2026, 3, 2, 21, 59, 55, tzinfo=UTC), 5000.0, 5001.0, 4999.0, 5000.5, 3)
     halt = Bar("MES", "MESH6", datetime(2026, 3, 2, 22, 30, tzinfo=UTC), 1.0, 1.0, 1.0, 1.0, 9)
     reopen = Bar("MES", "MESH6", datetime(2026, 3, 2, 23, 0, 5, tzinfo=UTC), 5002.0, 5002.0, 5002.0, 5002.0, 1)
-    assert agg.add(last) == []
-    [bar] = agg.add(halt)  # any later bar closes the hour; the halt bar itself is not folded anywhere
+    [bar] = agg.add(last)  # the last 5 seconds before the halt end the hour
+    assert agg.add(halt) == []  # the halt bar itself is not folded anywhere
     assert (bar.ts, bar.end, bar.trading_date, bar.volume) == (datetime(2026, 3, 2, 21, tzinfo=UTC),
                                                                datetime(2026, 3, 2, 22, tzinfo=UTC), date(2026, 3, 2), 3)
     assert agg.skipped["outside_session"] == 1
@@ -96,8 +112,8 @@ def test_an_early_close_makes_the_last_hour_final_at_the_close() -> None:
 def test_session_daily_bars_are_stamped_at_the_session_open() -> None:
     agg = BarAggregator("1d")
     agg.add(Bar("MES", "MESH6", datetime(2026, 3, 2, 23, 30, tzinfo=UTC), 5000.0, 5010.0, 4990.0, 5005.0, 2))
-    agg.add(Bar("MES", "MESH6", datetime(2026, 3, 3, 21, 59, 55, tzinfo=UTC), 5005.0, 5020.0, 5001.0, 5015.0, 3))
-    [bar] = agg.close_due(datetime(2026, 3, 3, 22, 0, 2, tzinfo=UTC))
+    assert agg.close_due(datetime(2026, 3, 3, 21, 59, 59, tzinfo=UTC)) == []
+    [bar] = agg.add(Bar("MES", "MESH6", datetime(2026, 3, 3, 21, 59, 55, tzinfo=UTC), 5005.0, 5020.0, 5001.0, 5015.0, 3))
     assert (bar.ts, bar.end, bar.trading_date) == (datetime(2026, 3, 2, 23, tzinfo=UTC),
                                                    datetime(2026, 3, 3, 22, tzinfo=UTC), date(2026, 3, 3))
     assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (5000.0, 5020.0, 4990.0, 5015.0, 5)

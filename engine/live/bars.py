@@ -2,8 +2,9 @@
 
 IB sends 5-second bars (``reqRealTimeBars``); a strategy trades 1-minute or hourly bars. :class:`BarAggregator`
 folds the 5-second bars of each (root, contract) into buckets of the timeframe and hands a bucket out only once
-its interval has closed: when a later 5-second bar arrives past its end, or when :meth:`BarAggregator.close_due`
-is told that the clock passed the end plus a grace (a quiet market, the daily halt).
+its interval has closed: when the 5-second bar of its last seconds arrives (IB sends a 5-second bar once it has
+ended), when a later one arrives past its end, or when :meth:`BarAggregator.close_due` is told that the clock passed
+the end plus a grace (a quiet market, the daily halt, a last 5-second bar that never came).
 
 Conventions, the warehouse's (``warehouse/layout.py``, ``sql/resample_intraday.sql``, DESIGN.md):
 
@@ -200,15 +201,16 @@ class BarAggregator:
         bucket = self._bucket_of(bar.root, ts)
         if bucket is None:
             self.skipped["outside_session"] += 1
-            return closed
-        if bar.volume <= 0:
+        elif bar.volume <= 0:
             self.skipped["no_trades"] += 1
-            return closed
-        current = self._open.get(key)
-        if current is None or current.ts != bucket.ts:
-            current = self._open[key] = bucket
-        current.fold(bar)
-        return closed
+        else:
+            current = self._open.get(key)
+            if current is None or current.ts != bucket.ts:
+                current = self._open[key] = bucket
+            current.fold(bar)
+        # IB sends a 5-second bar once it has ended: the one of an interval's last seconds ends the interval, so
+        # its bar is final now (2 s sooner than the grace's clock, 5 s sooner than the next source bar)
+        return closed + self._close(key, ts + timedelta(seconds=SOURCE_SECONDS))
 
     def add_many(self, bars: Iterable[Bar]) -> list[FinalBar]:
         """:meth:`add` each bar in order; every bar closed, oldest first."""

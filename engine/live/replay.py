@@ -11,6 +11,7 @@ same next prices a backtest's ``next_open`` orders meet.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -115,7 +116,9 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
                                      for r in group), bar_timeout_s, f"the 5-second bars of {ts}", task)
             now[0] = ts + wait  # the bar's close (plus grace and the wait for missing roots) has passed
             session = running.session
-            session.closed_at[ts] = time.perf_counter()
+            # the bar's latency counts from when the interval was over: the feed closed it on its last 5-second
+            # bar (the first stream's); else now, as the clock passes its end
+            session.closed_at[ts] = min(running.feed.closed_at.get(ts, math.inf), time.perf_counter())
             if not any(market_open(r["symbol"], ts) for r in group):
                 continue  # outside every root's session: the feed drops such bars, as IB sends none then
             if not any(session.is_front(r["symbol"], r["contract"], ts) for r in group):

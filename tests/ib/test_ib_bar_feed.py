@@ -250,3 +250,58 @@ def test_valid_bars_are_handed_over_while_written_and_a_failed_write_is_reported
             assert feed.settled()
             await feed.stop()
     run(body)
+
+
+def test_a_minute_is_final_with_its_last_5_second_bar_and_the_streams_go_in_one_append(ib_log, wh) -> None:
+    """No clock tick and no later 5-second bar: the last 5-second bar of a minute closes it (IB sends it once it
+    has ended). The front's and the next front's bars of one minute, each closed by its own last 5-second bar, are
+    stored by one append; a stream whose last 5-second bar does not come is not waited for beyond GATHER_S."""
+    from engine.adapters.ib.data import GATHER_S
+
+    async def body() -> None:
+        now = [CLOCK]
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            handler = IBExecutionHandler("run1", "live", {"MES": "202603"}, port=sim.port, client_id=12)
+            handler.also_trade("MES", ["MESM6"])
+            await handler.connect()
+            try:
+                feed = IBBarFeed.for_handler(handler, wh, clock=lambda: now[0], pacer=no_wait(), tick_s=3600)
+                await feed.start()
+                await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 2, what="subscriptions")
+                parts = {c: split_5s(SimBar(*minute(k, base))) for c, k, base in (("MESH6", 0, 5000.0),
+                                                                                   ("MESM6", 0, 5050.0))}
+                for contract, bars in parts.items():  # the minute so far, on both streams
+                    for part in bars[:11]:
+                        sim.push_bar(contract, part.ts, part.open, part.high, part.low, part.close, part.volume)
+                last = CLOCK + timedelta(seconds=50)
+                await until(lambda: all(feed.aggregator.last_seen("MES", c) == last for c in parts),
+                            what="15:00:00 .. 15:00:50 on both streams")
+                assert feed.bars.empty() and feed.appends == []
+                for contract, bars in parts.items():  # 15:00:55, sent by IB once it has ended; the second a moment later
+                    part = bars[-1]
+                    sim.push_bar(contract, part.ts, part.open, part.high, part.low, part.close, part.volume)
+                    await until(lambda: CLOCK in feed.closed_at, what="the front's 15:00 closed")
+                    await asyncio.sleep(GATHER_S / 5)
+                await until(lambda: feed.bars.qsize() == 2, what="both bars of 15:00 stored")
+                assert len(feed.appends) == 1 and feed.appends[0].rows_loaded == 2
+                assert sorted((b.contract, b.close) for b in (feed.bars.get_nowait(), feed.bars.get_nowait())) == [
+                    ("MESH6", minute(0)[4]), ("MESM6", minute(0, 5050.0)[4])]
+                assert CLOCK in feed.closed_at
+
+                # 15:01: the next front's last 5-second bar never comes; the front's bar is not held for it
+                parts = {c: split_5s(SimBar(*minute(1, base))) for c, base in (("MESH6", 5000.0), ("MESM6", 5050.0))}
+                for contract, bars in parts.items():
+                    for part in bars[:11] if contract == "MESM6" else bars:
+                        sim.push_bar(contract, part.ts, part.open, part.high, part.low, part.close, part.volume)
+                started = asyncio.get_running_loop().time()
+                await until(lambda: feed.bars.qsize() == 1, what="the front's 15:01")
+                assert asyncio.get_running_loop().time() - started < GATHER_S + 2.0
+                assert feed.bars.get_nowait().contract == "MESH6" and len(feed.appends) == 2
+                now[0] = CLOCK + timedelta(minutes=2, seconds=3)
+                feed.tick()  # the clock closes the next front's 15:01
+                await until(lambda: feed.bars.qsize() == 1, what="the next front's 15:01")
+                assert feed.bars.get_nowait().contract == "MESM6"
+                await feed.stop()
+            finally:
+                handler.disconnect()
+    run(body)

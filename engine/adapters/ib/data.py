@@ -54,6 +54,11 @@ BAR_SIZES: dict[str, tuple[str, int]] = {
     "1h": ("1 hour", 30 * 86_400),  # 1 M: 30 mins .. 1 month
 }
 _DAY = 86_400
+#: Longest wait, once one stream's bar of an interval closed, for the other streams' bars of the same interval
+#: (:meth:`IBBarFeed._gather`), seconds; past it they are stored in a later append.
+GATHER_S = 0.25
+#: Close times kept in :attr:`IBBarFeed.closed_at` (the newest).
+_CLOSE_TIMES = 1_000
 
 
 def _utcnow() -> datetime:
@@ -371,6 +376,9 @@ class IBBarFeed:
         self._backfill_task: asyncio.Task | None = None
         self._resume_from: dict[str, datetime] = {}  # local symbol -> where its 5-second history starts
         self._storing = False  # an append is running (see idle())
+        #: ``time.perf_counter()`` when the feed first closed a bar of each open time (the newest ones): when the
+        #: interval was over for it, the start of a bar's latency
+        self.closed_at: dict[datetime, float] = {}
 
     @classmethod
     def for_handler(cls, handler: IBExecutionHandler, wh: Warehouse, **options: object) -> IBBarFeed:
@@ -464,9 +472,17 @@ class IBBarFeed:
         self._fold([bar])
 
     def _fold(self, bars: list[Bar]) -> None:
-        finals = self.aggregator.add_many(bars)
-        if finals:
-            self._finals.put_nowait(finals)
+        self._closed(self.aggregator.add_many(bars))
+
+    def _closed(self, finals: list[FinalBar]) -> None:
+        if not finals:
+            return
+        now = time.perf_counter()
+        for bar in finals:
+            self.closed_at.setdefault(bar.ts, now)
+        while len(self.closed_at) > _CLOSE_TIMES:
+            del self.closed_at[next(iter(self.closed_at))]
+        self._finals.put_nowait(finals)
 
     async def _clock_loop(self) -> None:
         while True:
@@ -476,20 +492,37 @@ class IBBarFeed:
     def tick(self) -> None:
         """Close the bars whose interval ended (plus the grace) by the clock; the clock loop calls this."""
         if self._buffer is None:
-            finals = self.aggregator.close_due(self.clock())
-            if finals:
-                self._finals.put_nowait(finals)
+            self._closed(self.aggregator.close_due(self.clock()))
 
     async def _store_loop(self) -> None:
         while True:
             finals = await self._finals.get()
-            while not self._finals.empty():  # store what piled up in one append
-                finals += self._finals.get_nowait()
+            finals += await self._gather({bar.end for bar in finals})
             self._storing = True
             try:
                 await self._store(finals)
             finally:
                 self._storing = False
+
+    async def _gather(self, ends: set[datetime]) -> list[FinalBar]:
+        """What piled up, and the other streams' bars of the intervals ending at ``ends``, waited for up to
+        :data:`GATHER_S`: each stream's bar closes with its own last 5-second bar, and IB sends those within
+        moments of each other, so that one append (and one run of the features) takes them all."""
+        more: list[FinalBar] = []
+        deadline = time.monotonic() + GATHER_S
+        while True:
+            while not self._finals.empty():
+                more += self._finals.get_nowait()
+            ends |= {bar.end for bar in more}
+            waiting = [pair for pair in self.contracts
+                       if (bar := self.aggregator.pending(pair[0], pair[1].localSymbol)) is not None and bar.end in ends]
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                return more
+            try:
+                more += await asyncio.wait_for(self._finals.get(), left)
+            except TimeoutError:
+                return more
 
     def idle(self) -> bool:
         """No bar in progress, none closed and not yet stored, none stored and not yet taken from :attr:`bars`,
