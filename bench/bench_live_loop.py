@@ -4,8 +4,9 @@ A paper session (:func:`engine.live.replay.replay_paper`: the real ib_async clie
 simulator on a loopback socket, the journal, the warehouse appends, the per-bar features, the kernel) trades
 a strategy that changes its target on every bar of every root, so every bar sends orders. Per bar:
 
-* close -> decided: from the moment the replay clock passes the bar's close (the feed closes the minute,
-  validates and stores it) to the kernel having sent the bar's orders;
+* close -> decided: from the moment the minute was over for the feed (it closed the first root's bar on that bar's
+  last 5-second bar, which IB sends once the minute has ended; then it validates and stores the roots' bars) to
+  the kernel having sent the bar's orders;
 * close -> order at the gateway: to the simulator accepting the bar's first order (what IB would see).
 
 Baseline in the same run: the batch path for the same bar -- a full feature build over the stored history
@@ -14,6 +15,10 @@ costs. Figures: median and p99 over the replayed bars (the first ``--skip`` bars
 are left out and counted separately).
 
     python bench/bench_live_loop.py --sessions 25 --bars 60
+    python bench/bench_live_loop.py --sessions 22 --bars 40 --pace 2   # idle between bars, as live bars are
+
+The process keeps DuckDB's freed pages mapped between bars, as ``qe live`` does (:mod:`engine.live.memory`);
+``--default-allocator`` leaves DuckDB's allocator as built, for the comparison.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+if "--default-allocator" not in sys.argv:  # as `qe live` does, before DuckDB loads (engine.live.memory)
+    from engine.live.memory import keep_duckdb_memory
+
+    keep_duckdb_memory()
 
 from engine.core.orders import Order  # noqa: E402
 from engine.strategy import Strategy  # noqa: E402
@@ -66,6 +76,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=25, help="synthetic Globex sessions of history per root")
     parser.add_argument("--bars", type=int, default=60, help="minutes replayed live")
     parser.add_argument("--skip", type=int, default=3, help="first replayed bars left out of the figures")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave DuckDB's allocator as built (freed pages returned after 1 s), unlike `qe live`")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="seconds of idle wall time after each bar's orders (live bars come a minute apart; "
+                             "0 replays them back to back, with the caches and allocators still warm)")
     args = parser.parse_args()
 
     import pandas as pd
@@ -118,7 +133,7 @@ def main() -> None:
         received: dict[str, float] = {}
 
         session = asyncio.run(_replay(replay_paper, wh, Flip(), query, config, replay, received, LiveSettings(
-            roots=["CL", "ES", "GC", "NQ", "ZN"], bar_wait_s=0.0)))
+            roots=["CL", "ES", "GC", "NQ", "ZN"], bar_wait_s=0.0), args.pace))
         orders = session.kernel.orders
         first_order: dict = {}
         for order in orders:
@@ -152,14 +167,17 @@ def main() -> None:
         wh.close()
 
 
-async def _replay(replay_paper, wh, strategy, query, config, replay, received, settings):  # noqa: ANN001, ANN202
-    """The replay, with the gateway's order acceptances timed (its order listeners)."""
+async def _replay(replay_paper, wh, strategy, query, config, replay, received, settings,  # noqa: ANN001, ANN202
+                  pace: float = 0.0):
+    """The replay, with the gateway's order acceptances timed (its order listeners); ``pace`` seconds of idle wall
+    time after each bar (the process sleeps: nothing runs between bars, as between live bars a minute apart)."""
     from engine.live.replay import paper_gateway
 
     async with paper_gateway(config, replay) as sim:
         sim.order_listeners.append(lambda order: received.setdefault(order.request.order_ref, time.perf_counter()))
         return await replay_paper(wh, strategy, query, config, replay, run_id="bench-live", settings=settings,
-                                  sim=sim, bar_timeout_s=120)
+                                  sim=sim, bar_timeout_s=120,
+                                  on_bar=(lambda running, ts: time.sleep(pace)) if pace > 0 else None)
 
 
 if __name__ == "__main__":
