@@ -16,9 +16,6 @@ are left out and counted separately).
 
     python bench/bench_live_loop.py --sessions 25 --bars 60
     python bench/bench_live_loop.py --sessions 22 --bars 40 --pace 2   # idle between bars, as live bars are
-
-The process keeps DuckDB's freed pages mapped between bars, as ``qe live`` does (:mod:`engine.live.memory`);
-``--default-allocator`` leaves DuckDB's allocator as built, for the comparison.
 """
 
 from __future__ import annotations
@@ -33,11 +30,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-if "--default-allocator" not in sys.argv:  # as `qe live` does, before DuckDB loads (engine.live.memory)
-    from engine.live.memory import keep_duckdb_memory
-
-    keep_duckdb_memory()
 
 from engine.core.orders import Order  # noqa: E402
 from engine.strategy import Strategy  # noqa: E402
@@ -76,8 +68,6 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=25, help="synthetic Globex sessions of history per root")
     parser.add_argument("--bars", type=int, default=60, help="minutes replayed live")
     parser.add_argument("--skip", type=int, default=3, help="first replayed bars left out of the figures")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="leave DuckDB's allocator as built (freed pages returned after 1 s), unlike `qe live`")
     parser.add_argument("--pace", type=float, default=0.0,
                         help="seconds of idle wall time after each bar's orders (live bars come a minute apart; "
                              "0 replays them back to back, with the caches and allocators still warm)")

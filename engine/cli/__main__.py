@@ -1,5 +1,5 @@
 """``python -m engine.cli``: the ``qe`` command."""
 
-from engine.cli.entry import main
+from engine.cli.main import main
 
 main()

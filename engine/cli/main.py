@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.entry import command_words
 from warehouse.errors import QEError
 
 # rich_markup_mode=None: help is printed as written ("[backtest.risk]" is text, not markup) and flags show no
@@ -79,9 +78,22 @@ def _main(
     lock.set_command(_command_label(sys.argv[1:]))
 
 
+_GROUPS = ("rolls", "features", "signals", "live")
+_VALUED_OPTIONS = ("--warehouse", "-w", "--lock-timeout")
+
+
 def _command_label(argv: list[str]) -> str:
     """``qe ingest`` / ``qe features build``: what a lock holder is, for a waiting writer's message."""
-    return " ".join(["qe", *command_words(argv)])
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = not skip and arg in _VALUED_OPTIONS
+            continue
+        words.append(arg)
+        if len(words) == 2 or words[0] not in _GROUPS:
+            break
+    return " ".join(["qe", *words])
 
 
 def _warehouse():  # noqa: ANN202
