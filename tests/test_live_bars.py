@@ -60,6 +60,18 @@ def test_a_quiet_market_closes_the_bar_by_the_clock_after_the_grace() -> None:
     assert agg.close_due(T0 + timedelta(hours=1)) == []  # handed out once
 
 
+def test_a_last_five_seconds_after_the_clock_closed_the_minute_changes_nothing() -> None:
+    """The grace passed without the last 5-second bar: the minute was handed out. When that bar comes after all,
+    it is not folded into a second bar of the same minute (which would be stored over the first)."""
+    agg = BarAggregator("1m", grace=timedelta(seconds=2))
+    agg.add(five(3, 5000.0, 5000.5, 5000.0, 5000.25, 2))
+    [bar] = agg.close_due(T0 + timedelta(seconds=62))
+    assert agg.add(five(11, 4000.0, 4000.0, 4000.0, 4000.0, 9)) == []  # 15:00:55, late
+    assert agg.pending("MES", "MESH6") is None and agg.skipped["after_close"] == 1
+    [after] = agg.add(five(23, 5001.0, 5001.0, 5001.0, 5001.0, 1))  # 15:01:55 ends 15:01 as usual
+    assert (bar.close, after.ts, after.close) == (5000.25, T0 + timedelta(minutes=1), 5001.0)
+
+
 def test_repeats_out_of_order_and_trade_less_bars_do_not_count() -> None:
     agg = BarAggregator("1m")
     agg.add(five(0, 10.0, 10.0, 10.0, 10.0, 0))  # no trade: its price is not the open

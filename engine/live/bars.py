@@ -167,7 +167,8 @@ class BarAggregator:
     ----------
     skipped : collections.Counter
         Source bars not folded, by reason: ``late`` (at or before the last bar seen of its contract),
-        ``outside_session`` (the halt, a holiday), ``no_trades`` (volume 0).
+        ``outside_session`` (the halt, a holiday), ``no_trades`` (volume 0), ``after_close`` (of an interval
+        already handed out: the clock closed it before the bar came).
     """
 
     def __init__(self, timeframe: str = "1m", *, grace: timedelta = timedelta(seconds=2)) -> None:
@@ -177,6 +178,7 @@ class BarAggregator:
         self.skipped: Counter[str] = Counter()
         self._open: dict[tuple[str, str], _Bucket] = {}
         self._last: dict[tuple[str, str], datetime] = {}
+        self._ended: dict[tuple[str, str], datetime] = {}  # end of the last bar handed out, per (root, contract)
         self._sessions: dict[tuple[str, int], dict[date, tuple[datetime, datetime]]] = {}
 
     # -- feeding ----------------------------------------------------------------------------------
@@ -201,6 +203,9 @@ class BarAggregator:
         bucket = self._bucket_of(bar.root, ts)
         if bucket is None:
             self.skipped["outside_session"] += 1
+        elif key in self._ended and bucket.ts < self._ended[key]:
+            # its interval was handed out already (the clock closed it before this bar came): the bar stands
+            self.skipped["after_close"] += 1
         elif bar.volume <= 0:
             self.skipped["no_trades"] += 1
         else:
@@ -248,6 +253,7 @@ class BarAggregator:
         if bucket is None or bucket.end > at:
             return []
         del self._open[key]
+        self._ended[key] = bucket.end
         return [bucket.final(*key)]
 
     def _bucket_of(self, root: str, ts: datetime) -> _Bucket | None:
