@@ -119,6 +119,13 @@ def test_an_early_close_makes_the_last_hour_final_at_the_close() -> None:
                                              datetime(2025, 11, 28, 18, 15, tzinfo=UTC), 5)
     assert agg.add(Bar("MES", "MESZ5", datetime(2025, 11, 28, 18, 20, tzinfo=UTC), 1.0, 1.0, 1.0, 1.0, 5)) == []
     assert agg.skipped["outside_session"] == 1  # after the early close
+    # the 5-second bar before the early close ends the hour at once
+    agg = BarAggregator("1h", grace=timedelta(seconds=1))
+    agg.add(Bar("MES", "MESZ5", datetime(2025, 11, 28, 18, 10, tzinfo=UTC), 6790.0, 6791.0, 6789.0, 6790.0, 2))
+    [hour] = agg.add(Bar("MES", "MESZ5", datetime(2025, 11, 28, 18, 14, 55, tzinfo=UTC), 6800.0, 6802.0, 6799.0,
+                         6801.0, 4))
+    assert (hour.ts, hour.end, hour.close, hour.volume) == (datetime(2025, 11, 28, 18, tzinfo=UTC),
+                                                            datetime(2025, 11, 28, 18, 15, tzinfo=UTC), 6801.0, 6)
 
 
 def test_session_daily_bars_are_stamped_at_the_session_open() -> None:

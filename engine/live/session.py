@@ -200,7 +200,8 @@ class LiveSession:
         self.features: LiveFeatures | None = None
         self.timings: list[BarTiming] = []
         self.decided: list[datetime] = []
-        #: bar open time -> wall clock (``time.perf_counter``) when the clock passed the bar's close (replays)
+        #: bar open time -> wall clock (``time.perf_counter``) when the bar's interval was over: the feed closed the
+        #: first root's bar (replays; the latency's start)
         self.closed_at: dict[datetime, float] = {}
         self.last_symbols: list[str] = []
         self.skipped_late: list[FinalBar] = []

@@ -282,6 +282,8 @@ def test_a_minute_is_final_with_its_last_5_second_bar_and_the_streams_go_in_one_
                     sim.push_bar(contract, part.ts, part.open, part.high, part.low, part.close, part.volume)
                     await until(lambda: CLOCK in feed.closed_at, what="the front's 15:00 closed")
                     await asyncio.sleep(GATHER_S / 5)
+                    if contract == "MESH6":  # its bar is closed, not stored: the feed is not settled meanwhile
+                        assert not feed.settled()
                 await until(lambda: feed.bars.qsize() == 2, what="both bars of 15:00 stored")
                 assert len(feed.appends) == 1 and feed.appends[0].rows_loaded == 2
                 assert sorted((b.contract, b.close) for b in (feed.bars.get_nowait(), feed.bars.get_nowait())) == [
@@ -295,7 +297,7 @@ def test_a_minute_is_final_with_its_last_5_second_bar_and_the_streams_go_in_one_
                         sim.push_bar(contract, part.ts, part.open, part.high, part.low, part.close, part.volume)
                 started = asyncio.get_running_loop().time()
                 await until(lambda: feed.bars.qsize() == 1, what="the front's 15:01")
-                assert asyncio.get_running_loop().time() - started < GATHER_S + 2.0
+                assert asyncio.get_running_loop().time() - started < GATHER_S + 1.0  # stored before any clock tick
                 assert feed.bars.get_nowait().contract == "MESH6" and len(feed.appends) == 2
                 now[0] = CLOCK + timedelta(minutes=2, seconds=3)
                 feed.tick()  # the clock closes the next front's 15:01

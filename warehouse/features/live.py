@@ -84,7 +84,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -271,8 +271,9 @@ class LiveFeatures:
         rows = bars.sort_by([("symbol", "ascending"), ("ts", "ascending")]).to_pylist()
         # one INSERT of parameters: registering the Arrow table and selecting from it cost ~2 ms more
         row = f"({', '.join('?' * len(BAR_COLUMNS))})"
-        self._con.execute(f"INSERT INTO live_new VALUES {', '.join([row] * len(rows))}",
-                          [values[name] for values in rows for name in BAR_COLUMNS])
+        if rows:
+            self._con.execute(f"INSERT INTO live_new VALUES {', '.join([row] * len(rows))}",
+                              [values[name] for values in rows for name in BAR_COLUMNS])
         counts = bars.group_by("symbol").aggregate([("ts", "count")])
         grown = max(counts.column("ts_count").to_pylist(), default=0)
         for tail in self._tails:
@@ -418,6 +419,9 @@ class LiveFeatures:
             done = {tail.index: run(tail) for tail in order}
         else:
             futures = {tail.index: self._pool.submit(run, tail) for tail in order}
+            # every worker finished before a failure is raised: none may still read live_new when the next
+            # append replaces it
+            wait(futures.values())
             done = {index: future.result() for index, future in futures.items()}
         return [done[tail.index] for tail in self._tails]
 

@@ -497,9 +497,9 @@ class IBBarFeed:
     async def _store_loop(self) -> None:
         while True:
             finals = await self._finals.get()
-            finals += await self._gather({bar.end for bar in finals})
-            self._storing = True
+            self._storing = True  # from here: settled() must not see the closed bars as stored meanwhile
             try:
+                finals += await self._gather({bar.end for bar in finals})
                 await self._store(finals)
             finally:
                 self._storing = False
