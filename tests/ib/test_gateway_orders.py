@@ -7,6 +7,7 @@ backtest broker's rules (engine/execution/simulated.py): path O -> H -> L -> C.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -56,14 +57,22 @@ async def _mes(ib: IB) -> Future:
     return mes
 
 
+@contextlib.asynccontextmanager
+async def _trading(sim: GatewaySim, client_id: int = 31, errors: list[int] | None = None):  # noqa: ANN202
+    """A connected client (:func:`_client`) and the MES contract it qualified; disconnected at the end."""
+    ib = await _client(sim, client_id, errors)
+    try:
+        yield ib, await _mes(ib)
+    finally:
+        ib.disconnect()
+
+
 @pytest.mark.parametrize("tif", ["DAY", "GTC", "IOC", "FOK", "GTD"])
 @pytest.mark.parametrize("kind", ["MKT", "LMT", "STP", "STP LMT", "MIT"])
 def test_every_type_and_tif_fills_with_commission_and_position(kind: str, tif: str, ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=COMMISSION) as sim:
-            ib = await _client(sim)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim) as (ib, mes):
                 order = _order(kind, "BUY", 2)
                 order.tif = tif
                 order.orderRef = f"run1/sma/{kind}-{tif}"
@@ -75,8 +84,6 @@ def test_every_type_and_tif_fills_with_commission_and_position(kind: str, tif: s
                 await until(lambda: trade.orderStatus.status in ("Submitted", "PreSubmitted"), what="ack")
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=1), *BAR)
                 await until(lambda: trade.isDone() and len(reports) == 1, what="fill and commission")
-            finally:
-                ib.disconnect()
             price = EXPECTED[kind]
             assert trade.orderStatus.status == "Filled"
             assert (trade.orderStatus.filled, trade.orderStatus.remaining) == (2, 0)
@@ -95,9 +102,7 @@ def test_every_type_and_tif_fills_with_commission_and_position(kind: str, tif: s
 def test_partial_fills_by_volume_participation(ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, participation=0.5, commission_per_contract=COMMISSION) as sim:
-            ib = await _client(sim)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim) as (ib, mes):
                 trade = ib.placeOrder(mes, LimitOrder("SELL", 3, 5000.50, tif="GTC", orderRef="run1/s/1"))
                 await until(lambda: trade.orderStatus.status == "Submitted", what="ack")
                 # SELL limit 5000.50: the open 5000.25 is below it, H 5001.00 reaches it -> fills at 5000.50,
@@ -110,8 +115,6 @@ def test_partial_fills_by_volume_participation(ib_log) -> None:
                 await until(trade.isDone, what="second fill")
                 await until(lambda: all(f.commissionReport.execId for f in trade.fills), what="commissions")
                 positions = await ib.reqPositionsAsync()
-            finally:
-                ib.disconnect()
             assert trade.orderStatus.status == "Filled" and trade.orderStatus.avgFillPrice == 5000.50
             assert [f.execution.shares for f in trade.fills] == [2, 1]
             assert [f.execution.cumQty for f in trade.fills] == [2, 3]
@@ -124,9 +127,7 @@ def test_partial_fills_by_volume_participation(ib_log) -> None:
 def test_ioc_fills_what_it_can_fok_all_or_nothing(ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, participation=0.5) as sim:
-            ib = await _client(sim)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim) as (ib, mes):
                 ioc = ib.placeOrder(mes, MarketOrder("BUY", 3, tif="IOC"))
                 await until(lambda: ioc.orderStatus.status == "Submitted", what="ack")
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=1), *BAR, volume=4)  # capacity floor(0.5 x 4) = 2
@@ -135,8 +136,6 @@ def test_ioc_fills_what_it_can_fok_all_or_nothing(ib_log) -> None:
                 await until(lambda: fok.orderStatus.status == "Submitted", what="ack")
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=2), *BAR, volume=4)  # 2 < 3: nothing fills
                 await until(fok.isDone, what="FOK done")
-            finally:
-                ib.disconnect()
             assert (ioc.orderStatus.status, ioc.orderStatus.filled, ioc.orderStatus.remaining) == ("Cancelled", 2, 1)
             assert (fok.orderStatus.status, fok.orderStatus.filled) == ("Cancelled", 0)
             assert fok.fills == []
@@ -146,9 +145,7 @@ def test_ioc_fills_what_it_can_fok_all_or_nothing(ib_log) -> None:
 def test_day_and_gtd_expire_cancel_by_client(ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            ib = await _client(sim)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim) as (ib, mes):
                 day = ib.placeOrder(mes, LimitOrder("BUY", 1, 4990.00, tif="DAY"))
                 gtd = ib.placeOrder(mes, LimitOrder("BUY", 1, 4990.00, tif="GTD",
                                                     goodTillDate="20260302 11:00:00 US/Eastern"))  # 16:00 UTC
@@ -163,8 +160,6 @@ def test_day_and_gtd_expire_cancel_by_client(ib_log) -> None:
                 await until(day.isDone, what="DAY expiry")
                 ib.cancelOrder(gtc.order)
                 await until(lambda: gtc.orderStatus.status == "Cancelled", what="cancel")
-            finally:
-                ib.disconnect()
             assert [t.orderStatus.status for t in (day, gtd, gtc)] == ["Cancelled"] * 3
             assert sim.book.working() == []
     run(body)
@@ -175,14 +170,10 @@ def test_rejections_reach_the_client_as_errors(ib_log) -> None:
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            ib = await _client(sim, errors=errors)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim, errors=errors) as (ib, mes):
                 trail = ib.placeOrder(mes, Order(action="BUY", totalQuantity=1, orderType="TRAIL", auxPrice=5))
                 other = ib.placeOrder(mes, MarketOrder("BUY", 1, account="DU7654321"))  # not managed here
                 await until(lambda: trail.isDone() and other.isDone(), what="rejections")
-            finally:
-                ib.disconnect()
             assert errors == [201, 201]
             assert sim.placed == []
     run(body)
@@ -195,16 +186,12 @@ def test_an_order_id_not_above_every_id_the_client_used_is_refused_with_103(ib_l
 
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
-            ib = await _client(sim, errors=errors)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim, errors=errors) as (ib, mes):
                 first = ib.client.getReqId()
                 later = ib.placeOrder(mes, MarketOrder("BUY", 1, orderId=first + 1))
                 lower = ib.placeOrder(mes, MarketOrder("BUY", 1, orderId=first))  # a free id, below one used
                 await until(lambda: lower.isDone() and later.orderStatus.status == "Submitted",
                             what="the lower id refused")
-            finally:
-                ib.disconnect()
             assert errors == [103]
             assert [o.request.order_id for o in sim.placed] == [first + 1]
     run(body)
@@ -213,16 +200,12 @@ def test_an_order_id_not_above_every_id_the_client_used_is_refused_with_103(ib_l
 def test_executions_completed_orders_and_positions_from_the_books_after_reconnect(ib_log) -> None:
     async def body() -> None:
         async with GatewaySim(today=TODAY, clock=CLOCK, commission_per_contract=COMMISSION) as sim:
-            ib = await _client(sim, client_id=41)
-            try:
-                mes = await _mes(ib)
+            async with _trading(sim, client_id=41) as (ib, mes):
                 buy = ib.placeOrder(mes, MarketOrder("BUY", 2, orderRef="run7/trend/1"))
                 rest = ib.placeOrder(mes, LimitOrder("SELL", 1, 5010.00, tif="GTC", orderRef="run7/trend/2"))
                 await until(lambda: rest.orderStatus.status == "Submitted", what="acks")
                 sim.push_bar("MESH6", CLOCK + timedelta(minutes=1), *BAR)
                 await until(buy.isDone, what="fill")
-            finally:
-                ib.disconnect()
             # A new client session with the same client id rebuilds its state from the gateway.
             again = await _client(sim, client_id=41)
             try:
