@@ -36,8 +36,8 @@ the batch forms of the filters are built for millions of rows (price action's bl
 lags per filter; volatility and structure carry block totals through GROUP BYs and joins). The per-bar statements
 are rendered with ``running_rows`` (:data:`RUNNING_ROWS` rows per root): price action then sums its block states
 as running sums and volatility and structure run each filter as one block, valid while every exp(lam*k) of those
-sums stays below e^600, i.e. while a table holds at most that many rows per root (a short tail grows by at most ``trim_every`` bars
-between trims). A table beyond it (a young series' full tail grown long without a trim) runs the
+sums stays below e^600, i.e. while a table holds at most that many rows per root (a short tail grows by at most
+``trim_every`` bars between trims). A table beyond it (a young series' full tail grown long without a trim) runs the
 batch form of the family (``live_q<k>_long``), chosen per bar from the rows the table holds. Both forms give the
 full build's rows; the batch build's own render is unchanged.
 

@@ -514,8 +514,8 @@ class IBBarFeed:
             while not self._finals.empty():
                 more += self._finals.get_nowait()
             ends |= {bar.end for bar in more}
-            waiting = [pair for pair in self.contracts
-                       if (bar := self.aggregator.pending(pair[0], pair[1].localSymbol)) is not None and bar.end in ends]
+            waiting = [(root, contract) for root, contract in self.contracts
+                       if (bar := self.aggregator.pending(root, contract.localSymbol)) is not None and bar.end in ends]
             left = deadline - time.monotonic()
             if not waiting or left <= 0:
                 return more
