@@ -107,9 +107,9 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             if previous is not None and trading_date(ts) > trading_date(previous):
                 await _through_halt(running, now, group[0]["symbol"], trading_date(previous), bar_timeout_s, task)
             previous = ts
-            for row in group:
-                sim.push_bar(row["contract"], ts, row["open"], row["high"], row["low"], row["close"],
-                             int(row["volume"]), as_5s=True, seconds=int(bar.total_seconds()))
+            # every contract's 5-second bars of the interval interleaved, as IB streams them
+            sim.push_bars([(row["contract"], ts, row["open"], row["high"], row["low"], row["close"], int(row["volume"]))
+                           for row in group], as_5s=True, seconds=int(bar.total_seconds()))
             last_part = ts + bar - timedelta(seconds=5)  # the open time of the bar's last 5-second part
             aggregator = running.feed.aggregator
             await _until(lambda: all((aggregator.last_seen(r["symbol"], r["contract"]) or first) >= last_part

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from ib_async import IB, Future
 
 from engine.adapters.ib.gateway_sim import GatewaySim
+from engine.adapters.ib.gateway_sim.protocol import In
 from tests.ib.conftest import CLOCK, TODAY, run, until
 
 MINUTES = [  # open, high, low, close, volume
@@ -98,4 +99,28 @@ def test_pacing_violation_and_slow_answers(ib_log) -> None:
                 ib.disconnect()
             assert (list(paced), errors) == ([], [162])
             assert len(slow) == 6 and waited >= 0.3
+    run(body)
+
+
+def test_bars_of_several_contracts_stream_their_5_second_parts_interleaved(ib_log) -> None:
+    """IB sends each 5-second interval of every subscription once it ended: a minute pushed for two contracts
+    reaches the client as MES 0 s, MNQ 0 s, MES 5 s, MNQ 5 s, ..., not one contract's whole minute first."""
+    async def body() -> None:
+        async with GatewaySim(today=TODAY, clock=CLOCK) as sim:
+            ib, mes = await _setup(sim)
+            try:
+                [mnq] = await ib.qualifyContractsAsync(Future("MNQ", "202603", "CME"))
+                arrived: list[tuple[str, datetime]] = []
+                for contract in (mes, mnq):
+                    bars = ib.reqRealTimeBars(contract, 5, "TRADES", False)
+                    bars.updateEvent += lambda bars, new, name=contract.localSymbol: arrived.append((name, bars[-1].time))
+                await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 2, what="the subscriptions")
+                start = CLOCK + timedelta(minutes=6)
+                sim.push_bars([("MESH6", start, 5000.00, 5000.75, 4999.75, 5000.50, 24),
+                               (mnq.localSymbol, start, 18000.0, 18002.0, 17999.0, 18001.0, 36)], as_5s=True)
+                await until(lambda: len(arrived) == 24, what="24 five-second bars")
+            finally:
+                ib.disconnect()
+        expected = [(name, start + timedelta(seconds=5 * k)) for k in range(12) for name in ("MESH6", mnq.localSymbol)]
+        assert arrived == expected
     run(body)

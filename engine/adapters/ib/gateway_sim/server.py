@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 
 from engine.adapters.ib.gateway_sim import messages as msg
@@ -146,18 +146,34 @@ class GatewaySim:
         those, and any bar size of the pushed one or more aggregates back to it); orders are matched against
         the whole bar.
         """
-        future = self.future(contract)
-        bar = Bar(ts, open_, high, low, close, volume)
-        parts = split_5s(bar, seconds) if as_5s else [bar]
-        for part in parts:
-            self.history.add(future.con_id, part)
-        events = self.book.push_bar(future, ts, open_, high, low, close, volume)
-        self._last_price[future.con_id] = close
-        self._report(events)
-        for session in list(self.sessions.values()):
+        return self.push_bars([(contract, ts, open_, high, low, close, volume)], as_5s=as_5s, seconds=seconds)[0]
+
+    def push_bars(self, bars: Sequence[tuple[str | int, datetime, float, float, float, float, int]], *,
+                  as_5s: bool = False, seconds: int = 60) -> list[BookEvents]:
+        """Bars of several contracts over the same interval (``(contract, ts, open, high, low, close, volume)``),
+        each as :meth:`push_bar`; with ``as_5s`` their 5-second bars are streamed interleaved, every contract's
+        first part, then every contract's second, ..., as IB sends each 5-second interval of all subscriptions
+        once it ended (one contract's whole minute before the next one's would close the first contract's
+        minute while the others have not begun it)."""
+        futures = [self.future(contract) for contract, *_ in bars]  # an unlisted one raises before anything moved
+        streamed: list[tuple[ListedFuture, list[Bar]]] = []
+        reports = []
+        for future, (_, ts, open_, high, low, close, volume) in zip(futures, bars):
+            bar = Bar(ts, open_, high, low, close, volume)
+            parts = split_5s(bar, seconds) if as_5s else [bar]
             for part in parts:
-                session.on_bar(future, part)
-        return events
+                self.history.add(future.con_id, part)
+            events = self.book.push_bar(future, ts, open_, high, low, close, volume)
+            self._last_price[future.con_id] = close
+            self._report(events)
+            reports.append(events)
+            streamed.append((future, parts))
+        for index in range(max((len(parts) for _, parts in streamed), default=0)):
+            for session in list(self.sessions.values()):
+                for future, parts in streamed:
+                    if index < len(parts):
+                        session.on_bar(future, parts[index])
+        return reports
 
     async def replay(self, bars: Iterable[tuple[str, datetime, float, float, float, float, int]],
                      speed: float | None = None, *, as_5s: bool = False) -> tuple[int, int]:
