@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +14,9 @@ import pytest
 
 from engine.backtest.run import BacktestConfig, run_backtest
 from engine.live.bars import FinalBar
-from engine.live.replay import replay_paper
+from engine.live.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from engine.live.control import session_dir
+from engine.live.replay import paper_gateway, replay_paper
 from engine.live.runner import Running
 from engine.live.session import LiveSettings
 from engine.strategies.feature_band import FeatureBand
@@ -74,15 +76,27 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
             running.session.write_failed([bar])
             failed_write.append(bar.ts)
 
-    session = asyncio.run(asyncio.wait_for(replay_paper(
-        wh, FeatureBand(**params), query, config, bars, run_id="live-test-1", on_bar=fail_one_write,
-        settings=LiveSettings(bar_wait_s=0.0, roots=["ES"], feature_trim_every=15)), 240))
+    checkpoint = session_dir(Path(wh.root), "live-test-1") / CHECKPOINT_FILE
+    checkpointed_at_gateway: dict[str, int] = {}  # orderRef -> bars the checkpoint held when the gateway took it
+
+    def on_order(order) -> None:  # noqa: ANN001
+        state = load_checkpoint(checkpoint)
+        checkpointed_at_gateway[order.request.order_ref] = len(state.decided) if state else 0
+
+    async def replay():  # noqa: ANN202
+        async with paper_gateway(config, bars) as sim:
+            sim.order_listeners.append(on_order)
+            return await replay_paper(
+                wh, FeatureBand(**params), query, config, bars, run_id="live-test-1", on_bar=fail_one_write,
+                sim=sim, settings=LiveSettings(bar_wait_s=0.0, roots=["ES"], feature_trim_every=15))
+
+    session = asyncio.run(asyncio.wait_for(replay(), 240))
     assert len(failed_write) == 1
     live_features = session.rows.live_features()
     build_features(wh, "1m")  # the batch build over the same stored bars (the replayed ones included)
     backtest = run_backtest(wh, query, FeatureBand(**params), config, record=False)
     yield {"wh": wh, "bars": bars, "session": session, "backtest": backtest, "features": live_features,
-           "query": query, "failed_write": failed_write}
+           "query": query, "failed_write": failed_write, "checkpointed_at_gateway": checkpointed_at_gateway}
     wh.close()
 
 
@@ -123,6 +137,18 @@ def test_live_orders_and_fills_equal_the_backtest_of_the_same_bars(replayed: dic
     bt_fills = backtest.tables["fills"].select(fill_keys).to_pylist()
     assert live_fills == bt_fills
     assert len(live_fills) >= 1
+
+
+def test_a_bars_orders_reach_the_gateway_before_its_bookkeeping(replayed: dict) -> None:
+    """The checkpoint (and the status and ledger writes) of a bar come after its orders are at the gateway:
+    when the gateway took each order, the checkpoint did not hold the bar the order was decided on yet."""
+    session, seen = replayed["session"], replayed["checkpointed_at_gateway"]
+    orders = [o for o in session.kernel.orders if not o.parent_id]
+    assert len(orders) >= 2 and len(seen) == len(session.handler.sent_at)
+    for order in orders:
+        ref = f"{session.run_id}/{session.strategy_label}/{order.order_id}"
+        decided = datetime.fromtimestamp((order.ts_submitted - session.kernel.bar_ns) / 1e9, timezone.utc)
+        assert seen[ref] == session.decided.index(decided), ref
 
 
 def test_the_session_is_a_paper_run_in_the_ledger(replayed: dict) -> None:

@@ -130,6 +130,7 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             sent, handler = running.handler.sent_at, running.handler
             await _until(lambda: all(ref in {o.request.order_ref for o in sim.placed} or handler.refused(ref)
                                      for ref in sent), bar_timeout_s, f"the orders of {ts} at the gateway", task)
+            await _until(lambda: session.booked, bar_timeout_s, f"the checkpoint of {ts}", task)
             if on_bar is not None:
                 on_bar(running, ts)
             if stop_after is not None and count >= stop_after:
