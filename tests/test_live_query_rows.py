@@ -64,3 +64,35 @@ def test_other_query_errors_are_not_retried(con):
     with pytest.raises(QEError, match="live query failed at .*boom"):
         rows.at(T)
     assert flaky.calls == 1
+
+
+def test_live_feature_rows_shadow_the_stored_ones_and_stay_two_record_batches():
+    """Feature rows added bar by bar are what the query sees from the first one on (the stored rows of those
+    times are hidden), in the order added, and they are kept as at most two record batches however many bars
+    came (DuckDB converts every batch of a registered Arrow table on each scan)."""
+    import pyarrow as pa
+
+    from engine.live import rows as rows_module
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    minutes = 700
+    con.execute(f"CREATE TABLE bars_1m AS SELECT 'ES' AS symbol, TIMESTAMPTZ '2024-03-04 00:00:00+00' + "
+                f"INTERVAL (i) MINUTE AS ts, 1.0 AS open, 1.0 AS high, 1.0 AS low, 1.0 AS close, 1 AS volume "
+                f"FROM range({minutes}) AS r(i)")
+    con.execute("CREATE TABLE features_1m AS SELECT symbol, ts, -1.0 AS x FROM bars_1m")  # the stored rows
+    rows = QueryRows(con, "SELECT b.*, f.x FROM bars_1m AS b JOIN features_1m AS f USING (symbol, ts)", "1m")
+    times = [r[0] for r in con.sql("SELECT ts FROM bars_1m ORDER BY ts").fetchall()]
+    live_from = 100
+    for k in range(live_from, minutes):
+        rows.add_features(pa.table({"symbol": ["ES"], "ts": pa.array([times[k]], pa.timestamp("us", tz="UTC")),
+                                    "x": [float(k)]}))
+        assert len(rows.live_features().to_batches()) <= 2
+    assert minutes - live_from > 2 * rows_module._RECENT_ROWS  # the recent rows were merged more than once
+    assert rows.live_features()["x"].to_pylist() == [float(k) for k in range(live_from, minutes)]
+    for k in (live_from - 1, live_from, 357, minutes - 1):
+        columns, n = rows.at(times[k])
+        assert n == 1 and columns[rows.columns["x"]] == [float(k) if k >= live_from else -1.0]
+    rows.drop_features([("ES", times[357])])
+    assert rows.at(times[357])[1] == 0 and rows.at(times[358])[0][rows.columns["x"]] == [358.0]
+    assert len(rows.live_features()) == minutes - live_from - 1
