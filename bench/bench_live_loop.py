@@ -5,7 +5,8 @@ simulator on a loopback socket, the journal, the warehouse appends, the per-bar 
 a strategy that changes its target on every bar of every root, so every bar sends orders. Per bar:
 
 * close -> decided: from the moment the minute was over for the feed (it closed the first root's bar on that bar's
-  last 5-second bar, which IB sends once the minute has ended; then it validates and stores the roots' bars) to
+  last 5-second bar, which IB sends once the minute has ended; then it stores the roots' bars, validating them
+  while their features are computed) to
   the kernel having sent the bar's orders;
 * close -> order at the gateway: to the simulator accepting the bar's first order (what IB would see).
 
@@ -135,12 +136,13 @@ def main() -> None:
         to_decided = [1000 * (t.decided - session.closed_at[t.ts]) for t in timings]
         to_order = [1000 * (first_order[int(t.ts.timestamp() * 1e9)] - session.closed_at[t.ts])
                     for t in timings if int(t.ts.timestamp() * 1e9) in first_order]
-        # close -> features start: the bars' fold and validation (IBBarFeed, engine.live.store.check_live_bars);
-        # the write runs beside the features (LiveSession.before_stored); "write left" is what of the write and the
-        # hand-over to the session loop remained after the features, before the query could run
-        parts = {"checked_s": [1000 * (t.featured_from - session.closed_at[t.ts]) for t in timings],
+        # close -> features start ("to features"): the bars' fold (and, while a suspect bar is held, their validation);
+        # the validation and the write run in a worker thread beside the features (IBBarFeed.on_arrived,
+        # LiveSession.before_stored); "check left" is what of them and the hand-over to the session loop remained
+        # after the features, before the query could run
+        parts = {"to_features_s": [1000 * (t.featured_from - session.closed_at[t.ts]) for t in timings],
                  "features_s": [1000 * t.features_s for t in timings],
-                 "write_left_s": [1000 * max(0.0, t.decided - t.query_s - t.kernel_s - t.featured_from - t.features_s)
+                 "check_left_s": [1000 * max(0.0, t.decided - t.query_s - t.kernel_s - t.featured_from - t.features_s)
                                   for t in timings],
                  "query_s": [1000 * t.query_s for t in timings], "kernel_s": [1000 * t.kernel_s for t in timings]}
         print(f"bars decided {len(session.decided)}, orders {len(orders)} ({len(received)} at the gateway); "
@@ -151,8 +153,8 @@ def main() -> None:
             print(f"close -> order at gateway: median {statistics.median(to_order):7.1f} ms   p99 {p99(to_order):7.1f} ms "
                   f"({len(to_order)} bars with orders)")
         for name, values in parts.items():
-            label = {"checked": "checked", "write_left": "write left"}.get(name[:-2], name[:-2])
-            print(f"  {label:10s} median {statistics.median(values):7.1f} ms   p99 {p99(values):7.1f} ms")
+            label = {"to_features": "to features", "check_left": "check left"}.get(name[:-2], name[:-2])
+            print(f"  {label:11s} median {statistics.median(values):7.1f} ms   p99 {p99(values):7.1f} ms")
         print(f"ratio batch / live median: {1000 * batch / statistics.median(to_decided):.0f}x")
         wh.close()
 

@@ -73,7 +73,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
                            trading_date(row["ts"]), row["open"], row["high"], row["low"], row["close"],
                            int(row["volume"]), 12)
             running.session.before_stored([bar])
-            running.session.write_failed([bar])
+            running.session.not_stored([bar])
             failed_write.append(bar.ts)
 
     checkpoint = session_dir(Path(wh.root), "live-test-1") / CHECKPOINT_FILE
@@ -209,4 +209,46 @@ def test_a_session_stopped_mid_day_resumes_the_same_run_without_sending_an_order
             assert live["fills"].select(fill_keys).to_pylist() == backtest.tables["fills"].select(fill_keys).to_pylist()
 
     asyncio.run(asyncio.wait_for(scenario(), 300))
+    wh.close()
+
+
+def test_a_bad_tick_featured_before_its_validation_is_dropped_and_the_features_still_equal_the_batch(
+        tmp_path: Path, replayed: dict) -> None:
+    """A bar's features are computed while it is validated: a bad tick (prices at ten times the scale) is
+    featured, then quarantined; its row is dropped, the root's features reloaded from the warehouse, and every
+    decided bar's 150 features still equal the batch build over the stored bars (which never held it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from engine.strategy import Strategy
+
+    class Idle(Strategy):  # no orders: this test is about the bars and their features
+        history_size = 0
+
+        def on_bar(self, bar) -> None:  # noqa: ANN001
+            return None
+
+    bars = replayed["bars"].slice(0, 16)
+    bad_at = 9
+    scale = pa.array([10.0 if k == bad_at else 1.0 for k in range(bars.num_rows)])
+    for name in ("open", "high", "low", "close"):
+        bars = bars.set_column(bars.schema.get_field_index(name), name, pc.multiply(bars[name], scale))
+    wh = _warehouse(tmp_path / "wh", ["20131006", "20131007", "20131008", "20131009"])
+    build_features(wh, "1m")
+    times = [t.as_py() for t in bars["ts"]]
+    session = asyncio.run(asyncio.wait_for(replay_paper(
+        wh, Idle(), replayed["query"], BacktestConfig(timeframe="1m", initial_capital=2_000_000.0), bars,
+        run_id="live-bad-tick", settings=LiveSettings(bar_wait_s=0.0, roots=["ES"])), 240))
+    assert session.decided == times[:bad_at] + times[bad_at + 1:]
+    assert session.featured_early == len(times)  # the bad tick too, before its validation
+    quarantined = wh.sql("SELECT ts, rule FROM quarantine WHERE contract = 'ESZ3'").to_pylist()
+    assert quarantined == [{"ts": times[bad_at], "rule": "bad_tick_scale"}]
+    live = session.rows.live_features().to_pandas().sort_values("ts").reset_index(drop=True)
+    build_features(wh, "1m")
+    batch = wh.sql("SELECT * FROM features_1m WHERE symbol = 'ES' AND ts >= $first ORDER BY ts",
+                   {"first": times[0]}).to_pandas()
+    assert list(live["ts"]) == list(batch["ts"]) == session.decided
+    columns = [c for c in catalog() if c in batch.columns]
+    assert len(columns) == 150
+    assert_matches(live, batch, columns, "live (a bad tick featured, then dropped) vs batch")
     wh.close()

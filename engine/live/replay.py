@@ -123,8 +123,10 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
                 continue  # outside every root's session: the feed drops such bars, as IB sends none then
             if not any(session.is_front(r["symbol"], r["contract"], ts) for r in group):
                 continue  # only bars of a contract that is not the front (around a roll): stored, not decided
-            await _until(lambda: bool(session.decided) and session.decided[-1] >= ts, bar_timeout_s,
-                         f"the decision on {ts}", task)
+            feed = running.feed
+            await _until(lambda: (bool(session.decided) and session.decided[-1] >= ts) or (
+                all(feed.withheld(r["contract"], ts) for r in group)), bar_timeout_s,
+                         f"the decision on {ts}", task)  # a quarantined (or held) bar is not decided
             # the bar's orders are on the wire: the next bar is pushed only once the gateway has them all, as a
             # minute's worth of time would let them arrive live (else they would meet a later price)
             sent, handler = running.handler.sent_at, running.handler

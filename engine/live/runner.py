@@ -100,10 +100,12 @@ async def trade(wh, strategy: Strategy, query: str, config: BacktestConfig, sett
                 # the contract after the latest front streams from the start: a crossover shows in the bars stored
                 await maintenance.prepare({root: next_contract(latest[root], trading_date(now)) for root in roots}, now)
             operator.publish("warming_up")
-            # a bar's features are computed while it is written (validated first): they overlap the write (the warm-up
-            # stores its bars itself, and the session computes features only once started)
+            # a bar's features are computed while it is validated and written (those run in a worker thread; with a
+            # suspect bar held, after the validation, beside the write); the warm-up stores its bars itself, and the
+            # session computes features only once started
             feed = IBBarFeed.for_handler(handler, wh, timeframe=timeframe, grace=grace, tick_s=tick_s,
-                                         on_checked=session.before_stored, on_write_failed=session.write_failed,
+                                         on_arrived=session.before_stored, on_checked=session.before_stored,
+                                         on_not_stored=session.not_stored,
                                          **({"clock": clock} if clock is not None else {}))
             await feed.warm_up(warm_up_now)
             session.start()

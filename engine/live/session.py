@@ -486,8 +486,9 @@ class LiveSession:
         self._decide_rows(ts, pending.stored, time.perf_counter() - started + early_s, began)
 
     def before_stored(self, bars: list[FinalBar]) -> None:
-        """The feed's valid final bars, while they are being written (``IBBarFeed.on_checked``): their features
-        are computed now, overlapping the write, and :meth:`decide` finds them done.
+        """The feed's final bars while they are validated and written (``IBBarFeed.on_arrived``; with a suspect
+        bar held, once validated: ``on_checked``): their features are computed now, overlapping the validation
+        and the write, and :meth:`decide` finds them done; a bar then not stored comes to :meth:`not_stored`.
 
         Never raises (the feed's store loop calls it): a failure is kept and raised by the next
         :meth:`decide`, where the features would have been computed otherwise. Skipped before :meth:`start`,
@@ -514,9 +515,10 @@ class LiveSession:
             began, spent = self._early.get(ts, (started, 0.0))
             self._early[ts] = (began, spent + seconds)
 
-    def write_failed(self, bars: list[FinalBar]) -> None:
-        """The feed could not store ``bars`` after :meth:`before_stored` saw them (``IBBarFeed.on_write_failed``):
-        they are not traded, so their roots' features are loaded again from what the warehouse holds."""
+    def not_stored(self, bars: list[FinalBar]) -> None:
+        """Bars :meth:`before_stored` saw that the feed did not store (``IBBarFeed.on_not_stored``: quarantined,
+        held as a suspect, or the write failed): they are not traded, so their rows are dropped and their roots'
+        features loaded again from what the warehouse holds (the batch's stored bars included)."""
         featured = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
         for bar in featured:
             self._featured.discard((bar.contract, bar.ts))
@@ -524,7 +526,7 @@ class LiveSession:
         if featured and self.features is not None:
             self.rows.drop_features([(bar.root, bar.ts) for bar in featured])
             roots = sorted({bar.root for bar in featured})
-            log.warning("reloading the features of %s: bars featured before their write were not stored",
+            log.warning("reloading the features of %s: bars featured before they were stored were not stored",
                         ", ".join(roots))
             self.features.reload(roots)
 

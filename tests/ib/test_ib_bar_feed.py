@@ -207,21 +207,25 @@ def test_a_reconnect_in_the_middle_of_a_minute_loses_and_repeats_no_bar(ib_log, 
     run(body)
 
 
-def test_valid_bars_are_handed_over_while_written_and_a_failed_write_is_reported(ib_log, wh, monkeypatch) -> None:
-    """``on_checked`` sees the bars that passed validation (not the bad tick), ``on_write_failed`` the ones
-    whose write then failed: those are neither stored nor handed out for trading."""
+def fail_the_first_write(monkeypatch) -> None:  # noqa: ANN001
+    """The feed's first write of live bars raises (a full disk); the later ones write."""
     import engine.adapters.ib.data as data
 
-    writes = []
+    write, writes = data.write_checked, []
 
     def failing_once(*args, **kwargs):  # noqa: ANN002, ANN003
-        writes.append(args[1].ready["ts"].to_pylist())
+        writes.append(1)
         if len(writes) == 1:
             raise OSError("disk full (injected)")
-        return data_write(*args, **kwargs)
+        return write(*args, **kwargs)
 
-    data_write = data.write_checked
     monkeypatch.setattr(data, "write_checked", failing_once)
+
+
+def test_valid_bars_are_handed_over_while_written_and_a_failed_write_is_reported(ib_log, wh, monkeypatch) -> None:
+    """Without ``on_arrived``: ``on_checked`` sees the bars that passed validation (not the bad tick),
+    ``on_not_stored`` the ones whose write then failed: those are neither stored nor handed out for trading."""
+    fail_the_first_write(monkeypatch)
     checked: list[list] = []
     failed: list[list] = []
 
@@ -229,7 +233,7 @@ def test_valid_bars_are_handed_over_while_written_and_a_failed_write_is_reported
         now = [CLOCK]
         async with warmed_feed(wh, now) as (sim, feed, _):
             feed.on_checked = lambda bars: checked.append(as_rows(bars))
-            feed.on_write_failed = lambda bars: failed.append(as_rows(bars))
+            feed.on_not_stored = lambda bars: failed.append(as_rows(bars))
             await feed.start()
             await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
             bad = list(minute(2))
@@ -248,6 +252,47 @@ def test_valid_bars_are_handed_over_while_written_and_a_failed_write_is_reported
             assert checked == [[minute(0)], [minute(1)], [minute(3)]]  # the bad tick never handed over
             assert stored_minutes(wh, "AND ts >= TIMESTAMPTZ '2026-03-02 15:00:00+00'") == [minute(1), minute(3)]
             assert feed.settled()
+            await feed.stop()
+    run(body)
+
+
+def test_bars_are_handed_over_before_validation_and_those_not_stored_come_back(ib_log, wh, monkeypatch) -> None:
+    """With ``on_arrived``: each minute is handed over as it closed, while a worker validates and writes it;
+    the ones not stored come back through ``on_not_stored`` -- a failed write, a bad tick (quarantined), a jump
+    held as a suspect. While the suspect is held, the next minute is validated with it and both are handed over
+    in order once validated (``on_checked``)."""
+    fail_the_first_write(monkeypatch)
+    arrived: list[list] = []
+    checked: list[list] = []
+    not_stored: list[list] = []
+    bad = list(minute(2))
+    bad[1:5] = [p * 10 for p in bad[1:5]]  # prices at ten times the scale: a bad tick
+    jump = (minute(4)[0], 5001.0, 6000.5, 5001.0, 6000.0, 44)  # +18 %: beyond the spike limit, held
+    stays = (minute(5)[0], 6000.0, 6001.0, 5999.75, 6000.25, 45)  # the next bar stays up: the jump is real
+    pushed = [minute(0), minute(1), tuple(bad), minute(3), jump, stays]
+
+    async def body() -> None:
+        now = [CLOCK]
+        async with warmed_feed(wh, now) as (sim, feed, _):
+            feed.on_arrived = lambda bars: arrived.append(as_rows(bars))
+            feed.on_checked = lambda bars: checked.append(as_rows(bars))
+            feed.on_not_stored = lambda bars: not_stored.append(as_rows(bars))
+            await feed.start()
+            await until(lambda: len(sim.requests_of(In.REQ_REAL_TIME_BARS)) == 1, what="subscription")
+            for k, bar in enumerate(pushed):
+                sim.push_bar("MESH6", *bar, as_5s=True)
+                await until(lambda: feed.aggregator.last_seen("MES", "MESH6") == bar[0] + timedelta(seconds=55),
+                            what=f"the 5-second bars of minute {k}")
+                await until(lambda: not feed._storing and feed._finals.empty(), what=f"minute {k} stored")
+            await until(lambda: feed.bars.qsize() == 4, what="four final bars")
+            got = [feed.bars.get_nowait() for _ in range(4)]
+            assert as_rows(got) == [minute(1), minute(3), jump, stays]
+            assert arrived == [[bar] for bar in pushed[:5]]  # not the one validated with the held jump
+            assert not_stored == [[minute(0)], [tuple(bad)], [jump]]
+            assert checked == [[jump, stays]]
+            assert [q["rule"] for q in feed.quarantined] == ["bad_tick_scale"]
+            assert stored_minutes(wh, "AND ts >= TIMESTAMPTZ '2026-03-02 15:00:00+00'") == [minute(1), minute(3), jump,
+                                                                                              stays]
             await feed.stop()
     run(body)
 

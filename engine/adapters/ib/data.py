@@ -36,8 +36,8 @@ from ib_async import IB, Contract
 
 from engine.adapters.ib.subscriptions import RENEW_ON, Subscription, Subscriptions
 from engine.live.bars import SOURCE_SECONDS, Bar, BarAggregator, FinalBar, bars_table, timeframe_seconds
-from engine.live.store import (LIVE_TIMEFRAMES, AppendReport, append_bars, check_live_bars, last_stored_ts,
-                               write_checked)
+from engine.live.store import (LIVE_TIMEFRAMES, AppendReport, CheckedBars, append_bars, check_live_bars,
+                               last_stored_ts, write_checked)
 from warehouse.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -323,12 +323,18 @@ class IBBarFeed:
     pacer : HistoryPacer, optional
     on_bar : callable, optional
         Called with each stored final bar (after it is in the warehouse).
+    on_arrived : callable, optional
+        Called with a batch's final bars as they closed (a list of :class:`FinalBar`), before their validation,
+        in the event loop's thread, while a worker thread validates and writes them: the live session computes
+        their features meanwhile, so the validation is not on a bar's path. Not while a suspect bar is held for
+        confirmation (its bar and the next are validated together, and features need them in order): then
+        ``on_checked`` sees the batch. Bars it saw that are not stored (quarantined, held as a suspect, or the
+        write failed) go to ``on_not_stored``; they are never traded.
     on_checked : callable, optional
         Called with the final bars that passed validation (a list of :class:`FinalBar`, in time order) while
-        they are being written, in the event loop's thread: the live session computes their features
-        meanwhile. They reach :attr:`bars` once stored; if the write fails, ``on_write_failed`` is called
-        with the same list (they are then not traded).
-    on_write_failed : callable, optional
+        they are being written, in the event loop's thread, when ``on_arrived`` did not see them. They reach
+        :attr:`bars` once stored; if the write fails, ``on_not_stored`` is called with the same list.
+    on_not_stored : callable, optional
 
     Attributes
     ----------
@@ -345,8 +351,9 @@ class IBBarFeed:
                  timeframe: str = "1m", clock: Callable[[], datetime] = _utcnow,
                  grace: timedelta = timedelta(seconds=2), tick_s: float = 1.0, pacer: HistoryPacer | None = None,
                  on_bar: Callable[[FinalBar], None] | None = None, use_rth: bool = False,
+                 on_arrived: Callable[[list[FinalBar]], None] | None = None,
                  on_checked: Callable[[list[FinalBar]], None] | None = None,
-                 on_write_failed: Callable[[list[FinalBar]], None] | None = None) -> None:
+                 on_not_stored: Callable[[list[FinalBar]], None] | None = None) -> None:
         if timeframe not in LIVE_TIMEFRAMES:
             raise ValueError(f"the feed stores {' or '.join(LIVE_TIMEFRAMES)} bars, not {timeframe!r}")
         self.ib = ib
@@ -359,8 +366,9 @@ class IBBarFeed:
         self.tick_s = tick_s
         self.pacer = pacer or HistoryPacer()
         self.on_bar = on_bar
+        self.on_arrived = on_arrived
         self.on_checked = on_checked
-        self.on_write_failed = on_write_failed
+        self.on_not_stored = on_not_stored
         self.use_rth = use_rth
         self.aggregator = BarAggregator(timeframe, grace=grace)
         self.bars: asyncio.Queue[FinalBar] = asyncio.Queue()
@@ -534,37 +542,47 @@ class IBBarFeed:
     def settled(self) -> bool:
         """No final bar being validated or written, and none stored and not yet taken from :attr:`bars` (bars
         may be in progress): the session's features are those of every bar handed over
-        (:attr:`on_checked` runs while a bar is written)."""
+        (:attr:`on_arrived` and :attr:`on_checked` run while a bar is validated or written)."""
         return not self._storing and self._finals.empty() and self.bars.empty()
 
     async def _store(self, finals: list[FinalBar]) -> None:
         table = bars_table(finals)
+        # with a suspect bar held, it and the new bars are validated together and handed over in order, after
+        early = self.on_arrived is not None and self._held is None
         if self._held is not None:
             table = pa.concat_tables([self._held, table])
         for bar in finals:
             self._waiting[(bar.contract, bar.ts)] = bar
-        ready: list[FinalBar] = []
+        seen: list[FinalBar] = []  # the bars a callback saw (the session computed their features)
         try:
-            # in worker threads: waiting for the write lock (another command writing) never blocks IB's events
-            checked = await asyncio.to_thread(check_live_bars, self.wh, table, timeframe=self.timeframe)
-            # the write starts now; the valid bars are handed over meanwhile (their features overlap the write;
-            # the callback keeps its own errors, see LiveSession.before_stored)
-            write = asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(write_checked, self.wh, checked, refresh=False))
-            ready = self._ready(checked.ready)
-            if ready and self.on_checked is not None:
-                try:
-                    self.on_checked(ready)
-                except Exception:  # the callback's own failure, not the write's
-                    log.exception("the hand-over of %d validated bar(s) failed", len(ready))
-            report = await write
+            loop = asyncio.get_running_loop()
+            if early:
+                # validation, then the write, in a worker thread; the bars' features meanwhile, in this one
+                job = loop.run_in_executor(None, self._check_and_write, table)
+                seen = list(finals)
+                self._hand_over(self.on_arrived, seen)
+                checked, report = await job
+            else:
+                # in worker threads: waiting for the write lock (another command writing) never blocks IB's events
+                checked = await asyncio.to_thread(check_live_bars, self.wh, table, timeframe=self.timeframe)
+                # the write starts now; the valid bars are handed over meanwhile (their features overlap the write)
+                write = loop.run_in_executor(None, functools.partial(write_checked, self.wh, checked, refresh=False))
+                seen = self._ready(checked.ready)
+                self._hand_over(self.on_checked, seen)
+                report = await write
         except Exception:
             log.exception("storing %d live bar(s) failed; they are not traded", len(finals))
             for bar in finals:
                 self._waiting.pop((bar.contract, bar.ts), None)
-            if ready and self.on_write_failed is not None:
-                self.on_write_failed(ready)
+            if seen and self.on_not_stored is not None:
+                self.on_not_stored(seen)
             return
+        ready = self._ready(checked.ready) if early else seen
+        if early:
+            stored = {(bar.contract, bar.ts) for bar in ready}
+            rejected = [bar for bar in seen if (bar.contract, bar.ts) not in stored]  # quarantined or held
+            if rejected and self.on_not_stored is not None:
+                self.on_not_stored(rejected)
         self.appends.append(report)
         if report.views_stale:  # here, in the loop's thread: the connection is not shared with the worker
             self.wh.refresh()
@@ -578,6 +596,29 @@ class IBBarFeed:
             self.bars.put_nowait(bar)
             if self.on_bar is not None:
                 self.on_bar(bar)
+
+    def withheld(self, contract: str, ts: datetime) -> bool:
+        """Whether the bar of ``contract`` at ``ts`` was quarantined, or is held as a suspect (not traded, or not
+        yet: a held bar is stored and handed over with the next bar when that one confirms it)."""
+        if any(row["contract"] == contract and row["ts"] == ts for row in self.quarantined):
+            return True
+        held = self._held
+        return held is not None and any(
+            c == contract and t == ts for c, t in zip(held["contract"].to_pylist(), held["ts"].to_pylist()))
+
+    def _check_and_write(self, table: pa.Table) -> tuple[CheckedBars, AppendReport]:
+        """Validate ``table`` and write what passed (a worker thread's job: see ``on_arrived``)."""
+        checked = check_live_bars(self.wh, table, timeframe=self.timeframe)
+        return checked, write_checked(self.wh, checked, refresh=False)
+
+    @staticmethod
+    def _hand_over(callback: Callable[[list[FinalBar]], None] | None, bars: list[FinalBar]) -> None:
+        """``callback(bars)``; its own failure is logged, not the store's (the session keeps its errors)."""
+        if bars and callback is not None:
+            try:
+                callback(bars)
+            except Exception:
+                log.exception("the hand-over of %d bar(s) failed", len(bars))
 
     def _ready(self, stored: pa.Table) -> list[FinalBar]:
         """The live final bars among ``stored`` (a warm-up bar held back and stored now is history), in its order."""
