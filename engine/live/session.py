@@ -518,7 +518,8 @@ class LiveSession:
     def not_stored(self, bars: list[FinalBar]) -> None:
         """Bars :meth:`before_stored` saw that the feed did not store (``IBBarFeed.on_not_stored``: quarantined,
         held as a suspect, or the write failed): they are not traded, so their rows are dropped and their roots'
-        features loaded again from what the warehouse holds (the batch's stored bars included)."""
+        features loaded again from what the warehouse holds (the batch's stored bars included). Never raises: a
+        failed reload is kept and raised by the next :meth:`decide`, as in :meth:`before_stored`."""
         featured = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
         for bar in featured:
             self._featured.discard((bar.contract, bar.ts))
@@ -528,7 +529,11 @@ class LiveSession:
             roots = sorted({bar.root for bar in featured})
             log.warning("reloading the features of %s: bars featured before they were stored were not stored",
                         ", ".join(roots))
-            self.features.reload(roots)
+            try:
+                self.features.reload(roots)
+            except Exception as exc:  # noqa: BLE001 (the feed's store loop calls this: kept for decide, which raises)
+                log.exception("reloading the features of %s failed", ", ".join(roots))
+                self._feature_error = exc
 
     def _features_of(self, bars: list[FinalBar]) -> None:
         """Features of ``bars`` not featured yet (:meth:`before_stored`), shown in the query's rows."""
