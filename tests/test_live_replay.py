@@ -212,11 +212,13 @@ def test_a_session_stopped_mid_day_resumes_the_same_run_without_sending_an_order
     wh.close()
 
 
-def test_a_bad_tick_featured_before_its_validation_is_dropped_and_the_features_still_equal_the_batch(
+def test_bars_featured_and_then_not_stored_are_dropped_and_the_features_still_equal_the_batch(
         tmp_path: Path, replayed: dict) -> None:
     """A bar's features are computed while it is validated: a bad tick (prices at ten times the scale) is
     featured, then quarantined; its row is dropped, the root's features reloaded from the warehouse, and every
-    decided bar's 150 features still equal the batch build over the stored bars (which never held it)."""
+    decided bar's 150 features still equal the batch build over the stored bars (which never held it).
+    Likewise two bars featured in one append of which the first is not stored: the second had the first in its
+    windows, so it is dropped too and featured again, in order, when it comes."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -236,11 +238,21 @@ def test_a_bad_tick_featured_before_its_validation_is_dropped_and_the_features_s
     wh = _warehouse(tmp_path / "wh", ["20131006", "20131007", "20131008", "20131009"])
     build_features(wh, "1m")
     times = [t.as_py() for t in bars["ts"]]
+    rows = bars.to_pylist()
+
+    def two_in_one_append(running: Running, ts: datetime) -> None:
+        """After the 4th bar: the next two featured in one hand-over, then the first reported not stored."""
+        if len(running.session.decided) == 4:
+            pair = [FinalBar(r["symbol"], r["contract"], r["ts"], r["ts"] + timedelta(minutes=1), trading_date(r["ts"]),
+                             r["open"], r["high"], r["low"], r["close"], int(r["volume"]), 12) for r in rows[4:6]]
+            running.session.before_stored(pair)
+            running.session.not_stored(pair[:1])
+
     session = asyncio.run(asyncio.wait_for(replay_paper(
         wh, Idle(), replayed["query"], BacktestConfig(timeframe="1m", initial_capital=2_000_000.0), bars,
-        run_id="live-bad-tick", settings=LiveSettings(bar_wait_s=0.0, roots=["ES"])), 240))
+        run_id="live-bad-tick", on_bar=two_in_one_append, settings=LiveSettings(bar_wait_s=0.0, roots=["ES"])), 240))
     assert session.decided == times[:bad_at] + times[bad_at + 1:]
-    assert session.featured_early == len(times)  # the bad tick too, before its validation
+    assert session.featured_early == len(times) + 2  # the bad tick too, before its validation; the pair twice
     quarantined = wh.sql("SELECT ts, rule FROM quarantine WHERE contract = 'ESZ3'").to_pylist()
     assert quarantined == [{"ts": times[bad_at], "rule": "bad_tick_scale"}]
     live = session.rows.live_features().to_pandas().sort_values("ts").reset_index(drop=True)

@@ -124,8 +124,9 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             if not any(session.is_front(r["symbol"], r["contract"], ts) for r in group):
                 continue  # only bars of a contract that is not the front (around a roll): stored, not decided
             feed = running.feed
+            traded = [r for r in group if market_open(r["symbol"], ts) and session.is_front(r["symbol"], r["contract"], ts)]
             await _until(lambda: (bool(session.decided) and session.decided[-1] >= ts) or (
-                all(feed.withheld(r["contract"], ts) for r in group)), bar_timeout_s,
+                all(feed.withheld(r["contract"], ts) for r in traded)), bar_timeout_s,
                          f"the decision on {ts}", task)  # a quarantined (or held) bar is not decided
             # the bar's orders are on the wire: the next bar is pushed only once the gateway has them all, as a
             # minute's worth of time would let them arrive live (else they would meet a later price)

@@ -101,13 +101,14 @@ class QueryRows:
             f"WHERE ts < TIMESTAMPTZ '{first.isoformat()}' UNION ALL BY NAME SELECT * FROM {self._live_name}")
 
     def drop_features(self, keys: list[tuple[str, datetime]]) -> None:
-        """Forget the feature rows of these (symbol, ts): bars featured before a write that then failed (they
-        are not traded; if they are stored later, their rows come again)."""
+        """Forget the feature rows of these (symbol, ts): bars featured before they were stored that were then
+        not stored (quarantined, held, a failed write: not traded), or whose features are computed again (their
+        rows come again). The rows left become the recent batch (the next bar copies them once)."""
         if self._live is None or not keys:
             return
         gone = {(symbol, ts) for symbol, ts in keys}
         keep = [key not in gone for key in zip(self._live["symbol"].to_pylist(), self._live["ts"].to_pylist())]
-        self._live = self._live.filter(pa.array(keep)).combine_chunks()  # rare (a failed write): the order is kept
+        self._live = self._live.filter(pa.array(keep)).combine_chunks()  # rare: the order of the rows is kept
         self._older, self._recent = None, self._live
         self.con.register(self._live_name, self._live)
 

@@ -134,8 +134,8 @@ class BarTiming:
     query_s: float
     kernel_s: float
     orders: int
-    #: when the bar's features began: while the bars were being written (:meth:`LiveSession.before_stored`),
-    #: else after they were stored
+    #: when the bar's features began: while the bars were being validated and written
+    #: (:meth:`LiveSession.before_stored`), else after they were stored
     featured_from: float = 0.0
 
 
@@ -216,12 +216,13 @@ class LiveSession:
         #: the roll upkeep between bars (:class:`~engine.live.maintenance.RollMaintenance`), set by the runner
         self.maintenance = None
         self._pending: dict[datetime, _Pending] = {}
-        #: (contract, ts) of bars whose features :meth:`before_stored` computed while they were being written,
-        #: and per bar time when that began and the seconds it took (counted in the bar's ``features_s``)
-        self._featured: set[tuple[str, datetime]] = set()
+        #: (contract, ts) -> root of bars whose features :meth:`before_stored` computed while they were being
+        #: validated and written, and per bar time when that began and the seconds it took (counted in the bar's
+        #: ``features_s``)
+        self._featured: dict[tuple[str, datetime], str] = {}
         self._early: dict[datetime, tuple[float, float]] = {}
         self._feature_error: BaseException | None = None
-        #: bars whose features were computed while they were being written (:meth:`before_stored`)
+        #: bars whose features were computed while they were being validated and written (:meth:`before_stored`)
         self.featured_early = 0
         #: times the features' tails were cut back (between bars)
         self.feature_trims = 0
@@ -231,7 +232,7 @@ class LiveSession:
         self._started = False
         self._bars_since_record = 0
         self._unbooked = 0  # decided bars not yet checkpointed (after_bars)
-        self._deferring = False  # in the run loop: after_bars waits for the loop's next turn
+        self._deferring = False  # in the run loop: after_bars waits for _TURNS_AFTER_ORDERS turns of the loop
         self.checkpoint_error: str | None = None
         self._catching_up = False
         self.resumed = False
@@ -394,7 +395,10 @@ class LiveSession:
             await self._run(bars, stop, tick_s)
         finally:
             self.gc.stop()
-            self.after_bars()  # a failure or a cancel between a decision and its bookkeeping: checkpoint it now
+            try:
+                self.after_bars()  # stopped (or cancelled) between a decision and its bookkeeping: checkpoint it now
+            except Exception:
+                log.exception("the checkpoint after the last decided bar failed")
 
     async def _run(self, bars: asyncio.Queue, stop: asyncio.Event, tick_s: float) -> None:
         while not stop.is_set():
@@ -409,6 +413,11 @@ class LiveSession:
             self._deferring = True
             try:
                 decided = self.decide_due()
+            except BaseException:
+                # the kernel may be partway through a bar: no checkpoint now (a restart decides again from the last
+                # one, and the journal knows the orders sent)
+                self._unbooked = 0
+                raise
             finally:
                 self._deferring = False
             if decided:
@@ -507,7 +516,7 @@ class LiveSession:
             log.exception("features of %d bar(s) failed", len(fronts))
             self._feature_error = exc
             return
-        self._featured.update((bar.contract, bar.ts) for bar in fronts)
+        self._featured.update(((bar.contract, bar.ts), bar.root) for bar in fronts)
         self.featured_early += len(fronts)
         times = {bar.ts for bar in fronts}
         seconds = (time.perf_counter() - started) / len(times)
@@ -517,23 +526,31 @@ class LiveSession:
 
     def not_stored(self, bars: list[FinalBar]) -> None:
         """Bars :meth:`before_stored` saw that the feed did not store (``IBBarFeed.on_not_stored``: quarantined,
-        held as a suspect, or the write failed): they are not traded, so their rows are dropped and their roots'
-        features loaded again from what the warehouse holds (the batch's stored bars included). Never raises: a
-        failed reload is kept and raised by the next :meth:`decide`, as in :meth:`before_stored`."""
-        featured = [bar for bar in bars if (bar.contract, bar.ts) in self._featured]
-        for bar in featured:
-            self._featured.discard((bar.contract, bar.ts))
-            self._early.pop(bar.ts, None)
-        if featured and self.features is not None:
-            self.rows.drop_features([(bar.root, bar.ts) for bar in featured])
-            roots = sorted({bar.root for bar in featured})
+        held as a suspect, or the write failed): they are not traded. Their roots' rows from the first such bar on
+        are dropped (a later bar of the root featured in the same append had it in its windows) and the roots'
+        features loaded again from the warehouse's bars before it; the root's stored bars among the dropped ones
+        are featured again, in order, when they are decided. Never raises: a failure is kept and raised by the
+        next :meth:`decide`, as in :meth:`before_stored`."""
+        first: dict[str, datetime] = {}  # root -> its earliest featured bar not stored
+        for bar in bars:
+            if (bar.contract, bar.ts) in self._featured:
+                first[bar.root] = min(first.get(bar.root, bar.ts), bar.ts)
+        if not first or self.features is None:
+            return
+        try:
+            gone = [(key, root) for key, root in self._featured.items() if root in first and key[1] >= first[root]]
+            for key, _ in gone:
+                del self._featured[key]
+            for ts in {key[1] for key, _ in gone} - {key[1] for key in self._featured}:
+                self._early.pop(ts, None)  # no root of that time featured early any more
+            self.rows.drop_features([(root, key[1]) for key, root in gone])
+            roots = sorted(first)
             log.warning("reloading the features of %s: bars featured before they were stored were not stored",
                         ", ".join(roots))
-            try:
-                self.features.reload(roots)
-            except Exception as exc:  # noqa: BLE001 (the feed's store loop calls this: kept for decide, which raises)
-                log.exception("reloading the features of %s failed", ", ".join(roots))
-                self._feature_error = exc
+            self.features.reload(roots, before=first)
+        except Exception as exc:  # noqa: BLE001 (the feed's store loop calls this: kept for decide, which raises)
+            log.exception("dropping the features of bars not stored failed")
+            self._feature_error = exc
 
     def _features_of(self, bars: list[FinalBar]) -> None:
         """Features of ``bars`` not featured yet (:meth:`before_stored`), shown in the query's rows."""
@@ -543,7 +560,7 @@ class LiveSession:
         todo = []
         for bar in bars:
             if (bar.contract, bar.ts) in self._featured:
-                self._featured.discard((bar.contract, bar.ts))  # decided (or skipped as late) now: forget it
+                del self._featured[(bar.contract, bar.ts)]  # decided (or skipped as late) now: forget it
             else:
                 todo.append(bar)
         if todo:

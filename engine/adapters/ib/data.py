@@ -7,7 +7,8 @@
 * :class:`IBBarFeed` subscribes ``reqRealTimeBars`` (5 s) per contract through the handler's
   :class:`~engine.adapters.ib.subscriptions.Subscriptions` (renewed after 1101 and reconnects), folds them with
   :class:`engine.live.bars.BarAggregator`, appends each final bar and hands the stored ones to the live loop
-  (an asyncio queue and/or a callback). A bar quarantined by validation is never handed out.
+  (an asyncio queue and/or a callback); the live session sees the bars while they are validated and written, to
+  compute their features meanwhile (``on_arrived``). A bar quarantined by validation is never handed out to trade.
 * After a reconnect or 1101 the 5-second bars IB did not send meanwhile are fetched as 5-second history
   (``last seen + 5 s`` to now) and folded in before the real-time bars that arrive again (those wait in a
   buffer), so no bar is lost; bars at or before the last one seen are skipped, so none is counted twice.
@@ -335,6 +336,7 @@ class IBBarFeed:
         they are being written, in the event loop's thread, when ``on_arrived`` did not see them. They reach
         :attr:`bars` once stored; if the write fails, ``on_not_stored`` is called with the same list.
     on_not_stored : callable, optional
+        Called with bars ``on_arrived`` or ``on_checked`` saw that were not stored, in the event loop's thread.
 
     Attributes
     ----------
@@ -574,15 +576,14 @@ class IBBarFeed:
             log.exception("storing %d live bar(s) failed; they are not traded", len(finals))
             for bar in finals:
                 self._waiting.pop((bar.contract, bar.ts), None)
-            if seen and self.on_not_stored is not None:
-                self.on_not_stored(seen)
+            self._hand_over(self.on_not_stored, seen)
             return
-        ready = self._ready(checked.ready) if early else seen
         if early:
+            ready = self._ready(checked.ready)
             stored = {(bar.contract, bar.ts) for bar in ready}
-            rejected = [bar for bar in seen if (bar.contract, bar.ts) not in stored]  # quarantined or held
-            if rejected and self.on_not_stored is not None:
-                self.on_not_stored(rejected)
+            self._hand_over(self.on_not_stored, [bar for bar in seen if (bar.contract, bar.ts) not in stored])
+        else:
+            ready = seen
         self.appends.append(report)
         if report.views_stale:  # here, in the loop's thread: the connection is not shared with the worker
             self.wh.refresh()

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
+from itertools import groupby
 
 from engine.adapters.ib.gateway_sim import messages as msg
 from engine.adapters.ib.gateway_sim.bars import Bar, BarHistory, split_5s
@@ -180,22 +181,27 @@ class GatewaySim:
         """Push ``(local symbol, ts, open, high, low, close, volume)`` bars in order.
 
         ``speed`` is bar time per wall-clock second (60: a one-minute bar per second); None or 0 pushes as
-        fast as possible (yielding to clients between bars). ``as_5s``: minute bars streamed as 5-second bars
-        (see :meth:`push_bar`). Bars of contracts the simulator does not list are skipped. Returns
-        ``(pushed, skipped)``.
+        fast as possible (yielding to clients between bars). Consecutive bars of one time go together
+        (:meth:`push_bars`: with ``as_5s`` their 5-second bars stream interleaved). Bars of contracts the
+        simulator does not list are skipped. Returns ``(pushed, skipped)``.
         """
         pushed = skipped = 0
         previous: datetime | None = None
-        for contract, ts, open_, high, low, close, volume in bars:
+        for ts, group in groupby(bars, key=lambda bar: bar[1]):
             wait = (ts - previous).total_seconds() / speed if speed and previous is not None else 0.0
             await asyncio.sleep(max(wait, 0.0))
             previous = ts
-            try:
-                self.push_bar(contract, ts, open_, high, low, close, volume, as_5s=as_5s)
-            except KeyError:
-                skipped += 1
-                continue
-            pushed += 1
+            listed = []
+            for bar in group:
+                try:
+                    self.future(bar[0])
+                except KeyError:
+                    skipped += 1
+                    continue
+                listed.append(bar)
+            if listed:
+                self.push_bars(listed, as_5s=as_5s)
+                pushed += len(listed)
         return pushed, skipped
 
     def push_price(self, contract: str | int, price: float, ts: datetime | None = None,
