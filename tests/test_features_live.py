@@ -199,6 +199,39 @@ def test_a_corrected_bar_then_reload_gives_the_full_builds_rows(tmp_path):
         live.close()
 
 
+def test_bars_featured_before_validation_then_one_not_stored_reload_before_it_and_go_on(tmp_path):
+    """The live loop computes a batch's features while the batch is validated: here two minutes of two roots in one
+    append, ES's first minute a bad tick that validation then quarantines while the rest is stored. Reloading ES
+    from the warehouse's bars before the bad one (``before``) and appending its stored later minute again gives the
+    full build's rows (which never held the bad tick); CL's rows from the first append stand."""
+    bars = globex_bars(symbols=("ESH4", "CLJ4"), sessions=3, seed=12)
+    stamps = sorted(bars.ts.unique())
+    cut, second, rest = stamps[-10], stamps[-9], stamps[-8]
+    wh = Warehouse(tmp_path / "wh")
+    _ingest(wh, bars[bars.ts < cut], tmp_path / "history.parquet")
+    live = LiveFeatures(wh, "1m", ["ES", "CL"], workers=2)
+    try:
+        bad = (bars.ts == cut) & (bars.symbol == "ESH4")
+        _ingest(wh, bars[(bars.ts >= cut) & ~bad], tmp_path / "new.parquet")  # validation kept all but the bad tick
+        batch = _source_bars(wh, cut, second).to_pandas()
+        tick = bars[bad].iloc[0]
+        batch = pd.concat([batch, pd.DataFrame([{"symbol": "ES", "ts": tick.ts, **{c: tick[c] * 10 for c in (
+            "open", "high", "low", "close")}, "volume": tick.volume}])]).sort_values(["symbol", "ts"])
+        first = live.append(pa.Table.from_pandas(batch, preserve_index=False).cast(
+            pa.schema([(f.name, f.type) for f in _source_bars(wh, cut, cut).schema])))
+        assert first.num_rows == 4
+        live.reload(["ES"], before={"ES": tick.ts.to_pydatetime()})
+        again = live.append(_source_bars(wh, second, second).filter(pa.compute.equal(
+            _source_bars(wh, second, second)["symbol"], "ES")))
+        later = _append_each(live, _source_bars(wh, rest))
+        got = pa.concat_tables([first.filter(pa.compute.equal(first["symbol"], "CL")), again, later])
+        want, _ = _full_view(wh, cut)
+        assert not ((want.symbol == "ES") & (want.ts == tick.ts)).any()
+        _assert_rows(got, want, "[ES bad tick dropped, CL kept] ")
+    finally:
+        live.close()
+
+
 def live_without_correction(bars: pd.DataFrame, tmp_path: Path, mid: pd.Timestamp) -> pa.Table:
     """The rows of the bars from ``mid`` on without the correction, through a second warehouse."""
     wh = Warehouse(tmp_path / "plain")

@@ -119,12 +119,12 @@ async def replay_paper(wh, strategy: Strategy, query: str, config: BacktestConfi
             # the bar's latency counts from when the interval was over: the feed closed it on its last 5-second
             # bar (the first stream's); else now, as the clock passes its end
             session.closed_at[ts] = min(running.feed.closed_at.get(ts, math.inf), time.perf_counter())
-            if not any(market_open(r["symbol"], ts) for r in group):
-                continue  # outside every root's session: the feed drops such bars, as IB sends none then
-            if not any(session.is_front(r["symbol"], r["contract"], ts) for r in group):
-                continue  # only bars of a contract that is not the front (around a roll): stored, not decided
-            feed = running.feed
+            # Decided are the front contracts' bars in their root's session: outside it the feed drops a bar (IB
+            # sends none then); a bar of another contract (around a roll) is stored, not decided.
             traded = [r for r in group if market_open(r["symbol"], ts) and session.is_front(r["symbol"], r["contract"], ts)]
+            if not traded:
+                continue
+            feed = running.feed
             await _until(lambda: (bool(session.decided) and session.decided[-1] >= ts) or (
                 all(feed.withheld(r["contract"], ts) for r in traded)), bar_timeout_s,
                          f"the decision on {ts}", task)  # a quarantined (or held) bar is not decided

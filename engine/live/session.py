@@ -465,6 +465,7 @@ class LiveSession:
             log.warning("bar %s %s arrived after its time was decided; stored, not traded", bar.root, bar.ts)
             if self.features is not None:  # the root's features still need it (their windows run over every bar)
                 self._features_of([bar])
+            self._early.pop(bar.ts, None)  # its time was decided: a timing kept by before_stored is not needed
             return
         now = time.perf_counter()
         pending = self._pending.setdefault(bar.ts, _Pending())

@@ -595,8 +595,7 @@ class IBBarFeed:
         for bar in ready:  # the live bars among the stored ones (a warm-up bar held back is history)
             self._waiting.pop((bar.contract, bar.ts), None)
             self.bars.put_nowait(bar)
-            if self.on_bar is not None:
-                self.on_bar(bar)
+            self._hand_over(self.on_bar, bar)
 
     def withheld(self, contract: str, ts: datetime) -> bool:
         """Whether the bar of ``contract`` at ``ts`` was quarantined, or is held as a suspect (not traded, or not
@@ -613,13 +612,14 @@ class IBBarFeed:
         return checked, write_checked(self.wh, checked, refresh=False)
 
     @staticmethod
-    def _hand_over(callback: Callable[[list[FinalBar]], None] | None, bars: list[FinalBar]) -> None:
-        """``callback(bars)``; its own failure is logged, not the store's (the session keeps its errors)."""
+    def _hand_over(callback: Callable | None, bars: list[FinalBar] | FinalBar) -> None:
+        """``callback(bars)``; its own failure is logged, not the store's (the store loop goes on)."""
         if bars and callback is not None:
             try:
                 callback(bars)
             except Exception:
-                log.exception("the hand-over of %d bar(s) failed", len(bars))
+                log.exception("a callback of the feed failed on %s", bars if isinstance(bars, FinalBar) else
+                              f"{len(bars)} bar(s)")
 
     def _ready(self, stored: pa.Table) -> list[FinalBar]:
         """The live final bars among ``stored`` (a warm-up bar held back and stored now is history), in its order."""

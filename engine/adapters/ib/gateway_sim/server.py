@@ -181,7 +181,7 @@ class GatewaySim:
         """Push ``(local symbol, ts, open, high, low, close, volume)`` bars in order.
 
         ``speed`` is bar time per wall-clock second (60: a one-minute bar per second); None or 0 pushes as
-        fast as possible (yielding to clients between bars). Consecutive bars of one time go together
+        fast as possible (yielding to clients between times). Consecutive bars of one time go together
         (:meth:`push_bars`: with ``as_5s`` their 5-second bars stream interleaved). Bars of contracts the
         simulator does not list are skipped. Returns ``(pushed, skipped)``.
         """
