@@ -213,16 +213,16 @@ def test_bars_featured_before_validation_then_one_not_stored_reload_before_it_an
     try:
         bad = (bars.ts == cut) & (bars.symbol == "ESH4")
         _ingest(wh, bars[(bars.ts >= cut) & ~bad], tmp_path / "new.parquet")  # validation kept all but the bad tick
-        batch = _source_bars(wh, cut, second).to_pandas()
+        stored = _source_bars(wh, cut, second)
+        batch = stored.to_pandas()
         tick = bars[bad].iloc[0]
         batch = pd.concat([batch, pd.DataFrame([{"symbol": "ES", "ts": tick.ts, **{c: tick[c] * 10 for c in (
             "open", "high", "low", "close")}, "volume": tick.volume}])]).sort_values(["symbol", "ts"])
-        first = live.append(pa.Table.from_pandas(batch, preserve_index=False).cast(
-            pa.schema([(f.name, f.type) for f in _source_bars(wh, cut, cut).schema])))
+        first = live.append(pa.Table.from_pandas(batch, preserve_index=False).cast(stored.schema))
         assert first.num_rows == 4
         live.reload(["ES"], before={"ES": tick.ts.to_pydatetime()})
-        again = live.append(_source_bars(wh, second, second).filter(pa.compute.equal(
-            _source_bars(wh, second, second)["symbol"], "ES")))
+        stored_second = _source_bars(wh, second, second)
+        again = live.append(stored_second.filter(pa.compute.equal(stored_second["symbol"], "ES")))
         later = _append_each(live, _source_bars(wh, rest))
         got = pa.concat_tables([first.filter(pa.compute.equal(first["symbol"], "CL")), again, later])
         want, _ = _full_view(wh, cut)

@@ -46,6 +46,12 @@ def _warehouse(root: Path, days: list[str]) -> Warehouse:
     return wh
 
 
+def _final_bar(row: dict) -> FinalBar:
+    """A replayed minute row as the feed hands a final bar over (twelve 5-second parts)."""
+    return FinalBar(row["symbol"], row["contract"], row["ts"], row["ts"] + timedelta(minutes=1), trading_date(row["ts"]),
+                    row["open"], row["high"], row["low"], row["close"], int(row["volume"]), 12)
+
+
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """History up to 2013-10-09 in the warehouse; the first bars of 2013-10-10 (ESZ3) replayed live."""
@@ -68,10 +74,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         session reloads its features from the warehouse; the bar then arrives and is featured as usual)."""
         if len(running.session.decided) == 10:
             k = running.session.decided.index(ts) + 1
-            row = bars.slice(k, 1).to_pylist()[0]
-            bar = FinalBar(row["symbol"], row["contract"], row["ts"], row["ts"] + timedelta(minutes=1),
-                           trading_date(row["ts"]), row["open"], row["high"], row["low"], row["close"],
-                           int(row["volume"]), 12)
+            bar = _final_bar(bars.slice(k, 1).to_pylist()[0])
             running.session.before_stored([bar])
             running.session.not_stored([bar])
             failed_write.append(bar.ts)
@@ -243,8 +246,7 @@ def test_bars_featured_and_then_not_stored_are_dropped_and_the_features_still_eq
     def two_in_one_append(running: Running, ts: datetime) -> None:
         """After the 4th bar: the next two featured in one hand-over, then the first reported not stored."""
         if len(running.session.decided) == 4:
-            pair = [FinalBar(r["symbol"], r["contract"], r["ts"], r["ts"] + timedelta(minutes=1), trading_date(r["ts"]),
-                             r["open"], r["high"], r["low"], r["close"], int(r["volume"]), 12) for r in rows[4:6]]
+            pair = [_final_bar(row) for row in rows[4:6]]
             running.session.before_stored(pair)
             running.session.not_stored(pair[:1])
 
